@@ -1,0 +1,1 @@
+"""npe2 manifest targets (napari but no Qt)."""

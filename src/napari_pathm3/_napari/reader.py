@@ -1,0 +1,64 @@
+"""napari reader contribution: whole-slide images as lazy multiscale RGB layers in micrometres."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import SlideReadError
+from ..io.slide import SLIDE_SUFFIXES, Slide, open_slide
+
+log = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def _claims(path: Path) -> bool:
+    if path.is_dir():
+        return any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    return path.suffix.lower() in SLIDE_SUFFIXES
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return a reader when ``path`` is a slide we can open, ``None`` otherwise (other readers then try)."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if not p.exists() or not _claims(p):
+        return None
+    try:  # opening reads only the header and one tiny tile: cheap enough to decide
+        open_slide(p).close()
+    except (SlideReadError, OSError) as err:
+        log.info("napari-pathm3 does not read %s: %s", p, err)
+        return None
+    return read_slide
+
+
+def read_slide(path: str | list[str]) -> list[LayerData]:
+    p = path[0] if isinstance(path, list) else path
+    return [slide_layer_data(open_slide(p))]
+
+
+def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
+    """Layer-data tuple of a slide: lazy multiscale pyramid, scale in µm (pixels when mpp is unknown)."""
+    from ..io.pyramid import multiscale
+
+    levels = multiscale(slide)
+    mpp_xy = slide.mpp_xy
+    kwargs: dict[str, Any] = {
+        "name": name or slide.path.stem,
+        "rgb": True,
+        "multiscale": len(levels) > 1,
+        "contrast_limits": (0, 255),
+        # slide facts for users and other tools; the open Slide itself for our widgets (not serialised)
+        "metadata": {**slide.metadata(), "pathm3_slide": slide},
+    }
+    if mpp_xy is not None:
+        kwargs["scale"] = (mpp_xy[1], mpp_xy[0])  # (y, x) µm per level-0 pixel
+        kwargs["units"] = ("um", "um")
+    data = levels if len(levels) > 1 else levels[0]
+    return (data, kwargs, "image")

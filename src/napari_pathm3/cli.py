@@ -1,0 +1,58 @@
+"""``napari-pathm3`` command line: extract, train, evaluate, caption, demo, info.
+
+Each sub-command lives in ``napari_pathm3/_cli/<name>.py`` with ``register(subparsers)`` that adds its parser
+and sets ``func``; heavy imports happen inside ``func`` so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import PathM3Error
+
+COMMANDS = ("info", "extract", "train", "evaluate", "caption", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-pathm3",
+        description="PathM3 whole-slide classification and captioning (napari plugin command line).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-pathm3 {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"napari_pathm3._cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"napari_pathm3._cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except PathM3Error as err:  # expected failures: one clear line, no traceback
+        print(f"napari-pathm3 {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"napari-pathm3 {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Error types. Every expected failure raises a subclass of :class:`PathM3Error` whose message names the
+file or setting at fault and how to fix it."""
+
+from __future__ import annotations
+
+
+class PathM3Error(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class SlideReadError(PathM3Error):
+    """A slide could not be opened or read (missing, truncated, unsupported format, empty directory)."""
+
+
+class MissingMppError(PathM3Error):
+    """The slide has no microns-per-pixel and the operation needs a physical resolution."""
+
+
+class NoTissueError(PathM3Error):
+    """Tissue detection found nothing to analyse."""
+
+
+class CheckpointError(PathM3Error):
+    """A model checkpoint is missing, unreadable or does not fit the model/encoder/classes asked for."""
+
+
+class EncoderError(PathM3Error):
+    """A patch encoder could not be resolved or loaded (unknown name, gated or missing weights)."""
+
+
+class FeatureStoreError(PathM3Error):
+    """A feature store is corrupt, incomplete or does not match the requested slide/grid/encoder."""
+
+
+class Cancelled(PathM3Error):
+    """A long-running operation was cancelled by the user."""

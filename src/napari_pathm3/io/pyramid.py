@@ -1,0 +1,104 @@
+"""Slide -> multiscale list of dask arrays (one per level, one chunk per native tile, read on demand),
+and bounded-memory downsampled reads for thumbnails and tissue detection."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from .slide import Slide
+
+#: Chunk edge for untiled (stripped) images, whose "native tile" would be the whole level.
+UNTILED_CHUNK = 1024
+#: Native tiles smaller than this are grouped so napari does not schedule thousands of tiny tasks.
+MIN_CHUNK = 256
+
+
+class _LevelReader:
+    """Array-like view of one level; dask calls ``__getitem__`` with one chunk's slices."""
+
+    def __init__(self, slide: Slide, level: int) -> None:
+        self.slide, self.level = slide, level
+        w, h = slide.level_dimensions[level]
+        self.shape = (h, w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        ys, xs = key[0], key[1]
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)[..., key[2] if len(key) > 2 else slice(None)]
+        px = self.slide.read_level_region(x0, y0, self.level, x1 - x0, y1 - y0)
+        return px[:, :, key[2]] if len(key) > 2 else px
+
+
+def level_chunks(slide: Slide, level: int) -> tuple[int, int]:
+    """Dask chunk (height, width) for ``level``: the native tile, grouped up to at least MIN_CHUNK."""
+    tile = slide.tile_size(level)
+    w, h = slide.level_dimensions[level]
+    if tile is None or tile[0] >= w and tile[1] >= h and max(w, h) > UNTILED_CHUNK:
+        return (min(h, UNTILED_CHUNK), min(w, UNTILED_CHUNK))
+    tw, th = tile
+    tw *= max(1, math.ceil(MIN_CHUNK / tw))
+    th *= max(1, math.ceil(MIN_CHUNK / th))
+    return (min(h, th), min(w, tw))
+
+
+def level_array(slide: Slide, level: int) -> da.Array:
+    import dask.array as da
+
+    ch, cw = level_chunks(slide, level)
+    return da.from_array(
+        _LevelReader(slide, level), chunks=(ch, cw, 3), asarray=False, lock=False, fancy=False,
+        name=f"pathm3-{slide.fingerprint}-{level}",
+    )  # fmt: skip
+
+
+def multiscale(slide: Slide) -> list[da.Array]:
+    """One lazy dask array per pyramid level, largest first. Levels smaller than a pixel are dropped."""
+    return [level_array(slide, i) for i in range(slide.level_count)]
+
+
+def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> np.ndarray:
+    """The whole slide at ``downsample`` (relative to level 0), read block by block from the best level.
+
+    Memory is bounded by one ``block``-sized read plus the output, whatever the level size.
+    """
+    from PIL import Image
+
+    downsample = max(downsample, 1.0)
+    w0, h0 = slide.dimensions
+    out_w, out_h = max(1, round(w0 / downsample)), max(1, round(h0 / downsample))
+    level = slide.best_level_for_downsample(downsample)
+    lw, lh = slide.level_dimensions[level]
+    factor = downsample / slide.level_downsamples[level]  # >= 1: level pixels per output pixel
+    if factor < 1.01 and (lw, lh) == (out_w, out_h):
+        return slide.read_level_region(0, 0, level, lw, lh) if lw * lh <= 64e6 else _blocks(slide, level, 1.0, out_w, out_h, block, Image)
+    return _blocks(slide, level, factor, out_w, out_h, block, Image)
+
+
+def _blocks(slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int, Image: object) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    lw, lh = slide.level_dimensions[level]
+    out = np.empty((out_h, out_w, 3), np.uint8)
+    ob = max(1, int(block / factor))  # output pixels per block
+    for oy in range(0, out_h, ob):
+        for ox in range(0, out_w, ob):
+            ow, oh = min(ob, out_w - ox), min(ob, out_h - oy)
+            x0, y0 = int(ox * factor), int(oy * factor)
+            x1, y1 = min(lw, math.ceil((ox + ow) * factor)), min(lh, math.ceil((oy + oh) * factor))
+            if x1 <= x0 or y1 <= y0:
+                out[oy : oy + oh, ox : ox + ow] = 255
+                continue
+            px = slide.read_level_region(x0, y0, level, x1 - x0, y1 - y0)
+            img = PILImage.fromarray(px).resize((ow, oh), PILImage.Resampling.BOX)
+            out[oy : oy + oh, ox : ox + ow] = np.asarray(img)
+    return out

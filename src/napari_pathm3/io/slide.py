@@ -1,0 +1,282 @@
+"""``open_slide(path) -> Slide``: one thread-safe API over OpenSlide and tiffslide.
+
+Pixels come back as RGB uint8 with transparent areas composited on white. Coordinates are level-0 pixels
+``(x, y)``; sizes are ``(width, height)`` at the requested level, as in OpenSlide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .._types import PathLike
+from ..errors import MissingMppError, SlideReadError
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "openslide", "tiffslide"]
+
+#: File suffixes we claim in napari (other readers get everything else).
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
+)  # fmt: skip
+
+_MPP_KEYS = (
+    ("openslide.mpp-x", "openslide.mpp-y"),
+    ("tiffslide.mpp-x", "tiffslide.mpp-y"),
+    ("aperio.MPP", "aperio.MPP"),
+)
+
+
+def _resolve_path(path: PathLike) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SlideReadError(f"{p}: no such file or directory")
+    if p.is_dir():
+        dcm = sorted(q for q in p.iterdir() if q.suffix.lower() == ".dcm")
+        if not dcm:
+            raise SlideReadError(f"{p}: directory holds no DICOM (.dcm) files; pass a slide file or a DICOM WSI folder")
+        return dcm[0]  # OpenSlide finds the series' other instances itself
+    if p.stat().st_size == 0:
+        raise SlideReadError(f"{p}: file is empty")
+    return p
+
+
+def _open_backend(path: Path, backend: Backend) -> Any:
+    from ._openslide import OpenSlideBackend
+    from ._tiffslide import TiffSlideBackend
+
+    order = {"auto": (OpenSlideBackend, TiffSlideBackend), "openslide": (OpenSlideBackend,),
+             "tiffslide": (TiffSlideBackend,)}[backend]  # fmt: skip
+    reasons = []
+    for cls in order:
+        try:
+            return cls(path)
+        except ImportError:
+            raise
+        except Exception as err:  # each library has its own error types; collect them for one clear message
+            reasons.append(f"{cls.name}: {type(err).__name__}: {err}".strip())
+    raise SlideReadError(
+        f"{path}: cannot open as a whole-slide image (unreadable, truncated or unsupported format) - "
+        + "; ".join(reasons)
+    )
+
+
+class Slide:
+    """A whole-slide image. Use :func:`open_slide`; close it (or use ``with``) to release file handles."""
+
+    def __init__(self, path: PathLike, *, backend: Backend = "auto", mpp: float | None = None) -> None:
+        self.path = Path(path)
+        self._file = _resolve_path(self.path)
+        self._backend = _open_backend(self._file, backend)
+        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+            raise ValueError(f"mpp must be a positive number, got {mpp!r}")
+        self._mpp_override = mpp
+        if self.mpp is None:
+            warnings.warn(
+                f"{self.path.name}: no microns-per-pixel in the slide metadata; using pixel units. "
+                "Pass mpp=... (µm/px at level 0) to work in physical units.",
+                stacklevel=3,
+            )
+        self._validate()
+
+    def _validate(self) -> None:
+        dims = self.level_dimensions
+        if not dims or any(w <= 0 or h <= 0 for w, h in dims):
+            raise SlideReadError(f"{self.path}: slide reports no readable pyramid levels ({dims})")
+        try:  # decoding one tile catches truncated files that still have a valid header
+            w, h = dims[-1]
+            self._backend.read_rgba(0, 0, len(dims) - 1, min(w, 16), min(h, 16))
+        except Exception as err:
+            raise SlideReadError(f"{self.path}: header is readable but pixel data is not ({err})") from err
+
+    # -- metadata ---------------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def vendor(self) -> str:
+        return self._backend.vendor
+
+    @cached_property
+    def properties(self) -> dict[str, str]:
+        return self._backend.properties
+
+    @cached_property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return self._backend.level_dimensions
+
+    @cached_property
+    def level_downsamples(self) -> list[float]:
+        return self._backend.level_downsamples
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @cached_property
+    def _native_mpp(self) -> tuple[float, float] | None:
+        for kx, ky in _MPP_KEYS:
+            try:
+                x, y = float(self.properties[kx]), float(self.properties[ky])
+            except (KeyError, ValueError):
+                continue
+            if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y):
+                return x, y
+        return None
+
+    @property
+    def mpp_xy(self) -> tuple[float, float] | None:
+        if self._mpp_override is not None:
+            return self._mpp_override, self._mpp_override
+        return self._native_mpp
+
+    @property
+    def mpp(self) -> float | None:
+        """µm per level-0 pixel (mean of x and y), or ``None`` when unknown."""
+        xy = self.mpp_xy
+        return None if xy is None else (xy[0] + xy[1]) / 2
+
+    def require_mpp(self) -> float:
+        if self.mpp is None:
+            raise MissingMppError(
+                f"{self.path.name}: no microns-per-pixel in metadata; pass mpp=... to open_slide, or tile in "
+                "pixels (TilingConfig(target_mpp=None, level=...))"
+            )
+        return self.mpp
+
+    @property
+    def objective_power(self) -> float | None:
+        for key in ("openslide.objective-power", "tiffslide.objective-power", "aperio.AppMag"):
+            try:
+                return float(self.properties[key])
+            except (KeyError, ValueError):
+                continue
+        return None
+
+    def level_mpp(self, level: int) -> float | None:
+        return None if self.mpp is None else self.mpp * self.level_downsamples[level]
+
+    def tile_size(self, level: int) -> tuple[int, int] | None:
+        """The file's native tile (width, height) at ``level``, or ``None`` for untiled images."""
+        return self._backend.tile_size(level)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash (size + first and last MiB of every file) identifying this slide for caches."""
+        files = sorted(q for q in self.path.iterdir() if q.suffix.lower() == ".dcm") if self.path.is_dir() else [self._file]
+        h = hashlib.sha256()
+        for f in files:
+            size = f.stat().st_size
+            h.update(f.name.encode() + str(size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read(1 << 20))
+        return h.hexdigest()[:32]
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything napari layers and result files record about the slide (JSON-friendly)."""
+        return {
+            "path": str(self.path),
+            "backend": self.backend,
+            "vendor": self.vendor,
+            "mpp": self.mpp,
+            "mpp_xy": self.mpp_xy,
+            "objective_power": self.objective_power,
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": self.level_downsamples,
+            "properties": self.properties,
+        }
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Deepest level whose downsample does not exceed ``downsample`` (so reads never upsample)."""
+        best = 0
+        for i, d in enumerate(self.level_downsamples):
+            if d <= downsample * 1.001:
+                best = i
+        return best
+
+    # -- pixels -----------------------------------------------------------------------------------------------
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 array ``(height, width, 3)``; ``location`` in level-0 pixels, ``size`` at ``level``.
+
+        Areas outside the slide or transparent in the file are white.
+        """
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} out of range (slide has {self.level_count})")
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        try:
+            rgba = self._backend.read_rgba(int(location[0]), int(location[1]), level, w, h)
+        except Exception as err:
+            raise SlideReadError(f"{self.path}: read of {size} at {location} (level {level}) failed: {err}") from err
+        return _rgba_to_rgb(rgba)
+
+    def read_level_region(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        """Like :meth:`read_region` but with ``(x, y)`` in ``level`` pixels (what dask chunks need)."""
+        ds = self.level_downsamples[level]
+        return self.read_region((round(x * ds), round(y * ds)), level, (w, h))
+
+    def thumbnail(self, max_size: int = 1024) -> np.ndarray:
+        """Whole-slide RGB image whose long side is at most ``max_size``, read from the best level."""
+        from .pyramid import read_downsampled
+
+        w0, h0 = self.dimensions
+        return read_downsampled(self, max(w0, h0) / max_size)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Slide({str(self.path)!r}, backend={self.backend!r}, levels={self.level_count}, "
+            f"dimensions={self.dimensions}, mpp={self.mpp})"
+        )
+
+
+def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
+    if rgba.ndim == 2:
+        return np.repeat(rgba[..., None], 3, axis=2).astype(np.uint8)
+    if rgba.shape[2] == 3:
+        return np.ascontiguousarray(rgba, dtype=np.uint8)
+    rgb, alpha = rgba[..., :3].astype(np.uint16), rgba[..., 3:4].astype(np.uint16)
+    if bool((alpha == 255).all()):
+        return np.ascontiguousarray(rgba[..., :3])
+    # composite on white: rgb·a + 255·(1 − a)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def open_slide(path: PathLike, *, backend: Backend = "auto", mpp: float | None = None) -> Slide:
+    """Open a whole-slide image.
+
+    Args:
+        path: slide file, or a DICOM WSI directory (any of its ``.dcm`` files works too).
+        backend: ``"auto"`` tries OpenSlide, then tiffslide.
+        mpp: µm/px at level 0, overriding (or supplying missing) metadata.
+
+    Raises:
+        SlideReadError: missing, empty, truncated, unreadable or unsupported file.
+    """
+    return Slide(path, backend=backend, mpp=mpp)

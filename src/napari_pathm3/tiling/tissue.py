@@ -1,0 +1,124 @@
+"""Tissue detection on a low-resolution image of the slide (numpy / scikit-image, no I/O in the math)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import TissueConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TissueMask:
+    """Boolean mask of tissue on a grid of ``downsample`` level-0 pixels per mask pixel.
+
+    ``mask[r, c]`` covers level-0 pixels ``[c*downsample, (c+1)*downsample) x [r*downsample, ...)``, so in
+    napari it aligns with the slide with ``scale = downsample * mpp`` and ``translate = 0``... offset by
+    half a pixel is not needed because napari places pixel centres at ``(i + 0.5) * scale`` for both layers.
+    """
+
+    mask: np.ndarray
+    downsample: float
+    threshold: float
+
+    @property
+    def empty(self) -> bool:
+        return not bool(self.mask.any())
+
+    @property
+    def tissue_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def fraction_in(self, x0: float, y0: float, size0: float) -> float:
+        """Fraction of tissue inside the level-0 square ``[x0, x0+size0) x [y0, y0+size0)``."""
+        ds = self.downsample
+        c0, r0 = int(np.floor(x0 / ds)), int(np.floor(y0 / ds))
+        c1, r1 = max(c0 + 1, int(np.ceil((x0 + size0) / ds))), max(r0 + 1, int(np.ceil((y0 + size0) / ds)))
+        window = self.mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)]
+        return float(window.sum()) / float((r1 - r0) * (c1 - c0))
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """HSV saturation in [0, 1]; white and grey background are ~0, stained tissue is high."""
+    rgbf = rgb.astype(np.float32) / 255.0
+    mx, mn = rgbf.max(axis=2), rgbf.min(axis=2)
+    return np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0).astype(np.float32)
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Mean optical density -log10(I/255) over channels; 0 on white."""
+    od = -np.log10(np.clip(rgb.astype(np.float32), 1.0, 255.0) / 255.0)
+    return od.mean(axis=2)
+
+
+def detect_tissue_array(rgb: np.ndarray, *, um_per_px: float, config: TissueConfig) -> tuple[np.ndarray, float]:
+    """Tissue mask of an RGB image whose pixels are ``um_per_px`` µm wide. Returns ``(mask, threshold)``."""
+    from scipy import ndimage
+    from skimage import filters, morphology
+
+    if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.size == 0:
+        raise ValueError(f"expected an RGB image (h, w, 3), got shape {rgb.shape}")
+    signal = saturation(rgb) if config.method == "otsu_saturation" else optical_density(rgb)
+    floor = config.min_saturation if config.method == "otsu_saturation" else 0.05
+    if float(signal.max() - signal.min()) < 1e-6:
+        return np.zeros(signal.shape, bool), float("inf")  # uniform image: Otsu is undefined, no tissue
+    threshold = max(float(filters.threshold_otsu(signal)), floor)
+    mask = signal > threshold
+
+    def radius(um: float) -> int:
+        return max(0, round(um / um_per_px))
+
+    if (r := radius(config.closing_radius_um)) > 0:
+        mask = ndimage.binary_closing(np.pad(mask, r), morphology.disk(r))[r:-r, r:-r]
+    if (r := radius(config.opening_radius_um)) > 0:
+        mask = ndimage.binary_opening(mask, morphology.disk(r))
+    px_area = um_per_px**2
+    min_hole = int(config.min_hole_area_um2 / px_area)
+    if min_hole > 0:
+        holes = ndimage.binary_fill_holes(mask) & ~mask
+        labels, n = ndimage.label(holes)
+        if n:
+            sizes = np.bincount(labels.ravel())
+            small = sizes < min_hole
+            small[0] = False
+            mask = mask | small[labels]
+    min_obj = int(config.min_area_um2 / px_area)
+    if min_obj > 0 and mask.any():
+        labels, n = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= min_obj
+        keep[0] = False
+        mask = keep[labels]
+    return mask, threshold
+
+
+def detect_tissue(slide: object, config: TissueConfig | None = None) -> TissueMask:
+    """Tissue mask of ``slide`` computed at about ``config.target_mpp`` µm/px.
+
+    An empty mask is a valid result (blank slide); callers that need tissue check ``.empty`` and raise
+    :class:`~napari_pathm3.errors.NoTissueError` with their own context.
+    """
+    from ..io.pyramid import read_downsampled
+
+    config = config or TissueConfig()
+    w0, h0 = slide.dimensions  # type: ignore[attr-defined]
+    mpp = slide.mpp  # type: ignore[attr-defined]
+    if mpp is not None:
+        downsample = max(1.0, config.target_mpp / mpp)
+        downsample = max(downsample, max(w0, h0) / (4 * config.max_size))  # keep the image bounded
+        um_per_px = downsample * mpp
+    else:  # pixel units: assume ~0.5 µm/px (20x), the common case, for the morphology radii only
+        downsample = max(1.0, max(w0, h0) / config.max_size)
+        um_per_px = downsample * 0.5
+    rgb = read_downsampled(slide, downsample)  # type: ignore[arg-type]
+    # the effective downsample after rounding of the output size
+    eff = w0 / rgb.shape[1]
+    mask, threshold = detect_tissue_array(rgb, um_per_px=um_per_px, config=config)
+    result = TissueMask(mask=mask, downsample=float(eff), threshold=threshold)
+    if result.empty:
+        log.info("no tissue detected in %s", getattr(slide, "path", "slide"))
+    return result
