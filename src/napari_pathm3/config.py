@@ -331,3 +331,48 @@ class ExtractConfig(_JsonMixin):
         _check(self.prefetch >= 0, "prefetch", "must be >= 0")
         _check(self.chunk_rows is None or self.chunk_rows >= 1, "chunk_rows", "must be >= 1 or None")
         _check(self.dtype in ("float32", "float16"), "dtype", f"unknown dtype {self.dtype!r}")
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(_JsonMixin):
+    """How to train. Optimiser settings (lr, warm-up, weight decay, betas, batch size: Table 6) come from
+    ``PathM3Config.optim``; α and the mode from ``PathM3Config`` unless overridden here."""
+
+    epochs: int = 50  # the paper does not say; early stopping usually ends runs sooner
+    batch_size: int | None = None  # global bags per optimiser step; None: PathM3Config.optim.batch_size (16)
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (per process: batch_size / world / accum)
+    max_patches: int | None = None  # random subset of patches per training bag (memory cap); None: all
+    min_lr: float = 0.0  # cosine decay floor (LAVIS's BLIP-2 fine-tuning default)
+    warmup_max_fraction: float = 0.1  # warm-up lasts min(optim.warmup_steps, fraction x total steps): short runs
+    grad_clip: float | None = 1.0  # max gradient norm (not in the paper; steadies tiny/scratch LMs); None: off
+    mode: Literal["image", "image_text", "text"] | None = None  # None: PathM3Config.mode
+    alpha: float | None = None  # eq. (4) weight of L_cls; None: PathM3Config.alpha
+    val_metric: str = "accuracy"  # early stopping / best checkpoint: accuracy, balanced_accuracy, macro_f1, auc, loss
+    patience: int | None = 10  # epochs without improvement before stopping; None: never stop early
+    min_delta: float = 0.0  # smallest change of val_metric that counts as an improvement
+    seed: int = 0
+    device: str = "auto"  # cuda, then mps, then cpu
+    bf16: bool = True  # bf16 autocast on CUDA only
+    num_workers: int = 0  # DataLoader worker processes (feature files are read in them)
+    log_every: int = 10  # optimiser steps between progress reports
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", "must be >= 1")
+        _check(self.batch_size is None or self.batch_size >= 1, "batch_size", "must be >= 1 or None")
+        _check(self.grad_accum_steps >= 1, "grad_accum_steps", "must be >= 1")
+        _check(self.max_patches is None or self.max_patches >= 1, "max_patches", "must be >= 1 or None")
+        _check(0.0 < self.warmup_max_fraction <= 1.0, "warmup_max_fraction", "must be in (0, 1]")
+        _check(self.min_lr >= 0, "min_lr", "must be >= 0")
+        _check(self.mode in (None, "image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
+        _check(self.alpha is None or 0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1] or None")
+        _check(
+            self.val_metric in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss"),
+            "val_metric",
+            f"unknown metric {self.val_metric!r}",
+        )
+        _check(self.patience is None or self.patience >= 1, "patience", "must be >= 1 or None")
+        _check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        _check(self.log_every >= 1, "log_every", "must be >= 1")

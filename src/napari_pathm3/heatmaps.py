@@ -134,7 +134,9 @@ def patch_boxes(grid: PatchGrid, indices: np.ndarray | None = None) -> np.ndarra
     x, y = coords[:, 0].astype(np.float64), coords[:, 1].astype(np.float64)
     # patch pixels span [x, x+s); as napari pixel centres the box edges sit half a pixel outside them
     x0, y0, x1, y1 = x - 0.5, y - 0.5, x + s - 0.5, y + s - 0.5
-    return np.stack([np.stack([y0, x0], 1), np.stack([y0, x1], 1), np.stack([y1, x1], 1), np.stack([y1, x0], 1)], 1)
+    return np.stack(
+        [np.stack([y0, x0], 1), np.stack([y0, x1], 1), np.stack([y1, x1], 1), np.stack([y1, x0], 1)], 1
+    )
 
 
 # ------------------------------------------------------------------------------------------------ colour
@@ -162,7 +164,9 @@ def colorize(values01: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
     return np.concatenate([rgb, a], axis=-1).round().astype(np.uint8)
 
 
-def overlay(rgb: np.ndarray, raster: Raster, slide_dimensions: tuple[int, int], *, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    rgb: np.ndarray, raster: Raster, slide_dimensions: tuple[int, int], *, alpha: float = 0.5
+) -> np.ndarray:
     """Blend a normalised ``raster`` (values in [0, 1], NaN = none) over ``rgb``, a whole-slide thumbnail of
     a slide whose level 0 is ``slide_dimensions`` = (width, height). Returns RGB uint8 of ``rgb``'s shape."""
     h, w = rgb.shape[:2]

@@ -127,7 +127,9 @@ def nystrom_attention(
     b, h, n, d = q.shape
     mask = torch.ones(b, n, dtype=torch.bool, device=q.device) if mask is None else mask.bool()
     if int(mask.sum(dim=1).min()) < num_landmarks:
-        raise ValueError("nystrom_attention: every bag needs >= num_landmarks valid patches; use exact_attention")
+        raise ValueError(
+            "nystrom_attention: every bag needs >= num_landmarks valid patches; use exact_attention"
+        )
     scale = d**-0.5
     seg = landmark_segments(mask, num_landmarks)
     q_l = _split_heads(segment_means(_merge_heads(q), seg, num_landmarks), h)  # (b, h, m, d)

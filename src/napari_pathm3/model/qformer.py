@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class QFormerOutput:
     query_output: Tensor  # (b, q, H)
-    cross_attention: Tensor | None  # (b, q, n): mean over heads and cross-attention layers; None without patches
+    cross_attention: (
+        Tensor | None
+    )  # (b, q, n): mean over heads and cross-attention layers; None without patches
 
 
 def _attend(
@@ -95,7 +97,9 @@ class QFormer(nn.Module):
         nn.init.normal_(self.query_tokens, std=0.02)  # BLIP-2 / LAVIS initialisation
         # BERT-style text embeddings (InstructBLIP's Q-Former text input): word + absolute position.
         self.embeddings = nn.Module()
-        self.embeddings.word_embeddings = nn.Embedding(vocab_size, config.hidden_size, padding_idx=pad_token_id)
+        self.embeddings.word_embeddings = nn.Embedding(
+            vocab_size, config.hidden_size, padding_idx=pad_token_id
+        )
         self.embeddings.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         for emb in (self.embeddings.word_embeddings, self.embeddings.position_embeddings):
             nn.init.normal_(emb.weight, std=0.02)
@@ -143,7 +147,9 @@ class QFormer(nn.Module):
         heads = cfg.num_attention_heads
         maps: list[Tensor] = []
         for layer in self.encoder.layer:
-            a, _ = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn, need_weights=False)
+            a, _ = _attend(
+                layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn, need_weights=False
+            )
             a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
             aq = a[:, :nq]
             if layer.has_cross_attention and patches is not None:
@@ -195,18 +201,21 @@ def load_bert_text_weights(qformer: QFormer, source: str) -> list[str]:
 
     bert = AutoModel.from_pretrained(resolve_pretrained(source))
     target = qformer.state_dict()
-    loaded: dict[str, Tensor] = {}
+    # candidate copies grouped by target module, so a Linear never gets its bias without its weight
+    groups: dict[str, dict[str, Tensor]] = {}
     for key, value in bert.state_dict().items():
-        key = key.removeprefix("bert.")
-        new = key
+        new = key.removeprefix("bert.")
         for old, rep in _BERT_RENAMES:
             new = new.replace(old, rep)
-        candidates = [new]
+        names = [new]
         if ".intermediate." in new or (".output." in new and ".attention." not in new):
-            candidates.append(new.replace(".intermediate.", ".intermediate_query.").replace(".output.", ".output_query."))
-        for cand in candidates:
-            if cand in target and target[cand].shape == value.shape:
-                loaded[cand] = value
+            names.append(new.replace(".intermediate.", ".intermediate_query.").replace(".output.", ".output_query."))
+        for name in names:
+            groups.setdefault(name.rsplit(".", 1)[0], {})[name] = value
+    loaded: dict[str, Tensor] = {}
+    for group in groups.values():
+        if all(k in target and target[k].shape == v.shape for k, v in group.items()):
+            loaded.update(group)
     skipped = sorted(k for k in target if k not in loaded)
     qformer.load_state_dict(loaded, strict=False)
     log.info("Q-Former: %d tensors from %s, %d kept their initialisation", len(loaded), source, len(skipped))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -142,8 +143,11 @@ def bleu(references: References, hypotheses: Sequence[str]) -> dict[str, float]:
     refs = _refs(references, len(hypotheses))
     hyps = [tokenize(h) for h in hypotheses]
     weights = [(1.0,), (0.5, 0.5), (1 / 3, 1 / 3, 1 / 3), (0.25, 0.25, 0.25, 0.25)]
-    scores = corpus_bleu(refs, hyps, weights=weights)
-    return {f"bleu_{i + 1}": float(s) for i, s in enumerate(scores)}
+    with warnings.catch_warnings():  # nltk warns on every zero n-gram count; 0 is the documented score
+        warnings.simplefilter("ignore", UserWarning)
+        scores = corpus_bleu(refs, hyps, weights=weights)
+    # nltk returns ~1e-78 instead of 0 when an order has no match
+    return {f"bleu_{i + 1}": float(s) if s > 1e-30 else 0.0 for i, s in enumerate(scores)}
 
 
 class _NoSynonyms:

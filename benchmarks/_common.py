@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmark scripts: where data lives, machine facts, memory and timing.
+
+Every benchmark prints exactly one JSON line on stdout (``emit``); ``run_all.py`` collects them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+#: shared test data (the CMU sample slide); NAPARI_PATHM3_DATA overrides, as in tests/conftest.py
+DATA_DIR = Path(os.environ.get("NAPARI_PATHM3_DATA", REPO.parent / "shared" / "data"))
+CMU_SLIDE = DATA_DIR / "slides" / "CMU-1-Small-Region.svs"
+#: generated benchmark inputs (the large slide): gitignored ``tmp/`` in the repository by default
+os.environ.setdefault("NAPARI_PATHM3_DATA", str(DATA_DIR))  # the sample slide resolves here, offline
+BENCH_DIR = Path(os.environ.get("NAPARI_PATHM3_BENCH_DIR", REPO / "tmp" / "benchmarks"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM and library versions: the header of every results table."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(terse=True),
+    }
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        info["ram_gb"] = None
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def timeit(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, float, Any]:
+    """``(min, median, last result)`` of ``repeat`` wall-clock runs of ``fn``."""
+    times, out = [], None
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times), out
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON result line."""
+    print(json.dumps(record, default=_jsonable), flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,231 @@
+"""Viewing a large slide in napari: time to first frame and resident memory through a long pan/zoom sweep.
+
+Each mode runs in its own process (fresh RSS, cold caches) under Xvfb, with a shown 1400x1000 viewer:
+
+* ``ours``          the plugin's reader as shipped (lazy multiscale dask pyramid, napari's dask cache on)
+* ``ours_nocache``  the same layer with ``cache=False`` (napari's opportunistic dask cache off)
+* ``naive_level``   the naive way: one pyramid level read whole into numpy with tifffile, then shown
+
+Measured: open -> layer added -> first frame drawn (``viewer.screenshot`` forces the draw); RSS after
+the first frame and after a scripted sweep (``--steps`` camera moves over the tissue at 1:1 and coarser
+zooms, each drawn); pixels read through ``Slide.read_region`` (to show no full level is read). Prints one
+JSON line.
+
+    python benchmarks/bench_view.py [SLIDE] [--steps 200] [--modes ours,ours_nocache,naive_level]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import emit, machine, rss_mb  # noqa: E402
+
+CANVAS = (1400, 1000)
+XVFB_SCREEN = "-screen 0 1920x1200x24"
+
+
+# ------------------------------------------------------------------------------------------ child process
+def _count_reads() -> dict[str, Any]:
+    """Wrap ``Slide.read_region`` to count calls and pixels per level (benchmark bookkeeping only)."""
+    from napari_pathm3.io import slide as slide_mod
+
+    stats: dict[str, Any] = {"calls": 0, "pixels": 0, "levels": {}}
+    original = slide_mod.Slide.read_region
+
+    def counting(self: Any, location: Any, level: int, size: Any) -> np.ndarray:
+        stats["calls"] += 1
+        stats["pixels"] += int(size[0]) * int(size[1])
+        stats["levels"][level] = stats["levels"].get(level, 0) + 1
+        return original(self, location, level, size)
+
+    slide_mod.Slide.read_region = counting  # type: ignore[method-assign]
+    return stats
+
+
+def _snapshot(stats: dict[str, Any]) -> dict[str, Any]:
+    return {"calls": stats["calls"], "mpx": round(stats["pixels"] / 1e6, 2), "levels": dict(stats["levels"])}
+
+
+def _tissue_fraction(img: np.ndarray) -> float:
+    rgb = img[..., :3].astype(np.int16)
+    sat = rgb.max(-1) - rgb.min(-1)
+    return float((sat > 25).mean())
+
+
+def _sweep_positions(dims: tuple[int, int], mpp: float, steps: int, seed: int = 0) -> list[tuple[float, float, float]]:
+    """``(y_um, x_um, zoom)`` camera states: a serpentine pan across the slide at 1:1 (level 0), with every
+    5th view at 1/4 zoom and every 25th zoomed out to the whole slide; so each step shows new tiles."""
+    w0, h0 = dims
+    full = 1.0 / mpp  # screen px per µm at 1:1
+    cols = max(2, int(np.ceil(np.sqrt(steps * w0 / h0))))
+    rows = max(2, int(np.ceil(steps / cols)))
+    xs, ys = np.linspace(0.1, 0.9, cols) * w0 * mpp, np.linspace(0.1, 0.9, rows) * h0 * mpp
+    out = []
+    for i in range(steps):
+        r, c = divmod(i, cols)
+        c = c if r % 2 == 0 else cols - 1 - c
+        zoom = full
+        if i % 25 == 24:
+            zoom = min(CANVAS[0] / (w0 * mpp), CANVAS[1] / (h0 * mpp))
+        elif i % 5 == 4:
+            zoom = full / 4
+        out.append((float(ys[r % rows]), float(xs[c]), float(zoom)))
+    return out
+
+
+def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None) -> dict[str, Any]:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_pathm3.io.slide import open_slide
+
+    with open_slide(path) as s:
+        dims, mpp, level_dims = s.dimensions, s.mpp or 1.0, s.level_dimensions
+    stats = _count_reads()
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*CANVAS)
+    app = QApplication.instance()
+    for _ in range(5):
+        app.processEvents()
+    # napari's one-time costs (unit registry, shaders, lazy imports) are paid by a throw-away layer first,
+    # so the clock measures what the data path costs
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, scale=(1, 1), units=("um", "um"))
+    viewer.screenshot(canvas_only=True, flash=False)
+    viewer.layers.clear()
+    app.processEvents()
+    rss_start = rss_mb()
+    t0 = time.perf_counter()
+    if mode in ("ours", "ours_nocache"):
+        from napari_pathm3._napari.reader import napari_get_reader
+
+        reader = napari_get_reader(str(path))
+        if reader is None:
+            raise SystemExit(f"napari-pathm3 does not claim {path}")
+        data, kwargs, _ = reader(str(path))[0]
+        if mode == "ours_nocache":
+            kwargs = {**kwargs, "cache": False}
+    elif mode == "naive_level":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            data = tif.pages[naive_level].asarray()  # the whole level, decoded into memory
+        s = mpp * 2**naive_level
+        kwargs = {"rgb": True, "contrast_limits": (0, 255), "scale": (s, s), "units": ("um", "um"), "name": "naive"}
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    t_open = time.perf_counter()
+    viewer.add_image(data, **kwargs)
+    t_layer = time.perf_counter()
+    first = viewer.screenshot(canvas_only=True, flash=False)
+    t_first = time.perf_counter()
+    app.processEvents()
+    rss_first = rss_mb()
+    reads_first = _snapshot(stats)
+    if shot is not None:
+        from PIL import Image
+
+        Image.fromarray(first[..., :3]).save(shot)
+    camera = viewer.scene.camera
+    step_ms, rss_trace = [], []
+    for y, x, zoom in _sweep_positions(dims, mpp, steps):
+        t = time.perf_counter()
+        camera.center = (y, x)
+        camera.zoom = zoom
+        app.processEvents()
+        viewer.screenshot(canvas_only=True, flash=False)  # draw: napari picks the level and loads its tiles
+        step_ms.append((time.perf_counter() - t) * 1e3)
+        rss_trace.append(rss_mb())
+    rss_end = rss_mb()
+    result = {
+        "mode": mode,
+        "open_s": round(t_open - t0, 3),
+        "layer_s": round(t_layer - t0, 3),
+        "first_frame_s": round(t_first - t0, 3),
+        "first_frame_tissue_fraction": round(_tissue_fraction(first), 3),
+        "rss_start_mb": round(rss_start),
+        "rss_first_frame_mb": round(rss_first),
+        "rss_after_sweep_mb": round(rss_end),
+        "rss_peak_sweep_mb": round(max(rss_trace, default=rss_end)),
+        "rss_growth_sweep_mb": round(rss_end - rss_first),
+        "rss_peak_growth_mb": round(max(rss_trace, default=rss_end) - rss_first),
+        "rss_trace_mb": [round(v) for v in rss_trace[:: max(1, len(rss_trace) // 20)]],
+        "steps": steps,
+        "step_ms_median": round(float(np.median(step_ms)), 1) if step_ms else None,
+        "step_ms_p95": round(float(np.percentile(step_ms, 95)), 1) if step_ms else None,
+        "reads_first_frame": reads_first,
+        "reads_total": _snapshot(stats),
+    }
+    if mode == "naive_level":
+        w, h = level_dims[naive_level]
+        result["naive_level"] = naive_level
+        result["naive_level_mpx"] = round(w * h / 1e6, 1)
+    else:
+        result["level0_mpx"] = round(dims[0] * dims[1] / 1e6, 1)
+        result["smallest_level_mpx"] = round(level_dims[-1][0] * level_dims[-1][1] / 1e6, 2)
+    viewer.close()
+    return result
+
+
+# ------------------------------------------------------------------------------------------ parent process
+def run_mode(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), str(path), "--child", mode, "--steps", str(args.steps),
+           "--naive-level", str(args.naive_level)]  # fmt: skip
+    if args.screenshots:
+        cmd += ["--shot", str(Path(args.screenshots) / f"view_{mode}.png")]
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        if shutil.which("xvfb-run") is None:
+            return {"mode": mode, "error": "no display and no xvfb-run"}
+        cmd = ["xvfb-run", "-a", "-s", XVFB_SCREEN, *cmd]
+    env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"mode": mode, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("slide", nargs="?", default=None, help="default: the cached 60k x 40k synthetic slide")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--modes", default="ours,ours_nocache,naive_level")
+    ap.add_argument("--naive-level", type=int, default=1, help="level the naive mode reads whole (1: 30k x 20k)")
+    ap.add_argument("--width", type=int, default=60_000)
+    ap.add_argument("--height", type=int, default=40_000)
+    ap.add_argument("--screenshots", default=None, help="folder for first-frame screenshots")
+    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--shot", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.slide is None:
+        from make_large_slide import large_slide
+
+        path = large_slide(width=args.width, height=args.height)
+    else:
+        path = Path(args.slide)
+    if args.child:
+        emit(child(args.child, path, args.steps, args.naive_level, Path(args.shot) if args.shot else None))
+        return
+    results = {m: run_mode(m, path, args) for m in args.modes.split(",") if m}
+    record: dict[str, Any] = {"bench": "view", "slide": path.name, "machine": machine(), "modes": results}
+    ours, naive = results.get("ours", {}), results.get("naive_level", {})
+    if "first_frame_s" in ours and "first_frame_s" in naive:
+        record["first_frame_speedup_vs_naive"] = round(naive["first_frame_s"] / ours["first_frame_s"], 1)
+        record["rss_ratio_naive_vs_ours"] = round(naive["rss_first_frame_mb"] / max(1, ours["rss_first_frame_mb"]), 1)
+    emit(record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""``napari-pathm3 caption SLIDE --model DIR|demo --out result.json --heatmap heatmap.png``: headless captioning."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "caption",
+        help="classify and caption a slide; write JSON (probabilities, caption, top patches) and a heatmap PNG",
+    )
+    p.add_argument("slide", help="slide file or DICOM folder")
+    p.add_argument("--model", required=True, help="checkpoint folder, or 'demo' (offline demo model, not diagnostic)")
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default: print to stdout)")
+    p.add_argument("--heatmap", type=Path, default=None, help="attention heatmap over a thumbnail (PNG)")
+    p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
+    p.add_argument("--geojson", type=Path, default=None, help="top patches as GeoJSON (QuPath)")
+    p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
+    p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
+    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
+    p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+class _Bar:
+    """tqdm progress over the stages; the feature stage shows patches."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.bar: Any = None
+        self.stage = ""
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        from tqdm.auto import tqdm
+
+        name = stage.split(" (")[0]
+        if name != self.stage:
+            self.close()
+            self.stage = name
+            self.bar = tqdm(total=total or None, desc=name, unit="", leave=False, disable=self.disable, file=sys.stderr)
+        if self.bar is not None:
+            if total and self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import api
+    from .._backend import user_cache_dir
+    from ..inference import save_heatmap_png
+    from ..io.geojson import write_json_atomic
+
+    bar = _Bar(disable=args.quiet)
+    cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
+    try:
+        with api.open_slide(args.slide, mpp=args.mpp) as slide:
+            model = api.load_model(args.model, device=args.device) if args.model != "demo" else "demo"
+            result = api.caption_slide(
+                slide, model=model, encoder=args.encoder, device=args.device, text=args.text,
+                cache_dir=cache, top_k=args.top_k, progress=bar,
+            )  # fmt: skip
+    finally:
+        bar.close()
+    if args.model == "demo":
+        result.model_name = "demo (not diagnostic)"
+    data = result.to_dict(per_patch=args.per_patch)
+    if args.model == "demo":
+        from ..demo import DISCLAIMER
+
+        data["disclaimer"] = DISCLAIMER
+    if args.out is not None:
+        write_json_atomic(args.out, data)
+    else:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    if args.heatmap is not None:
+        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size)
+    if args.csv is not None:
+        result.save_csv(args.csv)
+    if args.geojson is not None:
+        result.save_geojson(args.geojson)
+    if args.out is not None:
+        p = result.probabilities[result.label]
+        print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
+    return 0

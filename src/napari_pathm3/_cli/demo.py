@@ -1,0 +1,42 @@
+"""``napari-pathm3 demo [--headless --out DIR]``: the offline demo (sample slide + a tiny model trained on the
+spot; not diagnostic). With a display it opens napari; ``--headless`` writes JSON and a heatmap PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="offline demo on the sample slide with a tiny model trained on the spot (NOT diagnostic)",
+    )
+    p.add_argument("--headless", action="store_true", help="no window: write result.json and heatmap.png to --out")
+    p.add_argument("--out", type=Path, default=Path("pathm3-demo"), help="output folder for --headless")
+    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--retrain", action="store_true", help="train the demo model again even when it is cached")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import demo
+    from .caption import _Bar
+
+    print(demo.DISCLAIMER, file=sys.stderr)
+    if not args.headless:
+        if args.retrain:
+            demo.ensure_demo_model(device=args.device, force=True)
+        demo.launch_viewer()
+        return 0
+    bar = _Bar(disable=False)
+    try:
+        if args.retrain:
+            demo.ensure_demo_model(device=args.device, force=True, progress=bar)
+        paths = demo.run_headless(args.out, device=args.device, progress=bar)
+    finally:
+        bar.close()
+    for kind, path in paths.items():
+        print(f"{kind}: {path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,91 @@
+"""``napari-pathm3 extract``: patch features of many slides into a feature store.
+
+    napari-pathm3 extract SLIDE [SLIDE ...] --out STORE [--encoder NAME]
+    napari-pathm3 extract --manifest slides.csv --out STORE --workers 4        # local dask cluster
+    napari-pathm3 extract --manifest slides.csv --out STORE --scheduler tcp://host:8786
+
+Exit status 1 when any slide failed (each failure is listed; the others are still extracted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("extract", help="extract patch features of slides into a feature store (resumable)")
+    p.add_argument("slides", nargs="*", help="slide files or DICOM folders")
+    p.add_argument("--manifest", help="CSV with a 'slide' column (optional: slide_id, mpp)")
+    p.add_argument("--out", help="feature store folder (one zarr group per slide)")
+    p.add_argument("--encoder", default="builtin:colorstats",
+                   help="encoder name: builtin:colorstats (offline), timm:…, hf:…, local:FOLDER (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--list-encoders", action="store_true", help="print known and cached encoder names and exit"
+    )
+    p.add_argument("--patch-size", type=int, default=224)
+    p.add_argument(
+        "--target-mpp", type=float, default=0.5, help="µm/px of the patches (default: %(default)s)"
+    )
+    p.add_argument("--min-tissue", type=float, default=0.25, help="minimum tissue fraction of a patch")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 for slides that lack it")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=None, help="patch-reading threads per slide")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision"
+    )
+    p.add_argument("--overwrite", action="store_true", help="recompute even finished slides")
+    p.add_argument(
+        "--scheduler", help="dask.distributed scheduler address: one task per slide on that cluster"
+    )
+    p.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
+    p.add_argument("--threads", action="store_true", help="local cluster workers as threads, not processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import TilingConfig
+    from ..errors import PathM3Error
+    from ..features.batch import SlideJob, extract_many, jobs_from_paths, read_manifest, summarize
+
+    if args.list_encoders:
+        from ..features.encoders import list_encoders
+
+        print("\n".join(list_encoders()))
+        return 0
+    if not args.out:
+        raise PathM3Error("--out STORE is required")
+    jobs: list[SlideJob] = read_manifest(args.manifest) if args.manifest else []
+    jobs += jobs_from_paths(args.slides)
+    if not jobs:
+        raise PathM3Error("no slides: pass slide paths or --manifest slides.csv")
+    if args.mpp is not None:
+        jobs = [j if j.mpp is not None else SlideJob(j.slide, j.slide_id, args.mpp) for j in jobs]
+    tiling = TilingConfig(
+        patch_size=args.patch_size, target_mpp=args.target_mpp, min_tissue_fraction=args.min_tissue
+    )
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), unit="slide", desc="extract", disable=args.no_progress, file=sys.stderr)
+
+    def on_slides(done: int, total: int, stage: str) -> None:
+        bar.update(done - bar.n)
+
+    def on_patches(done: int, total: int, slide_id: str) -> None:
+        bar.set_postfix_str(f"{slide_id}: {done}/{total} patches", refresh=False)
+        bar.refresh()
+
+    try:
+        results = extract_many(
+            jobs, args.encoder, args.out, tiling=tiling, batch_size=args.batch_size, num_workers=args.num_workers,
+            device=args.device, dtype=args.dtype, overwrite=args.overwrite, scheduler=args.scheduler,
+            workers=args.workers, processes=not args.threads, progress=on_slides,
+            patch_progress=None if args.no_progress else on_patches,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    print(summarize(results))
+    return 0 if all(r.ok for r in results) else 1

@@ -1,0 +1,164 @@
+"""``napari-pathm3 train``: train PathM3 on a manifest of feature bags, or run the paper's protocol.
+
+    napari-pathm3 train --manifest bags.csv --features FEATS --out RUN [--epochs 50] [--mode image_text]
+    napari-pathm3 train --protocol patchgastric --features FEATS --out RUN [--captions captions.csv]
+    torchrun --nproc-per-node 4 -m napari_pathm3.cli train ...       # DistributedDataParallel
+
+The manifest has a slide/id column (a feature file or a key in FEATS), a label/subtype column, an optional
+caption/text column and an optional split column (train/val/test); without splits, ``--val-fraction`` of the
+bags (stratified) is held out for validation and early stopping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a PathM3 model on feature bags (manifest or the paper's protocol)"
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--manifest", help="CSV: slide,label[,caption][,split] (PatchGastric captions.csv works)"
+    )
+    src.add_argument("--protocol", choices=("patchgastric",), help="the paper's PatchGastric protocol")
+    p.add_argument("--features", required=True, help="feature folder: one store/file per slide id")
+    p.add_argument("--out", required=True, help="run folder (checkpoints best/ and last/, log.csv)")
+    p.add_argument("--captions", help="PatchGastric captions.csv (protocol; default: $NAPARI_PATHM3_DATA)")
+    p.add_argument("--model-config", help="PathM3Config JSON (e.g. a checkpoint's config.json)")
+    p.add_argument("--init", help="checkpoint folder to fine-tune instead of a new model")
+    p.add_argument("--tiny", action="store_true", help="a test-sized model (scratch LM, offline)")
+    p.add_argument(
+        "--lm", help="caption LM: HF id or folder; 'scratch' builds a small one (default: Flan-T5-XL)"
+    )
+    p.add_argument("--classes", nargs="+", help="class names, in order (default: sorted manifest labels)")
+    p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
+    p.add_argument("--alpha", type=float, help="eq. (4) weight of the classification loss")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, help="bags per optimiser step (default: 16, Table 6)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-4, Table 6)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    p.add_argument("--max-patches", type=int, help="random patches per training bag (memory cap)")
+    p.add_argument("--val-metric", default="accuracy",
+                   choices=("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss"))  # fmt: skip
+    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: off)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="held-out share when the manifest has no split"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="protocol seeds")
+    p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last")
+    p.set_defaults(func=run)
+
+
+def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], feature_dim: int):
+    import dataclasses
+
+    from ..config import PathM3Config
+
+    if args.model_config:
+        data = json.loads(Path(args.model_config).read_text())
+        data.pop("pathm3_format", None)
+        cfg = PathM3Config.from_dict(data)
+    elif args.tiny:
+        cfg = PathM3Config.tiny(feature_dim=feature_dim, class_names=class_names)
+    else:
+        cfg = PathM3Config(feature_dim=feature_dim, class_names=class_names)
+    cfg = dataclasses.replace(cfg, feature_dim=feature_dim, class_names=class_names)
+    if args.lm:
+        name = None if args.lm == "scratch" else args.lm
+        cfg = dataclasses.replace(cfg, language=dataclasses.replace(cfg.language, name=name))
+    if args.lr:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=args.lr))
+    return cfg
+
+
+def _train_config(args: argparse.Namespace):
+    from ..config import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,
+        max_patches=args.max_patches, mode=args.mode, alpha=args.alpha, val_metric=args.val_metric,
+        patience=args.patience or None, seed=args.seed, device=args.device,
+    )  # fmt: skip
+
+
+def _feature_dim(records, features_dir) -> int:
+    from ..training.data import load_features, resolve_features
+
+    feats, _ = load_features(resolve_features(records[0].key, features_dir))
+    return int(feats.shape[1])
+
+
+def _print(obj) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        json.dump(obj, sys.stdout, indent=2, default=str)
+        print()
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import PathM3Error
+    from ..training.data import class_names_from, read_manifest, split_records
+    from ..training.loop import train
+    from ..training.protocol import (
+        PATCHGASTRIC_CLASSES,
+        patchgastric_subset,
+        run_patchgastric,
+        stratified_split,
+    )
+
+    if args.protocol:
+        captions = (
+            args.captions or Path(os.environ.get("NAPARI_PATHM3_DATA", "")) / "patchgastric" / "captions.csv"
+        )
+        if not Path(captions).is_file():
+            raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
+        dim = _feature_dim(patchgastric_subset(captions), args.features)
+        result = run_patchgastric(
+            args.features, out_dir=args.out, captions_csv=captions, seeds=args.seeds,
+            model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim), train_config=_train_config(args),
+            generate=not args.no_generate,
+        )  # fmt: skip
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(result.table())
+        return 0
+
+    records = read_manifest(args.manifest)
+    if not records:
+        raise PathM3Error(f"{args.manifest}: no rows")
+    class_names = tuple(args.classes) if args.classes else class_names_from(records)
+    parts = split_records(records)
+    train_recs, val_recs = parts["train"], parts["val"]
+    if not val_recs and args.val_fraction > 0:
+        tr, va = stratified_split([r.label for r in train_recs], fractions=(1 - args.val_fraction, args.val_fraction),
+                                  seed=args.seed)  # fmt: skip
+        train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
+    cfg = _model_config(args, class_names, _feature_dim(records, args.features))
+    model_or_cfg = cfg
+    if args.init:
+        from ..model import PathM3Model
+
+        model_or_cfg = PathM3Model.from_pretrained(
+            args.init, expected_classes=class_names, device=args.device
+        )
+    progress = (
+        None
+        if not sys.stderr.isatty()
+        else (lambda d, t, s: print(f"\r{s}: {d}/{t}", end="", file=sys.stderr))
+    )
+    result = train(model_or_cfg, train_recs, val_recs or None, _train_config(args), out_dir=args.out,
+                   features_dir=args.features, resume=args.resume, progress=progress)  # fmt: skip
+    _print({"best_dir": str(result.best_dir), "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)} if result.history else {}})  # fmt: skip
+    return 0

@@ -1,0 +1,230 @@
+"""The public scripting API: the same operations as the widgets and the CLI, paths in, typed results out.
+
+>>> from napari_pathm3 import api
+>>> with api.open_slide("case.svs") as slide:                            # doctest: +SKIP
+...     result = api.caption_slide(slide, model="checkpoints/pathm3")
+>>> result.label, result.probabilities, result.caption                  # doctest: +SKIP
+>>> api.show(result, viewer)                                             # doctest: +SKIP
+
+Importing this module loads neither Qt nor napari (nor torch): those come with the calls that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._types import CancelToken, PathLike, ProgressFn
+from .config import TilingConfig
+from .errors import PathM3Error, SlideReadError
+from .inference import SlideResult
+from .io.slide import Slide
+from .io.slide import open_slide as _open_slide
+
+if TYPE_CHECKING:
+    import napari
+
+    from .model.pathm3 import PathM3Model
+
+__all__ = ["SlideResult", "caption_slide", "extract_features", "load_model", "open_slide", "show", "train"]
+
+
+def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = None) -> Slide:
+    """Open a whole-slide image (OpenSlide, then tiffslide). Use as a context manager to close it.
+
+    Args:
+        path: slide file or DICOM WSI folder.
+        backend: ``"auto"``, ``"openslide"`` or ``"tiffslide"``.
+        mpp: µm/px at level 0 when the file lacks it.
+    """
+    return _open_slide(path, backend=backend, mpp=mpp)  # type: ignore[arg-type]
+
+
+def load_model(model: PathLike | PathM3Model, *, device: str = "auto") -> PathM3Model:
+    """Load a PathM3 checkpoint folder, or ``"demo"`` for the offline demo model (trained on first use).
+
+    Args:
+        model: checkpoint folder (``config.json`` + ``model.safetensors``), ``"demo"``, or a loaded model.
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cuda"``, ``"mps"`` or ``"cpu"``.
+
+    Returns:
+        The model in eval mode. Raises ``CheckpointError`` when the folder is not a usable checkpoint.
+    """
+    from . import _backend
+
+    return _backend.load_model(model, device=device)
+
+
+def extract_features(
+    slide: Slide | PathLike,
+    *,
+    encoder: str = "builtin:colorstats",
+    tiling: TilingConfig | None = None,
+    store: PathLike | None = None,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """Tissue -> patch grid -> features of every patch.
+
+    Args:
+        slide: open slide or path.
+        encoder: encoder registry name (``builtin:colorstats`` works offline; see ``features.encoders``).
+        tiling: patch grid settings (default 224 px at 0.5 µm/px).
+        store: zarr feature store to write (and resume); ``None`` keeps features in memory.
+
+    Returns:
+        The ``FeatureBag`` (``features (n, d)``, ``coords (n, 2)`` level-0 x, y, ...).
+    """
+    from .features.encoders import get_encoder
+    from .features.extract import extract_features as _extract
+    from .inference import _as_slide
+    from .tiling import detect_tissue, make_grid
+
+    with _as_slide(slide) as s:
+        grid = make_grid(s, tiling or TilingConfig(), tissue=detect_tissue(s))
+        enc = get_encoder(encoder, device=device)
+        return _extract(s, grid, enc, store=store, progress=progress, cancel=cancel)
+
+
+def caption_slide(
+    target: Any,
+    *,
+    model: Any = "demo",
+    encoder: str | None = None,
+    device: str = "auto",
+    region: Any = None,
+    text: str | None = None,
+    tiling: TilingConfig | None = None,
+    cache_dir: PathLike | None = None,
+    top_k: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SlideResult:
+    """Classify and caption a slide.
+
+    Args:
+        target: a slide path, an open :class:`Slide`, or a napari viewer (its selected slide layer, else
+            the first slide layer opened with napari-pathm3).
+        model: checkpoint folder, ``"demo"`` or a loaded model.
+        encoder: patch encoder name; ``None`` = the model's own.
+        device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
+        region: level-0 polygons (``(k, 2)`` arrays of x, y), or a napari Shapes layer (its selected shapes,
+            else all of them); ``None`` = whole slide.
+        text: optional text for text-conditioned classification.
+        cache_dir: feature cache folder (features are reused on later runs).
+        top_k: number of highest-attention patches to report.
+
+    Returns:
+        :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more.
+    """
+    from .inference import caption_slide as _caption
+
+    slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
+    if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
+        region = shapes_layer_polygons(region, slide_scale=_scale_of(slide))
+    return _caption(
+        slide, model=model, encoder=encoder, device=device, region=region, text=text, tiling=tiling,
+        cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
+    )  # fmt: skip
+
+
+def train(
+    regions: Sequence[tuple[Slide | PathLike, Sequence[Any]]],
+    *,
+    output_dir: PathLike,
+    class_names: Sequence[str] | None = None,
+    encoder: str = "builtin:colorstats",
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    **hyperparameters: Any,
+) -> Any:
+    """Train a PathM3 model on annotated regions and save it to ``output_dir``.
+
+    Args:
+        regions: ``[(slide, [Region, ...]), ...]`` (``training.regions.Region``: polygon or mask in level-0
+            pixels, class, optional caption).
+        output_dir: checkpoint folder to write.
+        class_names: class order (default: sorted region labels).
+        encoder: patch encoder name.
+        hyperparameters: passed to the trainer (epochs, lr, batch_size, alpha, model size ...).
+
+    Returns:
+        The trainer's result (``TrainResult``) with the checkpoint path.
+    """
+    from ._backend import train_on_regions
+
+    return train_on_regions(
+        regions, output_dir=output_dir, class_names=class_names, encoder=encoder, device=device,
+        progress=progress, cancel=cancel, **hyperparameters,
+    )  # fmt: skip
+
+
+def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query: bool = True) -> list[Any]:
+    """Add a result's layers to ``viewer`` (default: the current one) and put its class and caption in the
+    viewer's text overlay. Layers of an earlier run with the same names are replaced.
+
+    Returns:
+        The new layers.
+    """
+    from .layers import overlay_text, result_layers
+
+    if viewer is None:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is None:
+            raise PathM3Error("no napari viewer is open; pass viewer=...")
+    added = []
+    for data, kwargs, kind in result_layers(result, per_query=per_query):
+        name = kwargs["name"]
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+        added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+    viewer.text_overlay.text = overlay_text(result)
+    viewer.text_overlay.visible = True
+    return added
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _is_viewer(obj: Any) -> bool:
+    return hasattr(obj, "layers") and hasattr(obj, "add_image")
+
+
+def slide_layers(viewer: Any) -> list[Any]:
+    """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``)."""
+    return [lay for lay in viewer.layers if isinstance(getattr(lay, "metadata", None), dict)
+            and isinstance(lay.metadata.get("pathm3_slide"), Slide)]  # fmt: skip
+
+
+def _slide_from(viewer: Any) -> Slide:
+    active = viewer.layers.selection.active
+    layers = slide_layers(viewer)
+    if active is not None and active in layers:
+        return active.metadata["pathm3_slide"]
+    if not layers:
+        raise SlideReadError("no slide layer in the viewer; open a slide with napari-pathm3 first")
+    return layers[0].metadata["pathm3_slide"]
+
+
+def _scale_of(slide: Any) -> tuple[float, float]:
+    mpp = getattr(slide, "mpp_xy", None)
+    return (1.0, 1.0) if mpp is None else (float(mpp[1]), float(mpp[0]))
+
+
+def shapes_layer_polygons(
+    layer: Any, *, slide_scale: tuple[float, float], selected_only: bool = True
+) -> list[np.ndarray]:
+    """A Shapes layer's polygons (its selected shapes, or all when none is selected) as level-0 ``(x, y)``."""
+    from .layers import shapes_to_level0
+
+    idx = sorted(layer.selected_data) if selected_only and layer.selected_data else range(len(layer.data))
+    data = [layer.data[i] for i in idx]
+    return shapes_to_level0(
+        data, scale=tuple(layer.scale), translate=tuple(layer.translate), slide_scale=slide_scale
+    )

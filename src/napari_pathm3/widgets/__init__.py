@@ -1,0 +1,1 @@
+"""Qt dock widgets (magicgui Containers): the only modules that import Qt."""

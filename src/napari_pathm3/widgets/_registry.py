@@ -1,0 +1,72 @@
+"""In-process model registry shared by the widgets: a model trained in "Train model" is selectable in
+"Caption slide" at once. Entries are checkpoint folders (plus the demo model); loaded models are cached per
+device so repeated runs do not reload weights."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+#: Display name of the offline demo model (trained on the spot; see :mod:`napari_pathm3.demo`).
+DEMO_NAME = "demo model (not diagnostic)"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    source: str  # "demo" or a checkpoint folder
+
+
+class ModelRegistry:
+    """Ordered name -> :class:`ModelEntry`; emits :attr:`changed` when an entry is added."""
+
+    changed = Signal()
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ModelEntry] = {DEMO_NAME: ModelEntry(DEMO_NAME, "demo")}
+        self._loaded: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> ModelEntry:
+        return self._entries[name]
+
+    def register(self, folder: str | Path, *, name: str | None = None) -> str:
+        """Add a checkpoint folder (again: refreshes the cached model); returns its display name."""
+        folder = Path(folder).expanduser().resolve()
+        for entry in self._entries.values():  # the same folder keeps its name
+            if entry.source == str(folder):
+                self.forget_loaded(entry.source)
+                return entry.name
+        base = name or folder.name or str(folder)
+        display, i = base, 2
+        while display in self._entries:
+            display, i = f"{base} ({i})", i + 1
+        self._entries[display] = ModelEntry(display, str(folder))
+        self.changed.emit()
+        return display
+
+    def load(self, name: str, *, device: str = "auto") -> Any:
+        """The loaded model of entry ``name`` (cached per device); call from a worker thread."""
+        from .. import api
+
+        entry = self._entries[name]
+        key = (entry.source, device)
+        with self._lock:
+            if key not in self._loaded:
+                self._loaded[key] = api.load_model(entry.source, device=device)
+            return self._loaded[key]
+
+    def forget_loaded(self, source: str) -> None:
+        with self._lock:
+            for key in [k for k in self._loaded if k[0] == source]:
+                del self._loaded[key]
+
+
+registry = ModelRegistry()

@@ -1,0 +1,271 @@
+"""The "Caption slide" dock widget: pick a slide layer, a model, encoder, device, region and optional text; run
+:func:`napari_pathm3.inference.caption_slide` in a thread worker; show the result as layers, text and
+exports (JSON, CSV, GeoJSON of the top patches, screenshot)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    TextEdit,
+)
+
+from .._backend import user_cache_dir
+from ..api import shapes_layer_polygons, show, slide_layers
+from ..inference import STAGES, SlideResult, caption_slide
+from ._registry import DEMO_NAME, registry
+from ._worker import Job
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+
+WHOLE_SLIDE = "whole slide"
+MODEL_ENCODER = "(the model's encoder)"
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DEMO_NOTE = (
+    "The demo model is trained in a minute on a few hand-drawn regions of one sample slide with a simple "
+    "colour/texture encoder. It shows how PathM3 works; it is NOT diagnostic."
+)
+
+
+def _encoder_choices() -> list[str]:
+    try:
+        from ..features.encoders import list_encoders
+
+        return [MODEL_ENCODER, *list_encoders(include_cached=True)]
+    except Exception as err:  # noqa: BLE001 - a broken encoder registry must not take the widget down
+        log.warning("encoder list unavailable: %s", err)
+        return [MODEL_ENCODER, "builtin:colorstats"]
+
+
+class CaptionWidget(Container):
+    """Classify and caption the slide shown in napari with a PathM3 model."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.cache_dir: Path = user_cache_dir("features")
+        self.result: SlideResult | None = None
+        self._job: Job | None = None
+
+        self._slide = ComboBox(label="slide", choices=self._slide_choices, nullable=True)
+        self._model = ComboBox(label="model", choices=self._model_choices)
+        self._model_dir = FileEdit(
+            label="checkpoint", mode="d", tooltip="add a checkpoint folder to the model list"
+        )
+        self._encoder = ComboBox(label="encoder", choices=_encoder_choices(), value=MODEL_ENCODER)
+        self._device = ComboBox(label="device", choices=DEVICES, value="auto")
+        self._region = ComboBox(label="region", choices=self._region_choices,
+                                tooltip="whole slide, or the selected shapes of a shapes layer (all shapes when none is selected)")  # fmt: skip
+        self._text = LineEdit(label="text", tooltip="optional text for text-conditioned classification")
+        self._top_k = SpinBox(label="top patches", value=8, min=1, max=200)
+        self._run = PushButton(text="Run")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self._stage = Label(label="stage", value="idle")
+        self._note = Label(value="")
+        self._note.native.setWordWrap(True)
+        self._output = TextEdit(label="result", value="")
+        self._output.read_only = True  # selectable and copyable, not editable
+        self._save_json = PushButton(text="JSON…", enabled=False)
+        self._save_csv = PushButton(text="CSV…", enabled=False)
+        self._save_geojson = PushButton(text="GeoJSON…", enabled=False)
+        self._screenshot = PushButton(text="Screenshot…")
+        buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False, label="")
+        exports = Container(
+            widgets=[self._save_json, self._save_csv, self._save_geojson, self._screenshot],
+            layout="horizontal", labels=False, label="export",
+        )  # fmt: skip
+        self.extend([
+            self._slide, self._model, self._model_dir, self._encoder, self._device, self._region, self._text,
+            self._top_k, buttons, self._progress, self._stage, self._note, self._output, exports,
+        ])  # fmt: skip
+
+        self._run.changed.connect(self._on_run)
+        self._cancel.changed.connect(self._on_cancel)
+        self._model_dir.changed.connect(self._on_model_dir)
+        self._model.changed.connect(self._on_model_changed)
+        self._save_json.changed.connect(lambda: self._ask_and_save("json"))
+        self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
+        self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
+        self._screenshot.changed.connect(lambda: self._ask_and_save("png"))
+        registry.changed.connect(self._model.reset_choices)
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._on_layers_changed)
+        self._on_model_changed()
+
+    # ------------------------------------------------------------------------------------------ choices
+    def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+
+    def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        shapes = [lay for lay in self._viewer.layers if lay._type_string == "shapes"
+                  and (lay.metadata or {}).get("kind") != "top_patches"]  # fmt: skip
+        return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
+
+    def _model_choices(self, _w: Any = None) -> list[str]:
+        return registry.names()
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        self._slide.reset_choices()
+        self._region.reset_choices()
+
+    def _on_model_dir(self, _value: Any = None) -> None:
+        folder = self._model_dir.value
+        if folder is None or not str(folder) or not Path(folder).is_dir() or str(folder) == ".":
+            return
+        name = registry.register(folder)
+        self._model.reset_choices()
+        self._model.value = name
+
+    def _on_model_changed(self, _value: Any = None) -> None:
+        self._note.value = DEMO_NOTE if self._model.value == DEMO_NAME else ""
+
+    # ------------------------------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def _on_run(self, _value: Any = None) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        if self.running:
+            return self._job
+        layer = self._slide.value
+        if layer is None:
+            show_error("PathM3: no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)")
+            return None
+        slide = layer.metadata["pathm3_slide"]
+        region_layer = self._region.value
+        region = None
+        if region_layer is not None:
+            region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer))
+            if not region:
+                show_error(f"PathM3: shapes layer {region_layer.name!r} has no shapes; draw a region first")
+                return None
+        model_name = self._model.value
+        encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
+        device, text, top_k = self._device.value, self._text.value.strip() or None, int(self._top_k.value)
+        cache_dir = self.cache_dir
+
+        def work(progress: Any, cancel: Any) -> SlideResult:
+            progress(0, 1, "loading model")
+            model = registry.load(model_name, device=device)
+            result = caption_slide(
+                slide, model=model, encoder=encoder, device=device, region=region, text=text,
+                cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
+            )  # fmt: skip
+            result.model_name = model_name
+            return result
+
+        self._set_running(True)
+        self._stage.value = "starting"
+        self._progress.value = 0
+        self._job = Job(
+            work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
+        )
+        return self._job.start()
+
+    def _on_cancel(self, _value: Any = None) -> None:
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+            self._stage.value = "cancelling…"
+
+    def _on_progress(self, done: int, total: int, stage: str) -> None:
+        name = stage.split(" ")[0]
+        frac = (done / total) if total else 0.0
+        if name in STAGES:
+            pct = 100.0 * (STAGES.index(name) + (frac if name == "features" else 0.0)) / len(STAGES)
+            self._progress.value = max(self._progress.value, min(100.0, pct))
+        elif name == "done":
+            self._progress.value = 100
+        label = stage if name != "features" or not total else f"{stage}: {done}/{total} patches"
+        self._stage.value = label
+
+    def _on_finished(self) -> None:
+        self._set_running(False)
+        if self._job is not None and self._job.error is not None:
+            self._stage.value = "cancelled" if type(self._job.error).__name__ == "Cancelled" else "failed"
+
+    def _set_running(self, running: bool) -> None:
+        self._run.enabled = not running
+        self._cancel.enabled = running
+
+    def _on_result(self, result: SlideResult) -> None:
+        self.result = result
+        show(result, self._viewer)
+        self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
+        self._stage.value = f"done: {result.num_patches} patches"
+        self._progress.value = 100
+        for b in (self._save_json, self._save_csv, self._save_geojson):
+            b.enabled = True
+
+    # ------------------------------------------------------------------------------------------ export
+    def export(self, path: str | Path, kind: str | None = None) -> Path:
+        """Save the last result as ``json`` / ``csv`` / ``geojson`` (top patches) or a ``png`` screenshot."""
+        path = Path(path)
+        kind = kind or path.suffix.lstrip(".").lower()
+        if kind == "png":
+            self._viewer.screenshot(str(path), canvas_only=True, flash=False)
+            return path
+        if self.result is None:
+            raise RuntimeError("no result to export yet: run the captioning first")
+        if kind == "json":
+            return self.result.save_json(path)
+        if kind == "csv":
+            return self.result.save_csv(path)
+        if kind == "geojson":
+            return self.result.save_geojson(path)
+        raise ValueError(f"unknown export kind {kind!r}")
+
+    def _ask_and_save(self, kind: str) -> None:
+        from napari.utils.notifications import show_error, show_info
+        from qtpy.QtWidgets import QFileDialog
+
+        stem = self.result.slide_name if self.result is not None else "pathm3"
+        suffix = {
+            "json": "result.json",
+            "csv": "patches.csv",
+            "geojson": "top-patches.geojson",
+            "png": "screenshot.png",
+        }[kind]
+        path, _ = QFileDialog.getSaveFileName(self.native, f"Save {kind.upper()}", f"{stem}-{suffix}")
+        if not path:
+            return
+        try:
+            show_info(f"PathM3: saved {self.export(path, kind)}")
+        except (OSError, RuntimeError, ValueError) as err:
+            show_error(f"PathM3: could not save {path}: {err}")
+
+
+def _slide_scale(layer: Any) -> tuple[float, float]:
+    s = tuple(float(v) for v in layer.scale[-2:])
+    return s[0], s[1]
+
+
+def format_result(result: SlideResult, *, demo: bool = False) -> str:
+    """The text shown in the widget: class, every probability, caption and run facts."""
+    lines = []
+    if demo:
+        lines += ["DEMO MODEL - NOT DIAGNOSTIC", ""]
+    lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
+    lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
+    lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
+    where = "selected region" if result.region is not None else "whole slide"
+    lines.append(
+        f"{result.num_patches} patches ({where}), model {result.model_name}, encoder {result.encoder_name}, {result.device}"
+    )
+    lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""The "Train model" dock widget: slide layers + labelled shapes/labels layers -> a PathM3 checkpoint.
+
+Class names come from each annotation layer's ``features`` column ``class`` (an optional ``caption`` column
+gives each region's caption; regions without one get "<class>."). For a labels layer, the features row with
+``index`` = label id (or row number = label id) gives that label's class. The trained model is added to the
+shared model registry, so "Caption slide" can use it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+
+from .._backend import MODEL_SIZES, train_on_regions, user_cache_dir
+from ..api import slide_layers
+from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
+from ..errors import PathM3Error
+from ..layers import shapes_to_level0
+from ._plot import LossPlot
+from ._registry import registry
+from ._worker import Job
+
+if TYPE_CHECKING:
+    import napari
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+MODES = ("image_text", "image", "text")
+
+
+def _caption_for(label: str, caption: Any) -> str:
+    text = (
+        "" if caption is None or (isinstance(caption, float) and np.isnan(caption)) else str(caption).strip()
+    )
+    return text or f"{label}."
+
+
+def _valid_label(value: Any) -> bool:
+    return (
+        value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
+    )
+
+
+def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any]:
+    """Regions of one shapes or labels layer (see the module docstring for the columns)."""
+    from ..training.regions import Region, regions_from_labels
+
+    feats = layer.features
+    if "class" not in getattr(feats, "columns", ()):
+        raise PathM3Error(
+            f"layer {layer.name!r} has no 'class' column in its features; add one, e.g. "
+            f"viewer.layers[{layer.name!r}].features = {{'class': [...], 'caption': [...]}}"
+        )
+    captions = feats["caption"].tolist() if "caption" in feats.columns else [None] * len(feats)
+    classes = feats["class"].tolist()
+    if layer._type_string == "shapes":
+        polys = shapes_to_level0(list(layer.data), scale=tuple(layer.scale), translate=tuple(layer.translate),
+                                 slide_scale=slide_scale)  # fmt: skip
+        out = []
+        for i, (poly, cls, cap) in enumerate(zip(polys, classes, captions, strict=False)):
+            if _valid_label(cls) and len(poly) >= 3:
+                out.append(Region(label=str(cls), polygon=poly, caption=_caption_for(str(cls), cap),
+                                  name=f"{layer.name}#{i}"))  # fmt: skip
+        return out
+    if layer._type_string == "labels":
+        ids = feats["index"].tolist() if "index" in feats.columns else list(range(len(feats)))
+        spec = {int(v): (str(c), _caption_for(str(c), cap))
+                for v, c, cap in zip(ids, classes, captions, strict=False) if int(v) != 0 and _valid_label(c)}  # fmt: skip
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        s = np.asarray(layer.scale[-2:], float)
+        t = np.asarray(layer.translate[-2:], float)
+        ss = np.asarray(slide_scale, float)
+        ds = s / ss
+        # label pixel k spans world [t + (k - 1/2) s, ...]; level-0 pixel p spans world [(p - 1/2) ss, ...]
+        origin = (t - 0.5 * s) / ss + 0.5
+        return regions_from_labels(
+            data, spec, downsample=float(ds.mean()), origin=(float(origin[1]), float(origin[0]))
+        )
+    raise PathM3Error(f"layer {layer.name!r} is a {layer._type_string} layer; use shapes or labels")
+
+
+class TrainWidget(Container):
+    """Train a PathM3 model on labelled regions drawn over slides."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self.cache_dir: Path = user_cache_dir("features")
+        self.result: Any = None
+        self.model_name: str | None = None
+        self.history: list[dict[str, Any]] = []
+        self._job: Job | None = None
+        tc, oc, mc, tl = TrainConfig(), AdamWConfig(), PathM3Config, TilingConfig()
+
+        self._slides = Select(label="slides", choices=self._slide_choices)
+        self._annotations = Select(label="annotations", choices=self._annotation_choices,
+                                   tooltip="shapes/labels layers with a 'class' column (and optional 'caption')")  # fmt: skip
+        self._encoder = ComboBox(label="encoder", choices=_encoders(), value="builtin:colorstats")
+        self._device = ComboBox(label="device", choices=DEVICES, value=tc.device)
+        self._size = ComboBox(label="model size", choices=MODEL_SIZES, value="tiny",
+                              tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)")  # fmt: skip
+        self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
+        self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
+        self._lr = FloatSpinBox(label="learning rate", value=oc.lr, min=1e-7, max=1.0, step=1e-5)
+        self._lr.native.setDecimals(6)
+        self._batch = SpinBox(label="batch size", value=oc.batch_size, min=1, max=1024)
+        self._alpha = FloatSpinBox(
+            label="alpha (L_cls)", value=mc.__dataclass_fields__["alpha"].default, min=0.0, max=1.0, step=0.05
+        )
+        self._sub_bags = SpinBox(label="sub-bags/region", value=4, min=0, max=100,
+                                 tooltip="random subsets of each region's patches added as extra training bags")  # fmt: skip
+        self._patch = SpinBox(label="patch px", value=tl.patch_size, min=16, max=2048)
+        self._mpp = FloatSpinBox(
+            label="patch µm/px", value=tl.target_mpp or 0.5, min=0.05, max=32.0, step=0.05
+        )
+        self._out = FileEdit(
+            label="save to", mode="d", value=user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
+        )
+        self._train = PushButton(text="Train")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
+        self._stage = Label(label="stage", value="idle")
+        self._plot = LossPlot()
+        buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
+        self.extend([
+            self._slides, self._annotations, self._encoder, self._device, self._size, self._mode, self._epochs,
+            self._lr, self._batch, self._alpha, self._sub_bags, self._patch, self._mpp, self._out, buttons,
+            self._progress, self._stage,
+        ])  # fmt: skip
+        self.native.layout().addWidget(self._plot.widget)
+        self._train.changed.connect(self._on_train)
+        self._cancel.changed.connect(self._on_cancel)
+        for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            ev.connect(self._on_layers_changed)
+
+    # ------------------------------------------------------------------------------------------ choices
+    def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+
+    def _annotation_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
+        return [(lay.name, lay) for lay in self._viewer.layers
+                if lay._type_string in ("shapes", "labels") and "kind" not in (lay.metadata or {})]  # fmt: skip
+
+    def _on_layers_changed(self, _event: Any = None) -> None:
+        self._slides.reset_choices()
+        self._annotations.reset_choices()
+
+    # ------------------------------------------------------------------------------------------ running
+    @property
+    def running(self) -> bool:
+        return self._job is not None and self._job.running
+
+    def collect_regions(self) -> list[tuple[Any, list[Any]]]:
+        """``[(slide, regions)]`` from the chosen layers: with one slide every annotation layer belongs to
+        it; with several, an annotation layer belongs to the slide whose layer name starts its own name."""
+        slides, annots = list(self._slides.value), list(self._annotations.value)
+        if not slides:
+            raise PathM3Error("pick at least one slide layer")
+        if not annots:
+            raise PathM3Error("pick at least one shapes or labels layer with a 'class' column")
+        out: dict[str, tuple[Any, list[Any]]] = {s.name: (s, []) for s in slides}
+        for layer in annots:
+            if len(slides) == 1:
+                owner = slides[0]
+            else:
+                matches = [s for s in slides if layer.name.startswith(s.name)]
+                if not matches:
+                    raise PathM3Error(
+                        f"cannot tell which slide {layer.name!r} belongs to; name it '<slide layer name> ...' "
+                        "or train one slide at a time"
+                    )
+                owner = max(matches, key=lambda s: len(s.name))
+            scale = tuple(float(v) for v in owner.scale[-2:])
+            out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
+        return [(s.metadata["pathm3_slide"], regs) for s, regs in out.values() if regs]
+
+    def _on_train(self, _value: Any = None) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        if self.running:
+            return self._job
+        try:
+            regions = self.collect_regions()
+        except PathM3Error as err:
+            show_error(f"PathM3: {err}")
+            return None
+        kwargs = dict(
+            output_dir=Path(self._out.value), encoder=self._encoder.value, device=self._device.value,
+            tiling=TilingConfig(patch_size=int(self._patch.value), target_mpp=float(self._mpp.value)),
+            cache_dir=self.cache_dir, model_size=self._size.value, epochs=int(self._epochs.value),
+            lr=float(self._lr.value), batch_size=int(self._batch.value), alpha=float(self._alpha.value),
+            mode=self._mode.value, sub_bags=int(self._sub_bags.value),
+        )  # fmt: skip
+
+        def work(progress: Any, metrics: Any, cancel: Any) -> Any:
+            return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
+
+        self.history = []
+        self._plot.clear()
+        self._set_running(True)
+        self._stage.value = "starting"
+        self._progress.value = 0
+        self._job = Job(work, on_done=self._on_result, on_progress=self._on_progress, on_metrics=self._on_metrics,
+                        on_finished=self._on_finished)  # fmt: skip
+        return self._job.start()
+
+    def _on_cancel(self, _value: Any = None) -> None:
+        if self.running and self._job is not None:
+            self._job.cancel()
+            self._stage.value = "cancelling…"
+
+    def _on_progress(self, done: int, total: int, stage: str) -> None:
+        if total and stage.startswith("epoch"):
+            self._progress.value = min(100.0, 100.0 * done / total)
+        self._stage.value = stage
+
+    def _on_metrics(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        self._plot.update(self.history)
+
+    def _on_finished(self) -> None:
+        self._set_running(False)
+        if self._job is not None and self._job.error is not None:
+            self._stage.value = "cancelled" if type(self._job.error).__name__ == "Cancelled" else "failed"
+
+    def _set_running(self, running: bool) -> None:
+        self._train.enabled = not running
+        self._cancel.enabled = running
+
+    def _on_result(self, result: Any) -> None:
+        from napari.utils.notifications import show_info
+
+        self.result = result
+        name = Path(self._out.value).name
+        self.model_name = registry.register(result.best_dir, name=name)
+        self._progress.value = 100
+        self._stage.value = f"saved {result.best_dir}"
+        # a fresh default folder for the next run, so it does not overwrite this model
+        self._out.value = user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
+        show_info(f"PathM3: model saved to {result.best_dir}; pick {self.model_name!r} in 'Caption slide'")
+
+
+def _encoders() -> list[str]:
+    try:
+        from ..features.encoders import list_encoders
+
+        return list_encoders(include_cached=True)
+    except Exception as err:  # noqa: BLE001 - the widget still works with the offline encoder
+        log.warning("encoder list unavailable: %s", err)
+        return ["builtin:colorstats"]

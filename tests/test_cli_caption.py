@@ -1,0 +1,65 @@
+"""``napari-pathm3 caption`` and ``napari-pathm3 demo --headless`` (headless, no display)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_pathm3.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from napari_pathm3.config import PathM3Config
+    from napari_pathm3.model import build_model
+
+    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal"))
+    return build_model(cfg).eval().save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def test_caption_writes_json_png_csv_geojson(synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out, png = tmp_path / "result.json", tmp_path / "heatmap.png"
+    rc = main([
+        "caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--out", str(out), "--heatmap", str(png),
+        "--csv", str(tmp_path / "p.csv"), "--geojson", str(tmp_path / "top.geojson"), "--device", "cpu",
+        "--cache-dir", str(tmp_path / "cache"), "--top-k", "4", "--thumbnail-size", "400",
+    ])  # fmt: skip
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert set(data["probabilities"]) == {"tumour", "normal"}
+    assert data["label"] in data["probabilities"] and isinstance(data["caption"], str)
+    assert len(data["top_patches"]) == 4 and {"x", "y", "attention", "rank"} <= set(data["top_patches"][0])
+    img = np.asarray(Image.open(png))
+    assert max(img.shape[:2]) == 400
+    assert json.loads((tmp_path / "top.geojson").read_text())["type"] == "FeatureCollection"
+    assert (tmp_path / "p.csv").read_text().count("\n") == data["num_patches"] + 1
+
+
+def test_caption_to_stdout(synthetic_slide: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--quiet", "--no-cache", "--device", "cpu"])
+    assert rc == 0
+    assert "probabilities" in json.loads(capsys.readouterr().out)
+
+
+def test_caption_bad_model_is_one_line_error(synthetic_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["caption", str(synthetic_slide), "--model", str(tmp_path), "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_demo_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cmu_slide_path: Path) -> None:
+    """Trains the demo model on the sample slide (minutes on a busy CPU), then captions it."""
+    monkeypatch.setenv("NAPARI_PATHM3_CACHE", str(tmp_path / "cache"))
+    rc = main(["demo", "--headless", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert rc == 0
+    data = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert "NOT diagnostic" in data["disclaimer"]
+    assert set(data["probabilities"]) == {"squamous epithelium", "dermal stroma"}
+    assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000

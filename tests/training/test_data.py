@@ -1,0 +1,66 @@
+"""Manifests, feature files and the padded collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pathm3.errors import FeatureStoreError, PathM3Error
+from napari_pathm3.training.data import (
+    IGNORE_INDEX,
+    BagDataset,
+    SlideBag,
+    collate_bags,
+    read_manifest,
+    split_records,
+)
+
+
+def test_collate_pads_and_masks():
+    bags = [
+        SlideBag(np.ones((3, 2), np.float32), 1, "x", "a"),
+        SlideBag(np.full((5, 2), 2, np.float32), None),
+    ]
+    b = collate_bags(bags)
+    assert b.features.shape == (2, 5, 2)
+    assert b.mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert b.features[0, 3:].abs().sum() == 0
+    assert b.labels.tolist() == [1, IGNORE_INDEX]
+    assert b.captions == ["x", None]
+
+
+def test_patchgastric_csv_is_a_manifest(captions_csv):
+    recs = read_manifest(captions_csv)
+    assert len(recs) == 991
+    assert recs[0].key == "f77a619f6ccc449f915b44bdc0d6d8f0"
+    assert recs[0].label == "Well differentiated tubular adenocarcinoma"
+    assert recs[0].caption.startswith("Large atypical cells")
+
+
+def test_manifest_with_feature_files(tmp_path):
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "s1.npy", np.ones((4, 3), np.float32))
+    torch.save(
+        {"features": torch.zeros(2, 3), "coords": torch.zeros(2, 2, dtype=torch.long)}, feats / "s2.pt"
+    )
+    (tmp_path / "m.csv").write_text("slide,label,caption,split\ns1,b,cap one,train\ns2,a,,val\ns3,a,x,test\n")
+    recs = read_manifest(tmp_path / "m.csv")
+    parts = split_records(recs)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [1, 1, 1]
+    ds = BagDataset(recs, ("a", "b"), feats)
+    assert ds[0].label == 1 and ds[0].features.shape == (4, 3) and ds[0].caption == "cap one"
+    assert ds[1].coords.shape == (2, 2) and ds[1].caption is None
+    with pytest.raises(FeatureStoreError, match="s3"):
+        ds[2]
+    with pytest.raises(PathM3Error, match="not one of"):
+        BagDataset(recs, ("x", "y"), feats)[0]
+
+
+def test_max_patches_subsamples_per_epoch():
+    ds = BagDataset([SlideBag(np.arange(20, dtype=np.float32)[:, None], 0)], max_patches=5)
+    a = ds[0].features[:, 0].tolist()
+    ds.reseed(1)
+    b = ds[0].features[:, 0].tolist()
+    assert len(a) == 5 and a == sorted(a) and a != b

@@ -1,0 +1,78 @@
+"""Metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_pathm3.training import metrics as M
+
+pytest.importorskip("nltk")
+pytest.importorskip("rouge_score")
+
+
+def test_tokenize_lowercases_and_splits_punctuation():
+    assert M.tokenize("Well-differentiated, TUBULAR adenocarcinoma.") == [
+        "well", "differentiated", "tubular", "adenocarcinoma",
+    ]  # fmt: skip
+
+
+def test_classification_metrics_by_hand():
+    y = [0, 1, 2, 2]
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.5, 0.3, 0.2]])
+    m = M.classification_metrics(y, probs)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    # F1: class 0: p=1/2, r=1 -> 2/3; class 1: 1; class 2: p=1, r=1/2 -> 2/3
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert m["auc"] == pytest.approx(1.0)
+
+
+def test_auc_with_ties_and_absent_class():
+    # positives 0.8, 0.5; negatives 0.5, 0.2 -> pairs: (0.8>0.5, 0.8>0.2, 0.5=0.5 -> 1/2, 0.5>0.2) = 3.5/4
+    assert M._binary_auc(np.array([1, 1, 0, 0], bool), np.array([0.8, 0.5, 0.5, 0.2])) == pytest.approx(0.875)
+    probs = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]])
+    assert M.roc_auc_ovr([0, 1], probs) == pytest.approx(1.0)  # class 2 absent: skipped, not NaN
+
+
+def test_bleu_matches_hand_computation():
+    b = M.bleu(["the cat is on the mat"], ["the cat sat on the mat"])
+    assert b["bleu_1"] == pytest.approx(5 / 6)
+    assert b["bleu_2"] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
+    assert b["bleu_3"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3))
+    assert b["bleu_4"] == pytest.approx(0.0, abs=1e-12)
+    assert M.bleu([["a b c d e", "x"]], ["a b c d e"])["bleu_4"] == pytest.approx(1.0)
+
+
+def test_meteor_exact_match_variant():
+    # 5 matches, P = R = 5/6, Fmean = 5/6; chunks "the cat" + "on the mat" = 2 -> penalty 0.5 * (2/5)^3
+    expected = 5 / 6 * (1 - 0.5 * 0.4**3)
+    assert M.meteor(["the cat is on the mat"], ["the cat sat on the mat"]) == pytest.approx(expected)
+    # no stemming / synonyms: "cats" does not match "cat"
+    assert M.meteor(["cat"], ["cats"]) == 0.0
+
+
+def test_rouge_l():
+    # LCS("the cat is on the mat", "the cat sat on the mat") = 5 -> P = R = F = 5/6
+    assert M.rouge_l(["the cat is on the mat"], ["the cat sat on the mat"]) == pytest.approx(5 / 6)
+    assert M.rouge_l([["x y", "a b"]], ["a b"]) == pytest.approx(1.0)  # max over references
+
+
+def test_cider_d_by_hand():
+    refs = ["a b c d e", "f g h i j"]
+    assert M.cider_d(refs, refs) == pytest.approx(10.0)
+    # first hypothesis: n-gram cosines 4/5, 3/4, 2/3, 1/2 (all weights log 2), same length -> no penalty
+    first = 10 * (0.8 + 0.75 + 2 / 3 + 0.5) / 4
+    assert M.cider_d(refs, ["a b c d x", "f g h i j"]) == pytest.approx((first + 10) / 2)
+
+
+def test_caption_metrics_keys_and_mean_std():
+    m = M.caption_metrics(["well differentiated adenocarcinoma"], ["well differentiated adenocarcinoma"])
+    assert set(m) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider"}
+    ms = M.mean_std([{"accuracy": 0.5, "cm": [[1]]}, {"accuracy": 0.7, "cm": [[1]]}])
+    assert set(ms) == {"accuracy"}
+    assert ms["accuracy"][0] == pytest.approx(0.6)
+    assert ms["accuracy"][1] == pytest.approx(np.std([0.5, 0.7], ddof=1))

@@ -1,0 +1,167 @@
+"""The "Caption slide" widget driven headless under Xvfb: layers, alignment, cancel, errors, responsiveness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSES, add_slide
+
+from napari_pathm3.widgets._registry import DEMO_NAME, registry
+from napari_pathm3.widgets.caption import CaptionWidget
+
+TIMEOUT = 120_000  # ms; the CI machines are shared
+
+
+def _make(make_napari_viewer, slide: Path, ckpt: Path, tmp_path: Path):
+    viewer = make_napari_viewer()
+    layer = add_slide(viewer, slide)
+    widget = CaptionWidget(viewer)
+    widget.cache_dir = tmp_path / "features"
+    widget._slide.value = layer
+    widget._model_dir.value = ckpt  # registers the folder and selects it
+    widget._device.value = "cpu"
+    return viewer, layer, widget
+
+
+def _wait(qtbot, widget) -> None:
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+
+
+def test_run_adds_aligned_layers(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
+    viewer, slide_layer, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+    assert widget._model.value == registry.register(tiny_ckpt)
+    assert widget._note.value == ""
+    widget._on_run()
+    assert widget.running and not widget._run.enabled and widget._cancel.enabled
+    _wait(qtbot, widget)
+    res = widget.result
+    assert res is not None and res.num_patches == 18
+    kinds = {lay.metadata.get("kind"): lay for lay in viewer.layers if "kind" in lay.metadata}
+    assert set(kinds) == {"tissue", "attention", "query_attention", "top_patches"}
+    assert type(kinds["tissue"]).__name__ == "Labels"
+    assert type(kinds["attention"]).__name__ == "Image" and kinds["attention"].data.shape == (10, 14)
+    assert kinds["query_attention"].data.shape == (4, 10, 14)
+    assert type(kinds["top_patches"]).__name__ == "Shapes" and len(kinds["top_patches"].data) == 8
+    # every result layer shares the slide's world units: a patch centre lands on the same world point
+    mpp = np.asarray(slide_layer.scale)
+    i = int(res.top_indices[0])
+    x, y = res.coords[i]
+    centre_world = (np.array([y, x]) + (res.grid.size_level0 - 1) / 2) * mpp
+    heat = kinds["attention"]
+    pix = np.round(heat.world_to_data(centre_world)).astype(int)
+    assert heat.data[tuple(pix)] == pytest.approx(res.attention[i])
+    np.testing.assert_allclose(kinds["top_patches"].scale, slide_layer.scale)
+    np.testing.assert_allclose(kinds["query_attention"].scale[1:], heat.scale)
+    for lay in kinds.values():
+        meta = lay.metadata["pathm3"]
+        assert meta["label"] in CLASSES and set(meta["probabilities"]) == set(CLASSES)
+        assert meta["caption"] == res.caption
+    assert f"Class: {res.label}" in widget._output.value
+    assert res.label in viewer.text_overlay.text and viewer.text_overlay.visible
+    assert widget._output.native.isReadOnly()
+    # exports
+    assert json.loads(widget.export(tmp_path / "r.json").read_text())["label"] == res.label
+    assert widget.export(tmp_path / "r.csv").read_text().startswith("index,")
+    assert json.loads(widget.export(tmp_path / "top.geojson").read_text())["features"]
+    assert widget.export(tmp_path / "shot.png").stat().st_size > 0
+    # a second run replaces the layers instead of piling them up
+    widget._on_run()
+    _wait(qtbot, widget)
+    assert sum(1 for lay in viewer.layers if lay.metadata.get("kind") == "attention") == 1
+
+
+def test_region_from_selected_shapes(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
+    viewer, slide_layer, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+    mpp = slide_layer.scale[0]
+    # drawn in world units (µm), as a user draws on a fresh shapes layer: blob 1, and a decoy on blob 2
+    blob1 = np.array([[400, 400], [400, 1400], [1150, 1400], [1150, 400]], float) * mpp
+    blob2 = np.array([[1100, 2000], [1100, 2500], [1800, 2500], [1800, 2000]], float) * mpp
+    shapes = viewer.add_shapes([blob1, blob2], shape_type="polygon", name="my region")
+    shapes.selected_data = {0}
+    widget._region.reset_choices()
+    widget._region.value = shapes
+    widget._on_run()
+    _wait(qtbot, widget)
+    assert widget.result is not None and widget.result.num_patches == 12
+    assert "selected region" in widget._output.value
+
+
+def test_cancel_mid_run_then_rerun(make_napari_viewer, qtbot, cmu_slide_path, tmp_path) -> None:
+    """Cancel during feature extraction: the cache is left usable and the next run completes."""
+    from napari_pathm3.config import PathM3Config
+    from napari_pathm3.model import build_model
+    from napari_pathm3._backend import TILING_NAME
+
+    # small patches on the real slide: ~400 of them, so extraction lasts long enough to be cancelled
+    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=CLASSES)
+    ckpt = build_model(cfg).eval().save_pretrained(tmp_path / "small-patches")
+    (ckpt / TILING_NAME).write_text(json.dumps({"patch_size": 80, "target_mpp": 0.5}))
+    viewer, _, widget = _make(make_napari_viewer, cmu_slide_path, ckpt, tmp_path)
+    stages: list[str] = []
+
+    def on_progress(done, total, stage):
+        stages.append(stage)
+        if stage.startswith("features") and 0 < done < total:
+            widget._on_cancel()
+
+    job = widget._on_run()
+    job._relay.progressed.connect(on_progress)
+    _wait(qtbot, widget)
+    assert type(job.error).__name__ == "Cancelled", job.error
+    assert widget.result is None and widget._stage.value == "cancelled"
+    assert not any(lay.metadata.get("kind") for lay in viewer.layers)
+    widget._on_run()
+    _wait(qtbot, widget)
+    assert widget._job.error is None
+    first = widget.result
+    assert first is not None and first.num_patches > 200
+    # a third run reads the now complete cache and gives the same answer
+    widget._on_run()
+    _wait(qtbot, widget)
+    np.testing.assert_allclose(widget.result.attention, first.attention, rtol=1e-5)
+    assert widget.result.timings["features"] < first.timings["features"]
+
+
+def test_unreadable_model_folder_notifies(make_napari_viewer, qtbot, synthetic_slide, tmp_path, errors) -> None:
+    bad = tmp_path / "broken-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"pathm3_format": 1, "feature_dim": "x"}')
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    viewer, _, widget = _make(make_napari_viewer, synthetic_slide, bad, tmp_path)
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert job.error is not None
+    assert errors and "broken-model" in errors[-1] and errors[-1].startswith("PathM3:")
+    assert widget._stage.value == "failed" and widget._run.enabled
+    assert not any(lay.metadata.get("kind") for lay in viewer.layers)
+
+
+def test_no_slide_layer_notifies(make_napari_viewer, errors) -> None:
+    widget = CaptionWidget(make_napari_viewer())
+    assert widget._on_run() is None
+    assert errors and "no slide layer" in errors[-1]
+
+
+def test_event_loop_keeps_running(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
+    from qtpy.QtCore import QTimer
+
+    _, _, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(widget.running))
+    timer.start()
+    widget._on_run()
+    _wait(qtbot, widget)
+    timer.stop()
+    assert sum(ticks) >= 5  # the timer fired many times while the worker ran
+
+
+def test_demo_model_is_listed_with_disclaimer(make_napari_viewer) -> None:
+    widget = CaptionWidget(make_napari_viewer())
+    assert DEMO_NAME in widget._model.choices
+    widget._model.value = DEMO_NAME
+    assert "NOT diagnostic" in widget._note.value
