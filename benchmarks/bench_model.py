@@ -27,16 +27,21 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(method: str, n: int, feature_dim: int, device: str, repeats: int) -> dict:
+def worker(method: str, n: int, feature_dim: int, device: str, repeats: int, chunk_size: int | None) -> dict:
     sys.path.insert(0, str(SRC))
     import torch
+
+    import_mb = _rss_mb()  # torch alone (a CUDA build of torch maps several hundred MB more than the CPU one)
 
     from napari_pathm3.config import CorrelationConfig
     from napari_pathm3.model.correlation import CorrelationModule
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    module = CorrelationModule(feature_dim, CorrelationConfig(attention=method)).to(dev).eval()
+    cfg = CorrelationConfig(attention=method)
+    if chunk_size:
+        cfg = CorrelationConfig(attention=method, chunk_size=chunk_size)
+    module = CorrelationModule(feature_dim, cfg).to(dev).eval()
     features = torch.randn(1, n, feature_dim, device=dev)
     times = []
     if dev.type == "cuda":
@@ -54,7 +59,10 @@ def worker(method: str, n: int, feature_dim: int, device: str, repeats: int) -> 
         times.append(time.perf_counter() - start)
         del out
     if dev.type == "cuda":
-        peak, extra = torch.cuda.max_memory_allocated() / 2**20, (torch.cuda.max_memory_allocated() - base) / 2**20
+        peak, extra = (
+            torch.cuda.max_memory_allocated() / 2**20,
+            (torch.cuda.max_memory_allocated() - base) / 2**20,
+        )
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
         extra = peak - base
@@ -63,6 +71,7 @@ def worker(method: str, n: int, feature_dim: int, device: str, repeats: int) -> 
         "n": n,
         "time_s": round(min(times), 4),
         "peak_mb": round(peak, 1),  # CPU: whole-process RSS high-water (includes ~300 MB of torch itself)
+        "peak_above_torch_import_mb": round(peak - import_mb, 1) if dev.type != "cuda" else None,
         "forward_extra_mb": round(extra, 1),  # peak above the state before the forward (model + input)
         "input_mb": round(n * feature_dim * 4 / 2**20, 1),
     }
@@ -70,7 +79,14 @@ def worker(method: str, n: int, feature_dim: int, device: str, repeats: int) -> 
 
 def run(method: str, n: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, str(n), "--feature-dim", str(args.feature_dim)]
-    cmd += ["--device", args.device, "--repeats", str(args.repeats)]
+    cmd += [
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--chunk-size",
+        str(args.chunk_size or 0),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return {"method": method, "n": n, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -84,10 +100,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000, 64000])
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=None)  # default: CorrelationConfig.chunk_size
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "N"))
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.feature_dim, args.device, args.repeats)))
+        print(
+            json.dumps(
+                worker(
+                    args.worker[0],
+                    int(args.worker[1]),
+                    args.feature_dim,
+                    args.device,
+                    args.repeats,
+                    args.chunk_size,
+                )
+            )
+        )
         return
     results = []
     exact_limit = EXACT_CPU_LIMIT if args.device == "cpu" else 65_536
@@ -98,10 +126,16 @@ def main() -> None:
         else:
             ran = [r for r in results if r["method"] == "exact" and "time_s" in r]
             est = ran[-1]["time_s"] * (n / ran[-1]["n"]) ** 2 if ran else None
-            results.append({"method": "exact", "n": n, "skipped": True, "estimated_time_s": est and round(est, 1)})
+            results.append(
+                {"method": "exact", "n": n, "skipped": True, "estimated_time_s": est and round(est, 1)}
+            )
     large = run("nystrom", args.large, args)
     nys = [r for r in results if r["method"] == "nystrom" and "forward_extra_mb" in r]
-    per_k = [round(r["forward_extra_mb"] / (r["n"] / 1000), 2) for r in nys]
+    # slope of the forward's extra memory between consecutive sizes: ~constant = linear in n
+    slope = [
+        round((b["forward_extra_mb"] - a["forward_extra_mb"]) / ((b["n"] - a["n"]) / 1000), 2)
+        for a, b in zip(nys, nys[1:], strict=False)
+    ]
     print(
         json.dumps(
             {
@@ -111,7 +145,8 @@ def main() -> None:
                 "hidden_size": 1408,
                 "num_landmarks": 256,
                 "results": results,
-                "nystrom_forward_extra_mb_per_1k_patches": per_k,  # ~constant = linear memory
+                "nystrom_extra_mb_per_1k_patches_slope": slope,  # ~constant = linear memory
+                "one_embedding_copy_mb_per_1k_patches": round(1000 * 1408 * 4 / 2**20, 2),
                 "nystrom_large": large,
                 "nystrom_large_under_2gb": large.get("peak_mb", float("inf")) < 2048,
             }

@@ -43,7 +43,9 @@ def ours(slide_path: Path, stride: int, workers: int | None, batch: int) -> tupl
     with open_slide(slide_path) as slide:
         grid = make_grid(slide, TilingConfig(min_tissue_fraction=0.0, stride=stride))
         t = time.perf_counter()
-        n = sum(len(b) for _, b in PatchReader(slide, grid, num_workers=workers).iter_batches(batch_size=batch))
+        n = sum(
+            len(b) for _, b in PatchReader(slide, grid, num_workers=workers).iter_batches(batch_size=batch)
+        )
         return time.perf_counter() - t, n
 
 

@@ -64,7 +64,9 @@ def _tissue_fraction(img: np.ndarray) -> float:
     return float((sat > 25).mean())
 
 
-def _sweep_positions(dims: tuple[int, int], mpp: float, steps: int, seed: int = 0) -> list[tuple[float, float, float]]:
+def _sweep_positions(
+    dims: tuple[int, int], mpp: float, steps: int, seed: int = 0
+) -> list[tuple[float, float, float]]:
     """``(y_um, x_um, zoom)`` camera states: a serpentine pan across the slide at 1:1 (level 0), with every
     5th view at 1/4 zoom and every 25th zoomed out to the whole slide; so each step shows new tiles."""
     w0, h0 = dims
@@ -122,7 +124,13 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
         with tifffile.TiffFile(path) as tif:
             data = tif.pages[naive_level].asarray()  # the whole level, decoded into memory
         s = mpp * 2**naive_level
-        kwargs = {"rgb": True, "contrast_limits": (0, 255), "scale": (s, s), "units": ("um", "um"), "name": "naive"}
+        kwargs = {
+            "rgb": True,
+            "contrast_limits": (0, 255),
+            "scale": (s, s),
+            "units": ("um", "um"),
+            "name": "naive",
+        }
     else:
         raise SystemExit(f"unknown mode {mode}")
     t_open = time.perf_counter()
@@ -201,7 +209,9 @@ def main() -> None:
     ap.add_argument("slide", nargs="?", default=None, help="default: the cached 60k x 40k synthetic slide")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--modes", default="ours,ours_nocache,naive_level")
-    ap.add_argument("--naive-level", type=int, default=1, help="level the naive mode reads whole (1: 30k x 20k)")
+    ap.add_argument(
+        "--naive-level", type=int, default=1, help="level the naive mode reads whole (1: 30k x 20k)"
+    )
     ap.add_argument("--width", type=int, default=60_000)
     ap.add_argument("--height", type=int, default=40_000)
     ap.add_argument("--screenshots", default=None, help="folder for first-frame screenshots")
@@ -223,7 +233,9 @@ def main() -> None:
     ours, naive = results.get("ours", {}), results.get("naive_level", {})
     if "first_frame_s" in ours and "first_frame_s" in naive:
         record["first_frame_speedup_vs_naive"] = round(naive["first_frame_s"] / ours["first_frame_s"], 1)
-        record["rss_ratio_naive_vs_ours"] = round(naive["rss_first_frame_mb"] / max(1, ours["rss_first_frame_mb"]), 1)
+        record["rss_ratio_naive_vs_ours"] = round(
+            naive["rss_first_frame_mb"] / max(1, ours["rss_first_frame_mb"]), 1
+        )
     emit(record)
 
 

@@ -54,7 +54,9 @@ def level_sizes(width: int, height: int, tile: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float | tuple[float, float]) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int], sigma: float | tuple[float, float]
+) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     n = gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma, mode="wrap")
@@ -255,7 +257,16 @@ def large_slide(
     """Path of the cached synthetic slide with these parameters, writing it first when missing."""
     path = out or default_path(width, height, mpp, tile, quality, seed)
     if force or not path.exists():
-        write_slide(path, width=width, height=height, mpp=mpp, tile=tile, quality=quality, seed=seed, progress=progress)
+        write_slide(
+            path,
+            width=width,
+            height=height,
+            mpp=mpp,
+            tile=tile,
+            quality=quality,
+            seed=seed,
+            progress=progress,
+        )
     return path
 
 

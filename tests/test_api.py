@@ -17,8 +17,7 @@ QT_ROOTS = {"qtpy", "napari", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui"
 
 def _loaded_roots(code: str) -> dict:
     script = code + (
-        "\nimport sys, json\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        "\nimport sys, json\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -42,7 +41,9 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
 
-    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal"))
+    cfg = PathM3Config.tiny(
+        feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal")
+    )
     return build_model(cfg).eval().save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
@@ -98,3 +99,10 @@ def test_caption_viewer_like_without_slide_layer() -> None:
 
     with pytest.raises(SlideReadError, match="no slide layer"):
         api.caption_slide(FakeViewer(), model="demo")
+
+
+def test_extract_features(synthetic_slide: Path, tmp_path: Path) -> None:
+    bag = api.extract_features(synthetic_slide, store=tmp_path / "blobs.zarr", device="cpu")
+    assert bag.features.shape == (18, 94) and bag.coords.shape == (18, 2)
+    again = api.extract_features(str(synthetic_slide), store=tmp_path / "blobs.zarr", device="cpu")
+    assert (again.features == bag.features).all()

@@ -16,7 +16,9 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
 
-    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal"))
+    cfg = PathM3Config.tiny(
+        feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal")
+    )
     return build_model(cfg).eval().save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
@@ -41,12 +43,25 @@ def test_caption_writes_json_png_csv_geojson(synthetic_slide: Path, tiny_ckpt: P
 
 
 def test_caption_to_stdout(synthetic_slide: Path, tiny_ckpt: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = main(["caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--quiet", "--no-cache", "--device", "cpu"])
+    rc = main(
+        [
+            "caption",
+            str(synthetic_slide),
+            "--model",
+            str(tiny_ckpt),
+            "--quiet",
+            "--no-cache",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     assert "probabilities" in json.loads(capsys.readouterr().out)
 
 
-def test_caption_bad_model_is_one_line_error(synthetic_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_caption_bad_model_is_one_line_error(
+    synthetic_slide: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     rc = main(["caption", str(synthetic_slide), "--model", str(tmp_path), "--quiet"])
     assert rc == 1
     err = capsys.readouterr().err

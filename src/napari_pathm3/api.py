@@ -185,6 +185,7 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
             viewer.layers.remove(name)
         added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
     viewer.text_overlay.text = overlay_text(result)
+    viewer.text_overlay.position = "top_left"  # bottom corners hold notifications and the scale bar
     viewer.text_overlay.visible = True
     return added
 

@@ -3,7 +3,7 @@
 Nothing is downloaded beyond the sample slide (CMU-1 small region, H&E skin, CC0): ten hand-drawn regions
 of two classes (squamous epithelium / dermal stroma) with one templated caption per class are cut into
 patches, encoded with the built-in colour/texture encoder (``builtin:colorstats``) and used to train a
-tiny model (about a minute on a laptop CPU). The model is cached in the user cache folder.
+tiny model (a minute or two on a laptop CPU). The model is cached in the user cache folder.
 
 **The demo model is not diagnostic.** It has seen one slide and two tissue types; it exists to show the
 workflow (regions -> training -> captions and attention heatmaps), nothing more.
@@ -26,8 +26,8 @@ from .config import TilingConfig
 log = logging.getLogger(__name__)
 
 #: bump when regions, captions, tiling or training change: the cached model is then retrained
-DEMO_VERSION = "v1"
-DISCLAIMER = "Demo model: trained in a minute on one sample slide; NOT diagnostic."
+DEMO_VERSION = "v2"
+DISCLAIMER = "Demo model: trained in a minute or two on one sample slide; NOT diagnostic."
 DEMO_ENCODER = "builtin:colorstats"
 #: 96 px at 0.5 µm/px: small patches give a few hundred instances on the small sample and a finer heatmap
 DEMO_TILING = TilingConfig(patch_size=96, target_mpp=0.5, min_tissue_fraction=0.25)
@@ -51,6 +51,20 @@ DEMO_REGIONS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
 )  # fmt: skip
 
 _lock = threading.Lock()
+
+
+def sample_path() -> Path:
+    """The sample slide (downloaded once); a clear error when that is impossible (offline)."""
+    from .errors import PathM3Error
+    from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
+
+    try:
+        return sample_slide_path()
+    except Exception as err:  # noqa: BLE001 - pooch/requests raise many types; all mean "no sample"
+        raise PathM3Error(
+            f"the sample slide {CMU1_NAME} is not available ({type(err).__name__}); connect once to download "
+            f"it, or set {DATA_ENV} to a folder that holds it"
+        ) from err
 
 
 def demo_regions() -> list[Any]:
@@ -94,7 +108,7 @@ def ensure_demo_model(
     cancel: CancelToken | None = None,
     force: bool = False,
     cache_dir: PathLike | None = None,
-    epochs: int = 20,
+    epochs: int = 30,
 ) -> Path:
     """The demo checkpoint folder, training it first when it is not cached (or ``force``).
 
@@ -102,7 +116,6 @@ def ensure_demo_model(
     or crashed run never leaves a half-trained "demo model" behind.
     """
     from ._backend import train_on_regions, user_cache_dir
-    from .io.samples import sample_slide_path
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else demo_model_dir()
     final = root / "model"
@@ -115,10 +128,11 @@ def ensure_demo_model(
         log.info("training the demo model in %s (one-off, about a minute)", root)
         try:
             result = train_on_regions(
-                [(sample_slide_path(), demo_regions())], output_dir=tmp, class_names=DEMO_CLASSES,
+                [(sample_path(), demo_regions())], output_dir=tmp, class_names=DEMO_CLASSES,
                 encoder=DEMO_ENCODER, device=device, tiling=DEMO_TILING,
                 cache_dir=user_cache_dir("features") if cache_dir is None else root / "features",
-                model_size="tiny", epochs=epochs, sub_bags=5, max_patches=48, batch_size=8, lr=2e-3,
+                model_size="tiny", epochs=epochs, sub_bags=5, max_patches=48, batch_size=8, lr=5e-3,
+                alpha=0.2,  # classification converges in a few epochs; the captions need the extra weight
                 mode="image",  # classify from the image: the templated captions would give the class away
                 progress=_prefixed(progress, "demo model"),
                 cancel=cancel,
@@ -141,26 +155,22 @@ def run_headless(
     out_dir: PathLike, *, device: str = "auto", progress: ProgressFn | None = None
 ) -> dict[str, Path]:
     """Caption the sample slide with the demo model and write ``result.json`` and ``heatmap.png``."""
+    from ._backend import user_cache_dir
     from .inference import caption_slide, save_heatmap_png
-    from .io.samples import sample_slide_path
+    from .io.geojson import write_json_atomic
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = ensure_demo_model(device=device, progress=progress)
-    from ._backend import user_cache_dir
-
-    result = caption_slide(sample_slide_path(), model=model, device=device, cache_dir=user_cache_dir("features"),
+    result = caption_slide(sample_path(), model=model, device=device, cache_dir=user_cache_dir("features"),
                            progress=progress)  # fmt: skip
     result.model_name = "demo (not diagnostic)"
     data = result.to_dict(per_patch=False)
     data["disclaimer"] = DISCLAIMER
-    from .io.geojson import write_json_atomic
-
-    paths = {
+    return {
         "json": write_json_atomic(out / "result.json", data),
         "heatmap": save_heatmap_png(result, out / "heatmap.png"),
     }
-    return paths
 
 
 def launch_viewer(*, run: bool = True, caption: bool = True) -> Any:
@@ -169,20 +179,18 @@ def launch_viewer(*, run: bool = True, caption: bool = True) -> Any:
     from napari.utils.notifications import show_info
 
     from ._napari.reader import slide_layer_data
-    from .io.samples import sample_slide_path
     from .io.slide import open_slide
     from .widgets.caption import CaptionWidget
     from .widgets.train import TrainWidget
 
     viewer = napari.Viewer(title="napari-pathm3 demo (not diagnostic)")
-    data, kwargs, _ = slide_layer_data(open_slide(sample_slide_path()), name="CMU-1-Small-Region")
+    data, kwargs, _ = slide_layer_data(open_slide(sample_path()), name="CMU-1-Small-Region")
     slide_layer = viewer.add_image(data, **kwargs)
     rdata, rkwargs, _ = demo_regions_layer(tuple(slide_layer.scale))
     viewer.add_shapes(rdata, **rkwargs)
     cap = CaptionWidget(viewer)
     viewer.window.add_dock_widget(cap, name="Caption slide", area="right")
     viewer.window.add_dock_widget(TrainWidget(viewer), name="Train model", area="right", tabify=True)
-    cap.native.parentWidget().raise_() if cap.native.parentWidget() else None
     viewer.layers.selection.active = slide_layer
     show_info(DISCLAIMER)
     if caption:

@@ -87,7 +87,8 @@ def result_layers(
             # every query's attention sums to 1 over the patches, so one range fits the whole stack
             "contrast_limits": _finite_limits(stack.data), "interpolation2d": "nearest",
             "axis_labels": ("query", "y", "x"), "visible": False,
-            "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE, **_units(units, 3),
+            # no units here: napari stops using units when a "query" axis has none (it warns instead)
+            "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE,
         }, "image"))  # fmt: skip
 
     boxes = patch_boxes(result.grid, result.top_indices)
@@ -101,7 +102,8 @@ def result_layers(
         "name": f"{prefix} top patches", "shape_type": "rectangle", "scale": slide_scale,
         "edge_color": TOP_K_COLOR, "face_color": "transparent", "edge_width": edge_width,
         "features": features,
-        "text": {"string": "#{rank} {attention:.3f}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
+        # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
+        "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
         "metadata": {**meta, "kind": "top_patches"}, **_units(units, 2),
     }, "shapes"))  # fmt: skip
     return layers

@@ -10,7 +10,6 @@ would let training shortcut through the text.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 import torch
@@ -72,10 +71,10 @@ def test_learns_synthetic_mil_classification_and_captioning():
     model = build_model(cfg)
     train_x, train_y, train_c = make_bags(192, seed=1)
     test_x, test_y, test_c = make_bags(60, seed=2)
-    opt = torch.optim.AdamW(model.optimizer_param_groups(), lr=3e-3, betas=cfg.optim.betas)
-    batch, start = 16, time.perf_counter()
+    opt = torch.optim.AdamW(model.optimizer_param_groups(), lr=5e-3, betas=cfg.optim.betas)
+    batch, steps, step = 8, 160, 0  # ~0.35 s/step on 2 free CPU cores: about a CPU-minute
     model.train()
-    for epoch in range(40):
+    while step < steps:
         order = torch.randperm(len(train_x))
         for s in range(0, len(order), batch):
             idx = order[s : s + batch].tolist()
@@ -84,14 +83,13 @@ def test_learns_synthetic_mil_classification_and_captioning():
             opt.zero_grad()
             out.loss.backward()
             opt.step()
-        if time.perf_counter() - start > 75:
-            break
+            step += 1
     model.eval()
     x, mask = collate(test_x)
     accuracy = (model.classify(x, mask).probabilities.argmax(-1) == test_y).float().mean().item()
     captions = model.generate_captions(x, mask)
     most_common = max(set(train_c), key=train_c.count)
     model_bleu, constant_bleu = bleu4(test_c, captions), bleu4(test_c, [most_common] * len(test_c))
-    print(f"epochs={epoch + 1} acc={accuracy:.3f} bleu4={model_bleu:.3f} constant={constant_bleu:.3f}")
+    print(f"steps={step} acc={accuracy:.3f} bleu4={model_bleu:.3f} constant={constant_bleu:.3f}")
     assert accuracy >= 0.8  # chance: 1/3
     assert model_bleu >= constant_bleu + 0.25

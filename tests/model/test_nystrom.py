@@ -78,7 +78,10 @@ def test_chunked_module_matches_reference_and_ignores_padding():
     with torch.no_grad():
         out = attn(x, mask)
         q, k, v = attn._qkv(x)
-        ref = attn.to_out(_merge_heads(nystrom_attention(q, k, v, num_landmarks=8, mask=mask))) * mask[..., None]
+        ref = (
+            attn.to_out(_merge_heads(nystrom_attention(q, k, v, num_landmarks=8, mask=mask)))
+            * mask[..., None]
+        )
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         alone = attn(x[1:2, :30])
         torch.testing.assert_close(out[1, :30], alone[0], atol=1e-5, rtol=1e-5)
@@ -112,7 +115,9 @@ def test_inference_residual_is_in_place_and_matches_autograd_path():
 
 
 def test_correlation_gradients_flow_through_chunks():
-    module = CorrelationModule(8, CorrelationConfig(hidden_size=16, num_heads=2, num_landmarks=4, chunk_size=5))
+    module = CorrelationModule(
+        8, CorrelationConfig(hidden_size=16, num_heads=2, num_landmarks=4, chunk_size=5)
+    )
     x = torch.randn(2, 23, 8, requires_grad=True)
     module(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0

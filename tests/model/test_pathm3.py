@@ -22,19 +22,29 @@ def test_config_json_round_trip(tiny_config: PathM3Config):
     again = PathM3Config.from_dict(json.loads(tiny_config.to_json()))
     assert again == tiny_config
     default = PathM3Config()
-    assert (default.qformer.num_query_tokens, default.qformer.hidden_size, default.qformer.num_hidden_layers) == (
+    assert (
+        default.qformer.num_query_tokens,
+        default.qformer.hidden_size,
+        default.qformer.num_hidden_layers,
+    ) == (
         32,
         768,
         12,
     )
     assert default.correlation.hidden_size == 1408 and default.cross_attention_width == 1408
-    assert default.optim.lr == 1e-4 and default.optim.weight_decay == 0.05 and default.optim.betas == (0.9, 0.999)
+    assert (
+        default.optim.lr == 1e-4
+        and default.optim.weight_decay == 0.05
+        and default.optim.betas == (0.9, 0.999)
+    )
     with pytest.raises(ValueError, match="alpha"):
         PathM3Config.tiny(alpha=1.5)
 
 
 def test_config_and_package_import_without_torch():
-    code = "import sys, napari_pathm3, napari_pathm3.config; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, napari_pathm3, napari_pathm3.config; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     src = str(Path(__file__).resolve().parents[2] / "src")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src})
 
@@ -68,7 +78,9 @@ def test_padding_does_not_change_a_bags_outputs(tiny_model: PathM3Model, n: int,
         batched = tiny_model(x, mask, text=["some text", "other words here"])
         alone = tiny_model(x[:1, :n], None, text=["some text"])
     torch.testing.assert_close(batched.logits[0], alone.logits[0], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(batched.query_attention[0, :, :n], alone.query_attention[0], atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        batched.query_attention[0, :, :n], alone.query_attention[0], atol=1e-6, rtol=1e-4
+    )
 
 
 def test_losses_and_only_trainable_parts_get_gradients(tiny_config: PathM3Config, make_batch):
@@ -234,7 +246,11 @@ def test_qformer_text_side_from_bundled_bert():
 
     qf = QFormer(
         QFormerConfig(
-            num_query_tokens=2, hidden_size=384, num_hidden_layers=1, num_attention_heads=12, intermediate_size=1536
+            num_query_tokens=2,
+            hidden_size=384,
+            num_hidden_layers=1,
+            num_attention_heads=12,
+            intermediate_size=1536,
         ),
         encoder_hidden_size=32,
         vocab_size=30522,

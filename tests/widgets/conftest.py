@@ -24,13 +24,18 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAPARI_PATHM3_CACHE", str(tmp_path / "user-cache"))
 
 
-def add_slide(viewer: Any, path: Path, name: str | None = None) -> Any:
-    """Open ``path`` the way the napari-pathm3 reader does and add it to ``viewer``."""
+def _add_slide(viewer: Any, path: Path, name: str | None = None) -> Any:
     from napari_pathm3._napari.reader import slide_layer_data
     from napari_pathm3.io.slide import open_slide
 
     data, kwargs, _ = slide_layer_data(open_slide(path), name=name)
     return viewer.add_image(data, **kwargs)
+
+
+@pytest.fixture
+def add_slide() -> Any:
+    """``add_slide(viewer, path)``: open a slide the way the napari-pathm3 reader does and add it."""
+    return _add_slide
 
 
 @pytest.fixture

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, add_slide
 
 from napari_pathm3.widgets._registry import DEMO_NAME, registry
 from napari_pathm3.widgets.caption import CaptionWidget
 
+CLASSES = ("tumour", "normal")  # the tiny_ckpt fixture's classes
 TIMEOUT = 120_000  # ms; the CI machines are shared
 
 
-def _make(make_napari_viewer, slide: Path, ckpt: Path, tmp_path: Path):
+def _make(make_napari_viewer, add_slide, slide: Path, ckpt: Path, tmp_path: Path):
     viewer = make_napari_viewer()
     layer = add_slide(viewer, slide)
     widget = CaptionWidget(viewer)
@@ -30,8 +30,10 @@ def _wait(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
 
 
-def test_run_adds_aligned_layers(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
-    viewer, slide_layer, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+def test_run_adds_aligned_layers(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
+    viewer, slide_layer, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
     assert widget._model.value == registry.register(tiny_ckpt)
     assert widget._note.value == ""
     widget._on_run()
@@ -73,8 +75,10 @@ def test_run_adds_aligned_layers(make_napari_viewer, qtbot, synthetic_slide, tin
     assert sum(1 for lay in viewer.layers if lay.metadata.get("kind") == "attention") == 1
 
 
-def test_region_from_selected_shapes(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
-    viewer, slide_layer, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+def test_region_from_selected_shapes(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
+    viewer, slide_layer, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
     mpp = slide_layer.scale[0]
     # drawn in world units (µm), as a user draws on a fresh shapes layer: blob 1, and a decoy on blob 2
     blob1 = np.array([[400, 400], [400, 1400], [1150, 1400], [1150, 400]], float) * mpp
@@ -89,17 +93,17 @@ def test_region_from_selected_shapes(make_napari_viewer, qtbot, synthetic_slide,
     assert "selected region" in widget._output.value
 
 
-def test_cancel_mid_run_then_rerun(make_napari_viewer, qtbot, cmu_slide_path, tmp_path) -> None:
+def test_cancel_mid_run_then_rerun(make_napari_viewer, add_slide, qtbot, cmu_slide_path, tmp_path) -> None:
     """Cancel during feature extraction: the cache is left usable and the next run completes."""
+    from napari_pathm3._backend import TILING_NAME
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
-    from napari_pathm3._backend import TILING_NAME
 
     # small patches on the real slide: ~400 of them, so extraction lasts long enough to be cancelled
     cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=CLASSES)
     ckpt = build_model(cfg).eval().save_pretrained(tmp_path / "small-patches")
     (ckpt / TILING_NAME).write_text(json.dumps({"patch_size": 80, "target_mpp": 0.5}))
-    viewer, _, widget = _make(make_napari_viewer, cmu_slide_path, ckpt, tmp_path)
+    viewer, _, widget = _make(make_napari_viewer, add_slide, cmu_slide_path, ckpt, tmp_path)
     stages: list[str] = []
 
     def on_progress(done, total, stage):
@@ -125,12 +129,14 @@ def test_cancel_mid_run_then_rerun(make_napari_viewer, qtbot, cmu_slide_path, tm
     assert widget.result.timings["features"] < first.timings["features"]
 
 
-def test_unreadable_model_folder_notifies(make_napari_viewer, qtbot, synthetic_slide, tmp_path, errors) -> None:
+def test_unreadable_model_folder_notifies(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tmp_path, errors
+) -> None:
     bad = tmp_path / "broken-model"
     bad.mkdir()
     (bad / "config.json").write_text('{"pathm3_format": 1, "feature_dim": "x"}')
     (bad / "model.safetensors").write_bytes(b"\x00" * 64)
-    viewer, _, widget = _make(make_napari_viewer, synthetic_slide, bad, tmp_path)
+    viewer, _, widget = _make(make_napari_viewer, add_slide, synthetic_slide, bad, tmp_path)
     job = widget._on_run()
     _wait(qtbot, widget)
     assert job.error is not None
@@ -145,10 +151,12 @@ def test_no_slide_layer_notifies(make_napari_viewer, errors) -> None:
     assert errors and "no slide layer" in errors[-1]
 
 
-def test_event_loop_keeps_running(make_napari_viewer, qtbot, synthetic_slide, tiny_ckpt, tmp_path) -> None:
+def test_event_loop_keeps_running(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
     from qtpy.QtCore import QTimer
 
-    _, _, widget = _make(make_napari_viewer, synthetic_slide, tiny_ckpt, tmp_path)
+    _, _, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
     ticks: list[int] = []
     timer = QTimer()
     timer.setInterval(20)

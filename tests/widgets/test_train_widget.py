@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import add_slide
 
 from napari_pathm3.errors import PathM3Error
 from napari_pathm3.widgets._registry import registry
@@ -27,7 +26,9 @@ def _annotations(viewer, mpp: float):
     )  # fmt: skip
 
 
-def test_train_then_caption_with_new_model(make_napari_viewer, qtbot, synthetic_slide, tmp_path) -> None:
+def test_train_then_caption_with_new_model(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tmp_path
+) -> None:
     viewer = make_napari_viewer()
     slide = add_slide(viewer, synthetic_slide)
     shapes = _annotations(viewer, float(slide.scale[0]))
@@ -63,7 +64,7 @@ def test_train_then_caption_with_new_model(make_napari_viewer, qtbot, synthetic_
     assert caption.result.grid.patch_size == 224
 
 
-def test_regions_from_shapes_and_labels(make_napari_viewer, synthetic_slide) -> None:
+def test_regions_from_shapes_and_labels(make_napari_viewer, add_slide, synthetic_slide) -> None:
     viewer = make_napari_viewer()
     slide = add_slide(viewer, synthetic_slide)
     mpp = float(slide.scale[0])
@@ -84,7 +85,7 @@ def test_regions_from_shapes_and_labels(make_napari_viewer, synthetic_slide) -> 
     assert inside.tolist() == [True, True, False, False]
 
 
-def test_missing_class_column_notifies(make_napari_viewer, synthetic_slide, errors) -> None:
+def test_missing_class_column_notifies(make_napari_viewer, add_slide, synthetic_slide, errors) -> None:
     viewer = make_napari_viewer()
     slide = add_slide(viewer, synthetic_slide)
     shapes = viewer.add_shapes([BLOB1], shape_type="polygon", name="unlabelled")

@@ -15,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classify and caption a slide; write JSON (probabilities, caption, top patches) and a heatmap PNG",
     )
     p.add_argument("slide", help="slide file or DICOM folder")
-    p.add_argument("--model", required=True, help="checkpoint folder, or 'demo' (offline demo model, not diagnostic)")
+    p.add_argument(
+        "--model", required=True, help="checkpoint folder, or 'demo' (offline demo model, not diagnostic)"
+    )
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: print to stdout)")
     p.add_argument("--heatmap", type=Path, default=None, help="attention heatmap over a thumbnail (PNG)")
     p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
@@ -25,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
     p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
     p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)")
+    p.add_argument(
+        "--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)"
+    )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
     p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
@@ -48,7 +52,9 @@ class _Bar:
         if name != self.stage:
             self.close()
             self.stage = name
-            self.bar = tqdm(total=total or None, desc=name, unit="", leave=False, disable=self.disable, file=sys.stderr)
+            self.bar = tqdm(
+                total=total or None, desc=name, unit="", leave=False, disable=self.disable, file=sys.stderr
+            )
         if self.bar is not None:
             if total and self.bar.total != total:
                 self.bar.total = total

@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="offline demo on the sample slide with a tiny model trained on the spot (NOT diagnostic)",
     )
-    p.add_argument("--headless", action="store_true", help="no window: write result.json and heatmap.png to --out")
+    p.add_argument(
+        "--headless", action="store_true", help="no window: write result.json and heatmap.png to --out"
+    )
     p.add_argument("--out", type=Path, default=Path("pathm3-demo"), help="output folder for --headless")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--retrain", action="store_true", help="train the demo model again even when it is cached")

@@ -209,7 +209,9 @@ def load_bert_text_weights(qformer: QFormer, source: str) -> list[str]:
             new = new.replace(old, rep)
         names = [new]
         if ".intermediate." in new or (".output." in new and ".attention." not in new):
-            names.append(new.replace(".intermediate.", ".intermediate_query.").replace(".output.", ".output_query."))
+            names.append(
+                new.replace(".intermediate.", ".intermediate_query.").replace(".output.", ".output_query.")
+            )
         for name in names:
             groups.setdefault(name.rsplit(".", 1)[0], {})[name] = value
     loaded: dict[str, Tensor] = {}

@@ -74,7 +74,10 @@ class PatchReader:
             except Exception:  # slides without tile metadata read fine with any alignment
                 tile = None
             tw, th = tile or (256, 256)
-            self._cell = (tw * max(1, math.ceil(self.block_size / tw)), th * max(1, math.ceil(self.block_size / th)))
+            self._cell = (
+                tw * max(1, math.ceil(self.block_size / tw)),
+                th * max(1, math.ceil(self.block_size / th)),
+            )
         self._ds = ds
 
     # -- single patches ---------------------------------------------------------------------------------------
@@ -89,7 +92,9 @@ class PatchReader:
             from PIL import Image
 
             resample = Image.Resampling.BILINEAR if g.read_size < g.patch_size else Image.Resampling.BOX
-            px = np.asarray(Image.fromarray(np.ascontiguousarray(px)).resize((g.patch_size, g.patch_size), resample))
+            px = np.asarray(
+                Image.fromarray(np.ascontiguousarray(px)).resize((g.patch_size, g.patch_size), resample)
+            )
         return px
 
     # -- blocks -----------------------------------------------------------------------------------------------
@@ -125,7 +130,7 @@ class PatchReader:
     def _read_block(self, block: _Block, out: np.ndarray) -> None:
         px = self.slide.read_region(block.location, self.grid.read_level, block.size)
         rs = self.grid.read_size
-        for slot, (ox, oy) in zip(block.slots, block.offsets):
+        for slot, (ox, oy) in zip(block.slots, block.offsets, strict=True):
             out[slot] = self._finish(px[oy : oy + rs, ox : ox + rs])
 
     def read_batch(self, indices: Sequence[int]) -> np.ndarray:
@@ -148,7 +153,9 @@ class PatchReader:
         Block reads of a batch run in the worker threads. Batches are planned ``prefetch + 1`` at a time
         (a window), so one block serves neighbouring patches of several consecutive batches.
         """
-        idx = np.arange(len(self.grid)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = (
+            np.arange(len(self.grid)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        )
         if len(idx) == 0:
             return
         batch_size = max(1, int(batch_size))

@@ -52,15 +52,21 @@ class ModelRegistry:
         self.changed.emit()
         return display
 
-    def load(self, name: str, *, device: str = "auto") -> Any:
-        """The loaded model of entry ``name`` (cached per device); call from a worker thread."""
+    def load(self, name: str, *, device: str = "auto", progress: Any = None, cancel: Any = None) -> Any:
+        """The loaded model of entry ``name`` (cached per device); call from a worker thread. The demo
+        model is trained first when it is not cached yet (``progress``/``cancel`` apply to that)."""
         from .. import api
 
         entry = self._entries[name]
         key = (entry.source, device)
         with self._lock:
             if key not in self._loaded:
-                self._loaded[key] = api.load_model(entry.source, device=device)
+                source: Any = entry.source
+                if source == "demo":
+                    from ..demo import ensure_demo_model
+
+                    source = ensure_demo_model(device=device, progress=progress, cancel=cancel)
+                self._loaded[key] = api.load_model(source, device=device)
             return self._loaded[key]
 
     def forget_loaded(self, source: str) -> None:

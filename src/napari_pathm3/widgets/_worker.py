@@ -9,7 +9,9 @@ offers the traceback).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
@@ -40,6 +42,7 @@ class Job:
     ) -> None:
         from napari.qt.threading import create_worker
 
+        guard_software_gl()
         self.cancel_flag = CancelFlag()
         self._relay = _Relay()
         if on_progress is not None:
@@ -102,3 +105,24 @@ def notify_error(err: BaseException) -> None:
     else:
         log.error("PathM3 worker failed", exc_info=err)
         notification_manager.receive_error(type(err), err, err.__traceback__)
+
+
+def guard_software_gl() -> None:
+    """Keep ``triton`` from loading beside Mesa's llvmpipe (software OpenGL: Xvfb, VMs, remote desktops).
+
+    Both bundle their own LLVM; importing triton (torch._dynamo does, via transformers) after napari made a
+    llvmpipe GL context segfaults the process. When libLLVM is already mapped and triton is not yet
+    imported, make ``import triton`` fail cleanly instead: torch then runs without it (triton only serves
+    ``torch.compile`` on GPUs, which the widgets do not use).
+    """
+    if "triton" in sys.modules or not sys.platform.startswith("linux"):
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    if "libLLVM" in maps:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+        log.info(
+            "software OpenGL (llvmpipe) detected: triton disabled in this process to avoid an LLVM clash"
+        )

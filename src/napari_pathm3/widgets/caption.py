@@ -162,7 +162,7 @@ class CaptionWidget(Container):
 
         def work(progress: Any, cancel: Any) -> SlideResult:
             progress(0, 1, "loading model")
-            model = registry.load(model_name, device=device)
+            model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
             result = caption_slide(
                 slide, model=model, encoder=encoder, device=device, region=region, text=text,
                 cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
@@ -188,9 +188,12 @@ class CaptionWidget(Container):
         frac = (done / total) if total else 0.0
         if name in STAGES:
             pct = 100.0 * (STAGES.index(name) + (frac if name == "features" else 0.0)) / len(STAGES)
-            self._progress.value = max(self._progress.value, min(100.0, pct))
+            floor = 0.0 if name == "tissue" else self._progress.value  # after demo training: start over
+            self._progress.value = max(floor, min(100.0, pct))
         elif name == "done":
             self._progress.value = 100
+        elif stage.startswith("demo model") and total:  # one-off training of the demo model
+            self._progress.value = min(100.0, 100.0 * done / total)
         label = stage if name != "features" or not total else f"{stage}: {done}/{total} patches"
         self._stage.value = label
 
