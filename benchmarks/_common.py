@@ -81,6 +81,35 @@ def timeit(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, float, Any]:
     return min(times), statistics.median(times), out
 
 
+def parallel_headroom(seconds: float = 0.4) -> float:
+    """How many cores are free right now: throughput of GIL-free work (sha256) in ``cores`` threads over
+    one thread. About ``cores`` on an idle machine; near 1 when other jobs hold the CPUs, in which case no
+    thread pool can show a speed-up."""
+    import hashlib
+    import threading
+
+    buf = b"\0" * (8 << 20)
+
+    def rate(threads: int) -> float:
+        count = [0] * threads
+        stop = time.perf_counter() + seconds
+
+        def work(i: int) -> None:
+            while time.perf_counter() < stop:
+                hashlib.sha256(buf).digest()
+                count[i] += 1
+
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return sum(count) / seconds
+
+    n = os.cpu_count() or 1
+    return round(rate(n) / max(rate(1), 1e-9), 2) if n > 1 else 1.0
+
+
 def emit(record: dict[str, Any]) -> None:
     """Print the benchmark's one JSON result line."""
     print(json.dumps(record, default=_jsonable), flush=True)

@@ -144,7 +144,9 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
     if shot is not None:
         from PIL import Image
 
-        Image.fromarray(first[..., :3]).save(shot)
+        img = Image.fromarray(first[..., :3])
+        img.thumbnail((720, 720))  # a docs illustration: small, palette PNG
+        img.quantize(96).save(shot, optimize=True)
     camera = viewer.scene.camera
     step_ms, rss_trace = [], []
     for y, x, zoom in _sweep_positions(dims, mpp, steps):
@@ -190,8 +192,8 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
 def run_mode(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), str(path), "--child", mode, "--steps", str(args.steps),
            "--naive-level", str(args.naive_level)]  # fmt: skip
-    if args.screenshots:
-        cmd += ["--shot", str(Path(args.screenshots) / f"view_{mode}.png")]
+    if args.screenshots and mode == "ours":
+        cmd += ["--shot", str(Path(args.screenshots) / f"bench_view_{mode}.png")]
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if shutil.which("xvfb-run") is None:
             return {"mode": mode, "error": "no display and no xvfb-run"}

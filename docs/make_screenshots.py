@@ -71,6 +71,7 @@ def main() -> int:
     viewer.screenshot(str(OUT / "heatmap.png"), canvas_only=True, flash=False)
 
     viewer.layers["CMU-1-Small-Region attention"].visible = False
+    viewer.layers["CMU-1-Small-Region top patches"].visible = False
     stack = viewer.layers["CMU-1-Small-Region attention per query"]
     stack.visible = True
     viewer.dims.set_current_step(0, 1)
@@ -78,6 +79,7 @@ def main() -> int:
     viewer.screenshot(str(OUT / "query-attention.png"), canvas_only=True, flash=False)
     stack.visible = False
     viewer.layers["CMU-1-Small-Region attention"].visible = True
+    viewer.layers["CMU-1-Small-Region top patches"].visible = True
 
     train = TrainWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train model", area="right", tabify=True)

@@ -203,6 +203,12 @@ def slide_layers(viewer: Any) -> list[Any]:
             and isinstance(lay.metadata.get("pathm3_slide"), Slide)]  # fmt: skip
 
 
+def layer_kind(layer: Any) -> str:
+    """``"image"``, ``"shapes"``, ``"labels"``, ... of a napari layer, without napari's private
+    ``_type_string`` (plugin widgets get layers behind a proxy that refuses private attributes)."""
+    return str(layer.__class__.__name__).lower()
+
+
 def _slide_from(viewer: Any) -> Slide:
     active = viewer.layers.selection.active
     layers = slide_layers(viewer)

@@ -91,6 +91,8 @@ def demo_regions_layer(slide_scale: tuple[float, float]) -> tuple[list[np.ndarra
         "edge_color": colors, "face_color": "transparent", "edge_width": 12, "visible": False,
         "text": {"string": "{class}", "size": 8, "color": "black"},
     }  # fmt: skip
+    if slide_scale != (1.0, 1.0):
+        kwargs["units"] = ("um", "um")  # as the slide layer: napari drops units when layers disagree
     return data, kwargs, "shapes"
 
 
@@ -189,8 +191,12 @@ def launch_viewer(*, run: bool = True, caption: bool = True) -> Any:
     rdata, rkwargs, _ = demo_regions_layer(tuple(slide_layer.scale))
     viewer.add_shapes(rdata, **rkwargs)
     cap = CaptionWidget(viewer)
-    viewer.window.add_dock_widget(cap, name="Caption slide", area="right")
+    cap_dock = viewer.window.add_dock_widget(cap, name="Caption slide", area="right")
     viewer.window.add_dock_widget(TrainWidget(viewer), name="Train model", area="right", tabify=True)
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, cap_dock.raise_)  # tabified: show "Caption slide" once the tabs exist
+    viewer.window.resize(1500, 950)
     viewer.layers.selection.active = slide_layer
     show_info(DISCLAIMER)
     if caption:

@@ -31,7 +31,7 @@ TOP_K_COLOR = "#00ff66"  # green boxes read on pink and purple alike
 def overlay_text(result: SlideResult) -> str:
     """One-line summary for ``viewer.text_overlay``: class, probability and caption."""
     p = result.probabilities.get(result.label, float("nan"))
-    text = f"PathM3: {result.label} ({p:.0%})"
+    text = f"PathM3: {result.label} ({p:.1%})"
     if result.caption:
         text += f"\n{result.caption}"
     return text
@@ -87,8 +87,7 @@ def result_layers(
             # every query's attention sums to 1 over the patches, so one range fits the whole stack
             "contrast_limits": _finite_limits(stack.data), "interpolation2d": "nearest",
             "axis_labels": ("query", "y", "x"), "visible": False,
-            # no units here: napari stops using units when a "query" axis has none (it warns instead)
-            "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE,
+            "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE, **_units(units, 3),
         }, "image"))  # fmt: skip
 
     boxes = patch_boxes(result.grid, result.top_indices)
@@ -112,7 +111,9 @@ def result_layers(
 def _units(units: tuple[str, str] | None, ndim: int) -> dict[str, Any]:
     if units is None:
         return {}
-    return {"units": ("pixel",) * (ndim - 2) + units}
+    # napari wants one unit for all axes of all layers (else it warns and drops units); the query axis
+    # has scale 1, so calling its steps µm changes nothing on screen
+    return {"units": (units[0],) * (ndim - 2) + units}
 
 
 def shapes_to_level0(

@@ -173,3 +173,22 @@ def test_demo_model_is_listed_with_disclaimer(make_napari_viewer) -> None:
     assert DEMO_NAME in widget._model.choices
     widget._model.value = DEMO_NAME
     assert "NOT diagnostic" in widget._note.value
+
+
+def test_opens_from_the_plugin_menu(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
+    """Through npe2 and napari's plugin proxy (private attributes refused), as users open it."""
+    viewer = make_napari_viewer()
+    layer = add_slide(viewer, synthetic_slide)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-pathm3", "Caption slide")
+    assert isinstance(widget, CaptionWidget)
+    widget.cache_dir = tmp_path / "features"
+    assert [name for name, _ in widget._slide_choices()] == [layer.name]
+    widget._model_dir.value = tiny_ckpt
+    widget._device.value = "cpu"
+    widget._on_run()
+    _wait(qtbot, widget)
+    assert widget._job.error is None and widget.result is not None
+    _, train = viewer.window.add_plugin_dock_widget("napari-pathm3", "Train model")
+    assert layer.name in [name for name, _ in train._slide_choices()]

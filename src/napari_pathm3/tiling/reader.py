@@ -68,7 +68,6 @@ class PatchReader:
         self._level_xy = np.round(level_xy).astype(np.int64)
         self._blockable = self.block_size > 0 and bool(np.all(np.abs(level_xy - self._level_xy) < 1e-6))
         if self._blockable:
-            tile = None
             try:
                 tile = slide.tile_size(grid.read_level)
             except Exception:  # slides without tile metadata read fine with any alignment

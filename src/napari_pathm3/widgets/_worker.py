@@ -94,6 +94,12 @@ class Job:
         notify_error(err)
 
 
+def unwrap_proxy(obj: Any) -> Any:
+    """The object behind napari's plugin proxy (which refuses private attributes): core code in the worker
+    thread gets the plain object."""
+    return getattr(obj, "__wrapped__", obj)
+
+
 def notify_error(err: BaseException) -> None:
     """Show ``err`` in napari: expected failures as one clear message, others with their traceback."""
     from napari.utils.notifications import notification_manager, show_error, show_info

@@ -21,10 +21,10 @@ from magicgui.widgets import (
 )
 
 from .._backend import user_cache_dir
-from ..api import shapes_layer_polygons, show, slide_layers
+from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..inference import STAGES, SlideResult, caption_slide
 from ._registry import DEMO_NAME, registry
-from ._worker import Job
+from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +35,7 @@ WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DEMO_NOTE = (
-    "The demo model is trained in a minute on a few hand-drawn regions of one sample slide with a simple "
+    "The demo model is trained in a minute or two on a few hand-drawn regions of one sample slide with a simple "
     "colour/texture encoder. It shows how PathM3 works; it is NOT diagnostic."
 )
 
@@ -60,7 +60,7 @@ class CaptionWidget(Container):
         self.result: SlideResult | None = None
         self._job: Job | None = None
 
-        self._slide = ComboBox(label="slide", choices=self._slide_choices, nullable=True)
+        self._slide = ComboBox(label="slide", choices=self._slide_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_dir = FileEdit(
             label="checkpoint", mode="d", tooltip="add a checkpoint folder to the model list"
@@ -101,7 +101,7 @@ class CaptionWidget(Container):
         self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
         self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
         self._screenshot.changed.connect(lambda: self._ask_and_save("png"))
-        registry.changed.connect(self._model.reset_choices)
+        registry.changed.connect(self._on_registry_changed)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
         self._on_model_changed()
@@ -111,12 +111,18 @@ class CaptionWidget(Container):
         return [(lay.name, lay) for lay in slide_layers(self._viewer)]
 
     def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        shapes = [lay for lay in self._viewer.layers if lay._type_string == "shapes"
+        shapes = [lay for lay in self._viewer.layers if layer_kind(lay) == "shapes"
                   and (lay.metadata or {}).get("kind") != "top_patches"]  # fmt: skip
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
     def _model_choices(self, _w: Any = None) -> list[str]:
         return registry.names()
+
+    def _on_registry_changed(self) -> None:
+        try:
+            self._model.reset_choices()
+        except RuntimeError:  # this widget's Qt side is gone (viewer closed): stop listening
+            registry.changed.disconnect(self._on_registry_changed)
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slide.reset_choices()
@@ -147,7 +153,7 @@ class CaptionWidget(Container):
         if layer is None:
             show_error("PathM3: no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)")
             return None
-        slide = layer.metadata["pathm3_slide"]
+        slide = unwrap_proxy(layer.metadata["pathm3_slide"])
         region_layer = self._region.value
         region = None
         if region_layer is not None:

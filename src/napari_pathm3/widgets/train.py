@@ -27,13 +27,13 @@ from magicgui.widgets import (
 )
 
 from .._backend import MODEL_SIZES, train_on_regions, user_cache_dir
-from ..api import slide_layers
+from ..api import layer_kind, slide_layers
 from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
 from ..layers import shapes_to_level0
 from ._plot import LossPlot
 from ._registry import registry
-from ._worker import Job
+from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -69,7 +69,7 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
         )
     captions = feats["caption"].tolist() if "caption" in feats.columns else [None] * len(feats)
     classes = feats["class"].tolist()
-    if layer._type_string == "shapes":
+    if layer_kind(layer) == "shapes":
         polys = shapes_to_level0(list(layer.data), scale=tuple(layer.scale), translate=tuple(layer.translate),
                                  slide_scale=slide_scale)  # fmt: skip
         out = []
@@ -78,7 +78,7 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
                 out.append(Region(label=str(cls), polygon=poly, caption=_caption_for(str(cls), cap),
                                   name=f"{layer.name}#{i}"))  # fmt: skip
         return out
-    if layer._type_string == "labels":
+    if layer_kind(layer) == "labels":
         ids = feats["index"].tolist() if "index" in feats.columns else list(range(len(feats)))
         spec = {int(v): (str(c), _caption_for(str(c), cap))
                 for v, c, cap in zip(ids, classes, captions, strict=False) if int(v) != 0 and _valid_label(c)}  # fmt: skip
@@ -92,7 +92,7 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
         return regions_from_labels(
             data, spec, downsample=float(ds.mean()), origin=(float(origin[1]), float(origin[0]))
         )
-    raise PathM3Error(f"layer {layer.name!r} is a {layer._type_string} layer; use shapes or labels")
+    raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
 
 
 class TrainWidget(Container):
@@ -155,7 +155,7 @@ class TrainWidget(Container):
 
     def _annotation_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         return [(lay.name, lay) for lay in self._viewer.layers
-                if lay._type_string in ("shapes", "labels") and "kind" not in (lay.metadata or {})]  # fmt: skip
+                if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})]  # fmt: skip
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slides.reset_choices()
@@ -188,7 +188,8 @@ class TrainWidget(Container):
                 owner = max(matches, key=lambda s: len(s.name))
             scale = tuple(float(v) for v in owner.scale[-2:])
             out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
-        return [(s.metadata["pathm3_slide"], regs) for s, regs in out.values() if regs]
+        # the plain Slide (not napari's plugin proxy around it) goes to the worker thread
+        return [(unwrap_proxy(s.metadata["pathm3_slide"]), regs) for s, regs in out.values() if regs]
 
     def _on_train(self, _value: Any = None) -> Job | None:
         from napari.utils.notifications import show_error
