@@ -379,7 +379,8 @@ def write_doc(res: dict[str, Any], meta: dict[str, Any]) -> None:
         "  (`Slide.read_region`), so the gain there depends on free cores.",
         "- **Caption slide on CPU** is encoder-bound: in a cProfile of a ~5k-patch region, almost all of the",
         "  features stage is the built-in `colorstats` encoder's forward (histograms via `bincount`, HSV",
-        "  conversion, texture pooling); patch reading runs hidden in the reader threads.",
+        "  conversion, texture pooling); patch reading runs hidden in the reader threads. The next largest stage",
+        "  is tissue detection, which runs on the whole slide on every call, also when only a region is captioned.",
         "",
     ]
     notes = meta.get("notes") or []

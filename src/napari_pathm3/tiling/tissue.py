@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,15 +98,38 @@ def detect_tissue_array(rgb: np.ndarray, *, um_per_px: float, config: TissueConf
     return mask, threshold
 
 
-def detect_tissue(slide: object, config: TissueConfig | None = None) -> TissueMask:
+_CACHE: OrderedDict[tuple, TissueMask] = OrderedDict()
+_CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def detect_tissue(slide: object, config: TissueConfig | None = None, *, use_cache: bool = True) -> TissueMask:
     """Tissue mask of ``slide`` computed at about ``config.target_mpp`` µm/px.
 
     An empty mask is a valid result (blank slide); callers that need tissue check ``.empty`` and raise
-    :class:`~napari_pathm3.errors.NoTissueError` with their own context.
+    :class:`~napari_pathm3.errors.NoTissueError` with their own context. Masks of the last few slides are
+    kept (keyed by slide content, mpp and config), so captioning several regions of one slide reads it once.
     """
+    config = config or TissueConfig()
+    key = (getattr(slide, "fingerprint", None), getattr(slide, "mpp", None), config)
+    if use_cache and key[0] is not None:
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+    result = _detect(slide, config)
+    result.mask.setflags(write=False)  # shared between callers
+    if use_cache and key[0] is not None:
+        with _CACHE_LOCK:
+            _CACHE[key] = result
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return result
+
+
+def _detect(slide: object, config: TissueConfig) -> TissueMask:
     from ..io.pyramid import read_downsampled
 
-    config = config or TissueConfig()
     w0, h0 = slide.dimensions  # type: ignore[attr-defined]
     mpp = slide.mpp  # type: ignore[attr-defined]
     if mpp is not None:
