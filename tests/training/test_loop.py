@@ -32,22 +32,22 @@ def test_lr_schedule_warmup_then_cosine():
 def test_learns_synthetic_task(tmp_path, bag_factory):
     train_bags, val_bags = bag_factory(24, seed=0), bag_factory(12, seed=1)
     seen = []
-    cfg = TrainConfig(epochs=5, patience=None, device="cpu", alpha=1.0, val_metric="loss")
+    cfg = TrainConfig(epochs=8, patience=None, device="cpu", alpha=1.0, val_metric="loss")
     res = train(tiny(), train_bags, val_bags, cfg, out_dir=tmp_path, metrics_callback=seen.append,
                 progress=lambda *a: None)  # fmt: skip
     first, best = res.history[0], min(h["val_loss"] for h in res.history)
     assert best < 0.6 * first["val_loss"]
     assert max(h["val_accuracy"] for h in res.history[-3:]) >= 0.9
-    assert len(seen) == 5 and seen[0]["epoch"] == 1
+    assert len(seen) == 8 and seen[0]["epoch"] == 1
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
-    assert len(rows) == 5 and "val_accuracy" in rows[0] and "train_loss" in rows[0]
+    assert len(rows) == 8 and "val_accuracy" in rows[0] and "train_loss" in rows[0]
     assert (tmp_path / "best" / "model.safetensors").is_file()
     assert res.best_epoch == int(np.argmin([h["val_loss"] for h in res.history])) + 1
     state = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
-    assert state["step"] == res.step == 3 * 5  # 24 bags / 8 per step x 5 epochs
-    # warm-up capped at 10 % of 15 steps (1 step): the first step runs at warmup_lr, then cosine from lr
+    assert state["step"] == res.step == 3 * 8  # 24 bags / 8 per step x 8 epochs
+    # warm-up capped at 10 % of 24 steps (2 steps), then cosine from lr
     assert res.history[0]["lr"] == pytest.approx(
-        lr_at(2, lr=3e-3, warmup_lr=1e-4, warmup=1, total=15, min_lr=0)
+        lr_at(2, lr=3e-3, warmup_lr=1e-4, warmup=2, total=24, min_lr=0)
     )
 
 
