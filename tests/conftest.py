@@ -72,12 +72,18 @@ def write_pyramid_tiff(
             if min(h, w) // f < tile:
                 break
             small = np.asarray(Image.fromarray(image).resize((w // f, h // f), Image.Resampling.BOX))
-            r = {"resolution": (1e4 / (mpp * f), 1e4 / (mpp * f)), "resolutionunit": "CENTIMETER"} if mpp else {}
+            r = (
+                {"resolution": (1e4 / (mpp * f), 1e4 / (mpp * f)), "resolutionunit": "CENTIMETER"}
+                if mpp
+                else {}
+            )
             tif.write(small, **opts, **r, subfiletype=1, metadata=None)
     return path
 
 
-def blob_image(h: int = 2048, w: int = 3072, *, blobs: list[tuple[int, int, int, int]] | None = None) -> np.ndarray:
+def blob_image(
+    h: int = 2048, w: int = 3072, *, blobs: list[tuple[int, int, int, int]] | None = None
+) -> np.ndarray:
     """White image with pink 'tissue' rectangles ``(x, y, w, h)`` (H&E-like colour, mild texture)."""
     rng = np.random.default_rng(0)
     img = np.full((h, w, 3), 245, np.uint8)

@@ -64,7 +64,9 @@ class TissueConfig(_JsonMixin):
     target_mpp: float = 8.0  # ~1.25x: enough detail for tissue outlines, small enough to hold in memory
     max_size: int = 4096  # cap of the detection image's long side when the slide has no mpp
     method: Literal["otsu_saturation", "otsu_od"] = "otsu_saturation"
-    min_saturation: float = 0.05  # floor on the Otsu threshold so a white slide does not split its noise in two
+    min_saturation: float = (
+        0.05  # floor on the Otsu threshold so a white slide does not split its noise in two
+    )
     closing_radius_um: float = 16.0  # bridges small gaps inside tissue
     opening_radius_um: float = 8.0  # removes dust and pen specks
     min_area_um2: float = 10_000.0  # 100x100 µm: smaller islands are debris
@@ -316,7 +318,11 @@ class EncoderConfig(_JsonMixin):
     device: str = "auto"  # cuda, then mps, then cpu
 
     def __post_init__(self) -> None:
-        _check(bool(self.name.strip()), "name", "empty encoder name; e.g. 'builtin:colorstats' or 'hf:owkin/phikon'")
+        _check(
+            bool(self.name.strip()),
+            "name",
+            "empty encoder name; e.g. 'builtin:colorstats' or 'hf:owkin/phikon'",
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,7 +332,9 @@ class ExtractConfig(_JsonMixin):
     batch_size: int = 64  # halved automatically on out-of-memory
     num_workers: int | None = None  # patch-reading threads; None: min(8, cpu count)
     prefetch: int = 2  # batches read ahead while the encoder runs
-    chunk_rows: int | None = None  # rows per store chunk (resume granularity); None: ~256, a multiple of batch_size
+    chunk_rows: int | None = (
+        None  # rows per store chunk (resume granularity); None: ~256, a multiple of batch_size
+    )
     dtype: Literal["float32", "float16"] = "float32"  # stored feature precision
 
     def __post_init__(self) -> None:
@@ -350,11 +358,17 @@ class TrainConfig(_JsonMixin):
     grad_accum_steps: int = 1  # micro-batches per optimiser step (per process: batch_size / world / accum)
     max_patches: int | None = None  # random subset of patches per training bag (memory cap); None: all
     min_lr: float = 0.0  # cosine decay floor (LAVIS's BLIP-2 fine-tuning default)
-    warmup_max_fraction: float = 0.1  # warm-up lasts min(optim.warmup_steps, fraction x total steps): short runs
-    grad_clip: float | None = 1.0  # max gradient norm (not in the paper; steadies tiny/scratch LMs); None: off
+    warmup_max_fraction: float = (
+        0.1  # warm-up lasts min(optim.warmup_steps, fraction x total steps): short runs
+    )
+    grad_clip: float | None = (
+        1.0  # max gradient norm (not in the paper; steadies tiny/scratch LMs); None: off
+    )
     mode: Literal["image", "image_text", "text"] | None = None  # None: PathM3Config.mode
     alpha: float | None = None  # eq. (4) weight of L_cls; None: PathM3Config.alpha
-    val_metric: str = "accuracy"  # early stopping / best checkpoint: accuracy, balanced_accuracy, macro_f1, auc, loss
+    val_metric: str = (
+        "accuracy"  # early stopping / best checkpoint: accuracy, balanced_accuracy, macro_f1, auc, loss
+    )
     patience: int | None = 10  # epochs without improvement before stopping; None: never stop early
     min_delta: float = 0.0  # smallest change of val_metric that counts as an improvement
     seed: int = 0

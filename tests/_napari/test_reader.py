@@ -44,7 +44,9 @@ def test_viewer_open_with_plugin(make_napari_viewer, slides_dir: Path, rel: str,
         assert layer.metadata["mpp"] == pytest.approx(mpp, abs=1e-3)
     assert "level_downsamples" in layer.metadata and "vendor" in layer.metadata
     slide = layer.metadata["pathm3_slide"]
-    np.testing.assert_array_equal(np.asarray(data[200:232, 100:140]), slide.read_region((100, 200), 0, (40, 32)))
+    np.testing.assert_array_equal(
+        np.asarray(data[200:232, 100:140]), slide.read_region((100, 200), 0, (40, 32))
+    )
 
 
 def test_multiscale_layer_from_pyramid(make_napari_viewer, synthetic_slide: Path) -> None:  # type: ignore[no-untyped-def]

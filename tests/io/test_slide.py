@@ -25,8 +25,13 @@ class Case:
 CASES = [
     Case("CMU-1-Small-Region.svs", "openslide", 1, (2967, 2220), 0.499),
     Case("CMU-1-Small-Region-dicom", "openslide", 1, (2967, 2220), 0.499),
-    Case("CMU-1-Small-Region-dicom/1.2.826.0.1.3680043.8.498.46702941076792458794464453066648511350.dcm",
-         "openslide", 1, (2967, 2220), 0.499),  # fmt: skip
+    Case(
+        "CMU-1-Small-Region-dicom/1.2.826.0.1.3680043.8.498.46702941076792458794464453066648511350.dcm",
+        "openslide",
+        1,
+        (2967, 2220),
+        0.499,
+    ),  # fmt: skip
     Case("kidney-48-5.tif", "tiffslide", 1, (901, 1493), None),
 ]
 

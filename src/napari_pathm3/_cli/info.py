@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
         tissue = detect_tissue(slide)
         meta["tissue_fraction"] = tissue.tissue_fraction
         if slide.mpp is not None:
-            grid = make_grid(slide, TilingConfig(patch_size=args.patch_size, target_mpp=args.target_mpp), tissue=tissue)
+            grid = make_grid(
+                slide, TilingConfig(patch_size=args.patch_size, target_mpp=args.target_mpp), tissue=tissue
+            )
             meta["patches"] = len(grid)
             meta["patch_read_level"] = grid.read_level
     json.dump(meta, sys.stdout, indent=2)

@@ -27,7 +27,9 @@ def polygons_to_geojson(
         props.setdefault("objectType", "annotation")
         if "class" in props and "classification" not in props:
             props["classification"] = {"name": str(props["class"])}
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props})
+        features.append(
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props}
+        )
     return {"type": "FeatureCollection", "features": features}
 
 

@@ -34,7 +34,9 @@ class _LevelReader:
         y0, y1, _ = ys.indices(self.shape[0])
         x0, x1, _ = xs.indices(self.shape[1])
         if y1 <= y0 or x1 <= x0:
-            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)[..., key[2] if len(key) > 2 else slice(None)]
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)[
+                ..., key[2] if len(key) > 2 else slice(None)
+            ]
         px = self.slide.read_level_region(x0, y0, self.level, x1 - x0, y1 - y0)
         return px[:, :, key[2]] if len(key) > 2 else px
 
@@ -80,11 +82,17 @@ def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> n
     lw, lh = slide.level_dimensions[level]
     factor = downsample / slide.level_downsamples[level]  # >= 1: level pixels per output pixel
     if factor < 1.01 and (lw, lh) == (out_w, out_h):
-        return slide.read_level_region(0, 0, level, lw, lh) if lw * lh <= 64e6 else _blocks(slide, level, 1.0, out_w, out_h, block, Image)
+        return (
+            slide.read_level_region(0, 0, level, lw, lh)
+            if lw * lh <= 64e6
+            else _blocks(slide, level, 1.0, out_w, out_h, block, Image)
+        )
     return _blocks(slide, level, factor, out_w, out_h, block, Image)
 
 
-def _blocks(slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int, Image: object) -> np.ndarray:
+def _blocks(
+    slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int, Image: object
+) -> np.ndarray:
     from PIL import Image as PILImage
 
     lw, lh = slide.level_dimensions[level]

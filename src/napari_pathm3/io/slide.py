@@ -43,7 +43,9 @@ def _resolve_path(path: PathLike) -> Path:
     if p.is_dir():
         dcm = sorted(q for q in p.iterdir() if q.suffix.lower() == ".dcm")
         if not dcm:
-            raise SlideReadError(f"{p}: directory holds no DICOM (.dcm) files; pass a slide file or a DICOM WSI folder")
+            raise SlideReadError(
+                f"{p}: directory holds no DICOM (.dcm) files; pass a slide file or a DICOM WSI folder"
+            )
         return dcm[0]  # OpenSlide finds the series' other instances itself
     if p.stat().st_size == 0:
         raise SlideReadError(f"{p}: file is empty")
@@ -177,7 +179,11 @@ class Slide:
     @cached_property
     def fingerprint(self) -> str:
         """Content hash (size + first and last MiB of every file) identifying this slide for caches."""
-        files = sorted(q for q in self.path.iterdir() if q.suffix.lower() == ".dcm") if self.path.is_dir() else [self._file]
+        files = (
+            sorted(q for q in self.path.iterdir() if q.suffix.lower() == ".dcm")
+            if self.path.is_dir()
+            else [self._file]
+        )
         h = hashlib.sha256()
         for f in files:
             size = f.stat().st_size
@@ -225,7 +231,9 @@ class Slide:
         try:
             rgba = self._backend.read_rgba(int(location[0]), int(location[1]), level, w, h)
         except Exception as err:
-            raise SlideReadError(f"{self.path}: read of {size} at {location} (level {level}) failed: {err}") from err
+            raise SlideReadError(
+                f"{self.path}: read of {size} at {location} (level {level}) failed: {err}"
+            ) from err
         return _rgba_to_rgb(rgba)
 
     def read_level_region(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:

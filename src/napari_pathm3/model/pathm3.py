@@ -209,9 +209,18 @@ class PathM3Model(nn.Module):
 
         loss_caption = None
         cap_out = cls_out if image_only else None
-        if loss_cls is not None and not image_only and mode == "image_text" and self.config.train_image_only_path:
-            cap_out = self._run_qformer(patches, mask, None)  # image-only queries: reused by the caption branch
-            loss_cls = 0.5 * (loss_cls + classification_loss(self.classifier(cap_out.query_output), labels.to(self.device)))
+        if (
+            loss_cls is not None
+            and not image_only
+            and mode == "image_text"
+            and self.config.train_image_only_path
+        ):
+            cap_out = self._run_qformer(
+                patches, mask, None
+            )  # image-only queries: reused by the caption branch
+            loss_cls = 0.5 * (
+                loss_cls + classification_loss(self.classifier(cap_out.query_output), labels.to(self.device))
+            )
         if captions is not None:
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")

@@ -103,7 +103,9 @@ def _tissue_fractions(tissue: TissueMask, xs: np.ndarray, ys: np.ndarray, size0:
     return inside / area  # (rows, cols)
 
 
-def make_grid(slide: Any, config: TilingConfig | None = None, *, tissue: TissueMask | None = None) -> PatchGrid:
+def make_grid(
+    slide: Any, config: TilingConfig | None = None, *, tissue: TissueMask | None = None
+) -> PatchGrid:
     """Lay a patch grid over the tissue of ``slide``.
 
     Args:
@@ -159,5 +161,11 @@ def make_grid(slide: Any, config: TilingConfig | None = None, *, tissue: TissueM
         read_level=read_level, read_size=read_size, step_level0=float(step0), slide_dimensions=(w0, h0),
         tissue_fraction=frac[rr, cc].astype(np.float32), config=config,
     )  # fmt: skip
-    log.debug("grid: %d patches of %d px (level %d, read %d px)", len(grid), config.patch_size, read_level, read_size)
+    log.debug(
+        "grid: %d patches of %d px (level %d, read %d px)",
+        len(grid),
+        config.patch_size,
+        read_level,
+        read_size,
+    )
     return grid

@@ -57,7 +57,9 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
     return od.mean(axis=2)
 
 
-def detect_tissue_array(rgb: np.ndarray, *, um_per_px: float, config: TissueConfig) -> tuple[np.ndarray, float]:
+def detect_tissue_array(
+    rgb: np.ndarray, *, um_per_px: float, config: TissueConfig
+) -> tuple[np.ndarray, float]:
     """Tissue mask of an RGB image whose pixels are ``um_per_px`` µm wide. Returns ``(mask, threshold)``."""
     from scipy import ndimage
     from skimage import filters, morphology
