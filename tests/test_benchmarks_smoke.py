@@ -88,8 +88,8 @@ def test_bench_read_prints_one_json_line(tiny_large_slide: Path, tmp_path: Path)
 )
 def test_bench_view_tiny(tmp_path: Path) -> None:
     out = _run([str(BENCH / "bench_view.py"), "--width", "4096", "--height", "3072", "--steps", "3",
-                "--modes", "ours,ours_nocache"], tmp_path)  # fmt: skip
-    for mode in ("ours", "ours_nocache"):
+                "--modes", "ours,ours_dask_cache"], tmp_path)  # fmt: skip
+    for mode in ("ours", "ours_dask_cache"):
         r = out["modes"][mode]
         assert "error" not in r, r
         assert r["reads_first_frame"]["calls"] > 0 and r["steps"] == 3

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import EncoderError
-from ._device import autocast_for, resolve_device
+from ..device import autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class FrozenEncoder(nn.Module):
     def encode_tensor(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Like :meth:`encode` but returns a float32 tensor on the encoder's device (no host sync)."""
         x = self.preprocess(batch)
-        with autocast_for(self.device, self.use_autocast):
+        with autocast(self.device, enabled=self.use_autocast):
             out = self.forward(x)
         return out.float()
 

@@ -18,7 +18,7 @@ from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..errors import EncoderError, NoTissueError
 from ..io.feature_store import BagWriter, FeatureBag, bag_meta, slide_id_for
 from ..tiling import PatchGrid, PatchReader
-from ._device import empty_cache, is_oom
+from ..device import empty_cache, is_oom
 from .encoders import FrozenEncoder, get_encoder
 
 log = logging.getLogger(__name__)
