@@ -32,7 +32,21 @@ def wait(app, predicate, timeout: float = 1800.0) -> None:
         time.sleep(0.02)
 
 
+def _close_toasts(viewer, app) -> None:
+    """Close napari's notification toasts (e.g. its PyQt5 deprecation notice) so they don't cover the canvas."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    for _ in range(10):
+        app.processEvents()
+
+
 def main() -> int:
+    import warnings
+
+    # napari turns warnings into toasts; the PyQt5 deprecation one would cover the canvas in every picture
+    warnings.filterwarnings("ignore", message=".*PyQt5.*")
     import napari
     from qtpy.QtWidgets import QApplication
 
@@ -67,6 +81,7 @@ def main() -> int:
     viewer.layers.selection.active = viewer.layers["CMU-1-Small-Region attention"]
     viewer.reset_view()
     wait(app, lambda: True)
+    _close_toasts(viewer, app)
     viewer.screenshot(str(OUT / "caption-widget.png"), canvas_only=False, flash=False)
     viewer.screenshot(str(OUT / "heatmap.png"), canvas_only=True, flash=False)
 

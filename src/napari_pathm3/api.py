@@ -184,10 +184,19 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
         if name in viewer.layers:
             viewer.layers.remove(name)
         added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
-    viewer.text_overlay.text = overlay_text(result)
-    viewer.text_overlay.position = "top_left"  # bottom corners hold notifications and the scale bar
-    viewer.text_overlay.visible = True
+    overlay = text_overlay(viewer)
+    overlay.text = overlay_text(result)
+    overlay.position = "top_left"  # bottom corners hold notifications and the scale bar
+    overlay.visible = True
     return added
+
+
+def text_overlay(viewer: Any) -> Any:
+    """The viewer's text overlay (``viewer.canvas.overlays.text`` since napari 0.9, ``text_overlay`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    text = getattr(overlays, "text", None)
+    return text if text is not None else viewer.text_overlay
 
 
 # ------------------------------------------------------------------------------------------------ helpers

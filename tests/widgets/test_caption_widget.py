@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_pathm3.api import text_overlay
 from napari_pathm3.widgets._registry import DEMO_NAME, registry
 from napari_pathm3.widgets.caption import CaptionWidget
 
@@ -62,7 +63,8 @@ def test_run_adds_aligned_layers(
         assert meta["label"] in CLASSES and set(meta["probabilities"]) == set(CLASSES)
         assert meta["caption"] == res.caption
     assert f"Class: {res.label}" in widget._output.value
-    assert res.label in viewer.text_overlay.text and viewer.text_overlay.visible
+    overlay = text_overlay(viewer)
+    assert res.label in overlay.text and overlay.visible
     assert widget._output.native.isReadOnly()
     # exports
     assert json.loads(widget.export(tmp_path / "r.json").read_text())["label"] == res.label

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import EncoderError
 from ..device import autocast, resolve_device
+from ..errors import EncoderError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ class FrozenEncoder(nn.Module):
 
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 ``(b, h, w, 3)`` -> normalised float ``(b, 3, s, s)`` on the encoder's device."""
-        x = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        if isinstance(batch, np.ndarray) and not (batch.flags.writeable and batch.flags.c_contiguous):
+            batch = np.array(batch)  # torch wants writable, contiguous memory
+        x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"expected a (b, h, w, 3) uint8 batch, got shape {tuple(x.shape)}")
         dev = self.device

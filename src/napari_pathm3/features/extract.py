@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
+from ..device import empty_cache, is_oom
 from ..errors import EncoderError, NoTissueError
 from ..io.feature_store import BagWriter, FeatureBag, bag_meta, slide_id_for
 from ..tiling import PatchGrid, PatchReader
-from ..device import empty_cache, is_oom
 from .encoders import FrozenEncoder, get_encoder
 
 log = logging.getLogger(__name__)

@@ -59,6 +59,7 @@ def write_json_atomic(path: PathLike, data: Any) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, default=_json_default)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
