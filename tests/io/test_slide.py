@@ -77,7 +77,7 @@ def test_missing_mpp_warns_and_can_be_given(slides_dir: Path) -> None:
     path = slides_dir / "kidney-48-5.tif"
     with pytest.warns(UserWarning, match="no microns-per-pixel"):
         slide = open_slide(path)
-    with pytest.raises(MissingMppError, match="pass mpp"):
+    with pytest.raises(MissingMppError, match="--mpp on the command line"):
         slide.require_mpp()
     slide.close()
     with open_slide(path, mpp=0.25) as slide:

@@ -155,8 +155,8 @@ class Slide:
     def require_mpp(self) -> float:
         if self.mpp is None:
             raise MissingMppError(
-                f"{self.path.name}: no microns-per-pixel in metadata; pass mpp=... to open_slide, or tile in "
-                "pixels (TilingConfig(target_mpp=None, level=...))"
+                f"{self.path.name}: no microns-per-pixel in metadata; give it (--mpp on the command line, "
+                "mpp=... to open_slide) or tile in pixels (TilingConfig(target_mpp=None, level=...))"
             )
         return self.mpp
 
