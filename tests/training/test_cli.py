@@ -44,3 +44,20 @@ def test_train_missing_features_is_one_line_error(tmp_path, capsys):
     rc = main(["train", "--manifest", str(tmp_path / "m.csv"), "--features", str(tmp_path), "--out",
                str(tmp_path / "r"), "--tiny"])  # fmt: skip
     assert rc == 1 and "no features for 'nope'" in capsys.readouterr().err
+
+
+def test_train_on_a_feature_store_records_its_patch_grid(tmp_path, cmu_slide_path, capsys):
+    """`caption` must cut new slides like the training features were cut: the grid travels with the model."""
+    (tmp_path / "slides.csv").write_text(f"slide,slide_id\n{cmu_slide_path},cmu_a\n{cmu_slide_path},cmu_b\n")
+    store = tmp_path / "store"
+    rc = main(["extract", "--manifest", str(tmp_path / "slides.csv"), "--out", str(store), "--patch-size", "112",
+               "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    (tmp_path / "m.csv").write_text("slide,label,caption\ncmu_a,a,first.\ncmu_b,b,second.\n")
+    run = tmp_path / "run"
+    rc = main(["train", "--manifest", str(tmp_path / "m.csv"), "--features", str(store), "--out", str(run),
+               "--tiny", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--mode", "image",
+               "--val-fraction", "0"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    tiling = json.loads((run / "last" / "pathm3_tiling.json").read_text())
+    assert tiling["patch_size"] == 112 and tiling["target_mpp"] == 0.5

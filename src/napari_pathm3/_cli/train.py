@@ -158,7 +158,27 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(model_or_cfg, train_recs, val_recs or None, _train_config(args), out_dir=args.out,
                    features_dir=args.features, resume=args.resume, progress=progress)  # fmt: skip
+    _record_tiling(args.features, [result.best_dir, result.last_dir])
     _print({"best_dir": str(result.best_dir), "best_epoch": result.best_epoch, "best_metric": result.best_metric,
             "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
             "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)} if result.history else {}})  # fmt: skip
     return 0
+
+
+def _record_tiling(features_dir: str, checkpoints: list) -> None:
+    """Copy the patch grid of the zarr feature store into the checkpoints, so ``caption`` cuts new slides
+    the way the training features were cut (feature files of other toolkits carry no grid: nothing to do)."""
+    import json
+    from pathlib import Path
+
+    from .._backend import TILING_NAME
+    from ..io.feature_store import FeatureStore
+
+    store = FeatureStore(features_dir)
+    for key in store.keys():
+        tiling = ((store.open_bag(key).attrs.get("grid") or {}).get("tiling")) or None
+        if tiling:
+            for folder in checkpoints:
+                if folder is not None and Path(folder).is_dir():
+                    (Path(folder) / TILING_NAME).write_text(json.dumps(tiling, indent=2))
+            return
