@@ -106,3 +106,23 @@ def test_extract_features(synthetic_slide: Path, tmp_path: Path) -> None:
     assert bag.features.shape == (18, 94) and bag.coords.shape == (18, 2)
     again = api.extract_features(str(synthetic_slide), store=tmp_path / "blobs.zarr", device="cpu")
     assert (again.features == bag.features).all()
+
+
+def test_shapes_region_with_a_slide_path_uses_the_slide_mpp(cmu_slide_path: Path, monkeypatch) -> None:
+    """A Shapes layer drawn in µm over the slide layer: a path target must convert with the slide's mpp."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import napari_pathm3.inference as inference
+
+    seen = {}
+    monkeypatch.setattr(inference, "caption_slide", lambda slide, **kw: seen.update(kw) or "ok")
+    mpp = 0.499
+    # a square of level-0 pixels (x 400..800, y 600..1000) drawn in world µm (napari shapes are (y, x))
+    square_um = np.array([[600, 400], [600, 800], [1000, 800], [1000, 400]], float) * mpp
+    layer = SimpleNamespace(data=[square_um], selected_data=set(), scale=(1.0, 1.0), translate=(0.0, 0.0))
+    assert api.caption_slide(cmu_slide_path, model="demo", region=layer) == "ok"
+    (poly,) = seen["region"]
+    np.testing.assert_allclose(np.asarray(poly).min(0), [400, 600], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(poly).max(0), [800, 1000], atol=1e-6)

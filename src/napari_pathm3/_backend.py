@@ -59,8 +59,8 @@ def load_encoder(encoder: Any, *, model: Any, device: Any = "auto") -> Any:
 
     if isinstance(encoder, FrozenEncoder):
         return encoder
-    name = encoder or getattr(model.config, "encoder_name", "") or DEFAULT_ENCODER
     want = getattr(model.config, "encoder_name", "")
+    name = encoder or want or DEFAULT_ENCODER
     if want and canonical_name(name) != canonical_name(want):
         raise CheckpointError(
             f"the model was trained on {want!r} features, not {name!r}; pick {want!r} as encoder "
@@ -260,9 +260,10 @@ def train_on_regions(
 
     from .config import TrainConfig
     from .errors import PathM3Error
-    from .features.encoders import get_encoder
+    from .features.encoders import cached_encoder, canonical_name
     from .inference import _as_slide
     from .io.feature_store import FeatureBag
+    from .model.device import resolve_device
     from .tiling import detect_tissue, make_grid
     from .training.loop import train
     from .training.regions import bags_from_regions
@@ -274,7 +275,8 @@ def train_on_regions(
     names = tuple(class_names) if class_names else tuple(sorted({str(r.label) for r in all_regions}))
     if len(names) < 2:
         raise PathM3Error(f"need regions of at least two classes to train, got {list(names)}")
-    enc = get_encoder(encoder, device=device)
+    # the cached instance captioning uses too: a model trained here is captioned without reloading weights
+    enc = cached_encoder(canonical_name(encoder), str(resolve_device(device)))
     bags: list[Any] = []
     for k, (slide_like, slide_regions) in enumerate(regions):
         with _as_slide(slide_like) as slide:

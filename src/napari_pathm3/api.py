@@ -78,15 +78,13 @@ def extract_features(
     Returns:
         The ``FeatureBag`` (``features (n, d)``, ``coords (n, 2)`` level-0 x, y, ...).
     """
-    from .features.encoders import get_encoder
     from .features.extract import extract_features as _extract
     from .inference import _as_slide
     from .tiling import detect_tissue, make_grid
 
     with _as_slide(slide) as s:
         grid = make_grid(s, tiling or TilingConfig(), tissue=detect_tissue(s))
-        enc = get_encoder(encoder, device=device)
-        return _extract(s, grid, enc, store=store, progress=progress, cancel=cancel)
+        return _extract(s, grid, encoder, store=store, device=device, progress=progress, cancel=cancel)
 
 
 def caption_slide(
@@ -124,7 +122,12 @@ def caption_slide(
 
     slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
     if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
-        region = shapes_layer_polygons(region, slide_scale=_scale_of(slide))
+        if not isinstance(slide, Slide):  # a path: the shapes' world units need the slide's mpp
+            with open_slide(slide) as opened:
+                scale = _scale_of(opened)
+        else:
+            scale = _scale_of(slide)
+        region = shapes_layer_polygons(region, slide_scale=scale)
     return _caption(
         slide, model=model, encoder=encoder, device=device, region=region, text=text, tiling=tiling,
         cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,

@@ -252,7 +252,7 @@ def caption_slide(
     total = len(STAGES)
     check_cancel(cancel)
     pm = _backend.load_model(model, device=device)
-    enc = _backend.load_encoder(encoder, model=pm)
+    enc = _backend.load_encoder(encoder, model=pm, device=device)
     tiling = tiling or _backend.model_tiling(pm) or TilingConfig()
     with _as_slide(slide_or_path) as slide:
         report(progress, 0, total, "tissue")

@@ -77,9 +77,8 @@ def run(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
     try:
         with api.open_slide(args.slide, mpp=args.mpp) as slide:
-            model = api.load_model(args.model, device=args.device) if args.model != "demo" else "demo"
             result = api.caption_slide(
-                slide, model=model, encoder=args.encoder, device=args.device, text=args.text,
+                slide, model=args.model, encoder=args.encoder, device=args.device, text=args.text,
                 cache_dir=cache, top_k=args.top_k, progress=bar,
             )  # fmt: skip
     finally:

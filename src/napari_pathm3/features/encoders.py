@@ -151,11 +151,9 @@ class FrozenEncoder(nn.Module):
             x = (x - self.mean) / self.std
         else:  # one fused pass: (x / 255 - mean) / std
             x = torch.addcmul(-self.mean / self.std, x, 1.0 / (255.0 * self.std))
-        if dev.type != "cuda":
-            x = x.contiguous()  # NCHW like the model-only path (CUDA uses channels-last below)
         if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()  # NCHW like the model-only path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(b, 3, s, s)`` -> ``(b, d)`` (pooled, model dtype)."""

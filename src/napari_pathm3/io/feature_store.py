@@ -129,13 +129,19 @@ def _stale_reason(found: dict[str, Any], expected: dict[str, Any]) -> str | None
     return None
 
 
-def _open_attrs(path: Path) -> dict[str, Any] | None:
+def _open_read(path: Path) -> tuple[Any, dict[str, Any] | None]:
+    """``(group, attrs)`` opened read-only, or ``(None, None)`` when unreadable."""
     import zarr
 
     try:
-        return dict(zarr.open_group(str(path), mode="r").attrs)
+        group = zarr.open_group(str(path), mode="r")
+        return group, dict(group.attrs)
     except Exception:  # unreadable / half-created group: the caller treats it as stale
-        return None
+        return None, None
+
+
+def _open_attrs(path: Path) -> dict[str, Any] | None:
+    return _open_read(path)[1]
 
 
 def inspect_bag(path: PathLike, meta: dict[str, Any]) -> tuple[State, str]:
@@ -229,10 +235,8 @@ class BagWriter:
 
 def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
     """Load a complete bag (features as float32). ``allow_partial`` returns the rows written so far."""
-    import zarr
-
     path = Path(path)
-    attrs = _open_attrs(path)
+    g, attrs = _open_read(path)
     if attrs is None or "done" not in attrs:
         raise FeatureStoreError(
             f"{path}: not a feature store (or its creation was interrupted); re-run extraction"
@@ -245,7 +249,6 @@ def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
         raise FeatureStoreError(
             f"{path}: incomplete ({attrs['done']} of {attrs['n']} patches); run extraction again to resume"
         )
-    g = zarr.open_group(str(path), mode="r")
     rows = int(attrs["n"]) if attrs.get("complete") else int(attrs["done"])
     enc = attrs.get("encoder") or {}
     return FeatureBag(

@@ -5,6 +5,7 @@
 * ``.npy``: a ``(N, D)`` array, no coordinates.
 * ``.pt``: a tensor ``(N, D)`` or a dict with ``features`` (and optional ``coords``), loaded with
   ``torch.load(weights_only=True)`` (no pickled code runs).
+* ``.safetensors``: tensors ``features`` (and optional ``coords``).
 * PatchGastric-style folders: ``{slide_id}_{hash}.jpg`` patch images, grouped by slide id and encoded with a
   given encoder (anything with ``encode(uint8 (b, h, w, 3)) -> (b, d)``); ``coords`` is ``None``.
 """
@@ -136,6 +137,23 @@ def read_pt_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
                       slide_id=slide_id or path.stem, attrs={"source": str(path)})  # fmt: skip
 
 
+def read_safetensors_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
+    """Read a ``.safetensors`` file with a ``features`` tensor (and optional ``coords``)."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise FeatureStoreError(f"cannot read features from {path}: {err}") from err
+    if "features" not in tensors:
+        raise FeatureStoreError(f"{path}: no 'features' tensor (found {sorted(tensors)})")
+    feats = _as_features(tensors["features"], path)
+    coords = _as_coords(tensors["coords"], len(feats), path) if "coords" in tensors else None
+    return FeatureBag(features=feats, coords=coords, patch_size=None, mpp=None, encoder_name="",
+                      slide_id=slide_id or path.stem, attrs={"source": str(path)})  # fmt: skip
+
+
 def _np(value: Any) -> np.ndarray:
     return (
         value.detach().float().numpy()
@@ -145,7 +163,8 @@ def _np(value: Any) -> np.ndarray:
 
 
 def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
-    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, or our ``.zarr`` group."""
+    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, ``.safetensors``, or our
+    ``.zarr`` group."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -156,9 +175,13 @@ def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> Feature
         return read_npy_bag(path, slide_id=slide_id)
     if suffix in (".pt", ".pth"):
         return read_pt_bag(path, slide_id=slide_id)
+    if suffix == ".safetensors":
+        return read_safetensors_bag(path, slide_id=slide_id)
     if suffix == ".zarr" or path.is_dir():
         return read_bag(path)
-    raise FeatureStoreError(f"{path}: unsupported feature file (use .h5, .npy, .pt or a .zarr feature store)")
+    raise FeatureStoreError(
+        f"{path}: unsupported feature file (use .h5, .npy, .pt, .safetensors or a .zarr feature store)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- patch folders
@@ -246,4 +269,4 @@ def bags_from_patch_folder(
 
 
 __all__ = ["bags_from_patch_folder", "patch_folder_slides", "read_feature_file", "read_h5_bag", "read_npy_bag",
-           "read_pt_bag"]  # fmt: skip
+           "read_pt_bag", "read_safetensors_bag"]  # fmt: skip

@@ -73,8 +73,6 @@ def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> n
 
     Memory is bounded by one ``block``-sized read plus the output, whatever the level size.
     """
-    from PIL import Image
-
     downsample = max(downsample, 1.0)
     w0, h0 = slide.dimensions
     out_w, out_h = max(1, round(w0 / downsample)), max(1, round(h0 / downsample))
@@ -85,14 +83,12 @@ def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> n
         return (
             slide.read_level_region(0, 0, level, lw, lh)
             if lw * lh <= 64e6
-            else _blocks(slide, level, 1.0, out_w, out_h, block, Image)
+            else _blocks(slide, level, 1.0, out_w, out_h, block)
         )
-    return _blocks(slide, level, factor, out_w, out_h, block, Image)
+    return _blocks(slide, level, factor, out_w, out_h, block)
 
 
-def _blocks(
-    slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int, Image: object
-) -> np.ndarray:
+def _blocks(slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int) -> np.ndarray:
     from PIL import Image as PILImage
 
     lw, lh = slide.level_dimensions[level]

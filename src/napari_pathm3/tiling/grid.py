@@ -6,6 +6,7 @@ result, :class:`PatchGrid`, is the input of feature extraction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -71,11 +72,7 @@ class PatchGrid:
 
     def subset(self, keep: np.ndarray) -> PatchGrid:
         """Grid with only the patches selected by a boolean mask or index array (e.g. inside a region)."""
-        return PatchGrid(
-            coords=self.coords[keep], patch_size=self.patch_size, mpp=self.mpp, size_level0=self.size_level0,
-            read_level=self.read_level, read_size=self.read_size, step_level0=self.step_level0,
-            slide_dimensions=self.slide_dimensions, tissue_fraction=self.tissue_fraction[keep], config=self.config,
-        )  # fmt: skip
+        return dataclasses.replace(self, coords=self.coords[keep], tissue_fraction=self.tissue_fraction[keep])
 
     def centers(self) -> np.ndarray:
         """``(n, 2)`` float patch centres ``(x, y)`` in level-0 pixels."""

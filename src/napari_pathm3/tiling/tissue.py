@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 class TissueMask:
     """Boolean mask of tissue on a grid of ``downsample`` level-0 pixels per mask pixel.
 
-    ``mask[r, c]`` covers level-0 pixels ``[c*downsample, (c+1)*downsample) x [r*downsample, ...)``, so in
-    napari it aligns with the slide with ``scale = downsample * mpp`` and ``translate = 0``... offset by
-    half a pixel is not needed because napari places pixel centres at ``(i + 0.5) * scale`` for both layers.
+    ``mask[r, c]`` covers level-0 pixels ``[c*downsample, (c+1)*downsample) x [r*downsample, (r+1)*downsample)``.
+    (napari puts pixel centres at ``i * scale + translate``, so a layer of this mask needs
+    ``translate = (downsample - 1) / 2`` level-0 pixels to sit on the slide: see :mod:`napari_pathm3.layers`.)
     """
 
     mask: np.ndarray
@@ -34,14 +34,6 @@ class TissueMask:
     @property
     def tissue_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
-
-    def fraction_in(self, x0: float, y0: float, size0: float) -> float:
-        """Fraction of tissue inside the level-0 square ``[x0, x0+size0) x [y0, y0+size0)``."""
-        ds = self.downsample
-        c0, r0 = int(np.floor(x0 / ds)), int(np.floor(y0 / ds))
-        c1, r1 = max(c0 + 1, int(np.ceil((x0 + size0) / ds))), max(r0 + 1, int(np.ceil((y0 + size0) / ds)))
-        window = self.mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)]
-        return float(window.sum()) / float((r1 - r0) * (c1 - c0))
 
 
 def saturation(rgb: np.ndarray) -> np.ndarray:

@@ -59,8 +59,8 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     py = random.getstate()
+    # np.random.get_state(legacy=False) returns a fresh dict; only its "state" arrays need converting
     meta = {"python": [py[0], list(py[1]), py[2]], "numpy": np.random.get_state(legacy=False)}
-    meta["numpy"] = {k: v for k, v in meta["numpy"].items()}  # PCG/MT dict of ints and lists
     if isinstance(meta["numpy"].get("state"), dict):
         meta["numpy"]["state"] = {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta["numpy"]["state"].items()

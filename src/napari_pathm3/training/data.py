@@ -158,13 +158,14 @@ def resolve_features(key: str, features_dir: PathLike | None = None) -> Path:
 
 def load_features(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """``(features (n, d) float32, coords (n, 2) or None)`` from a feature store or an exported file."""
-    from ._features import read_feature_file
+    from ..io.interop import read_feature_file
 
-    feats, coords = read_feature_file(Path(path))
-    feats = np.asarray(feats, dtype=np.float32)
-    if feats.ndim != 2 or feats.shape[0] == 0:
-        raise FeatureStoreError(f"{path}: expected (n, d) features with n >= 1, got shape {feats.shape}")
-    return feats, None if coords is None else np.asarray(coords)
+    bag = read_feature_file(path)  # float32 (n, d) features, int64 (n, 2) coords: checked by FeatureBag
+    if len(bag) == 0:
+        raise FeatureStoreError(
+            f"{path}: expected (n, d) features with n >= 1, got shape {bag.features.shape}"
+        )
+    return bag.features, bag.coords
 
 
 # --------------------------------------------------------------------------------------------- datasets

@@ -1,15 +1,18 @@
 """In-process model registry shared by the widgets: a model trained in "Train model" is selectable in
 "Caption slide" at once. Entries are checkpoint folders (plus the demo model); loaded models are cached per
-device so repeated runs do not reload weights."""
+device so repeated runs do not reload weights. Also the encoder names both widgets offer."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from psygnal import Signal
+
+log = logging.getLogger(__name__)
 
 #: Display name of the offline demo model (trained on the spot; see :mod:`napari_pathm3.demo`).
 DEMO_NAME = "demo model (not diagnostic)"
@@ -76,3 +79,14 @@ class ModelRegistry:
 
 
 registry = ModelRegistry()
+
+
+def encoder_names() -> list[str]:
+    """Encoder names for the widgets' dropdowns (the offline encoder alone when the registry fails)."""
+    try:
+        from ..features.encoders import list_encoders
+
+        return list_encoders(include_cached=True)
+    except Exception as err:  # noqa: BLE001 - a broken encoder registry must not take the widgets down
+        log.warning("encoder list unavailable: %s", err)
+        return ["builtin:colorstats"]

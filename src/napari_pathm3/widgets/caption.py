@@ -4,7 +4,6 @@ exports (JSON, CSV, GeoJSON of the top patches, screenshot)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +22,11 @@ from magicgui.widgets import (
 from .._backend import user_cache_dir
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..inference import STAGES, SlideResult, caption_slide
-from ._registry import DEMO_NAME, registry
+from ._registry import DEMO_NAME, encoder_names, registry
 from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
-
-log = logging.getLogger(__name__)
 
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
@@ -41,13 +38,7 @@ DEMO_NOTE = (
 
 
 def _encoder_choices() -> list[str]:
-    try:
-        from ..features.encoders import list_encoders
-
-        return [MODEL_ENCODER, *list_encoders(include_cached=True)]
-    except Exception as err:  # noqa: BLE001 - a broken encoder registry must not take the widget down
-        log.warning("encoder list unavailable: %s", err)
-        return [MODEL_ENCODER, "builtin:colorstats"]
+    return [MODEL_ENCODER, *encoder_names()]
 
 
 class CaptionWidget(Container):

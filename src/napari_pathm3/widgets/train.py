@@ -8,7 +8,6 @@ shared model registry, so "Caption slide" can use it at once.
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,13 +31,11 @@ from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
 from ..layers import shapes_to_level0
 from ._plot import LossPlot
-from ._registry import registry
+from ._registry import encoder_names, registry
 from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
-
-log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MODES = ("image_text", "image", "text")
@@ -111,7 +108,7 @@ class TrainWidget(Container):
         self._slides = Select(label="slides", choices=self._slide_choices)
         self._annotations = Select(label="annotations", choices=self._annotation_choices,
                                    tooltip="shapes/labels layers with a 'class' column (and optional 'caption')")  # fmt: skip
-        self._encoder = ComboBox(label="encoder", choices=_encoders(), value="builtin:colorstats")
+        self._encoder = ComboBox(label="encoder", choices=encoder_names(), value="builtin:colorstats")
         self._device = ComboBox(label="device", choices=DEVICES, value=tc.device)
         self._size = ComboBox(label="model size", choices=MODEL_SIZES, value="tiny",
                               tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)")  # fmt: skip
@@ -255,13 +252,3 @@ class TrainWidget(Container):
         # a fresh default folder for the next run, so it does not overwrite this model
         self._out.value = user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
         show_info(f"PathM3: model saved to {result.best_dir}; pick {self.model_name!r} in 'Caption slide'")
-
-
-def _encoders() -> list[str]:
-    try:
-        from ..features.encoders import list_encoders
-
-        return list_encoders(include_cached=True)
-    except Exception as err:  # noqa: BLE001 - the widget still works with the offline encoder
-        log.warning("encoder list unavailable: %s", err)
-        return ["builtin:colorstats"]
