@@ -179,3 +179,20 @@ def test_patch_folder_subset_and_resize(patch_folder: Path) -> None:
 def test_empty_patch_folder(tmp_path: Path) -> None:
     with pytest.raises(FeatureStoreError, match="no patch images"):
         patch_folder_slides(tmp_path)
+
+
+def test_safetensors(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    feats = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)
+    coords = np.arange(10, dtype=np.int32).reshape(5, 2)
+    save_file({"features": feats, "coords": coords}, str(tmp_path / "s1.safetensors"))
+    bag = read_feature_file(tmp_path / "s1.safetensors")
+    np.testing.assert_array_equal(bag.features, feats)
+    assert bag.coords.dtype == np.int64 and bag.coords.tolist() == coords.tolist() and bag.slide_id == "s1"
+    save_file({"other": feats}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(FeatureStoreError, match="no 'features'"):
+        read_feature_file(tmp_path / "bad.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(FeatureStoreError, match="cannot read features"):
+        read_feature_file(tmp_path / "junk.safetensors")
