@@ -226,6 +226,42 @@ def _sub_bags(bags: list[Any], copies: int, fraction: float, seed: int) -> list[
     return out
 
 
+def _mixed_bags(bags: list[Any], count: int, seed: int) -> list[Any]:
+    """``count`` bags that mix random subsets of two regions of different classes, labelled (class and
+    caption) by the class with more patches in the mix. Whole slides mix tissues; without such bags the
+    classifier and the caption head each pick their own rule on a mixed bag and can disagree."""
+    from .training.data import SlideBag
+
+    rng = np.random.default_rng(seed + 1)
+    by_label: dict[Any, list[Any]] = {}
+    for bag in bags:
+        if len(bag) > 1:
+            by_label.setdefault(bag.label, []).append(bag)
+    labels = sorted(by_label)
+    out: list[Any] = []
+    if len(labels) < 2:
+        return out
+    for c in range(count):
+        la, lb = rng.choice(len(labels), 2, replace=False)
+        a = by_label[labels[la]][rng.integers(len(by_label[labels[la]]))]
+        b = by_label[labels[lb]][rng.integers(len(by_label[labels[lb]]))]
+        ka = int(rng.integers(1, len(a) + 1))
+        kb = int(rng.integers(1, len(b) + 1))
+        if ka == kb:  # no tie: the majority decides both targets (bags here hold >= 2 patches)
+            if kb > 1:
+                kb -= 1
+            else:
+                ka += 1
+        ia, ib = rng.choice(len(a), ka, replace=False), rng.choice(len(b), kb, replace=False)
+        major = a if ka > kb else b
+        feats = np.concatenate([a.features[ia], b.features[ib]])
+        coords = (
+            None if a.coords is None or b.coords is None else np.concatenate([a.coords[ia], b.coords[ib]])
+        )
+        out.append(SlideBag(feats, major.label, major.caption, f"mixed~{c}", coords))
+    return out
+
+
 def train_on_regions(
     regions: Sequence[tuple[Any, Sequence[Any]]],
     *,
@@ -242,6 +278,7 @@ def train_on_regions(
     alpha: float | None = None,
     mode: str | None = None,
     sub_bags: int = 4,
+    mixed_bags: int = 0,
     max_patches: int | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
@@ -252,7 +289,8 @@ def train_on_regions(
 
     ``regions``: ``[(slide or path, [Region, ...]), ...]``. Features of every slide's patch grid are
     extracted (and cached under ``cache_dir``), each region becomes a bag of the patches inside it (plus
-    ``sub_bags`` random subsets), and :func:`napari_pathm3.training.loop.train` runs. The checkpoint in
+    ``sub_bags`` random subsets and ``mixed_bags`` two-class mixtures labelled by their majority), and
+    :func:`napari_pathm3.training.loop.train` runs. The checkpoint in
     ``output_dir/best`` records the tiling, so captioning later cuts the same patches.
     """
     import dataclasses
@@ -297,7 +335,7 @@ def train_on_regions(
         raise PathM3Error(
             "regions of only one class hold tissue patches; label regions of at least two classes"
         )
-    train_bags = _sub_bags(bags, sub_bags, 0.6, seed)
+    train_bags = _sub_bags(bags, sub_bags, 0.6, seed) + _mixed_bags(bags, mixed_bags, seed)
     mcfg = model_config_for(model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names)
     if lr is not None:
         mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=lr))

@@ -127,13 +127,13 @@ def ensure_demo_model(
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".train-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        log.info("training the demo model in %s (one-off, about a minute)", root)
+        log.info("training the demo model in %s (one-off, a minute or two)", root)
         try:
             result = train_on_regions(
                 [(sample_path(), demo_regions())], output_dir=tmp, class_names=DEMO_CLASSES,
                 encoder=DEMO_ENCODER, device=device, tiling=DEMO_TILING,
                 cache_dir=user_cache_dir("features") if cache_dir is None else root / "features",
-                model_size="tiny", epochs=epochs, sub_bags=5, max_patches=48, batch_size=8, lr=5e-3,
+                model_size="tiny", epochs=epochs, sub_bags=5, mixed_bags=40, max_patches=48, batch_size=8, lr=5e-3,
                 alpha=0.2,  # classification converges in a few epochs; the captions need the extra weight
                 mode="image",  # classify from the image: the templated captions would give the class away
                 progress=_prefixed(progress, "demo model"),
