@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .errors import PathM3Error
+from .threads import ENV_VAR, quiet_openmp
 
 COMMANDS = ("info", "extract", "train", "evaluate", "caption", "demo")
 
@@ -34,12 +36,29 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub.choices.values():  # one thread option on every command (see napari_pathm3.threads)
+        command.add_argument(
+            "--threads",
+            default=None,
+            metavar="N",
+            help=f"CPU threads to keep busy (default: free cores, or ${ENV_VAR}); 'auto' or a positive integer",
+        )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_openmp()  # before torch is imported by any command
     parser = build_parser()
     args = parser.parse_args(argv)
+    threads = getattr(args, "threads", None)
+    if threads not in (None, "", "auto"):
+        try:
+            if int(threads) < 1:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--threads must be a positive integer or 'auto', got {threads!r}")
+        # torch-using code applies the policy itself (napari_pathm3.threads.apply_thread_policy reads this)
+        os.environ[ENV_VAR] = str(int(threads))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

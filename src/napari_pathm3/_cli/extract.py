@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scheduler", help="dask.distributed scheduler address: one task per slide on that cluster"
     )
     p.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
-    p.add_argument("--threads", action="store_true", help="local cluster workers as threads, not processes")
+    p.add_argument("--cluster-threads", action="store_true", help="local cluster workers as threads, not processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         results = extract_many(
             jobs, args.encoder, args.out, tiling=tiling, batch_size=args.batch_size, num_workers=args.num_workers,
             device=args.device, dtype=args.dtype, overwrite=args.overwrite, scheduler=args.scheduler,
-            workers=args.workers, processes=not args.threads, progress=on_slides,
+            workers=args.workers, processes=not args.cluster_threads, progress=on_slides,
             patch_progress=None if args.no_progress else on_patches,
         )  # fmt: skip
     finally:
