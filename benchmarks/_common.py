@@ -121,3 +121,46 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_average() -> float:
+    """1-minute load average (0 where the OS has none): reported beside every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return 0.0
+
+
+_BURN = "import time\nwhile True:\n    sum(i * i for i in range(10000))\n"
+
+
+class busy:
+    """Context manager: ``n`` CPU-burning processes (default: one per core) for the "busy machine" condition.
+
+    Users' machines are never idle, so every benchmark reports a quiet run and one beside these processes.
+    ``with busy(0):`` is the quiet condition (starts nothing). The processes are killed on exit, even on error.
+    """
+
+    def __init__(self, n: int | None = None) -> None:
+        self.n = (os.cpu_count() or 1) if n is None else n
+        self._procs: list[Any] = []
+
+    def __enter__(self) -> busy:
+        import subprocess
+
+        self._procs = [subprocess.Popen([sys.executable, "-c", _BURN]) for _ in range(self.n)]
+        if self.n:
+            time.sleep(1.0)  # let them reach the run queue before anything is timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            proc.kill()
+        for proc in self._procs:
+            proc.wait()
+        self._procs = []
+
+
+def conditions(quick: bool = False) -> list[tuple[str, int]]:
+    """The two machine conditions every benchmark reports: ``[("quiet", 0), ("busy", cores)]``."""
+    return [("quiet", 0), ("busy", os.cpu_count() or 1)]
