@@ -12,6 +12,11 @@ from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
+#: Patches per chunk wherever the model walks a bag in pieces (the correlation module's Nyström passes, its
+#: output LayerNorm and the Q-Former's cross-attention): bounds temporaries, so a 100k-patch bag at D=1408
+#: stays < 2 GB RSS. The one default of ``CorrelationConfig.chunk_size``; the model passes that value on.
+PATCH_CHUNK_SIZE = 4096
+
 
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
@@ -123,9 +128,13 @@ class CorrelationConfig(_JsonMixin):
     num_heads: int = 8  # TransMIL's NystromAttention uses 8 heads; the paper does not say
     num_landmarks: int = 256  # TransMIL: dim // 2 landmarks; bags with n <= num_landmarks use exact attention
     pinv_iterations: int = 6  # Moore-Penrose iterations, as in TransMIL / nystrom-attention
-    attention: Literal["auto", "nystrom", "exact"] = "auto"  # auto: exact when n <= num_landmarks
+    # Which self-attention: "nystrom" (eq. (2)) for every bag, "exact" softmax attention for every bag
+    # (O(n^2) time), or "auto": exact for bags with n <= num_landmarks (where Nyström is no cheaper and only
+    # approximates), Nyström above; the choice is logged per forward (INFO once per kind, then DEBUG).
+    attention: Literal["auto", "nystrom", "exact"] = "auto"
     dropout: float = 0.1  # on the attention output, TransMIL's value
-    chunk_size: int = 4096  # patches per chunk: bounds temporaries (100k patches at D=1408 stay < 2 GB RSS)
+    # patches per chunk in the correlation module AND the Q-Former cross-attention (see PATCH_CHUNK_SIZE)
+    chunk_size: int = PATCH_CHUNK_SIZE
 
     def __post_init__(self) -> None:
         _check(self.hidden_size >= 1, "hidden_size", "must be >= 1")
@@ -248,9 +257,14 @@ class PathM3Config(_JsonMixin):
     )  # the three PatchGastric subtypes of the paper
     alpha: float = 0.5  # eq. (4) weight of L_cls; the paper gives no value
     mode: Literal["image", "image_text", "text"] = "image_text"  # classification inputs (paper's full model)
-    # In "image_text" mode the text-conditioned classifier is what the paper trains, but new slides arrive
-    # without captions: also train the image-only path (same head, queries without text) so inference
-    # without text is a trained path. Its CE is averaged with the text-conditioned one.
+    # Ablation switch (paper Table 3/4 "without correlation"): False skips the self-attention of eq. (1), so
+    # patches go through the input projection and the final LayerNorm only (no Nyström/exact MSA, and its
+    # weights are not built). True (default, and every checkpoint saved before the switch existed) = paper.
+    use_correlation: bool = True
+    # Not in the paper. In "image_text" mode the paper trains the text-conditioned classifier only, but new
+    # slides arrive without captions: True also trains the image-only path (same head, queries without
+    # text), L_C = (CE_text + CE_image) / 2, so inference without text is a trained path. Measured on
+    # synthetic bags in docs/method.md §6; False = the paper's L_C (text-conditioned CE only).
     train_image_only_path: bool = True
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
@@ -263,6 +277,8 @@ class PathM3Config(_JsonMixin):
         _check(len(set(self.class_names)) == len(self.class_names), "class_names", "must be unique")
         _check(0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1]")
         _check(self.mode in ("image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
+        _check(isinstance(self.use_correlation, bool), "use_correlation", "must be True or False")
+        _check(isinstance(self.train_image_only_path, bool), "train_image_only_path", "must be True or False")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
 
     @property
