@@ -16,22 +16,29 @@ class CorrelationModule(nn.Module):
 
     ``proj`` (Linear + ReLU, TransMIL's ``_fc1``) -> ``E + MSA(LN(E))`` with Nyström attention (eq. (1), (2))
     -> ``out_norm`` (TransMIL's final LayerNorm; BLIP-2's ``ln_vision`` before the Q-Former).
+
+    ``use_attention=False`` (``PathM3Config.use_correlation=False``, the paper's "without correlation"
+    ablation) keeps the projection and ``out_norm`` but drops the self-attention: every patch is embedded on
+    its own. ``norm`` and ``attention`` are then not built, so such a checkpoint has no weights for them.
     """
 
-    def __init__(self, feature_dim: int, config: CorrelationConfig) -> None:
+    def __init__(self, feature_dim: int, config: CorrelationConfig, *, use_attention: bool = True) -> None:
         super().__init__()
         self.config = config
         self.proj = nn.Linear(feature_dim, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size)
-        self.attention = NystromAttention(
-            config.hidden_size,
-            heads=config.num_heads,
-            num_landmarks=config.num_landmarks,
-            pinv_iterations=config.pinv_iterations,
-            mode=config.attention,
-            dropout=config.dropout,
-            chunk_size=config.chunk_size,
-        )
+        self.norm: nn.LayerNorm | None = None
+        self.attention: NystromAttention | None = None
+        if use_attention:
+            self.norm = nn.LayerNorm(config.hidden_size)
+            self.attention = NystromAttention(
+                config.hidden_size,
+                heads=config.num_heads,
+                num_landmarks=config.num_landmarks,
+                pinv_iterations=config.pinv_iterations,
+                mode=config.attention,
+                dropout=config.dropout,
+                chunk_size=config.chunk_size,
+            )
         self.out_norm = nn.LayerNorm(config.hidden_size)
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -45,7 +52,8 @@ class CorrelationModule(nn.Module):
             (b, n, hidden_size); padded rows carry no information and must stay masked downstream.
         """
         e = torch.relu_(self.proj(features.to(self.proj.weight.dtype)))  # (b, n, D)
-        e = self.attention(e, mask, norm=self.norm, residual=True)  # eq. (1)
+        if self.attention is not None:
+            e = self.attention(e, mask, norm=self.norm, residual=True)  # eq. (1)
         if torch.is_grad_enabled():
             return self.out_norm(e)
         # inference: normalise in place, chunk by chunk, so a 100k-patch bag holds one (n, D) tensor

@@ -17,11 +17,16 @@ Differences from lucidrains/nystrom-attention, which this follows otherwise:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..config import PATCH_CHUNK_SIZE
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NystromAttention",
@@ -168,14 +173,17 @@ class NystromAttention(nn.Module):
         pinv_iterations: int = 6,
         mode: str = "auto",
         dropout: float = 0.0,
-        chunk_size: int = 8192,
+        chunk_size: int = PATCH_CHUNK_SIZE,
     ) -> None:
         super().__init__()
+        if mode not in ("auto", "nystrom", "exact"):
+            raise ValueError(f"mode: expected 'auto', 'nystrom' or 'exact', got {mode!r}")
         self.heads = heads
         self.num_landmarks = num_landmarks
         self.pinv_iterations = pinv_iterations
         self.mode = mode
         self.chunk_size = chunk_size
+        self._logged: set[str] = set()  # kinds already announced at INFO (later forwards log at DEBUG)
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)  # nystrom-attention / TransMIL: no qkv bias
         self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
 
@@ -209,7 +217,10 @@ class NystromAttention(nn.Module):
         inplace = residual and not torch.is_grad_enabled()
         out = x if inplace else torch.zeros_like(x)
         lengths = mask.sum(dim=1).tolist()
-        use_exact = [self.mode == "exact" or (n_i <= self.num_landmarks) for n_i in lengths]
+        m = self.num_landmarks
+        # "nystrom" still needs n >= m (m non-empty segments): smaller bags get exact attention, logged
+        use_exact = [self.mode == "exact" or n_i < m or (self.mode == "auto" and n_i == m) for n_i in lengths]
+        self._log_choice(lengths, use_exact)
         # Small bags: exact attention on the bag's own patches (a Python loop: they are cheap).
         for i in (i for i, e in enumerate(use_exact) if e):
             idx = mask[i].nonzero().squeeze(1)
@@ -234,6 +245,23 @@ class NystromAttention(nn.Module):
         if residual and not inplace:
             return x + out
         return out
+
+    def _log_choice(self, lengths: list[int], use_exact: list[bool]) -> None:
+        """Say which attention each bag got (INFO the first time a kind is used, DEBUG afterwards)."""
+        for kind in ("exact", "nystrom"):
+            sizes = [n for n, e in zip(lengths, use_exact, strict=True) if e == (kind == "exact")]
+            if not sizes:
+                continue
+            why = f"attention={self.mode!r}"
+            if self.mode == "auto":
+                rule = "<=" if kind == "exact" else ">"
+                why += f": bags of {rule} {self.num_landmarks} patches (num_landmarks)"
+            elif self.mode == "nystrom" and kind == "exact":
+                why += f": Nyström needs >= {self.num_landmarks} patches (num_landmarks)"
+            level = logging.DEBUG if kind in self._logged else logging.INFO
+            self._logged.add(kind)
+            log.log(level, "correlation self-attention: %s for %d bag(s) of %d-%d patches (%s)",
+                    kind, len(sizes), min(sizes), max(sizes), why)  # fmt: skip
 
     def _nystrom_chunked(
         self, x: Tensor, mask: Tensor, norm: Callable[[Tensor], Tensor], *, out: Tensor | None

@@ -35,9 +35,9 @@ class PathM3Output:
     """Result of :meth:`PathM3Model.forward`. Losses are None when their targets were not given."""
 
     logits: Tensor | None  # (b, C), averaged over queries
-    loss: Tensor | None  # eq. (4): alpha * loss_cls + (1 - alpha) * loss_caption
+    loss: Tensor | None  # eq. (4): alpha * loss_cls + (1 - alpha) * loss_caption; absent terms left out
     loss_cls: Tensor | None  # eq. (3)
-    loss_caption: Tensor | None  # L_G: LM token cross-entropy of the captions
+    loss_caption: Tensor | None  # L_G: LM token cross-entropy over the bags that have a caption
     query_attention: Tensor | None  # (b, q, n): cross-attention over patches (heads and layers averaged)
     query_output: Tensor | None = None  # (b, q, H) query outputs of the classification pass
 
@@ -50,6 +50,11 @@ class Classification:
     logits: Tensor  # (b, C)
     query_attention: Tensor | None  # (b, q, n); None in text mode
     class_names: tuple[str, ...]
+
+
+def _present(items: list[str | None]) -> list[bool]:
+    """Which entries hold text (None and blank strings are missing)."""
+    return [s is not None and str(s).strip() != "" for s in items]
 
 
 class PathM3Model(nn.Module):
@@ -75,12 +80,15 @@ class PathM3Model(nn.Module):
         super().__init__()
         self.config = config
         self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
-        self.correlation = CorrelationModule(config.feature_dim, config.correlation)
+        self.correlation = CorrelationModule(
+            config.feature_dim, config.correlation, use_attention=config.use_correlation
+        )
         self.qformer = QFormer(
             config.qformer,
             encoder_hidden_size=config.cross_attention_width,
             vocab_size=len(self.qformer_tokenizer),
             pad_token_id=self.qformer_tokenizer.pad_token_id or 0,
+            chunk_size=config.correlation.chunk_size,  # one chunk size for the whole model
         )
         if pretrained_init and config.qformer.text_init:
             load_bert_text_weights(self.qformer, config.qformer.text_init)
@@ -150,44 +158,69 @@ class PathM3Model(nn.Module):
             raise ValueError("mask: every bag needs at least one real patch")
         return mask
 
-    def _tokenize_text(self, text: list[str]) -> tuple[Tensor, Tensor]:
+    def _tokenize_text(self, text: list[str | None]) -> tuple[Tensor, Tensor]:
+        """Q-Former token ids and mask; a missing text (None or blank) gets an all-zero mask row, so that
+        bag's queries attend to no text token: exactly the image-only path."""
+        present = _present(text)
         enc = self.qformer_tokenizer(
-            list(text),
+            [t if p else "" for t, p in zip(text, present, strict=True)],
             padding=True,
             truncation=True,
             max_length=self.config.qformer.max_text_length,
             return_tensors="pt",
         )
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        tmask = enc["attention_mask"] * torch.tensor(present, dtype=enc["attention_mask"].dtype)[:, None]
+        return enc["input_ids"].to(self.device), tmask.to(self.device)
 
     def _run_qformer(
-        self, patches: Tensor | None, mask: Tensor | None, text: list[str] | None
+        self, patches: Tensor | None, mask: Tensor | None, text: list[str | None] | None
     ) -> QFormerOutput:
+        if text is not None and not any(_present(text)):
+            text = None  # no bag has text: the image-only pass, without tokenizing
         ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
         return self.qformer(patches, mask, ids, tmask)
+
+    def _caption_loss(self, query_output: Tensor, captions: list[str | None]) -> Tensor | None:
+        """L_G over the bags that have a caption (None when none has): per-bag masking."""
+        keep = [i for i, p in enumerate(_present(captions)) if p]
+        if not keep:
+            return None
+        rows = query_output if len(keep) == len(captions) else query_output[keep]
+        lang = self.config.language
+        return caption_loss(
+            self.language_model,
+            self.lm_tokenizer,
+            lang.kind,
+            self.language_projection(rows),
+            [str(captions[i]) for i in keep],
+            prompt=lang.prompt,
+            max_tokens=lang.max_caption_tokens,
+        )
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
         self,
         features: Tensor | None = None,
         mask: Tensor | None = None,
-        captions: list[str] | None = None,
+        captions: list[str | None] | None = None,
         labels: Tensor | None = None,
-        text: list[str] | None = None,
+        text: list[str | None] | None = None,
     ) -> PathM3Output:
         """Classification logits and, given targets, the losses of eq. (3), L_G and eq. (4).
 
         Args:
             features: (b, n, feature_dim) patch features (may be None only in ``mode="text"``).
             mask: (b, n) bool, True for real patches (None: no padding).
-            captions: b caption strings: targets of the LM (the caption branch sees the image only).
-            labels: (b,) class indices into ``config.class_names``.
+            captions: b caption strings, None (or blank) for a bag without one: targets of the LM (the caption
+                branch sees the image only). A caption-less bag adds nothing to L_G; the others still do.
+            labels: (b,) class indices into ``config.class_names``; -100 for a bag without a class.
             text: b strings fed into the Q-Former with the queries for classification (``mode="image_text"``,
-                e.g. the captions during training; None at inference) or required in ``mode="text"``.
+                e.g. the captions during training; None at inference) or required in ``mode="text"``. In
+                ``image_text`` a None entry makes that bag's queries see no text (its image-only path).
 
         Returns:
-            :class:`PathM3Output`. ``loss`` weights the two losses by alpha when both are present and is the
-            one present loss otherwise.
+            :class:`PathM3Output`. ``loss`` = α·L_C + (1 − α)·L_G with α fixed: a term whose targets are all
+            absent (no label, or no caption in the batch) is left out, the other keeps its weight.
         """
         mode = self.config.mode
         patches = None
@@ -197,17 +230,25 @@ class PathM3Model(nn.Module):
             mask = mask.to(self.device)
         elif mode != "text":
             raise ValueError(f"features are required in mode {mode!r}")
+        b = patches.shape[0] if patches is not None else len(text or [])
+        for name, items in (("captions", captions), ("text", text)):
+            if items is not None and len(items) != b:
+                raise ValueError(f"{name}: got {len(items)} for a batch of {b} bags")
         if mode == "text":
-            if text is None:
-                raise ValueError("text is required in mode 'text' (text-only classification)")
+            missing = [i for i, p in enumerate(_present(text or [])) if not p]
+            if text is None or missing:
+                raise ValueError(
+                    f"mode 'text' classifies from text alone: every bag needs one (missing for bags {missing}); "
+                    "use mode 'image_text' or 'image' for bags without captions"
+                )
             cls_out = self._run_qformer(None, None, text)
         else:
-            cls_out = self._run_qformer(patches, mask, text if mode == "image_text" else None)
-        image_only = mode == "image" or (mode == "image_text" and text is None)
+            text = text if mode == "image_text" and text is not None and any(_present(text)) else None
+            cls_out = self._run_qformer(patches, mask, text)
+        image_only = text is None
         logits = self.classifier(cls_out.query_output)
         loss_cls = classification_loss(logits, labels.to(self.device)) if labels is not None else None
 
-        loss_caption = None
         cap_out = cls_out if image_only else None
         if (
             loss_cls is not None
@@ -218,29 +259,18 @@ class PathM3Model(nn.Module):
             cap_out = self._run_qformer(
                 patches, mask, None
             )  # image-only queries: reused by the caption branch
-            loss_cls = 0.5 * (
-                loss_cls + classification_loss(self.classifier(cap_out.query_output), labels.to(self.device))
-            )
-        if captions is not None:
+            loss_img = classification_loss(self.classifier(cap_out.query_output), labels.to(self.device))
+            loss_cls = 0.5 * (loss_cls + loss_img)
+        loss_caption = None
+        if captions is not None and any(_present(captions)):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             if cap_out is None:
                 cap_out = self._run_qformer(patches, mask, None)
-            lang = self.config.language
-            loss_caption = caption_loss(
-                self.language_model,
-                self.lm_tokenizer,
-                lang.kind,
-                self.language_projection(cap_out.query_output),
-                list(captions),
-                prompt=lang.prompt,
-                max_tokens=lang.max_caption_tokens,
-            )
-        if loss_cls is not None and loss_caption is not None:
-            a = self.config.alpha
-            loss = a * loss_cls + (1 - a) * loss_caption  # eq. (4)
-        else:
-            loss = loss_cls if loss_cls is not None else loss_caption
+            loss_caption = self._caption_loss(cap_out.query_output, captions)
+        a = self.config.alpha  # eq. (4), fixed weights whatever targets the batch holds
+        terms = [w * t for w, t in ((a, loss_cls), (1 - a, loss_caption)) if t is not None]
+        loss = terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else None)
         attention = cap_out.cross_attention if cap_out is not None else cls_out.cross_attention
         return PathM3Output(
             logits=logits,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import QFormerConfig
+from ..config import PATCH_CHUNK_SIZE, QFormerConfig
 
-__all__ = ["QFormer", "QFormerOutput", "load_bert_text_weights"]
+__all__ = ["QFormer", "QFormerOutput", "cross_attend", "load_bert_text_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -42,40 +42,105 @@ def _attend(
     *,
     heads: int,
     dropout: float,
-    need_weights: bool,
-) -> tuple[Tensor, Tensor | None]:
-    """Multi-head attention with a BLIP-2 ``Blip2QFormerMultiHeadAttention``'s query/key/value linears.
+) -> Tensor:
+    """Self-attention with a BLIP-2 ``Blip2QFormerMultiHeadAttention``'s query/key/value linears (SDPA).
 
-    hidden (b, t, H) attends to context (b, s, H_ctx); key_mask (b, s) bool. Returns (b, t, H) and, with
-    ``need_weights``, the head-averaged weights (b, t, s).
+    hidden (b, t, H) attends to context (b, s, H); key_mask (b, s) bool. Returns (b, t, H).
     """
     b, t, width = hidden.shape
     d = width // heads
     q = mha.query(hidden).view(b, t, heads, d).transpose(1, 2)  # (b, h, t, d)
     k = mha.key(context).view(b, -1, heads, d).transpose(1, 2)  # (b, h, s, d)
     v = mha.value(context).view(b, -1, heads, d).transpose(1, 2)
+    attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    return out.transpose(1, 2).reshape(b, t, width)
+
+
+def cross_attend(
+    mha: nn.Module,
+    hidden: Tensor,
+    patches: Tensor,
+    patch_mask: Tensor | None,
+    *,
+    heads: int,
+    dropout: float = 0.0,
+    need_weights: bool = True,
+    chunk_size: int = PATCH_CHUNK_SIZE,
+) -> tuple[Tensor, Tensor | None]:
+    """Queries attend to patches, chunk by chunk over n with an online softmax (flash-attention style).
+
+    Equals ``softmax(q kᵀ/√d) v`` over all n patches (exactly, up to float rounding), but only one chunk's
+    keys/values (c, H) and logits (b, h, t, c) exist at a time, so a 100k-patch bag never holds the
+    (n, H) key/value projections. Dropout on the attention weights commutes with the final division by the
+    softmax denominator, so it is applied to the un-normalised chunk weights.
+
+    Args:
+        mha: the layer's ``crossattention.attention`` (query/key/value linears).
+        hidden: (b, t, H) query states.
+        patches: (b, n, H_ctx) correlated patch features; patch_mask (b, n) bool, True for real patches.
+        heads: attention heads h; dropout: on the attention weights (0 at inference).
+        need_weights: also return the head-averaged weights (b, t, n) for heatmaps. Costs the (b, h, t, n)
+            logits (12 x 32 x 100k floats = 150 MB at 100k patches), kept per chunk until normalised.
+        chunk_size: patches per chunk.
+
+    Returns:
+        (b, t, H) attention output and, with ``need_weights``, the weights (b, t, n).
+    """
+    b, t, width = hidden.shape
+    n = patches.shape[1]
+    d = width // heads
+    q = mha.query(hidden).view(b, t, heads, d).transpose(1, 2) * d**-0.5  # (b, h, t, d)
+    run_max = torch.full((b, heads, t, 1), torch.finfo(torch.float32).min, device=hidden.device)
+    denom = torch.zeros(b, heads, t, 1, device=hidden.device)
+    numer = torch.zeros(b, heads, t, d, device=hidden.device)
+    kept: list[Tensor] = []
+    for s in range(0, n, chunk_size):
+        ctx = patches[:, s : s + chunk_size].to(hidden.dtype)
+        k = mha.key(ctx).view(b, -1, heads, d).transpose(1, 2)  # (b, h, c, d)
+        v = mha.value(ctx).view(b, -1, heads, d).transpose(1, 2)
+        logits = (q @ k.transpose(-1, -2)).float()  # (b, h, t, c)
+        valid = None if patch_mask is None else patch_mask[:, None, None, s : s + chunk_size]
+        if valid is not None:
+            logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
+        if need_weights:
+            kept.append(logits)
+        new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))
+        correction = torch.exp(run_max - new_max)
+        p = torch.exp(logits - new_max)
+        if valid is not None:
+            p = p * valid  # a chunk of padding only: exp(0) would count, the mask makes it 0
+        denom = denom * correction + p.sum(dim=-1, keepdim=True)
+        p = F.dropout(p, p=dropout) if dropout > 0 else p
+        numer = numer * correction + p @ v.float()
+        run_max = new_max
+    out = (numer / denom).to(hidden.dtype).transpose(1, 2).reshape(b, t, width)
     if not need_weights:
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
-        return out.transpose(1, 2).reshape(b, t, width), None
-    scores = (q @ k.transpose(-1, -2)) * d**-0.5  # (b, h, t, s)
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-    out = F.dropout(weights, p=dropout) @ v
-    return out.transpose(1, 2).reshape(b, t, width), weights.mean(dim=1)
+        return out, None
+    # softmax weights of every chunk from the final max and denominator, averaged over heads: (b, t, n)
+    weights = torch.cat([(torch.exp(lg - run_max) / denom).mean(dim=1) for lg in kept], dim=-1)
+    return out, weights
 
 
 class QFormer(nn.Module):
     """Learned queries + optional text tokens -> (b, q, H) query outputs (and cross-attention maps)."""
 
     def __init__(
-        self, config: QFormerConfig, *, encoder_hidden_size: int, vocab_size: int, pad_token_id: int = 0
+        self,
+        config: QFormerConfig,
+        *,
+        encoder_hidden_size: int,
+        vocab_size: int,
+        pad_token_id: int = 0,
+        chunk_size: int = PATCH_CHUNK_SIZE,
     ) -> None:
         super().__init__()
         from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
         self.config = config
+        self.chunk_size = (
+            chunk_size  # patches per cross-attention chunk (PathM3Config.correlation.chunk_size)
+        )
         hf_config = Blip2QFormerConfig(
             vocab_size=vocab_size,
             hidden_size=config.hidden_size,
@@ -147,20 +212,19 @@ class QFormer(nn.Module):
         heads = cfg.num_attention_heads
         maps: list[Tensor] = []
         for layer in self.encoder.layer:
-            a, _ = _attend(
-                layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn, need_weights=False
-            )
+            a = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn)
             a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
             aq = a[:, :nq]
             if layer.has_cross_attention and patches is not None:
-                c, w = _attend(
+                c, w = cross_attend(
                     layer.crossattention.attention,
                     aq,
-                    patches.to(aq.dtype),
+                    patches,  # cast chunk by chunk: a 100k-patch bag is not copied
                     patch_mask,
                     heads=heads,
                     dropout=p_attn,
                     need_weights=need_weights,
+                    chunk_size=self.chunk_size,
                 )
                 aq = layer.crossattention.output(c, aq)
                 if w is not None:
