@@ -64,3 +64,42 @@ def test_max_patches_subsamples_per_epoch():
     ds.reseed(1)
     b = ds[0].features[:, 0].tolist()
     assert len(a) == 5 and a == sorted(a) and a != b
+
+
+def test_batch_caption_mask_marks_bags_with_a_caption():
+    bags = [SlideBag(np.ones((2, 2), np.float32), 0, c, str(i)) for i, c in enumerate(["x", None, "  ", "y"])]
+    assert collate_bags(bags).caption_mask.tolist() == [True, False, False, True]
+
+
+def test_model_inputs_keep_caption_less_bags_in_image_text_mode():
+    from napari_pathm3.training.evaluate import model_inputs
+
+    bags = [
+        SlideBag(np.ones((2, 2), np.float32), 0, "a caption", "a"),
+        SlideBag(np.ones((3, 2), np.float32), 1),
+    ]
+    batch = collate_bags(bags)
+    kw = model_inputs(batch, "image_text", 0.5, device="cpu")
+    assert kw["captions"] == ["a caption", None] and kw["text"] == ["a caption", None]
+    assert model_inputs(batch, "image", 1.0, device="cpu")["captions"] is None  # α = 1: no caption loss
+    with pytest.raises(PathM3Error, match="mode 'text' needs a caption"):
+        model_inputs(batch, "text", 0.5, device="cpu")
+
+
+def test_bags_come_in_row_major_patch_order():
+    from napari_pathm3.training.data import row_major_order, spatially_ordered
+
+    coords = np.array([[224, 0], [0, 224], [0, 0], [224, 224], [448, 0]])
+    assert row_major_order(coords).tolist() == [2, 0, 4, 1, 3]
+    feats = np.arange(5, dtype=np.float32)[:, None].repeat(2, axis=1)
+    bag = SlideBag(feats, 1, "c", "s", coords)
+    ds = BagDataset([bag])
+    out = ds[0]
+    assert out.coords.tolist() == [[0, 0], [224, 0], [448, 0], [0, 224], [224, 224]]
+    assert out.features[:, 0].tolist() == [2, 0, 4, 1, 3]  # features travel with their coords
+    assert BagDataset([bag], spatial_order=False)[0] is bag
+    plain = SlideBag(feats, 1)  # no coords (PatchGastric folders): order kept
+    assert spatially_ordered(plain) is plain
+    # subsampled bags are ordered too
+    sub = BagDataset([bag], max_patches=3)[0]
+    assert (np.diff(sub.coords[:, 1] * 10_000 + sub.coords[:, 0]) > 0).all()

@@ -171,6 +171,27 @@ def load_features(path: PathLike) -> tuple[np.ndarray, np.ndarray | None]:
 # --------------------------------------------------------------------------------------------- datasets
 
 
+def row_major_order(coords: np.ndarray) -> np.ndarray:
+    """Indices that sort patches row-major by their level-0 top-left ``(x, y)``: by y, then x.
+
+    Nyström landmarks are means of contiguous segments of a bag (docs/method.md §2): in row-major order a
+    segment is a band of neighbouring patches, in file or hash order a random sample of the whole slide.
+    The sort is stable, so patches with equal coordinates keep their order.
+    """
+    coords = np.asarray(coords)
+    return np.lexsort((coords[:, 0], coords[:, 1]))
+
+
+def spatially_ordered(bag: SlideBag) -> SlideBag:
+    """``bag`` with its patches in row-major order (unchanged when it has no coords or is already sorted)."""
+    if bag.coords is None or len(bag) < 2:
+        return bag
+    order = row_major_order(bag.coords)
+    if np.array_equal(order, np.arange(len(order))):
+        return bag
+    return SlideBag(bag.features[order], bag.label, bag.caption, bag.slide_id, bag.coords[order])
+
+
 @dataclass(eq=False)
 class BagDataset:
     """Map-style dataset of :class:`SlideBag` (works with ``torch.utils.data.DataLoader``).
@@ -185,6 +206,8 @@ class BagDataset:
         max_patches: when set, a bag with more patches is randomly subsampled to this many (bounds memory in
             training; ``reseed`` makes the choice depend on the epoch). ``None`` keeps every patch.
         loader: ``path -> (features, coords)``, defaults to :func:`load_features`.
+        spatial_order: return bags with coords in row-major patch order (:func:`spatially_ordered`), so
+            the Nyström landmarks are local; bags without coords keep their order.
     """
 
     items: Sequence[SlideBag | BagRecord]
@@ -193,6 +216,7 @@ class BagDataset:
     max_patches: int | None = None
     seed: int = 0
     loader: Callable[[Path], tuple[np.ndarray, np.ndarray | None]] | None = None
+    spatial_order: bool = True
     _epoch: int = field(default=0, repr=False)
 
     def __len__(self) -> int:
@@ -222,7 +246,7 @@ class BagDataset:
             keep = np.sort(rng.choice(len(bag), self.max_patches, replace=False))
             coords = None if bag.coords is None else bag.coords[keep]
             bag = SlideBag(bag.features[keep], bag.label, bag.caption, bag.slide_id, coords)
-        return bag
+        return spatially_ordered(bag) if self.spatial_order else bag
 
 
 def split_records(records: Sequence[BagRecord]) -> dict[str, list[BagRecord]]:
@@ -241,7 +265,11 @@ def split_records(records: Sequence[BagRecord]) -> dict[str, list[BagRecord]]:
 @dataclass
 class Batch:
     """Padded batch. ``features (b, n, d)`` zero-padded, ``mask (b, n)`` True on real patches,
-    ``labels (b,)`` long with :data:`IGNORE_INDEX` for unlabelled bags, ``captions`` (None when absent)."""
+    ``labels (b,)`` long with :data:`IGNORE_INDEX` for unlabelled bags, ``captions`` (None when absent).
+
+    :attr:`caption_mask` marks the bags with a caption: the model leaves the others out of the caption loss
+    (and, in ``image_text`` mode, gives them the image-only path) bag by bag, so one caption-less bag does
+    not change what the rest of the batch trains on."""
 
     features: Any
     mask: Any
@@ -249,6 +277,13 @@ class Batch:
     captions: list[str | None]
     slide_ids: list[str]
     indices: list[int] = field(default_factory=list)
+
+    @property
+    def caption_mask(self) -> Any:
+        """``(b,)`` bool tensor, True for bags with a (non-blank) caption."""
+        import torch
+
+        return torch.tensor([c is not None and c.strip() != "" for c in self.captions], dtype=torch.bool)
 
     def to(self, device: Any) -> Batch:
         return Batch(
