@@ -33,22 +33,23 @@ class Predictions:
 def model_inputs(batch: Any, mode: str, alpha: float, *, device: Any) -> dict[str, Any]:
     """Keyword arguments of ``PathM3Model.forward`` for a batch in a given mode.
 
-    Captions are the LM targets (when every bag has one and α < 1) and the Q-Former text input in modes
-    ``image_text`` and ``text``; labels are passed when at least one bag has a class.
+    Captions are the LM targets (bags without one are masked out of L_G by the model, α < 1) and the
+    Q-Former text input in modes ``image_text`` (a bag without one takes the image-only path) and ``text``
+    (where every bag needs one); labels are passed when at least one bag has a class.
     """
     caps = batch.captions
-    have_caps = all(c is not None for c in caps)
-    if mode in ("image_text", "text") and not have_caps:
+    has_cap = batch.caption_mask
+    if mode == "text" and not bool(has_cap.all()):
         from ..errors import PathM3Error
 
-        missing = [s for s, c in zip(batch.slide_ids, caps, strict=True) if c is None][:3]
-        raise PathM3Error(f"mode {mode!r} needs a caption for every bag; missing for {missing}")
+        missing = [s for s, h in zip(batch.slide_ids, has_cap.tolist(), strict=True) if not h][:3]
+        raise PathM3Error(f"mode 'text' needs a caption for every bag; missing for {missing}")
     labels = batch.labels.to(device)
     return {
         "features": batch.features.to(device),
         "mask": batch.mask.to(device),
         "labels": labels if bool((batch.labels != IGNORE_INDEX).any()) else None,
-        "captions": list(caps) if have_caps and alpha < 1.0 else None,
+        "captions": list(caps) if bool(has_cap.any()) and alpha < 1.0 else None,
         "text": list(caps) if mode in ("image_text", "text") else None,
     }
 
