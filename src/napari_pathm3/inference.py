@@ -41,8 +41,9 @@ class SlideResult:
     Attributes:
         label: predicted class name; ``probabilities`` maps every class name to its probability.
         caption: generated caption ("" when the model has no language head).
-        attention: ``(n,)`` attention per patch (mean over queries of the last cross-attention layer).
-        query_attention: ``(q, n)`` cross-attention of each learned query over the patches.
+        attention: ``(n,)`` attention per patch: mean over queries of ``query_attention``.
+        query_attention: ``(q, n)`` cross-attention of each learned query over the patches, averaged over
+            heads and over all cross-attention layers (6 of 12 at the paper's sizes).
         grid: the patches (level-0 coords; ``grid.coords[i]`` is patch ``i``).
         tissue: the tissue mask the grid was cut from.
         top_indices, top_scores: the ``top_k`` patches by attention, highest first.
