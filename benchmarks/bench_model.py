@@ -1,25 +1,43 @@
-"""Time and peak memory of the correlation module (paper config: hidden 1408, 8 heads, 256 landmarks),
-Nyström vs exact attention, for bags of 1k-64k patches plus Nyström on 100k patches.
+"""The PathM3 model at slide scale: Nyström approximation error, correlation-module time, peak memory.
 
-Each measurement runs in a fresh subprocess so the CPU peak (``ru_maxrss``) belongs to that size alone; on
-CUDA the peak is ``torch.cuda.max_memory_allocated``. Prints one JSON line.
+Three measurements, each in a fresh subprocess so a CPU peak (``ru_maxrss``) belongs to one run alone:
 
-    python benchmarks/bench_model.py [--device cpu|cuda] [--feature-dim 1024] [--sizes 1000 4000 ...]
+* **error**: relative error ‖Nyström − exact‖_F / ‖exact‖_F of the correlation self-attention (per head,
+  before the output projection; paper config: D = 1408, 8 heads, 256 landmarks, initial weights) on a
+  spatially smooth synthetic bag (patch features vary smoothly over a square grid), with the patches in
+  random order (as PatchGastric's hash-named folders) and in row-major order (what ``BagDataset`` feeds
+  the model when coords are known). ``sharpness`` scales q and k (4 = logits ×16) as a stand-in for the
+  peakier attention of a trained model.
+* **timing**: forward time of the correlation module, Nyström vs exact, quiet and beside one busy process
+  per core (``_common.busy``); min/median/max of the repeats and the load average.
+* **memory**: peak RSS of the full model's classification forward (correlation module + 12-layer
+  Q-Former, paper sizes, no LM: classification does not use it) and of the correlation module alone,
+  on a 100k-patch bag; the target is < 2 GB for the full model.
+
+    python benchmarks/bench_model.py [--quick] [--device cpu|cuda] [--feature-dim 1024] [--sizes 1000 4000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-EXACT_CPU_LIMIT = 16_384  # exact attention is O(n^2) time: beyond this it is estimated, not run
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+sys.path.insert(0, str(HERE))
+from _common import busy, conditions, emit, load_average, machine  # noqa: E402
+
+EXACT_CPU_LIMIT = 16_384  # exact attention is O(n^2) time: beyond this it is not run on CPU
+TARGET_MB = 2048
 
 
 def _rss_mb() -> float:
@@ -27,29 +45,69 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(method: str, n: int, feature_dim: int, device: str, repeats: int, chunk_size: int | None) -> dict:
-    sys.path.insert(0, str(SRC))
+# ------------------------------------------------------------------------------------------ workers
+def smooth_bag(n: int, feature_dim: int, seed: int = 0) -> tuple[Any, Any]:
+    """``(features (n, d), coords (n, 2))`` on a square grid, row-major: a few low-frequency waves mixed into
+    d dimensions plus 10 % noise, so neighbouring patches look alike (as tissue does)."""
     import torch
 
-    import_mb = _rss_mb()  # torch alone (a CUDA build of torch maps several hundred MB more than the CPU one)
+    g = torch.Generator().manual_seed(seed)
+    side = math.ceil(math.sqrt(n))
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    coords = torch.stack([xx.flatten(), yy.flatten()], dim=1)[:n].float()  # (n, 2) row-major
+    freq = torch.randint(-3, 4, (16, 2), generator=g).float()  # up to 3 periods across the slide
+    phase = torch.rand(16, generator=g) * 2 * math.pi
+    waves = torch.sin(coords / side * 2 * math.pi @ freq.T + phase)  # (n, 16)
+    feats = waves @ torch.randn(16, feature_dim, generator=g) / 4 + 0.1 * torch.randn(
+        n, feature_dim, generator=g
+    )
+    return feats, coords
+
+
+def error_worker(n: int, feature_dim: int) -> list[dict[str, Any]]:
+    import torch
+
+    from napari_pathm3.config import CorrelationConfig
+    from napari_pathm3.model.correlation import CorrelationModule
+    from napari_pathm3.model.nystrom import exact_attention, nystrom_attention
+
+    torch.manual_seed(0)
+    cfg = CorrelationConfig()
+    module = CorrelationModule(feature_dim, cfg).eval()
+    feats, _ = smooth_bag(n, feature_dim)
+    rows = []
+    with torch.no_grad():
+        e = torch.relu(module.proj(feats[None]))
+        q, k, v = module.attention._qkv(module.norm(e))  # (1, h, n, d)
+        for sharp in (1.0, 4.0):
+            ref = exact_attention(q * sharp, k * sharp, v)
+            for order in ("random", "row-major"):
+                perm = (
+                    torch.randperm(n, generator=torch.Generator().manual_seed(1))
+                    if order == "random"
+                    else None
+                )
+                qs, ks, vs = (t if perm is None else t[:, :, perm] for t in (q * sharp, k * sharp, v))
+                approx = nystrom_attention(qs, ks, vs, num_landmarks=cfg.num_landmarks,
+                                           pinv_iterations=cfg.pinv_iterations)  # fmt: skip
+                if perm is not None:
+                    approx = approx[:, :, torch.argsort(perm)]
+                err = float((approx - ref).norm() / ref.norm())
+                rows.append({"n": n, "order": order, "sharpness": sharp, "relative_error": round(err, 4)})
+    return rows
+
+
+def timing_worker(method: str, n: int, feature_dim: int, device: str, repeats: int) -> dict[str, Any]:
+    import torch
 
     from napari_pathm3.config import CorrelationConfig
     from napari_pathm3.model.correlation import CorrelationModule
 
     torch.manual_seed(0)
     dev = torch.device(device)
-    cfg = CorrelationConfig(attention=method)
-    if chunk_size:
-        cfg = CorrelationConfig(attention=method, chunk_size=chunk_size)
-    module = CorrelationModule(feature_dim, cfg).to(dev).eval()
+    module = CorrelationModule(feature_dim, CorrelationConfig(attention=method)).to(dev).eval()
     features = torch.randn(1, n, feature_dim, device=dev)
     times = []
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss_mb()
     for _ in range(repeats):
         start = time.perf_counter()
         with torch.no_grad():
@@ -58,100 +116,163 @@ def worker(method: str, n: int, feature_dim: int, device: str, repeats: int, chu
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         del out
-    if dev.type == "cuda":
-        peak, extra = (
-            torch.cuda.max_memory_allocated() / 2**20,
-            (torch.cuda.max_memory_allocated() - base) / 2**20,
-        )
+    return {"method": method, "n": n, "min_s": round(min(times), 4), "median_s": round(statistics.median(times), 4),
+            "max_s": round(max(times), 4), "repeats": repeats}  # fmt: skip
+
+
+def memory_worker(what: str, n: int, feature_dim: int) -> dict[str, Any]:
+    """Peak RSS of one no-grad forward on CPU: ``what`` = "full" (classification forward) or "correlation"."""
+    import torch
+
+    import_mb = _rss_mb()  # torch alone
+    from napari_pathm3.config import LanguageConfig, PathM3Config
+
+    torch.manual_seed(0)
+    if what == "full":
+        from napari_pathm3.model import build_model
+
+        lm = LanguageConfig(name=None)  # the LM is not used by classification: the smallest one
+        model = build_model(PathM3Config(feature_dim=feature_dim, language=lm)).eval()
+        params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+        run = lambda x: model.classify(x)  # noqa: E731
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-        extra = peak - base
+        from napari_pathm3.model.correlation import CorrelationModule
+
+        module = CorrelationModule(feature_dim, PathM3Config().correlation).eval()
+        params_mb = sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
+        run = lambda x: module(x)  # noqa: E731
+    features = torch.randn(1, n, feature_dim)
+    base = _rss_mb()
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = run(features)
+    seconds = time.perf_counter() - start
+    del out
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return {
-        "method": method,
-        "n": n,
-        "time_s": round(min(times), 4),
-        "peak_mb": round(peak, 1),  # CPU: whole-process RSS high-water (includes ~300 MB of torch itself)
-        "peak_above_torch_import_mb": round(peak - import_mb, 1) if dev.type != "cuda" else None,
-        "forward_extra_mb": round(extra, 1),  # peak above the state before the forward (model + input)
-        "input_mb": round(n * feature_dim * 4 / 2**20, 1),
-    }
+        "what": what, "n": n, "feature_dim": feature_dim, "peak_mb": round(peak, 1),
+        "torch_import_mb": round(import_mb, 1), "params_mb": round(params_mb, 1),
+        "input_mb": round(n * feature_dim * 4 / 2**20, 1), "before_forward_mb": round(base, 1),
+        "forward_extra_mb": round(peak - base, 1), "seconds": round(seconds, 2),
+        "under_2gb": peak < TARGET_MB, "load_average": load_average(),
+    }  # fmt: skip
 
 
-def run(method: str, n: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, str(n), "--feature-dim", str(args.feature_dim)]
-    cmd += [
-        "--device",
-        args.device,
-        "--repeats",
-        str(args.repeats),
-        "--chunk-size",
-        str(args.chunk_size or 0),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+# ------------------------------------------------------------------------------------------ driver
+def _sub(args: list[str], timeout: float = 3600) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, __file__, "--worker", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, timeout=timeout)
     if proc.returncode != 0:
-        return {"method": method, "n": n, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"error": (proc.stderr.strip().splitlines() or ["?"])[-1], "args": args}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _worker_main(argv: list[str]) -> None:
+    kind, n, fd = argv[0], int(argv[1]), int(argv[2])
+    if kind == "error":
+        out: Any = error_worker(n, fd)
+    elif kind == "timing":
+        out = timing_worker(argv[3], n, fd, argv[4], int(argv[5]))
+    else:
+        out = memory_worker(argv[3], n, fd)
+    print(json.dumps(out))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the test suite's smoke run)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--feature-dim", type=int, default=1024)  # UNI / ResNet50-trunc width
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000, 64000])
-    parser.add_argument("--large", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--chunk-size", type=int, default=None)  # default: CorrelationConfig.chunk_size
-    parser.add_argument("--worker", nargs=2, metavar=("METHOD", "N"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="timing sizes (default 1k 4k 16k)")
+    parser.add_argument("--error-sizes", type=int, nargs="+", default=None, help="default 1000 4000")
+    parser.add_argument("--large", type=int, default=None, help="memory bag size (default 100000)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(
-            json.dumps(
-                worker(
-                    args.worker[0],
-                    int(args.worker[1]),
-                    args.feature_dim,
-                    args.device,
-                    args.repeats,
-                    args.chunk_size,
-                )
-            )
-        )
+        _worker_main(args.worker)
         return
-    results = []
-    exact_limit = EXACT_CPU_LIMIT if args.device == "cpu" else 65_536
-    for n in args.sizes:
-        results.append(run("nystrom", n, args))
-        if n <= exact_limit:
-            results.append(run("exact", n, args))
-        else:
-            ran = [r for r in results if r["method"] == "exact" and "time_s" in r]
-            est = ran[-1]["time_s"] * (n / ran[-1]["n"]) ** 2 if ran else None
-            results.append(
-                {"method": "exact", "n": n, "skipped": True, "estimated_time_s": est and round(est, 1)}
-            )
-    large = run("nystrom", args.large, args)
-    nys = [r for r in results if r["method"] == "nystrom" and "forward_extra_mb" in r]
-    # slope of the forward's extra memory between consecutive sizes: ~constant = linear in n
-    slope = [
-        round((b["forward_extra_mb"] - a["forward_extra_mb"]) / ((b["n"] - a["n"]) / 1000), 2)
-        for a, b in zip(nys, nys[1:], strict=False)
+    quick = args.quick
+    sizes = args.sizes or ([300, 600] if quick else [1000, 4000, 16000])
+    error_sizes = args.error_sizes or ([300, 600] if quick else [1000, 4000])
+    large = args.large or (2000 if quick else 100_000)
+    repeats = 1 if quick else args.repeats
+    fd = str(args.feature_dim)
+
+    errors: list[Any] = []
+    for n in error_sizes:
+        rows = _sub(["error", str(n), fd])
+        errors += rows if isinstance(rows, list) else [rows]
+    timing: dict[str, Any] = {}
+    for name, procs in conditions(quick):
+        with busy(procs):
+            load = load_average()
+            rows = []
+            for n in sizes:
+                methods = ["nystrom"] + (["exact"] if args.device != "cpu" or n <= EXACT_CPU_LIMIT else [])
+                rows += [_sub(["timing", str(n), fd, m, args.device, str(repeats)]) for m in methods]
+            timing[name] = {"busy_processes": procs, "load_average": load, "rows": rows}
+    memory = [_sub(["memory", str(large), fd, what]) for what in ("full", "correlation")]
+    emit({
+        "benchmark": "model", "machine": machine(), "device": args.device, "feature_dim": args.feature_dim,
+        "quick": quick, "hidden_size": 1408, "num_landmarks": 256, "errors": errors, "timing": timing,
+        "memory": memory, "target_mb": TARGET_MB,
+    })  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ report
+def _f(v: Any, nd: int = 2) -> str:
+    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    """The docs/benchmarks.md section of this benchmark, from the measured figures only."""
+    if record.get("error") or record.get("skipped"):
+        return f"## PathM3 model (`bench_model.py`)\n\n_{record.get('error') or record.get('skipped')}_\n"
+    lines = ["## PathM3 model (`bench_model.py`)", ""]
+    lines += [
+        "Nyström approximation error of the correlation self-attention against exact attention (paper config,",
+        "initial weights, spatially smooth synthetic bag; sharpness 4 = q and k scaled ×4, a stand-in for trained,",
+        "peakier attention). Landmarks are means of contiguous segments of the bag in the order given.",
+        "",
+        "| patches | order | sharpness | relative error |",
+        "|---|---|---|---|",
     ]
-    print(
-        json.dumps(
-            {
-                "benchmark": "correlation_module",
-                "device": args.device,
-                "feature_dim": args.feature_dim,
-                "hidden_size": 1408,
-                "num_landmarks": 256,
-                "results": results,
-                "nystrom_extra_mb_per_1k_patches_slope": slope,  # ~constant = linear memory
-                "one_embedding_copy_mb_per_1k_patches": round(1000 * 1408 * 4 / 2**20, 2),
-                "nystrom_large": large,
-                "nystrom_large_under_2gb": large.get("peak_mb", float("inf")) < 2048,
-            }
+    for r in record.get("errors", []):
+        if "error" in r:
+            lines.append(f"| – | – | – | failed: {r['error']} |")
+            continue
+        lines.append(
+            f"| {r['n']} | {r['order']} | {_f(r['sharpness'], 0)} | {100 * r['relative_error']:.1f} % |"
         )
-    )
+    lines += ["", f"Correlation module forward ({record.get('device')}, feature dim {record.get('feature_dim')}, "
+              "min / median / max of the repeats):", ""]  # fmt: skip
+    lines += [
+        "| condition | load avg | method | patches | min s | median s | max s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, cond in record.get("timing", {}).items():
+        for r in cond.get("rows", []):
+            if "error" in r:
+                lines.append(f"| {name} | {_f(cond.get('load_average'))} | failed: {r['error']} | | | | |")
+                continue
+            lines.append(f"| {name} ({cond['busy_processes']} busy) | {_f(cond.get('load_average'))} | {r['method']} | "
+                         f"{r['n']} | {_f(r['min_s'], 3)} | {_f(r['median_s'], 3)} | {_f(r['max_s'], 3)} |")  # fmt: skip
+    lines += ["", f"Peak memory of one no-grad forward on CPU (target for the full model: < {record.get('target_mb')} MB):",
+              "", "| part | patches | peak RSS MB | torch import MB | weights MB | input MB | seconds | load avg | < 2 GB |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in record.get("memory", []):
+        if "error" in r:
+            lines.append(f"| failed: {r['error']} | | | | | | | | |")
+            continue
+        part = "full model (classification)" if r["what"] == "full" else "correlation module alone"
+        lines.append(f"| {part} | {r['n']} | {_f(r['peak_mb'], 0)} | {_f(r['torch_import_mb'], 0)} | "
+                     f"{_f(r['params_mb'], 0)} | {_f(r['input_mb'], 0)} | {_f(r['seconds'], 1)} | "
+                     f"{_f(r['load_average'])} | {'yes' if r['under_2gb'] else 'no'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

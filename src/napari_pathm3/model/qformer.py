@@ -210,7 +210,8 @@ class QFormer(nn.Module):
             patch_mask = patch_mask.bool()
         p_attn = cfg.attention_probs_dropout_prob if self.training else 0.0
         heads = cfg.num_attention_heads
-        maps: list[Tensor] = []
+        cross: Tensor | None = None  # running sum of the layers' maps (b, q, n): one map in memory, not six
+        num_maps = 0
         for layer in self.encoder.layer:
             a = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn)
             a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
@@ -228,13 +229,14 @@ class QFormer(nn.Module):
                 )
                 aq = layer.crossattention.output(c, aq)
                 if w is not None:
-                    maps.append(w)
+                    cross = w if cross is None else cross + w
+                    num_maps += 1
             out = layer.output_query(layer.intermediate_query(aq), aq)
             if a.shape[1] > nq:  # text tokens use the text FFN (BLIP-2 feed_forward_chunk)
                 at = a[:, nq:]
                 out = torch.cat([out, layer.output(layer.intermediate(at), at)], dim=1)
             x = out
-        cross = torch.stack(maps).mean(dim=0) if maps else None
+        cross = cross / num_maps if cross is not None else None  # mean over the cross-attention layers
         return QFormerOutput(query_output=x[:, :nq], cross_attention=cross)
 
 
