@@ -41,6 +41,19 @@ class CorrelationModule(nn.Module):
             )
         self.out_norm = nn.LayerNorm(config.hidden_size)
 
+    def _project(self, features: Tensor) -> Tensor:
+        """ReLU(W_p F + b_p). Without autograd chunk by chunk into one (b, n, D) tensor, so float16 features
+        are never copied whole to float32 and no (n, d)-sized GEMM workspace is needed."""
+        dtype = self.proj.weight.dtype
+        if torch.is_grad_enabled():
+            return torch.relu_(self.proj(features.to(dtype)))
+        b, n, _ = features.shape
+        e = torch.empty(b, n, self.config.hidden_size, dtype=dtype, device=features.device)
+        c = self.config.chunk_size
+        for s in range(0, n, c):
+            e[:, s : s + c] = torch.relu_(self.proj(features[:, s : s + c].to(dtype)))
+        return e
+
     def forward(self, features: Tensor, mask: Tensor | None = None) -> Tensor:
         """Correlated patch embeddings.
 
@@ -51,7 +64,7 @@ class CorrelationModule(nn.Module):
         Returns:
             (b, n, hidden_size); padded rows carry no information and must stay masked downstream.
         """
-        e = torch.relu_(self.proj(features.to(self.proj.weight.dtype)))  # (b, n, D)
+        e = self._project(features)  # (b, n, D)
         if self.attention is not None:
             e = self.attention(e, mask, norm=self.norm, residual=True)  # eq. (1)
         if torch.is_grad_enabled():
