@@ -120,25 +120,29 @@ def timing_worker(method: str, n: int, feature_dim: int, device: str, repeats: i
             "max_s": round(max(times), 4), "repeats": repeats}  # fmt: skip
 
 
-def memory_worker(what: str, n: int, feature_dim: int) -> dict[str, Any]:
-    """Peak RSS of one no-grad forward on CPU: ``what`` = "full" (classification forward) or "correlation"."""
+def memory_worker(what: str, n: int, feature_dim: int, size: str = "paper") -> dict[str, Any]:
+    """Peak RSS of one no-grad forward on CPU: ``what`` = "full" (classification forward) or "correlation";
+    ``size`` = "paper" (Table 6 sizes) or "tiny" (``PathM3Config.tiny``: the ``--quick`` smoke run)."""
     import torch
 
     import_mb = _rss_mb()  # torch alone
     from napari_pathm3.config import LanguageConfig, PathM3Config
 
     torch.manual_seed(0)
+    if size == "tiny":
+        config = PathM3Config.tiny(feature_dim=feature_dim)
+    else:  # the LM is not used by classification: the smallest one
+        config = PathM3Config(feature_dim=feature_dim, language=LanguageConfig(name=None))
     if what == "full":
         from napari_pathm3.model import build_model
 
-        lm = LanguageConfig(name=None)  # the LM is not used by classification: the smallest one
-        model = build_model(PathM3Config(feature_dim=feature_dim, language=lm)).eval()
+        model = build_model(config).eval()
         params_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
         run = lambda x: model.classify(x)  # noqa: E731
     else:
         from napari_pathm3.model.correlation import CorrelationModule
 
-        module = CorrelationModule(feature_dim, PathM3Config().correlation).eval()
+        module = CorrelationModule(feature_dim, config.correlation).eval()
         params_mb = sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20
         run = lambda x: module(x)  # noqa: E731
     features = torch.randn(1, n, feature_dim)
@@ -150,7 +154,7 @@ def memory_worker(what: str, n: int, feature_dim: int) -> dict[str, Any]:
     del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return {
-        "what": what, "n": n, "feature_dim": feature_dim, "peak_mb": round(peak, 1),
+        "what": what, "size": size, "n": n, "feature_dim": feature_dim, "peak_mb": round(peak, 1),
         "torch_import_mb": round(import_mb, 1), "params_mb": round(params_mb, 1),
         "input_mb": round(n * feature_dim * 4 / 2**20, 1), "before_forward_mb": round(base, 1),
         "forward_extra_mb": round(peak - base, 1), "seconds": round(seconds, 2),
@@ -175,7 +179,7 @@ def _worker_main(argv: list[str]) -> None:
     elif kind == "timing":
         out = timing_worker(argv[3], n, fd, argv[4], int(argv[5]))
     else:
-        out = memory_worker(argv[3], n, fd)
+        out = memory_worker(argv[3], n, fd, argv[4])
     print(json.dumps(out))
 
 
@@ -196,8 +200,8 @@ def main() -> None:
         _worker_main(args.worker)
         return
     quick = args.quick
-    sizes = args.sizes or ([300, 600] if quick else [1000, 4000, 16000])
-    error_sizes = args.error_sizes or ([300, 600] if quick else [1000, 4000])
+    sizes = args.sizes or ([300] if quick else [1000, 4000, 16000])
+    error_sizes = args.error_sizes or ([300] if quick else [1000, 4000])
     large = args.large or (2000 if quick else 100_000)
     repeats = 1 if quick else args.repeats
     fd = str(args.feature_dim)
@@ -215,7 +219,8 @@ def main() -> None:
                 methods = ["nystrom"] + (["exact"] if args.device != "cpu" or n <= EXACT_CPU_LIMIT else [])
                 rows += [_sub(["timing", str(n), fd, m, args.device, str(repeats)]) for m in methods]
             timing[name] = {"busy_processes": procs, "load_average": load, "rows": rows}
-    memory = [_sub(["memory", str(large), fd, what]) for what in ("full", "correlation")]
+    size = "tiny" if quick else "paper"
+    memory = [_sub(["memory", str(large), fd, what, size]) for what in ("full", "correlation")]
     emit({
         "benchmark": "model", "machine": machine(), "device": args.device, "feature_dim": args.feature_dim,
         "quick": quick, "hidden_size": 1408, "num_landmarks": 256, "errors": errors, "timing": timing,
@@ -269,6 +274,7 @@ def to_markdown(record: dict[str, Any]) -> str:
             lines.append(f"| failed: {r['error']} | | | | | | | | |")
             continue
         part = "full model (classification)" if r["what"] == "full" else "correlation module alone"
+        part += " (tiny config)" if r.get("size") == "tiny" else ""
         lines.append(f"| {part} | {r['n']} | {_f(r['peak_mb'], 0)} | {_f(r['torch_import_mb'], 0)} | "
                      f"{_f(r['params_mb'], 0)} | {_f(r['input_mb'], 0)} | {_f(r['seconds'], 1)} | "
                      f"{_f(r['load_average'])} | {'yes' if r['under_2gb'] else 'no'} |")  # fmt: skip
