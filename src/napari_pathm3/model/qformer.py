@@ -94,6 +94,13 @@ def cross_attend(
     run_max = torch.full((b, heads, t, 1), torch.finfo(torch.float32).min, device=hidden.device)
     denom = torch.zeros(b, heads, t, 1, device=hidden.device)
     numer = torch.zeros(b, heads, t, d, device=hidden.device)
+    # per-head logits for the weights: one (b, h, t, n) tensor without autograd (a single allocation that is
+    # returned to the OS whole), a list of chunks with it
+    store = (
+        torch.empty(b, heads, t, n, device=hidden.device)
+        if need_weights and not torch.is_grad_enabled()
+        else None
+    )
     kept: list[Tensor] = []
     for s in range(0, n, chunk_size):
         ctx = patches[:, s : s + chunk_size].to(hidden.dtype)
@@ -103,7 +110,9 @@ def cross_attend(
         valid = None if patch_mask is None else patch_mask[:, None, None, s : s + chunk_size]
         if valid is not None:
             logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
-        if need_weights:
+        if store is not None:
+            store[..., s : s + chunk_size] = logits
+        elif need_weights:
             kept.append(logits)
         new_max = torch.maximum(run_max, logits.amax(dim=-1, keepdim=True))
         correction = torch.exp(run_max - new_max)
@@ -118,7 +127,12 @@ def cross_attend(
     if not need_weights:
         return out, None
     # softmax weights of every chunk from the final max and denominator, averaged over heads: (b, t, n)
-    weights = torch.cat([(torch.exp(lg - run_max) / denom).mean(dim=1) for lg in kept], dim=-1)
+    if store is None:
+        return out, torch.cat([(torch.exp(lg - run_max) / denom).mean(dim=1) for lg in kept], dim=-1)
+    weights = torch.empty(b, t, n, device=hidden.device)
+    for s in range(0, n, chunk_size):
+        lg = store[..., s : s + chunk_size]
+        weights[..., s : s + chunk_size] = (torch.exp(lg - run_max) / denom).mean(dim=1)
     return out, weights
 
 
