@@ -103,3 +103,24 @@ def test_bags_come_in_row_major_patch_order():
     # subsampled bags are ordered too
     sub = BagDataset([bag], max_patches=3)[0]
     assert (np.diff(sub.coords[:, 1] * 10_000 + sub.coords[:, 0]) > 0).all()
+
+
+def test_training_with_some_captions_missing_in_image_text_mode(tmp_path):
+    """Limited captions: half the bags have none; image_text training runs and trains the caption loss."""
+    import dataclasses
+
+    from napari_pathm3.config import AdamWConfig, PathM3Config, TrainConfig
+    from napari_pathm3.training.loop import train
+
+    rng = np.random.default_rng(0)
+    bags = [
+        SlideBag(
+            rng.normal(size=(5, 16)).astype(np.float32), i % 2, "solid sheets" if i % 4 < 2 else None, f"s{i}"
+        )
+        for i in range(8)
+    ]
+    cfg = PathM3Config.tiny(feature_dim=16, mode="image_text", optim=AdamWConfig(batch_size=4))
+    res = train(cfg, bags, None, TrainConfig(epochs=1, device="cpu"), out_dir=tmp_path)
+    rec = res.history[0]
+    assert np.isfinite(rec["train_loss"]) and np.isfinite(rec["train_loss_caption"])
+    assert dataclasses.asdict(res.model.config)["mode"] == "image_text"
