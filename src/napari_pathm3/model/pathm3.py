@@ -230,13 +230,15 @@ class PathM3Model(nn.Module):
             mask = mask.to(self.device)
         elif mode != "text":
             raise ValueError(f"features are required in mode {mode!r}")
+        if mode == "text" and text is None:
+            raise ValueError("text is required in mode 'text' (text-only classification)")
         b = patches.shape[0] if patches is not None else len(text or [])
-        for name, items in (("captions", captions), ("text", text)):
+        for name, items in (("captions", captions), ("text", text if mode != "image" else None)):
             if items is not None and len(items) != b:
                 raise ValueError(f"{name}: got {len(items)} for a batch of {b} bags")
         if mode == "text":
             missing = [i for i, p in enumerate(_present(text or [])) if not p]
-            if text is None or missing:
+            if missing:
                 raise ValueError(
                     f"mode 'text' classifies from text alone: every bag needs one (missing for bags {missing}); "
                     "use mode 'image_text' or 'image' for bags without captions"
