@@ -6,6 +6,7 @@ Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C cla
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ class Classification:
     class_names: tuple[str, ...]
 
 
-def _present(items: list[str | None]) -> list[bool]:
+def _present(items: Sequence[str | None]) -> list[bool]:
     """Which entries hold text (None and blank strings are missing)."""
     return [s is not None and str(s).strip() != "" for s in items]
 
@@ -158,7 +159,7 @@ class PathM3Model(nn.Module):
             raise ValueError("mask: every bag needs at least one real patch")
         return mask
 
-    def _tokenize_text(self, text: list[str | None]) -> tuple[Tensor, Tensor]:
+    def _tokenize_text(self, text: Sequence[str | None]) -> tuple[Tensor, Tensor]:
         """Q-Former token ids and mask; a missing text (None or blank) gets an all-zero mask row, so that
         bag's queries attend to no text token: exactly the image-only path."""
         present = _present(text)
@@ -173,14 +174,14 @@ class PathM3Model(nn.Module):
         return enc["input_ids"].to(self.device), tmask.to(self.device)
 
     def _run_qformer(
-        self, patches: Tensor | None, mask: Tensor | None, text: list[str | None] | None
+        self, patches: Tensor | None, mask: Tensor | None, text: Sequence[str | None] | None
     ) -> QFormerOutput:
         if text is not None and not any(_present(text)):
             text = None  # no bag has text: the image-only pass, without tokenizing
         ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
         return self.qformer(patches, mask, ids, tmask)
 
-    def _caption_loss(self, query_output: Tensor, captions: list[str | None]) -> Tensor | None:
+    def _caption_loss(self, query_output: Tensor, captions: Sequence[str | None]) -> Tensor | None:
         """L_G over the bags that have a caption (None when none has): per-bag masking."""
         keep = [i for i, p in enumerate(_present(captions)) if p]
         if not keep:
@@ -202,9 +203,9 @@ class PathM3Model(nn.Module):
         self,
         features: Tensor | None = None,
         mask: Tensor | None = None,
-        captions: list[str | None] | None = None,
+        captions: Sequence[str | None] | None = None,
         labels: Tensor | None = None,
-        text: list[str | None] | None = None,
+        text: Sequence[str | None] | None = None,
     ) -> PathM3Output:
         """Classification logits and, given targets, the losses of eq. (3), L_G and eq. (4).
 
@@ -230,6 +231,43 @@ class PathM3Model(nn.Module):
             mask = mask.to(self.device)
         elif mode != "text":
             raise ValueError(f"features are required in mode {mode!r}")
+        text = self._classification_text(mode, text, captions, patches)
+        cls_out = self._run_qformer(*((None, None) if mode == "text" else (patches, mask)), text)
+        logits = self.classifier(cls_out.query_output)
+        cap_out = cls_out if text is None else None  # image-only queries, reused by the caption branch
+        loss_cls = None
+        if labels is not None:
+            targets = labels.to(self.device)
+            loss_cls = classification_loss(logits, targets)
+            if text is not None and mode == "image_text" and self.config.train_image_only_path:
+                cap_out = self._run_qformer(patches, mask, None)
+                loss_img = classification_loss(self.classifier(cap_out.query_output), targets)
+                loss_cls = 0.5 * (loss_cls + loss_img)
+        loss_caption = None
+        if captions is not None and any(_present(captions)):
+            if patches is None:
+                raise ValueError("captions need features: the caption branch is image-only")
+            cap_out = cap_out if cap_out is not None else self._run_qformer(patches, mask, None)
+            loss_caption = self._caption_loss(cap_out.query_output, captions)
+        a = self.config.alpha  # eq. (4), fixed weights whatever targets the batch holds
+        terms = [w * t for w, t in ((a, loss_cls), (1 - a, loss_caption)) if t is not None]
+        return PathM3Output(
+            logits=logits,
+            loss=terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else None),
+            loss_cls=loss_cls,
+            loss_caption=loss_caption,
+            query_attention=(cap_out if cap_out is not None else cls_out).cross_attention,
+            query_output=cls_out.query_output,
+        )
+
+    def _classification_text(
+        self,
+        mode: str,
+        text: Sequence[str | None] | None,
+        captions: Sequence[str | None] | None,
+        patches: Tensor | None,
+    ) -> Sequence[str | None] | None:
+        """Check lengths and return the Q-Former text of the classification pass (None: image only)."""
         if mode == "text" and text is None:
             raise ValueError("text is required in mode 'text' (text-only classification)")
         b = patches.shape[0] if patches is not None else len(text or [])
@@ -243,50 +281,13 @@ class PathM3Model(nn.Module):
                     f"mode 'text' classifies from text alone: every bag needs one (missing for bags {missing}); "
                     "use mode 'image_text' or 'image' for bags without captions"
                 )
-            cls_out = self._run_qformer(None, None, text)
-        else:
-            text = text if mode == "image_text" and text is not None and any(_present(text)) else None
-            cls_out = self._run_qformer(patches, mask, text)
-        image_only = text is None
-        logits = self.classifier(cls_out.query_output)
-        loss_cls = classification_loss(logits, labels.to(self.device)) if labels is not None else None
-
-        cap_out = cls_out if image_only else None
-        if (
-            loss_cls is not None
-            and not image_only
-            and mode == "image_text"
-            and self.config.train_image_only_path
-        ):
-            cap_out = self._run_qformer(
-                patches, mask, None
-            )  # image-only queries: reused by the caption branch
-            loss_img = classification_loss(self.classifier(cap_out.query_output), labels.to(self.device))
-            loss_cls = 0.5 * (loss_cls + loss_img)
-        loss_caption = None
-        if captions is not None and any(_present(captions)):
-            if patches is None:
-                raise ValueError("captions need features: the caption branch is image-only")
-            if cap_out is None:
-                cap_out = self._run_qformer(patches, mask, None)
-            loss_caption = self._caption_loss(cap_out.query_output, captions)
-        a = self.config.alpha  # eq. (4), fixed weights whatever targets the batch holds
-        terms = [w * t for w, t in ((a, loss_cls), (1 - a, loss_caption)) if t is not None]
-        loss = terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else None)
-        attention = cap_out.cross_attention if cap_out is not None else cls_out.cross_attention
-        return PathM3Output(
-            logits=logits,
-            loss=loss,
-            loss_cls=loss_cls,
-            loss_caption=loss_caption,
-            query_attention=attention,
-            query_output=cls_out.query_output,
-        )
+            return text
+        return text if mode == "image_text" and text is not None and any(_present(text)) else None
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def classify(
-        self, features: Tensor | None, mask: Tensor | None = None, text: list[str] | None = None
+        self, features: Tensor | None, mask: Tensor | None = None, text: Sequence[str | None] | None = None
     ) -> Classification:
         """Class probabilities and per-query attention (b, q, n) for heatmaps; bf16 autocast on CUDA.
 
