@@ -102,6 +102,9 @@ def timing_worker(method: str, n: int, feature_dim: int, device: str, repeats: i
 
     from napari_pathm3.config import CorrelationConfig
     from napari_pathm3.model.correlation import CorrelationModule
+    from napari_pathm3.threads import apply_thread_policy
+
+    threads = apply_thread_policy().threads  # as the package runs torch work: free cores at this moment
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -117,7 +120,7 @@ def timing_worker(method: str, n: int, feature_dim: int, device: str, repeats: i
         times.append(time.perf_counter() - start)
         del out
     return {"method": method, "n": n, "min_s": round(min(times), 4), "median_s": round(statistics.median(times), 4),
-            "max_s": round(max(times), 4), "repeats": repeats}  # fmt: skip
+            "max_s": round(max(times), 4), "repeats": repeats, "torch_threads": threads}  # fmt: skip
 
 
 def memory_worker(what: str, n: int, feature_dim: int, size: str = "paper") -> dict[str, Any]:
