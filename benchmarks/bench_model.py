@@ -259,16 +259,16 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += ["", f"Correlation module forward ({record.get('device')}, feature dim {record.get('feature_dim')}, "
               "min / median / max of the repeats):", ""]  # fmt: skip
     lines += [
-        "| condition | load avg | method | patches | min s | median s | max s |",
-        "|---|---|---|---|---|---|---|",
+        "| condition | load avg | method | patches | torch threads | min s | median s | max s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, cond in record.get("timing", {}).items():
         for r in cond.get("rows", []):
             if "error" in r:
-                lines.append(f"| {name} | {_f(cond.get('load_average'))} | failed: {r['error']} | | | | |")
+                lines.append(f"| {name} | {_f(cond.get('load_average'))} | failed: {r['error']} | | | | | |")
                 continue
             lines.append(f"| {name} ({cond['busy_processes']} busy) | {_f(cond.get('load_average'))} | {r['method']} | "
-                         f"{r['n']} | {_f(r['min_s'], 3)} | {_f(r['median_s'], 3)} | {_f(r['max_s'], 3)} |")  # fmt: skip
+                         f"{r['n']} | {r.get('torch_threads', '–')} | {_f(r['min_s'], 3)} | {_f(r['median_s'], 3)} | {_f(r['max_s'], 3)} |")  # fmt: skip
     lines += ["", f"Peak memory of one no-grad forward on CPU (target for the full model: < {record.get('target_mb')} MB):",
               "", "| part | patches | peak RSS MB | torch import MB | weights MB | input MB | seconds | load avg | < 2 GB |",
               "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
