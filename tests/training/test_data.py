@@ -124,3 +124,15 @@ def test_training_with_some_captions_missing_in_image_text_mode(tmp_path):
     rec = res.history[0]
     assert np.isfinite(rec["train_loss"]) and np.isfinite(rec["train_loss_caption"])
     assert dataclasses.asdict(res.model.config)["mode"] == "image_text"
+
+
+def test_slide_grids_are_already_row_major(cmu_slide_path):
+    """caption_slide feeds grid-ordered features to the model: the grid must be row-major for local landmarks."""
+    from napari_pathm3.io.slide import open_slide
+    from napari_pathm3.tiling import make_grid
+    from napari_pathm3.training.data import row_major_order
+
+    with open_slide(cmu_slide_path) as slide:
+        grid = make_grid(slide)
+    assert len(grid) > 10
+    assert (row_major_order(grid.coords) == np.arange(len(grid))).all()
