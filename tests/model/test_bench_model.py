@@ -48,3 +48,15 @@ def test_quick_run_emits_one_json_line_and_renders(bench, tmp_path):
     assert set(record["timing"]) == {"quiet", "busy"}
     md = bench.to_markdown(record)
     assert "relative error" in md and "peak RSS MB" in md and "busy" in md
+
+
+def test_image_only_loss_ablation_runs_and_renders():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import ablation_image_only_loss as ablation
+    finally:
+        sys.path.remove(str(BENCH))
+    runs = [ablation.run(0, flag, 2, 2.0) for flag in (True, False)]
+    assert all(0.0 <= r["acc_image_only"] <= 1.0 and 0.0 <= r["acc_image_text"] <= 1.0 for r in runs)
+    md = ablation.to_markdown({"steps": 2, "signal": 2.0, "load_average": 0.0, "runs": runs, "mean": {}})
+    assert md.count("| True |") == 1 and md.count("| False |") == 1
