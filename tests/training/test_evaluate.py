@@ -90,3 +90,25 @@ def test_caption_metrics_use_the_requested_tokenizer():
     m = evaluate_model(model, bags, device="cpu", generate_kwargs={"max_new_tokens": 3})
     assert m["caption_tokenizer"] == "paper"
     assert {"bleu_4", "meteor_nltk", "rouge_l", "cider_d"} <= set(m) and "spice" not in m
+
+
+def test_evaluate_cli_headline_first_text_conditioned_last(tmp_path, capsys):
+    import json
+
+    from napari_pathm3.cli import main
+
+    _model("image_text").save_pretrained(tmp_path / "ckpt")
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    rows = ["slide,label,caption"]
+    for bag in make_bags(4, seed=8):
+        np.save(feats / f"{bag.slide_id}.npy", bag.features)
+        rows.append(f"{bag.slide_id},{'ab'[bag.label]},{bag.caption}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    rc = main(["evaluate", str(tmp_path / "ckpt"), "--manifest", str(tmp_path / "m.csv"), "--features", str(feats),
+               "--device", "cpu", "--no-generate"])  # fmt: skip
+    assert rc == 0
+    keys = list(json.loads(capsys.readouterr().out))
+    assert keys[:5] == ["mode", "classification_inputs", "n", "loss", "accuracy"]
+    tc = [i for i, k in enumerate(keys) if k.startswith("text_conditioned_")]
+    assert tc and tc == list(range(tc[0], len(keys)))  # all text-conditioned keys come last

@@ -278,6 +278,11 @@ def evaluate_model(
     if pred.captions is not None:
         out["caption_tokenizer"] = tokenizer
     out["class_names"] = list(model.config.class_names)
+    head = ("mode", "classification_inputs", "n", "loss")
+    order = {k: i for i, k in enumerate(head)}  # headline first, text-conditioned results after the rest
+    out = dict(
+        sorted(out.items(), key=lambda kv: order.get(kv[0], len(head) + kv[0].startswith(TEXT_PREFIX)))
+    )
     if return_predictions:
         out["predictions"] = [_prediction_row(pred, i) for i in range(len(pred.slide_ids))]
     return out
