@@ -71,8 +71,8 @@ def model_inputs(batch: Any, mode: str, alpha: float, *, device: Any) -> dict[st
 
 
 def _with_captions(batch: Batch) -> tuple[list[int], Batch | None]:
-    """Rows of ``batch`` that have a caption, and the sub-batch of them (None when there is none)."""
-    rows = [j for j, c in enumerate(batch.captions) if c is not None]
+    """Rows of ``batch`` that have a (non-blank) caption, and the sub-batch of them (None when there is none)."""
+    rows = [j for j, c in enumerate(batch.captions) if c is not None and c.strip()]
     if not rows:
         return rows, None
     if len(rows) == len(batch.captions):
