@@ -116,6 +116,13 @@ def test_caption_style_changes_the_leak_and_is_stated(tmp_path, synthetic_pg, mo
     assert all(r.caption.startswith("Tumor") for r in seen[0][1])  # raw text, as published
     assert all(r.caption.startswith("tumor") and "adenocarcinoma" not in r.caption for r in seen[2][1])
     assert json.loads((tmp_path / "r" / "results.json").read_text())["captions"] == "raw"
+    seen.clear()
+    if HAS_SWITCH:
+        run_patchgastric(synthetic_pg, out_dir=tmp_path / "a", variants=("all",), **kw)
+        assert [cfg.mode for _, _, cfg in seen] == [v.mode for v in VARIANTS.values()]
+    else:
+        with pytest.raises(PathM3Error, match="use_correlation"):
+            run_patchgastric(synthetic_pg, out_dir=tmp_path / "a", variants=("all",), **kw)
     with pytest.raises(PathM3Error, match="unknown protocol variant"):
         run_patchgastric(synthetic_pg, out_dir=tmp_path / "x", variants=("image_only",), **kw)
 

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
     p.add_argument("--variants", nargs="+", default=["image", "image_text"],
                    help="protocol: the paper's rows to run (image, image_text, text, image_no_correlation, "
-                        "image_single_task, ...; see docs/training.md)")  # fmt: skip
+                        "image_single_task, ..., or all; see docs/training.md)")  # fmt: skip
     p.add_argument("--caption-style", choices=("paper", "raw"), default="paper",
                    help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")

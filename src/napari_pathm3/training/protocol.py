@@ -285,7 +285,7 @@ def run_patchgastric(
         model_config: a ``PathM3Config``; its ``class_names`` are replaced by the three subtypes.
         train_config: a ``TrainConfig``; seed, mode, α (and val_metric for text rows) come from the variant.
         seeds: the random seeds (split and training).
-        variants: names from :data:`VARIANTS` (the paper's rows).
+        variants: names from :data:`VARIANTS` (the paper's rows), or ``("all",)``.
         captions: ``"paper"`` (lower-case, subtype sentence removed) or ``"raw"``; stated in the output.
         generate: generate test captions for variants with a caption branch (caption metrics).
 
@@ -296,6 +296,7 @@ def run_patchgastric(
     from .loop import train
     from .metrics import mean_std
 
+    variants = tuple(VARIANTS) if list(variants) == ["all"] else tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise PathM3Error(f"unknown protocol variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
