@@ -94,7 +94,7 @@ def test_caption_variants_report_caption_metrics(tmp_path, synthetic_pg, name):
     assert out["captions"] == "paper" and "subtype sentence" in out["captions_preprocessing"]
     assert out["variants"][name]["row_metric"] == VARIANTS[name].row_metric
     table = (tmp_path / "table.txt").read_text()
-    assert table.startswith("captions: paper") and "keyword rule" in table and "bleu_4" in table
+    assert table.startswith("captions: paper") and "keyword rule" in table and "BLEU@4" in table
 
 
 def test_caption_style_changes_the_leak_and_is_stated(tmp_path, synthetic_pg, monkeypatch):

@@ -246,10 +246,12 @@ class ProtocolResult:
             rows = [(v.row_metric, v.row_metric != "bleu_4")]
             if v.row_metric != "accuracy" and v.mode != "text" and v.alpha != 0.0:
                 rows.append(("accuracy", True))  # the image-only accuracy of a text-reading model, too
-            if v.captions:
-                rows += [(key, False) for _, key in CAPTION_ROWS if key != v.row_metric]
+            if v.captions:  # when captions were generated
+                have = self.summary.get(name, {})
+                rows += [(key, False) for _, key in CAPTION_ROWS if key != v.row_metric and key in have]
             for key, pct in rows:
-                label = f"{key} (%)" if pct else key
+                title = dict((k, t) for t, k in CAPTION_ROWS).get(key, key)
+                label = f"{title} (%)" if pct else title
                 lines.append(f"{name:<38}{label:<34}{cell(name, key, pct):>18}")
         return "\n".join(lines)
 
