@@ -69,7 +69,7 @@ def test_regions_to_caption_cli(cmu_slide_path: Path, tmp_path: Path) -> None:
     metrics = evaluate_model(best, bags, device="cpu")
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert np.asarray(metrics["confusion_matrix"]).sum() == 4
-    assert 0.0 <= metrics["bleu_4"] <= 1.0 and 0.0 <= metrics["cider"] <= 10.0
+    assert 0.0 <= metrics["bleu_4"] <= 1.0 and 0.0 <= metrics["cider_d"] <= 10.0
 
     out, png, geo = tmp_path / "cmu.json", tmp_path / "cmu.png", tmp_path / "top.geojson"
     rc = main(["caption", str(cmu_slide_path), "--model", str(best), "--out", str(out), "--heatmap", str(png),

@@ -17,7 +17,7 @@ from . import __version__
 from .errors import PathM3Error
 from .threads import ENV_VAR, quiet_openmp
 
-COMMANDS = ("info", "extract", "train", "evaluate", "caption", "demo")
+COMMANDS = ("info", "extract", "train", "evaluate", "score", "caption", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

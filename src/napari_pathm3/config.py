@@ -404,7 +404,8 @@ class TrainConfig(_JsonMixin):
         _check(self.mode in (None, "image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
         _check(self.alpha is None or 0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1] or None")
         _check(
-            self.val_metric in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss"),
+            self.val_metric
+            in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss", "text_conditioned_accuracy"),
             "val_metric",
             f"unknown metric {self.val_metric!r}",
         )

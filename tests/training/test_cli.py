@@ -35,7 +35,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert rc == 0
     m = json.loads(out.read_text())
     assert m["n"] == 4 and m["class_names"] == ["a", "b"]
-    assert {"accuracy", "auc", "macro_f1", "bleu_4", "meteor", "rouge_l", "cider"} <= set(m)
+    assert {"accuracy", "auc", "macro_f1", "bleu_4", "meteor_nltk", "rouge_l", "cider_d"} <= set(m)
     assert len(m["predictions"]) == 4 and isinstance(m["predictions"][0]["caption"], str)
 
 

@@ -1,7 +1,10 @@
 """``napari-pathm3 evaluate MODEL --manifest bags.csv --features FEATS``: test metrics as JSON.
 
-Classification (accuracy, balanced accuracy, macro-F1, one-vs-rest AUC, confusion matrix) on labelled bags;
-captions generated from the images (BLEU-1..4, METEOR exact-match, ROUGE-L, CIDEr-D) where a reference exists.
+Classification (accuracy, balanced accuracy, macro-F1, one-vs-rest AUC, confusion matrix) on labelled bags from
+the **images only** (no text, as for a new slide). A model that reads text (mode image_text / text) is also
+scored with the manifest caption as input: those figures are under ``text_conditioned_*`` keys and never replace
+the plain ones. Captions generated from the images are scored against the manifest captions where one exists:
+BLEU-1..4, ``meteor_nltk`` (exact-match METEOR), ROUGE-L (β=1.2), CIDEr-D; no SPICE.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", required=True, help="feature folder: one store/file per slide id")
     p.add_argument("--split", help="only rows of this split (e.g. test)")
     p.add_argument("--mode", choices=("image", "image_text", "text"),
-                   help="classification inputs (default: the model's); image_text/text use the manifest captions")  # fmt: skip
+                   help="evaluate the model in this mode (default: its own); accuracy etc. are image-only "
+                        "always, image_text/text add text_conditioned_* keys from the manifest captions")  # fmt: skip
+    p.add_argument("--tokenizer", choices=("paper", "words"), default="paper",
+                   help="caption tokens: paper = lower-case whitespace split (default), words = [a-z0-9]+ runs")  # fmt: skip
     p.add_argument("--no-generate", action="store_true", help="skip caption generation and caption metrics")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--num-beams", type=int, default=1)
@@ -42,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(
         args.model, records, features_dir=args.features, mode=args.mode, generate=not args.no_generate,
         batch_size=args.batch_size, device=args.device, return_predictions=args.predictions,
-        generate_kwargs={"num_beams": args.num_beams},
+        generate_kwargs={"num_beams": args.num_beams}, tokenizer=args.tokenizer,
     )  # fmt: skip
     text = json.dumps(metrics, indent=2, default=str)
     if args.out:

@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="protocol seeds")
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
+    p.add_argument("--variants", nargs="+", default=["image", "image_text"],
+                   help="protocol: the paper's rows to run (image, image_text, text, image_no_correlation, "
+                        "image_single_task, ..., or all; see docs/training.md)")  # fmt: skip
+    p.add_argument("--caption-style", choices=("paper", "raw"), default="paper",
+                   help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last")
     p.set_defaults(func=run)
@@ -123,11 +128,11 @@ def run(args: argparse.Namespace) -> int:
         )
         if not Path(captions).is_file():
             raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
-        dim = _feature_dim(patchgastric_subset(captions), args.features)
+        dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
         result = run_patchgastric(
             args.features, out_dir=args.out, captions_csv=captions, seeds=args.seeds,
             model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim), train_config=_train_config(args),
-            generate=not args.no_generate,
+            generate=not args.no_generate, variants=args.variants, captions=args.caption_style,
         )  # fmt: skip
         if int(os.environ.get("RANK", "0")) == 0:
             print(result.table())

@@ -1,4 +1,11 @@
-"""Run a model over a set of bags: class probabilities, losses, generated captions, and their metrics."""
+"""Run a model over a set of bags: class probabilities, losses, generated captions, and their metrics.
+
+Classification results are **image-only** under the plain keys (``accuracy``, ``balanced_accuracy``, ``macro_f1``,
+``auc``, ``confusion_matrix``, ``loss``): the Q-Former gets no text, as for a new slide (``text=None``). Models that
+read text (modes ``image_text`` and ``text``) are also scored with the reference caption as input; those results
+carry the prefix ``text_conditioned_`` (the paper's "image & text" and "text only" rows) and are never the
+headline: a new slide has no caption. A text-only model has no image-only path, so it has no plain keys.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +19,32 @@ from typing import Any
 import numpy as np
 
 from .._types import CancelToken, PathLike, check_cancel
-from .data import IGNORE_INDEX, BagDataset, BagRecord, SlideBag, _Indexed, collate_indexed
+from .data import IGNORE_INDEX, BagDataset, BagRecord, Batch, SlideBag, _Indexed, collate_indexed
 from .ddp import DistInfo, gather_objects
 
 log = logging.getLogger(__name__)
 
+TEXT_PREFIX = "text_conditioned_"
+TEXT_INPUTS = {"image_text": "image + reference caption", "text": "reference caption only"}
+
 
 @dataclass
 class Predictions:
-    """Per-bag outputs, in dataset order."""
+    """Per-bag outputs, in dataset order.
+
+    ``probabilities`` are image-only (NaN rows for a text-only model); ``text_probabilities`` are conditioned
+    on the reference caption (modes ``image_text``/``text``; NaN rows for bags without a caption), else None.
+    """
 
     slide_ids: list[str] = field(default_factory=list)
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # IGNORE_INDEX: no class
-    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (N, C)
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (N, C), image only
     references: list[str | None] = field(default_factory=list)
     captions: list[str] | None = None  # generated, when asked for
-    loss: float = float("nan")  # mean eq. (4) loss over batches with targets
+    loss: float = float("nan")  # mean eq. (4) loss of the image-only pass over bags with targets
+    text_probabilities: np.ndarray | None = None  # (N, C), text-conditioned
+    text_loss: float = float("nan")  # mean eq. (4) loss of the text-conditioned pass
+    mode: str = "image"
 
 
 def model_inputs(batch: Any, mode: str, alpha: float, *, device: Any) -> dict[str, Any]:
@@ -54,6 +71,31 @@ def model_inputs(batch: Any, mode: str, alpha: float, *, device: Any) -> dict[st
     }
 
 
+def _with_captions(batch: Batch) -> tuple[list[int], Batch | None]:
+    """Rows of ``batch`` that have a (non-blank) caption, and the sub-batch of them (None when there is none)."""
+    rows = [j for j, c in enumerate(batch.captions) if c is not None and c.strip()]
+    if not rows:
+        return rows, None
+    if len(rows) == len(batch.captions):
+        return rows, batch
+    sub = Batch(batch.features[rows], batch.mask[rows], batch.labels[rows],
+                [batch.captions[j] for j in rows], [batch.slide_ids[j] for j in rows])  # fmt: skip
+    return rows, sub
+
+
+def _run(core: Any, kw: dict[str, Any], device: Any, bf16: bool) -> tuple[np.ndarray, float | None]:
+    """Softmax probabilities and the finite loss (or None) of one forward pass."""
+    import torch
+
+    from ..model.device import autocast
+
+    with autocast(device, enabled=bf16):
+        out = core(**kw)
+    probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
+    loss = float(out.loss) if out.loss is not None and math.isfinite(float(out.loss)) else None
+    return probs, loss
+
+
 def predict(
     model: Any,
     dataset: Sequence[SlideBag],
@@ -69,73 +111,108 @@ def predict(
 ) -> Predictions:
     """Evaluate ``model`` (a ``PathM3Model``, or DDP-wrapped) on every bag of ``dataset``.
 
-    Under DDP each process takes a shard and the results are gathered on every process.
+    Every model with an image path is run without text (image-only probabilities and loss); a model of mode
+    ``image_text``/``text`` is also run with each bag's reference caption as text input. Under DDP each
+    process takes a shard and the results are gathered on every process.
     """
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
-
-    from ..model.device import autocast
 
     dist = dist or DistInfo()
     core = getattr(model, "module", model)
     mode = mode or core.config.mode
     device = device or core.device
+    c = core.config.num_classes
     sampler = DistributedSampler(
         _Indexed(dataset), num_replicas=dist.world_size, rank=dist.rank, shuffle=False
     )
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate_indexed)
     was_training = core.training
     core.eval()
-    rows: list[tuple[int, str, int, np.ndarray, str | None, str | None]] = []
-    loss_sum, loss_n = 0.0, 0
+    rows: list[tuple] = []
+    sums = {"image": [0.0, 0], "text": [0.0, 0]}
     try:
         with torch.no_grad():
             for batch in loader:
                 check_cancel(cancel)
-                kw = model_inputs(batch, mode, core.config.alpha, device=device)
-                with autocast(device, enabled=bf16):
-                    out = core(**kw)
-                if out.loss is not None and math.isfinite(float(out.loss)):
-                    loss_sum += float(out.loss) * len(batch.indices)
-                    loss_n += len(batch.indices)
-                probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()
-                gen: list[str | None] = [None] * len(batch.indices)
+                b = len(batch.indices)
+                probs = np.full((b, c), np.nan)
+                tprobs = np.full((b, c), np.nan) if mode in TEXT_INPUTS else None
+                if mode != "text":  # the image-only pass: what a new slide gets
+                    kw = model_inputs(batch, "image", core.config.alpha, device=device)
+                    probs, loss = _run(core, kw, device, bf16)
+                    if loss is not None:
+                        sums["image"][0] += loss * b
+                        sums["image"][1] += b
+                if tprobs is not None:
+                    have, sub = _with_captions(batch)
+                    if sub is not None:
+                        tp, loss = _run(core, model_inputs(sub, mode, core.config.alpha, device=device),
+                                        device, bf16)  # fmt: skip
+                        tprobs[have] = tp
+                        if loss is not None:
+                            sums["text"][0] += loss * len(have)
+                            sums["text"][1] += len(have)
+                gen: list[str | None] = [None] * b
                 if generate:
-                    gen = list(core.generate_captions(kw["features"], kw["mask"], **(generate_kwargs or {})))
-                for j, idx in enumerate(batch.indices):
-                    rows.append(
-                        (idx, batch.slide_ids[j], int(batch.labels[j]), probs[j], batch.captions[j], gen[j])
+                    gen = list(
+                        core.generate_captions(
+                            batch.features.to(device), batch.mask.to(device), **(generate_kwargs or {})
+                        )
                     )
+                for j, idx in enumerate(batch.indices):
+                    rows.append((idx, batch.slide_ids[j], int(batch.labels[j]), probs[j],
+                                 None if tprobs is None else tprobs[j], batch.captions[j], gen[j]))  # fmt: skip
     finally:
         core.train(was_training)
-    parts = gather_objects((rows, loss_sum, loss_n), dist)
+    parts = gather_objects((rows, sums), dist)
     merged = {r[0]: r for p in parts for r in p[0]}  # DistributedSampler pads by repeating bags: de-duplicate
     ordered = [merged[i] for i in sorted(merged)]
-    total_n = sum(p[2] for p in parts)
-    c = core.config.num_classes
+
+    def mean_loss(key: str) -> float:
+        n = sum(p[1][key][1] for p in parts)
+        return sum(p[1][key][0] for p in parts) / n if n else float("nan")
+
     return Predictions(
         slide_ids=[r[1] for r in ordered],
         labels=np.asarray([r[2] for r in ordered], dtype=np.int64),
         probabilities=np.stack([r[3] for r in ordered]) if ordered else np.zeros((0, c)),
-        references=[r[4] for r in ordered],
-        captions=[r[5] or "" for r in ordered] if generate else None,
-        loss=sum(p[1] for p in parts) / total_n if total_n else float("nan"),
+        references=[r[5] for r in ordered],
+        captions=[r[6] or "" for r in ordered] if generate else None,
+        loss=mean_loss("image"),
+        text_probabilities=(np.stack([r[4] for r in ordered]) if ordered else np.zeros((0, c)))
+        if mode in TEXT_INPUTS
+        else None,
+        text_loss=mean_loss("text"),
+        mode=mode,
     )
 
 
-def metrics_of(pred: Predictions, num_classes: int) -> dict[str, Any]:
-    """Classification metrics over labelled bags, caption metrics over bags with a reference and a
-    generated caption, and the loss."""
+def metrics_of(pred: Predictions, num_classes: int, *, tokenizer: str = "paper") -> dict[str, Any]:
+    """Image-only classification metrics over labelled bags (plain keys), text-conditioned ones under
+    ``text_conditioned_*`` (models that read text), caption metrics over bags with a reference and a
+    generated caption, and the losses."""
     from .metrics import caption_metrics, classification_metrics
 
     out: dict[str, Any] = {"loss": pred.loss, "n": len(pred.slide_ids)}
-    has = pred.labels != IGNORE_INDEX
-    if has.any():
-        out.update(classification_metrics(pred.labels[has], pred.probabilities[has], num_classes=num_classes))
+    labelled = pred.labels != IGNORE_INDEX
+    if pred.mode != "text" and labelled.any():
+        out.update(
+            classification_metrics(
+                pred.labels[labelled], pred.probabilities[labelled], num_classes=num_classes
+            )
+        )
+    if pred.text_probabilities is not None:
+        ok = labelled & ~np.isnan(pred.text_probabilities).any(axis=1)
+        out[f"{TEXT_PREFIX}loss"] = pred.text_loss
+        out[f"{TEXT_PREFIX}n"] = int(ok.sum())
+        if ok.any():
+            tc = classification_metrics(pred.labels[ok], pred.text_probabilities[ok], num_classes=num_classes)
+            out.update({f"{TEXT_PREFIX}{k}": v for k, v in tc.items()})
     if pred.captions is not None:
         pairs = [(r, h) for r, h in zip(pred.references, pred.captions, strict=True) if r]
         if pairs:
-            out.update(caption_metrics([r for r, _ in pairs], [h for _, h in pairs]))
+            out.update(caption_metrics([r for r, _ in pairs], [h for _, h in pairs], tokenizer=tokenizer))
     return out
 
 
@@ -151,6 +228,7 @@ def evaluate_model(
     cancel: CancelToken | None = None,
     generate_kwargs: dict[str, Any] | None = None,
     return_predictions: bool = False,
+    tokenizer: str = "paper",
 ) -> dict[str, Any]:
     """Test metrics of a model (or a checkpoint folder) on bags or manifest records.
 
@@ -158,13 +236,15 @@ def evaluate_model(
         model: a ``PathM3Model`` or a folder written by ``save_pretrained``.
         data: bags, manifest records, or a :class:`BagDataset`.
         features_dir: where record keys are looked up.
-        mode: classification inputs (default: the model's mode). ``image_text``/``text`` use the reference
-            captions as text input, as in the paper's image & text inference.
-        generate: generate captions (image only) and add BLEU/METEOR/ROUGE-L/CIDEr.
+        mode: the model's mode to evaluate in (default: its own). The plain classification keys are always
+            image-only; ``image_text``/``text`` add ``text_conditioned_*`` keys that use the reference captions
+            as input (the paper's image & text / text only rows; not available for a new slide).
+        generate: generate captions (image only) and add BLEU-1..4, ``meteor_nltk``, ROUGE-L, CIDEr-D.
         return_predictions: add ``"predictions"``: per-bag id, label, probabilities and captions.
+        tokenizer: caption tokenisation (``"paper"`` or ``"words"``, see :mod:`.metrics`).
 
     Returns:
-        A JSON-serialisable dict of metrics.
+        A JSON-serialisable dict of metrics. ``classification_inputs`` says what the plain keys used.
     """
     from ..model import PathM3Model
     from ..model.device import resolve_device
@@ -184,14 +264,38 @@ def evaluate_model(
     )
     pred = predict(model, ds, batch_size=batch_size, generate=generate, device=dev, cancel=cancel,
                    generate_kwargs=generate_kwargs)  # fmt: skip
-    out = metrics_of(pred, model.config.num_classes)
+    out = metrics_of(pred, model.config.num_classes, tokenizer=tokenizer)
     out["mode"] = model.config.mode
+    out["classification_inputs"] = (
+        "image only (no text), as for a new slide"
+        if pred.mode != "text"
+        else "none: a text-only model cannot classify an image; see text_conditioned_*"
+    )
+    if pred.mode in TEXT_INPUTS:
+        out[f"{TEXT_PREFIX}inputs"] = (
+            f"{TEXT_INPUTS[pred.mode]}: the reference caption is a classifier input "
+            "(the paper's image & text / text only rows); a new slide has no caption"
+        )
+    if pred.captions is not None:
+        out["caption_tokenizer"] = tokenizer
     out["class_names"] = list(model.config.class_names)
+    head = ("mode", "classification_inputs", "n", "loss")
+    order = {k: i for i, k in enumerate(head)}  # headline first, text-conditioned results after the rest
+    out = dict(
+        sorted(out.items(), key=lambda kv: order.get(kv[0], len(head) + kv[0].startswith(TEXT_PREFIX)))
+    )
     if return_predictions:
-        out["predictions"] = [
-            {"slide_id": s, "label": int(lab), "probabilities": p.tolist(), "reference": r,
-             "caption": None if pred.captions is None else pred.captions[i]}
-            for i, (s, lab, p, r) in enumerate(zip(pred.slide_ids, pred.labels, pred.probabilities,
-                                                   pred.references, strict=True))
-        ]  # fmt: skip
+        out["predictions"] = [_prediction_row(pred, i) for i in range(len(pred.slide_ids))]
     return out
+
+
+def _prediction_row(pred: Predictions, i: int) -> dict[str, Any]:
+    def probs(p: np.ndarray | None) -> list[float] | None:
+        return None if p is None or np.isnan(p[i]).any() else p[i].tolist()
+
+    row: dict[str, Any] = {"slide_id": pred.slide_ids[i], "label": int(pred.labels[i]),
+                           "probabilities": probs(pred.probabilities), "reference": pred.references[i],
+                           "caption": None if pred.captions is None else pred.captions[i]}  # fmt: skip
+    if pred.text_probabilities is not None:
+        row[f"{TEXT_PREFIX}probabilities"] = probs(pred.text_probabilities)
+    return row

@@ -1,16 +1,24 @@
-"""Classification and caption metrics, one function each (numpy; nltk / rouge-score for BLEU and ROUGE-L).
+"""Classification and caption metrics, one function each (numpy; nltk for BLEU and METEOR).
 
 Exact variants, so numbers can be compared with other work:
 
-* Tokenisation (:func:`tokenize`): lower-case, words are runs of letters/digits (``re`` only, no punkt).
-* BLEU-1..4: ``nltk.translate.bleu_score.corpus_bleu`` with uniform weights, no smoothing.
-* METEOR: nltk's ``single_meteor_score`` (α=0.9, β=3, γ=0.5) restricted to the **exact-match** stage — WordNet
-  synonyms need a corpus download, so no stem or synonym matches; max over references, mean over the corpus.
-  Scores are therefore a little lower than Java METEOR 1.5 (coco-caption) on the same captions.
-* ROUGE-L: ``rouge_score`` ROUGE-L F1 (β=1) on :func:`tokenize` tokens, max over references, corpus mean.
-  coco-caption's ROUGE-L uses β=1.2 instead.
-* CIDEr-D: coco-caption's ``CiderD`` (n=1..4, σ=6, clipped tf-idf, ×10, document frequencies over the
-  reference corpus being scored), re-implemented here in pure python.
+* Tokenisation (:func:`tokenize`), one scheme for every caption metric:
+
+  - ``"paper"`` (default): lower-case, split on whitespace. This is how the paper's per-example BLEU@4 values
+    (Table 5: 0.342, 0.584, 0.852) come out: punctuation is a token of its own where the text spaces it
+    (``"ducts ."`` -> ``ducts``, ``.``) and stays attached where it does not (``"epithelium,"`` is one token,
+    as in the paper's reference captions).
+  - ``"words"``: lower-case runs of ``[a-z0-9]`` (punctuation and hyphens dropped; this project's old default).
+* BLEU-1..4: ``nltk.translate.bleu_score.corpus_bleu`` with uniform weights, no smoothing (equal to
+  pycocoevalcap's corpus BLEU on the same tokens); :func:`sentence_bleu4` scores one caption.
+* ``meteor_nltk``: nltk's ``single_meteor_score`` (α=0.9, β=3, γ=0.5) restricted to the **exact-match**
+  stage — WordNet synonyms need a corpus download, so no stem or synonym matches; max over references, mean
+  over the corpus. It is not the Java METEOR 1.5 of coco-caption / the paper and reads lower.
+* ROUGE-L: coco-caption's definition (pycocoevalcap ``Rouge``): LCS precision and recall, each the max over
+  references, F-measure with β=1.2; corpus mean.
+* CIDEr-D (``cider_d``): coco-caption's ``CiderD`` (n=1..4, σ=6, clipped tf-idf, ×10, document frequencies over
+  the reference corpus being scored), re-implemented here in pure python.
+* SPICE is **not** computed (it needs Java and the Stanford CoreNLP scene-graph parser).
 """
 
 from __future__ import annotations
@@ -117,14 +125,22 @@ def classification_metrics(
 # --------------------------------------------------------------------------------------------- captions
 
 References = Sequence[str | Sequence[str]]
+TOKENIZERS = ("paper", "words")
+DEFAULT_TOKENIZER = "paper"
+ROUGE_BETA = 1.2  # coco-caption's ROUGE-L
+CAPTION_METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor_nltk", "rouge_l", "cider_d")
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens: runs of ``[a-z0-9]`` (punctuation and hyphens split words)."""
-    return _WORD.findall(text.lower())
+def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
+    """Caption tokens: ``"paper"`` = lower-case whitespace split; ``"words"`` = lower-case ``[a-z0-9]+`` runs."""
+    if tokenizer == "paper":
+        return text.lower().split()
+    if tokenizer == "words":
+        return _WORD.findall(text.lower())
+    raise ValueError(f"tokenizer: one of {', '.join(TOKENIZERS)}, got {tokenizer!r}")
 
 
-def _refs(references: References, n: int) -> list[list[list[str]]]:
+def _refs(references: References, n: int, tokenizer: str) -> list[list[list[str]]]:
     if len(references) != n:
         raise ValueError(f"references: {len(references)} entries for {n} hypotheses")
     out = []
@@ -132,22 +148,39 @@ def _refs(references: References, n: int) -> list[list[list[str]]]:
         group = [r] if isinstance(r, str) else list(r)
         if not group:
             raise ValueError("references: every hypothesis needs at least one reference")
-        out.append([tokenize(x) for x in group])
+        out.append([tokenize(x, tokenizer) for x in group])
     return out
 
 
-def bleu(references: References, hypotheses: Sequence[str]) -> dict[str, float]:
+def _clean_bleu(s: float) -> float:
+    return float(s) if s > 1e-30 else 0.0  # nltk returns ~1e-78 instead of 0 when an order has no match
+
+
+def bleu(
+    references: References, hypotheses: Sequence[str], *, tokenizer: str = DEFAULT_TOKENIZER
+) -> dict[str, float]:
     """Corpus BLEU-1..4 (nltk ``corpus_bleu``, uniform n-gram weights, no smoothing)."""
     from nltk.translate.bleu_score import corpus_bleu
 
-    refs = _refs(references, len(hypotheses))
-    hyps = [tokenize(h) for h in hypotheses]
+    refs = _refs(references, len(hypotheses), tokenizer)
+    hyps = [tokenize(h, tokenizer) for h in hypotheses]
     weights = [(1.0,), (0.5, 0.5), (1 / 3, 1 / 3, 1 / 3), (0.25, 0.25, 0.25, 0.25)]
     with warnings.catch_warnings():  # nltk warns on every zero n-gram count; 0 is the documented score
         warnings.simplefilter("ignore", UserWarning)
         scores = corpus_bleu(refs, hyps, weights=weights)
-    # nltk returns ~1e-78 instead of 0 when an order has no match
-    return {f"bleu_{i + 1}": float(s) if s > 1e-30 else 0.0 for i, s in enumerate(scores)}
+    return {f"bleu_{i + 1}": _clean_bleu(s) for i, s in enumerate(scores)}
+
+
+def sentence_bleu4(
+    reference: str | Sequence[str], hypothesis: str, *, tokenizer: str = DEFAULT_TOKENIZER
+) -> float:
+    """BLEU@4 of one caption (nltk ``sentence_bleu``, no smoothing): the per-example score of Table 5."""
+    from nltk.translate.bleu_score import sentence_bleu
+
+    refs = _refs([reference], 1, tokenizer)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _clean_bleu(sentence_bleu(refs, tokenize(hypothesis, tokenizer)))
 
 
 class _NoSynonyms:
@@ -164,38 +197,50 @@ class _NoStem:
         return word
 
 
-def meteor(references: References, hypotheses: Sequence[str]) -> float:
-    """METEOR with exact matching only (nltk's scorer, α=0.9, β=3, γ=0.5), max over references,
-    mean over the corpus."""
+def meteor_nltk(
+    references: References, hypotheses: Sequence[str], *, tokenizer: str = DEFAULT_TOKENIZER
+) -> float:
+    """nltk's METEOR restricted to exact matches (α=0.9, β=3, γ=0.5; no stems, no WordNet synonyms), max over
+    references, mean over the corpus. Not Java METEOR 1.5 (the paper's)."""
     from nltk.translate.meteor_score import single_meteor_score
 
-    refs = _refs(references, len(hypotheses))
+    refs = _refs(references, len(hypotheses), tokenizer)
     scores = []
     for group, hyp in zip(refs, hypotheses, strict=True):
-        h = tokenize(hyp)
+        h = tokenize(hyp, tokenizer)
         scores.append(
             max(single_meteor_score(r, h, stemmer=_NoStem(), wordnet=_NoSynonyms()) for r in group)  # type: ignore[arg-type]
         )
     return float(np.mean(scores)) if scores else float("nan")
 
 
-class _Tokenizer:
-    @staticmethod
-    def tokenize(text: str) -> list[str]:
-        return tokenize(text)
+def _lcs(a: list[str], b: list[str]) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
 
 
-def rouge_l(references: References, hypotheses: Sequence[str]) -> float:
-    """ROUGE-L F1 (``rouge_score``, no stemming, :func:`tokenize`), max over references, corpus mean."""
-    from rouge_score import rouge_scorer
-
-    if len(references) != len(hypotheses):
-        raise ValueError(f"references: {len(references)} entries for {len(hypotheses)} hypotheses")
-    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokenizer())
+def rouge_l(
+    references: References,
+    hypotheses: Sequence[str],
+    *,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    beta: float = ROUGE_BETA,
+) -> float:
+    """ROUGE-L as coco-caption computes it: per hypothesis, LCS precision and recall (each the max over its
+    references), ``F = (1+β²)PR / (R + β²P)`` with β=1.2 (0 when P or R is 0); mean over the corpus."""
+    refs = _refs(references, len(hypotheses), tokenizer)
     scores = []
-    for r, hyp in zip(references, hypotheses, strict=True):
-        group = [r] if isinstance(r, str) else list(r)
-        scores.append(max(scorer.score(ref, hyp)["rougeL"].fmeasure for ref in group))
+    for group, hyp in zip(refs, hypotheses, strict=True):
+        h = tokenize(hyp, tokenizer)
+        lcs = [_lcs(r, h) for r in group]
+        p = max((c / len(h) if h else 0.0) for c in lcs)
+        r = max((c / len(ref) if ref else 0.0) for c, ref in zip(lcs, group, strict=True))
+        scores.append((1 + beta**2) * p * r / (r + beta**2 * p) if p > 0 and r > 0 else 0.0)
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -203,13 +248,20 @@ def _ngrams(tokens: list[str], n: int = 4) -> Counter:
     return Counter(tuple(tokens[i : i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
 
 
-def cider_d(references: References, hypotheses: Sequence[str], *, n: int = 4, sigma: float = 6.0) -> float:
+def cider_d(
+    references: References,
+    hypotheses: Sequence[str],
+    *,
+    n: int = 4,
+    sigma: float = 6.0,
+    tokenizer: str = DEFAULT_TOKENIZER,
+) -> float:
     """CIDEr-D (Vedantam et al. 2015, coco-caption's ``CiderD``): mean over n=1..n of the clipped tf-idf
     cosine between hypothesis and each reference, times a Gaussian length penalty (σ), averaged over
     references, ×10; document frequencies come from the references of this corpus."""
-    refs = _refs(references, len(hypotheses))
+    refs = _refs(references, len(hypotheses), tokenizer)
     crefs = [[_ngrams(r, n) for r in group] for group in refs]
-    ctest = [_ngrams(tokenize(h), n) for h in hypotheses]
+    ctest = [_ngrams(tokenize(h, tokenizer), n) for h in hypotheses]
     df: Counter = Counter()
     for group in crefs:
         df.update({g for c in group for g in c})
@@ -247,12 +299,15 @@ def cider_d(references: References, hypotheses: Sequence[str], *, n: int = 4, si
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def caption_metrics(references: References, hypotheses: Sequence[str]) -> dict[str, float]:
-    """BLEU-1..4, METEOR (exact), ROUGE-L and CIDEr-D of generated captions against references."""
-    out = bleu(references, hypotheses)
-    out["meteor"] = meteor(references, hypotheses)
-    out["rouge_l"] = rouge_l(references, hypotheses)
-    out["cider"] = cider_d(references, hypotheses)
+def caption_metrics(
+    references: References, hypotheses: Sequence[str], *, tokenizer: str = DEFAULT_TOKENIZER
+) -> dict[str, float]:
+    """BLEU-1..4, ``meteor_nltk`` (exact match), ROUGE-L (β=1.2) and CIDEr-D of generated captions against
+    references, all on the same tokens (:func:`tokenize`). No SPICE."""
+    out = bleu(references, hypotheses, tokenizer=tokenizer)
+    out["meteor_nltk"] = meteor_nltk(references, hypotheses, tokenizer=tokenizer)
+    out["rouge_l"] = rouge_l(references, hypotheses, tokenizer=tokenizer)
+    out["cider_d"] = cider_d(references, hypotheses, tokenizer=tokenizer)
     return out
 
 
