@@ -97,19 +97,25 @@ def test_stale_detected_and_replaced(tmp_path: Path, changed: dict) -> None:
     assert w.done == 0 and not w.complete
 
 
-def test_half_created_or_garbage_store_is_stale(tmp_path: Path) -> None:
+def test_half_created_or_garbage_store_is_foreign_and_kept(tmp_path: Path) -> None:
+    """A folder without the store's own marker is never removed: extraction refuses it, nothing changes."""
     import zarr
 
     path = tmp_path / "h.zarr"
-    zarr.open_group(str(path), mode="w")  # killed before the attributes were written
-    assert inspect_bag(path, meta())[0] == "stale"
+    zarr.open_group(str(path), mode="w")  # e.g. another tool's group, or an interrupted format-1 creation
+    assert inspect_bag(path, meta())[0] == "foreign"
     junk = tmp_path / "j.zarr"
     junk.mkdir()
     (junk / "zarr.json").write_text("{not json")
-    assert inspect_bag(junk, meta())[0] == "stale"
+    assert inspect_bag(junk, meta())[0] == "foreign"
     with pytest.raises(FeatureStoreError, match="not a feature store"):
         read_bag(junk)
-    assert BagWriter.open(junk, meta=meta(), coords=COORDS, dim=D).done == 0
+    with pytest.raises(FeatureStoreError, match="nothing was changed"):
+        BagWriter.open(junk, meta=meta(), coords=COORDS, dim=D)
+    assert (junk / "zarr.json").read_text() == "{not json"
+    empty = tmp_path / "e.zarr"
+    empty.mkdir()  # an empty folder holds nothing to lose: it becomes the store
+    assert BagWriter.open(empty, meta=meta(), coords=COORDS, dim=D).done == 0
 
 
 def test_overwrite(tmp_path: Path) -> None:
