@@ -37,7 +37,7 @@ import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..config import PathM3Config, TrainConfig
-from ..errors import Cancelled, CheckpointError
+from ..errors import Cancelled, CheckpointError, NonFiniteError
 from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
@@ -279,6 +279,12 @@ def train(
                         outp = model(**model_inputs(batch, mode, alpha, device=device))
                     if outp.loss is None:
                         raise ValueError("batch without targets: bags need a class or a caption to train on")
+                    if not bool(torch.isfinite(outp.loss.detach())):  # stop before it reaches the weights
+                        raise NonFiniteError(
+                            f"training stopped: the loss is {float(outp.loss)} at epoch {epoch + 1}, step {step + 1} "
+                            f"(bags {list(getattr(batch, 'slide_ids', []))[:4]}); nothing of this step was saved. "
+                            "Check those bags for NaN/Inf features, or lower the learning rate"
+                        )
                     (outp.loss / group_size).backward()
                 for k in sums:
                     v = getattr(outp, k)
