@@ -26,6 +26,7 @@ __all__ = [
     "check_compatibility",
     "check_state_dict",
     "load_tensors",
+    "non_finite_tensors",
     "read_config",
     "write_checkpoint",
 ]
@@ -52,6 +53,13 @@ def _dedupe(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]
     return tensors, aliases
 
 
+def non_finite_tensors(tensors: dict[str, Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf."""
+    import torch
+
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def write_checkpoint(
     directory: PathLike,
     *,
@@ -73,10 +81,16 @@ def write_checkpoint(
     from safetensors.torch import save_file
 
     target = Path(directory).expanduser().resolve()
+    tensors, aliases = _dedupe(state)
+    bad = non_finite_tensors(tensors)
+    if bad:  # a diverged model: never written, so no checkpoint on disk is ever non-finite
+        raise CheckpointError(
+            f"{target}: not saved: {len(bad)} tensor(s) hold NaN/Inf (e.g. {bad[:3]}); training diverged: "
+            "lower the learning rate or check the features for NaN/Inf"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        tensors, aliases = _dedupe(state)
         meta = {"format": "pt", "pathm3_format": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
         payload = {"pathm3_format": FORMAT_VERSION, **config}
@@ -84,17 +98,36 @@ def write_checkpoint(
         for sub, fn in (writers or {}).items():
             (tmp / sub).mkdir(parents=True, exist_ok=True)
             fn(tmp / sub)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _move_into_place(tmp: Path, target: Path, attempts: int = 20) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, moving an existing ``target`` aside first. Another
+    process may put its own copy in place between the two renames ("Directory not empty"): move that aside
+    too and retry, so concurrent writers of one checkpoint (e.g. the demo model) never fail."""
+    import errno
+    import uuid
+
+    for _ in range(attempts):
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(target, old)
+            except FileNotFoundError:
+                old = None  # another writer moved it first
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise CheckpointError(f"{target}: could not be replaced ({attempts} concurrent writers); try again")
 
 
 def read_config(directory: PathLike) -> dict[str, Any]:
@@ -110,6 +143,10 @@ def read_config(directory: PathLike) -> dict[str, Any]:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{cfg_path}: unreadable config ({err}); re-save the checkpoint") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{cfg_path}: holds a JSON {type(data).__name__}, not an object of model settings; re-save the checkpoint"
+        )
     version = data.pop("pathm3_format", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -130,8 +167,17 @@ def load_tensors(directory: PathLike) -> dict[str, Tensor]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
-    for alias, name in json.loads(meta.get("aliases", "{}")).items():
-        tensors[alias] = tensors[name]
+    try:
+        for alias, name in json.loads(meta.get("aliases", "{}")).items():
+            tensors[alias] = tensors[name]
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise CheckpointError(f"{path}: damaged tensor aliases ({err}); re-save the checkpoint") from err
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} tensor(s) hold NaN/Inf (e.g. {bad[:3]}); the model diverged or the file is "
+            "damaged: use another checkpoint (e.g. best/ of an earlier run) or retrain"
+        )
     return tensors
 
 
