@@ -281,7 +281,7 @@ def train(
                         raise ValueError("batch without targets: bags need a class or a caption to train on")
                     if not bool(torch.isfinite(outp.loss.detach())):  # stop before it reaches the weights
                         raise NonFiniteError(
-                            f"training stopped: the loss is {float(outp.loss)} at epoch {epoch + 1}, step {step + 1} "
+                            f"training stopped: the loss is {float(outp.loss.detach())} at epoch {epoch + 1}, step {step + 1} "
                             f"(bags {list(getattr(batch, 'slide_ids', []))[:4]}); nothing of this step was saved. "
                             "Check those bags for NaN/Inf features, or lower the learning rate"
                         )
