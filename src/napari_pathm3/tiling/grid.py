@@ -135,11 +135,6 @@ def _geometry(slide: Any, config: TilingConfig, max_patches: int | None, *, warn
     if config.target_mpp is not None:
         mpp0 = slide.require_mpp()
         downsample = config.target_mpp / mpp0
-        if warn and downsample < 1.0 - config.mpp_tolerance:
-            warnings.warn(
-                f"target {config.target_mpp} µm/px is finer than the slide's {mpp0:.3f} µm/px; patches are upsampled",
-                stacklevel=3,
-            )
         read_level = slide.best_level_for_downsample(max(downsample, 1.0))
         level_ds = slide.level_downsamples[read_level]
         if abs(level_ds - downsample) <= config.mpp_tolerance * downsample:
@@ -159,6 +154,12 @@ def _geometry(slide: Any, config: TilingConfig, max_patches: int | None, *, warn
     xs = np.arange(0.0, w0 - size0 + 1e-6, step0) if w0 >= size0 else np.zeros(0)
     ys = np.arange(0.0, h0 - size0 + 1e-6, step0) if h0 >= size0 else np.zeros(0)
     _check_sane(slide, config, size0, len(xs) * len(ys), _max_patches(max_patches))
+    if warn and config.target_mpp is not None and downsample < 1.0 - config.mpp_tolerance:
+        warnings.warn(
+            f"target {config.target_mpp} µm/px is finer than the slide's {slide.mpp:.3f} µm/px; "
+            "patches are upsampled",
+            stacklevel=3,
+        )
     return _Geometry(read_level, read_size, downsample, out_mpp, xs, ys)
 
 
