@@ -194,7 +194,10 @@ def test_one_cache_shared_by_8_threads_and_4_processes(synthetic_slide: Path, tm
     assert len(list(cache.glob("*.zarr"))) == 2
 
     store = tmp_path / "shared.zarr"
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # forkserver: children fork from a clean, single-threaded server (no inherited locks or OpenMP teams)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["napari_pathm3.api", "napari_pathm3.features.extract", "torch", "zarr"])
+    with ctx.Pool(4) as pool:
         out = pool.map(_extract_job, [(str(synthetic_slide), str(store))] * 4)
     assert [msg for _, msg in out] == [""] * 4 and {n for n, _ in out} == {len(grid)}
     np.testing.assert_array_equal(read_bag(store).features, again)
@@ -481,3 +484,26 @@ def test_cli_bad_config_one_class_and_unreadable_input(
 
     assert cli.main(["info", str(tmp_path / "missing.svs")]) == 1
     assert "no such file" in _one_line(capsys)
+
+
+def test_concurrent_checkpoint_writers_never_fail(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Reported: concurrent demo-model writers died with "[Errno 39] Directory not empty"."""
+    from napari_pathm3.model import PathM3Model
+
+    model = PathM3Model.from_pretrained(tiny_ckpt)
+    errors: list[str] = []
+
+    def save() -> None:
+        try:
+            model.save_pretrained(tmp_path / "ckpt")
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=save) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    api.load_model(tmp_path / "ckpt", device="cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]

@@ -163,3 +163,28 @@ def test_feature_bag_validation() -> None:
     with pytest.raises(ValueError, match="coords"):
         FeatureBag(features=np.zeros((3, 2)), coords=np.zeros((2, 2)), patch_size=None, mpp=None, encoder_name="",
                    slide_id="x")  # fmt: skip
+
+
+def test_format1_store_is_ours_and_recomputed(tmp_path: Path) -> None:
+    """Stores written before the ownership marker are recognised by their attributes and replaced."""
+    import zarr
+
+    path = tmp_path / "v1.zarr"
+    g = zarr.open_group(str(path), mode="w")
+    g.create_array("features", shape=(N, D), chunks=(4, D), dtype="float32")
+    g.create_array("coords", shape=(N, 2), chunks=(N, 2), dtype="int64")
+    g.attrs.update({"format_version": 1, "slide_id": "s1", "n": N, "done": N, "complete": True})
+    assert inspect_bag(path, meta())[0] == "stale"
+    w = BagWriter.open(path, meta=meta(), coords=COORDS, dim=D)
+    assert w.done == 0 and read_bag(path, allow_partial=True).attrs["format_version"] == FORMAT_VERSION
+
+
+def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "k.zarr"
+    orphan = tmp_path / ".k.zarr.tmp-123-0123abcd"
+    orphan.mkdir()
+    (orphan / "zarr.json").write_text("{}")
+    kept = tmp_path / ".k.zarr.mine"  # not one of our temporary names
+    kept.mkdir()
+    fill(path)
+    assert not orphan.exists() and kept.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -48,6 +49,19 @@ def path_lock(path: Path, *, what: str = "cache entry") -> Iterator[None]:
 def temp_sibling(path: Path, tag: str) -> Path:
     """A hidden, unique name beside ``path`` (never mistaken for a store: it does not end like one)."""
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove temporary siblings of ``path`` left by killed processes (``.<name>.tmp-<pid>-<hex>`` and
+    ``.<name>.old-...``). Call only while holding ``path_lock(path)``: every live writer holds it while its
+    temporaries exist, so any found then are orphans."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(tmp|old)-\d+-[0-9a-f]{{8}}$")
+    if not path.parent.is_dir():
+        return
+    for p in path.parent.iterdir():
+        if pattern.match(p.name):
+            log.info("removing %s, left behind by an interrupted run", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def replace_dir(new: Path, target: Path) -> None:

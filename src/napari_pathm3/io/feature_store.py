@@ -41,7 +41,7 @@ import numpy as np
 
 from .._types import PathLike
 from ..errors import FeatureStoreError
-from ._atomic import path_lock, replace_dir, temp_sibling
+from ._atomic import path_lock, remove_leftovers, replace_dir, temp_sibling
 from ._store_files import (
     MARKER,
     MARKER_KEY,
@@ -187,6 +187,7 @@ def _create(
     import zarr
 
     n = int(meta["n"])
+    remove_leftovers(path)
     tmp = temp_sibling(path, "tmp")
     try:
         group = zarr.open_group(str(tmp), mode="w")
