@@ -104,6 +104,8 @@ def _load(path: Path, attrs: dict[str, Any], rows: int) -> tuple[np.ndarray, np.
     """
     import zarr
 
+    group: Any
+    arr: Any
     try:
         group = zarr.open_group(str(path), mode="r")
         arr, coords = group["features"], np.asarray(group["coords"][:], dtype=np.int64)

@@ -211,7 +211,11 @@ def _truncate(path: Path, attrs: dict[str, Any], row: int) -> dict[str, Any]:
     import zarr
 
     keep = row // int(attrs["chunk_rows"])
-    update = {"chunk_digests": list(attrs.get("chunk_digests") or [])[:keep], "done": row, "complete": False}
+    update: dict[str, Any] = {
+        "chunk_digests": list(attrs.get("chunk_digests") or [])[:keep],
+        "done": row,
+        "complete": False,
+    }
     zarr.open_group(str(path), mode="r+").attrs.update(update)
     return {**attrs, **update}
 
@@ -287,8 +291,8 @@ class BagWriter:
                 f"{start}-{stop - 1}; nothing was stored. Check the encoder, its weights and the slide's pixels"
             )
         with path_lock(self.path, what="feature store"):
-            group = zarr.open_group(str(self.path), mode="r+")
-            attrs = dict(group.attrs)  # what is on disk now: another writer may have moved on
+            group: Any = zarr.open_group(str(self.path), mode="r+")
+            attrs: dict[str, Any] = dict(group.attrs)  # what is on disk now: another writer may have moved on
             on_disk = int(attrs.get("done", -1))
             if _stale_reason(attrs, self._meta) is not None or on_disk < start:
                 raise FeatureStoreError(
@@ -307,7 +311,7 @@ class BagWriter:
         if self.done != self.n:
             raise FeatureStoreError(f"{self.path}: finish() with {self.done} of {self.n} rows written")
         with path_lock(self.path, what="feature store"):
-            group = zarr.open_group(str(self.path), mode="r+")
+            group: Any = zarr.open_group(str(self.path), mode="r+")
             if int(group.attrs.get("done", -1)) != self.n:
                 raise FeatureStoreError(f"{self.path}: the store was reset by another process; run again")
             if not group.attrs.get("complete"):

@@ -41,7 +41,8 @@ class _LevelReader:
         x0, x1, _ = xs.indices(self.shape[1])
         rest = key[2:]
         if y1 <= y0 or x1 <= x0:
-            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), self.dtype)[(..., *rest)]
+            empty = np.zeros((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), self.dtype)
+            return empty[(slice(None), slice(None), *rest)] if rest else empty
         px = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
         if self.ndim == 2:
             px = px[:, :, 0]

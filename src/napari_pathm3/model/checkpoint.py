@@ -114,9 +114,9 @@ def _move_into_place(tmp: Path, target: Path, attempts: int = 20) -> None:
 
     for _ in range(attempts):
         if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            old: Path | None = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
-                os.replace(target, old)
+                os.replace(target, old)  # type: ignore[arg-type]
             except FileNotFoundError:
                 old = None  # another writer moved it first
             if old is not None:
