@@ -378,24 +378,20 @@ def test_every_level_declares_what_it_reads(odd_slide: tuple[str, Path]) -> None
             np.testing.assert_array_equal(levels[0].compute(), np.moveaxis(img, 0, -1))
 
 
-def test_napari_layers_are_what_the_slide_is(odd_slide: tuple[str, Path]) -> None:
-    from napari.layers import Image
-    from napari.layers.utils.stack_utils import split_channels
+def test_napari_opens_them_as_what_they_are(odd_slide: tuple[str, Path]) -> None:
+    """Through napari's own open path (the npe2 reader contribution, ``channel_axis`` splitting), headless."""
+    from napari.components import ViewerModel
+    from npe2 import PluginManager
 
-    from napari_pathm3._napari.reader import slide_layer_data
-
+    PluginManager.instance().discover()
     kind, path = odd_slide
-    with api.open_slide(path) as slide:
-        data, kwargs, _ = slide_layer_data(slide)
-        if "channel_axis" in kwargs:
-            kw = dict(kwargs)
-            tuples = split_channels(data, kw.pop("channel_axis"), **kw)
-        else:
-            tuples = [(data, kwargs, "image")]
-        layers = [Image(d, **k) for d, k, _ in tuples]
+    _, _, _, shape0, dtype = IMAGES[kind]
+    layers = ViewerModel().open(str(path), plugin="napari-pathm3")
     assert len(layers) == (5 if kind == "fluorescence" else 1)
     for layer in layers:
-        assert layer.rgb == (kind in ("rgb", "rgba"))
+        level0 = layer.data[0] if layer.multiscale else layer.data
+        assert layer.rgb == (kind in ("rgb", "rgba")) and level0.dtype == dtype
+        assert level0.shape == (shape0 if layer.rgb else shape0[:2])
         lo, hi = layer.contrast_limits
         if kind in ("grey16", "fluorescence"):  # from the data, not the dtype's 0-65535 (which looks black)
             assert 0 <= lo < hi <= 4000
@@ -418,12 +414,20 @@ def test_captioning_a_non_rgb_slide_says_so_in_one_line(
 
 
 def test_napari_reader_says_why_it_refuses(tmp_path: Path) -> None:
+    """napari itself says only "refused the file"; the reader's warning (a notification in napari) says why."""
+    from napari.components import ViewerModel
+    from npe2 import PluginManager
+
     from napari_pathm3._napari.reader import napari_get_reader
 
     broken = tmp_path / "broken.svs"
     broken.write_bytes(b"II*\x00" + b"\x00" * 64)
     with pytest.warns(UserWarning, match="napari-pathm3 cannot open broken.svs: .*cannot open"):
         assert napari_get_reader(str(broken)) is None
+    PluginManager.instance().discover()
+    with pytest.warns(UserWarning, match="cannot open broken.svs: .*unsupported format"):
+        with pytest.raises(ValueError, match="refused the file"):
+            ViewerModel().open(str(broken), plugin="napari-pathm3")
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -66,6 +66,21 @@ def json_text(data: Any, *, what: str = "result") -> str:
         ) from err
 
 
+def finite_or_null(obj: Any) -> Any:
+    """A copy of ``obj`` (dicts, lists, tuples, numbers, numpy values) with NaN/Inf replaced by ``None``: for
+    summaries where "undefined" is a legitimate value (a metric without a validation set), so the JSON stays
+    valid."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.ndarray):
+        return finite_or_null(obj.tolist())
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def _first_non_finite(obj: Any, at: str) -> str | None:
     if isinstance(obj, float) and not math.isfinite(obj):
         return f"{at or 'the value'} = {obj}"
