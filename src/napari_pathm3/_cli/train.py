@@ -111,7 +111,10 @@ def _feature_dim(records, features_dir) -> int:
 
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        json.dump(obj, sys.stdout, indent=2, default=str)
+        from ..io.geojson import finite_or_null
+
+        # valid JSON: an undefined metric (NaN) is printed as null
+        json.dump(finite_or_null(obj), sys.stdout, indent=2, default=str, allow_nan=False)
         print()
 
 
