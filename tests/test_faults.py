@@ -511,3 +511,19 @@ def test_concurrent_checkpoint_writers_never_fail(tiny_ckpt: Path, tmp_path: Pat
     assert errors == []
     api.load_model(tmp_path / "ckpt", device="cpu")
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_saving_a_checkpoint_over_a_foreign_folder_removes_nothing(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from napari_pathm3.model import PathM3Model
+
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    model = PathM3Model.from_pretrained(tiny_ckpt)
+    with pytest.raises(
+        CheckpointError, match="not a napari-pathm3 checkpoint; nothing was changed or removed"
+    ):
+        model.save_pretrained(mine)
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    model.save_pretrained(tiny_ckpt.parent / "again")  # a new folder, then over our own checkpoint: fine
+    model.save_pretrained(tiny_ckpt.parent / "again")

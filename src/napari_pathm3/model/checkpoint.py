@@ -25,6 +25,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "check_compatibility",
     "check_state_dict",
+    "is_checkpoint_dir",
     "load_tensors",
     "non_finite_tensors",
     "read_config",
@@ -60,6 +61,27 @@ def non_finite_tensors(tensors: dict[str, Tensor]) -> list[str]:
     return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
+def is_checkpoint_dir(path: PathLike) -> bool:
+    """True when ``path`` is a folder this package wrote: its config.json carries ``pathm3_format``."""
+    try:
+        data = json.loads((Path(path) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "pathm3_format" in data
+
+
+def _check_replaceable(target: Path) -> None:
+    """Only an empty folder or a checkpoint of ours is ever replaced: anything else stays untouched."""
+    if not target.exists() or is_checkpoint_dir(target):
+        return
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    raise CheckpointError(
+        f"{target}: exists and is not a napari-pathm3 checkpoint; nothing was changed or removed. "
+        "Save to a new folder (or move this one away)"
+    )
+
+
 def write_checkpoint(
     directory: PathLike,
     *,
@@ -70,7 +92,8 @@ def write_checkpoint(
     """Write a checkpoint folder atomically.
 
     Args:
-        directory: target folder; an existing one is replaced only once the new one is complete.
+        directory: target folder; an existing checkpoint (or empty folder) is replaced only once the new one
+            is complete; any other existing folder or file is an error and is left untouched.
         config: JSON-serialisable model config (saved as config.json with a format version).
         state: tensors to save (tied tensors are stored once).
         writers: ``{subfolder: fn(path)}`` for tokenizers and HF configs (e.g. ``tok.save_pretrained``).
@@ -88,6 +111,7 @@ def write_checkpoint(
             f"{target}: not saved: {len(bad)} tensor(s) hold NaN/Inf (e.g. {bad[:3]}); training diverged: "
             "lower the learning rate or check the features for NaN/Inf"
         )
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -114,6 +138,7 @@ def _move_into_place(tmp: Path, target: Path, attempts: int = 20) -> None:
 
     for _ in range(attempts):
         if target.exists():
+            _check_replaceable(target)
             old: Path | None = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             try:
                 os.replace(target, old)  # type: ignore[arg-type]
