@@ -173,7 +173,7 @@ def train(
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from ..model.checkpoint import load_tensors
+    from ..model.checkpoint import is_checkpoint_dir, load_tensors
     from ..model.device import autocast, resolve_device
 
     config = config or TrainConfig()
@@ -240,7 +240,8 @@ def train(
         else:
             if resume:
                 log.info("no trainer state in %s: starting from scratch", last_dir)
-            if dist.is_main:  # a fresh run must not leave an older run's best checkpoint behind
+            # a fresh run must not leave an older run's best checkpoint behind (only ever a checkpoint of ours)
+            if dist.is_main and is_checkpoint_dir(out / "best"):
                 shutil.rmtree(out / "best", ignore_errors=True)
 
         model: Any = core
