@@ -7,7 +7,7 @@ Layout of ``<root>/<slide_id>.zarr`` (slide ids are %-quoted into file names)::
     attrs     napari_pathm3 ("feature-bag": the ownership marker), format_version, slide_id,
               slide_fingerprint, encoder {name, dim, input_size, mpp, weights_hash}, grid (PatchGrid.params()),
               patch_size, mpp, n, coords_sha256, dtype, chunk_rows, done (rows on disk),
-              chunk_digests (one BLAKE2b digest per written chunk), complete
+              chunk_digests (one CRC-32 per written chunk), complete
 
 Ownership: only a folder whose ``zarr.json`` carries the marker (and holds nothing but ``zarr.json``,
 ``features`` and ``coords``) is ever replaced or removed; anything else at a store path is an error and is
