@@ -119,16 +119,22 @@ def _load(path: Path, attrs: dict[str, Any], rows: int) -> tuple[np.ndarray, np.
     if coords_sha256(coords) != attrs.get("coords_sha256") or arr.shape[0] != n:
         raise _Damaged(0, "patch coordinates do not match their checksum")
     digests = list(attrs.get("chunk_digests") or [])
-    out = np.empty((rows, arr.shape[1]), arr.dtype)
+    try:
+        out = np.asarray(arr[:rows])  # one read (fast); on a codec error, find the chunk below
+    except Exception:
+        out = None
     for k, s in enumerate(range(0, rows, cr)):
         e = min(s + cr, rows)
-        try:
-            block = arr[s:e]
-        except Exception as err:  # truncated / garbage chunk: a codec error
-            raise _Damaged(
-                s, f"chunk {k} (patches {s}-{e - 1}) unreadable ({type(err).__name__}: {err})"
-            ) from err
-        if k >= len(digests) or digests[k] != _digest(block):
+        if out is None:
+            try:
+                arr[s:e]
+            except Exception as err:  # truncated / garbage chunk: a codec error
+                raise _Damaged(
+                    s, f"chunk {k} (patches {s}-{e - 1}) unreadable ({type(err).__name__}: {err})"
+                ) from err
+            continue
+        if k >= len(digests) or digests[k] != _digest(out[s:e]):
             raise _Damaged(s, f"chunk {k} (patches {s}-{e - 1}) does not match its checksum")
-        out[s:e] = block
+    if out is None:  # the whole read failed but no chunk alone does: report it whole
+        raise _Damaged(0, "features unreadable")
     return out, coords[:rows]
