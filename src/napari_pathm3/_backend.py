@@ -302,7 +302,7 @@ def train_on_regions(
     from .inference import _as_slide
     from .io.feature_store import FeatureBag
     from .model.device import resolve_device
-    from .tiling import detect_tissue, make_grid
+    from .tiling import check_grid, detect_tissue, make_grid
     from .training.loop import train
     from .training.regions import bags_from_regions
 
@@ -319,6 +319,7 @@ def train_on_regions(
     for k, (slide_like, slide_regions) in enumerate(regions):
         with _as_slide(slide_like) as slide:
             report(progress, k, len(regions), f"features of {slide.path.name}")
+            check_grid(slide, tiling)
             grid = make_grid(slide, tiling, tissue=detect_tissue(slide))
             feats = features_for(
                 slide, grid, enc, cache_dir=cache_dir, device=device, progress=None, cancel=cancel

@@ -80,9 +80,10 @@ def extract_features(
     """
     from .features.extract import extract_features as _extract
     from .inference import _as_slide
-    from .tiling import detect_tissue, make_grid
+    from .tiling import check_grid, detect_tissue, make_grid
 
     with _as_slide(slide) as s:
+        check_grid(s, tiling)  # fails fast (no mpp, absurd grid, not RGB) before tissue detection
         grid = make_grid(s, tiling or TilingConfig(), tissue=detect_tissue(s))
         return _extract(s, grid, encoder, store=store, device=device, progress=progress, cancel=cancel)
 

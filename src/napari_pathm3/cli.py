@@ -7,10 +7,12 @@ and sets ``func``; heavy imports happen inside ``func`` so ``--help`` is instant
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     for command in sub.choices.values():  # one thread option on every command (see napari_pathm3.threads)
+        # -v also after the command name; SUPPRESS keeps the top-level value when it is not repeated here
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log debug messages and show tracebacks")  # fmt: skip
         command.add_argument(
             "--threads",
             default=None,
@@ -67,12 +72,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except PathM3Error as err:  # expected failures: one clear line, no traceback
-        print(f"napari-pathm3 {args.command}: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"napari-pathm3 {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # one line and a non-zero exit; the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"napari-pathm3 {args.command}: error: {error_line(err, verbose=args.verbose)}", file=sys.stderr
+        )
+        return 1
+
+
+def error_line(err: BaseException, *, verbose: bool = False) -> str:
+    """One line for an error: ours carry their fix; OS errors name the file; anything else its type."""
+    if isinstance(err, PathM3Error):
+        text = str(err)
+    elif isinstance(err, ValueError) and not isinstance(err, UnicodeError):
+        text = str(err)  # settings validation: the message names the field (config.py, argument checks)
+    elif isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        hint = {
+            errno.ENOSPC: " (the disk is full: free space or write elsewhere)",
+            errno.EDQUOT: " (disk quota exceeded: free space or write elsewhere)",
+            errno.EACCES: " (no permission: pick another path)",
+            errno.EROFS: " (read-only file system: write elsewhere)",
+        }.get(err.errno or 0, "")
+        text = f"{where}{err.strerror or err}{hint}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+        if not verbose:
+            text += " (run with -v for the traceback)"
+    return " ".join(text.split())  # one line, whatever the message held
 
 
 if __name__ == "__main__":  # pragma: no cover

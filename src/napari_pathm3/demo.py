@@ -121,7 +121,10 @@ def ensure_demo_model(
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else demo_model_dir()
     final = root / "model"
-    with _lock:  # one training per process; other callers wait and reuse it
+    from .io._atomic import path_lock
+
+    # one training per process (thread lock) and across processes (file lock): other callers wait and reuse it
+    with _lock, path_lock(final, what="demo model"):
         if (final / "config.json").is_file() and not force:
             return final
         root.mkdir(parents=True, exist_ok=True)

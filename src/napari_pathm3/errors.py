@@ -16,6 +16,16 @@ class MissingMppError(PathM3Error):
     """The slide has no microns-per-pixel and the operation needs a physical resolution."""
 
 
+class GridError(PathM3Error):
+    """The patch grid a slide's metadata implies is absurd (patches of a few pixels, millions of patches):
+    usually a wrong microns-per-pixel in the file."""
+
+
+class NotBrightfieldError(SlideReadError):
+    """The slide is not a brightfield RGB image (fluorescence, multichannel, 16-bit grey): it can be viewed,
+    but PathM3's encoders and models need brightfield RGB."""
+
+
 class NoTissueError(PathM3Error):
     """Tissue detection found nothing to analyse."""
 
@@ -30,6 +40,10 @@ class EncoderError(PathM3Error):
 
 class FeatureStoreError(PathM3Error):
     """A feature store is corrupt, incomplete or does not match the requested slide/grid/encoder."""
+
+
+class NonFiniteError(PathM3Error):
+    """A number that must be finite is NaN or Inf (a training loss, a feature, a weight, a probability)."""
 
 
 class Cancelled(PathM3Error):

@@ -26,7 +26,7 @@ from .heatmaps import patch_boxes
 from .heatmaps import top_k as _top_k
 from .io.geojson import polygons_to_geojson, write_json_atomic
 from .io.slide import Slide, open_slide
-from .tiling import PatchGrid, TissueMask, detect_tissue, make_grid
+from .tiling import PatchGrid, TissueMask, check_grid, detect_tissue, make_grid
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,8 @@ def caption_slide(
     enc = _backend.load_encoder(encoder, model=pm, device=device)
     tiling = tiling or _backend.model_tiling(pm) or TilingConfig()
     with _as_slide(slide_or_path) as slide:
+        # no mpp, an absurd grid, not brightfield RGB: one clear error now, before tissue detection
+        check_grid(slide, tiling)
         report(progress, 0, total, "tissue")
         with _timed(timings, "tissue"):
             tissue = detect_tissue(slide)

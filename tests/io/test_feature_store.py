@@ -97,19 +97,25 @@ def test_stale_detected_and_replaced(tmp_path: Path, changed: dict) -> None:
     assert w.done == 0 and not w.complete
 
 
-def test_half_created_or_garbage_store_is_stale(tmp_path: Path) -> None:
+def test_half_created_or_garbage_store_is_foreign_and_kept(tmp_path: Path) -> None:
+    """A folder without the store's own marker is never removed: extraction refuses it, nothing changes."""
     import zarr
 
     path = tmp_path / "h.zarr"
-    zarr.open_group(str(path), mode="w")  # killed before the attributes were written
-    assert inspect_bag(path, meta())[0] == "stale"
+    zarr.open_group(str(path), mode="w")  # e.g. another tool's group, or an interrupted format-1 creation
+    assert inspect_bag(path, meta())[0] == "foreign"
     junk = tmp_path / "j.zarr"
     junk.mkdir()
     (junk / "zarr.json").write_text("{not json")
-    assert inspect_bag(junk, meta())[0] == "stale"
+    assert inspect_bag(junk, meta())[0] == "foreign"
     with pytest.raises(FeatureStoreError, match="not a feature store"):
         read_bag(junk)
-    assert BagWriter.open(junk, meta=meta(), coords=COORDS, dim=D).done == 0
+    with pytest.raises(FeatureStoreError, match="nothing was changed"):
+        BagWriter.open(junk, meta=meta(), coords=COORDS, dim=D)
+    assert (junk / "zarr.json").read_text() == "{not json"
+    empty = tmp_path / "e.zarr"
+    empty.mkdir()  # an empty folder holds nothing to lose: it becomes the store
+    assert BagWriter.open(empty, meta=meta(), coords=COORDS, dim=D).done == 0
 
 
 def test_overwrite(tmp_path: Path) -> None:
@@ -157,3 +163,28 @@ def test_feature_bag_validation() -> None:
     with pytest.raises(ValueError, match="coords"):
         FeatureBag(features=np.zeros((3, 2)), coords=np.zeros((2, 2)), patch_size=None, mpp=None, encoder_name="",
                    slide_id="x")  # fmt: skip
+
+
+def test_format1_store_is_ours_and_recomputed(tmp_path: Path) -> None:
+    """Stores written before the ownership marker are recognised by their attributes and replaced."""
+    import zarr
+
+    path = tmp_path / "v1.zarr"
+    g = zarr.open_group(str(path), mode="w")
+    g.create_array("features", shape=(N, D), chunks=(4, D), dtype="float32")
+    g.create_array("coords", shape=(N, 2), chunks=(N, 2), dtype="int64")
+    g.attrs.update({"format_version": 1, "slide_id": "s1", "n": N, "done": N, "complete": True})
+    assert inspect_bag(path, meta())[0] == "stale"
+    w = BagWriter.open(path, meta=meta(), coords=COORDS, dim=D)
+    assert w.done == 0 and read_bag(path, allow_partial=True).attrs["format_version"] == FORMAT_VERSION
+
+
+def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "k.zarr"
+    orphan = tmp_path / ".k.zarr.tmp-123-0123abcd"
+    orphan.mkdir()
+    (orphan / "zarr.json").write_text("{}")
+    kept = tmp_path / ".k.zarr.mine"  # not one of our temporary names
+    kept.mkdir()
+    fill(path)
+    assert not orphan.exists() and kept.exists()

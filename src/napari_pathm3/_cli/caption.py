@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from .._backend import user_cache_dir
     from ..inference import save_heatmap_png
-    from ..io.geojson import write_json_atomic
+    from ..io.geojson import json_text, write_json_atomic
 
     bar = _Bar(disable=args.quiet)
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
@@ -93,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_json_atomic(args.out, data)
     else:
-        json.dump(data, sys.stdout, indent=2)
-        print()
+        print(json_text(data))  # strict JSON: NaN/Inf is an error, never a NaN literal
     if args.heatmap is not None:
         save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size)
     if args.csv is not None:

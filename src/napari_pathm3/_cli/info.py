@@ -24,6 +24,10 @@ def run(args: argparse.Namespace) -> int:
     with open_slide(args.slide, mpp=args.mpp) as slide:
         meta = slide.metadata()
         meta.pop("properties")
+        if not slide.is_rgb:  # fluorescence / greyscale: metadata only (tissue detection needs RGB)
+            json.dump(meta, sys.stdout, indent=2)
+            print()
+            return 0
         tissue = detect_tissue(slide)
         meta["tissue_fraction"] = tissue.tissue_fraction
         if slide.mpp is not None:

@@ -72,9 +72,18 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
     from ..config import PathM3Config
 
     if args.model_config:
-        data = json.loads(Path(args.model_config).read_text())
-        data.pop("pathm3_format", None)
-        cfg = PathM3Config.from_dict(data)
+        from ..errors import PathM3Error
+
+        try:
+            data = json.loads(Path(args.model_config).read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"holds a JSON {type(data).__name__}, not an object of model settings")
+            data.pop("pathm3_format", None)
+            cfg = PathM3Config.from_dict(data)
+        except (ValueError, TypeError) as err:
+            raise PathM3Error(
+                f"--model-config {args.model_config}: {err}; pass a checkpoint's config.json"
+            ) from err
     elif args.tiny:
         cfg = PathM3Config.tiny(feature_dim=feature_dim, class_names=class_names)
     else:
@@ -107,7 +116,10 @@ def _feature_dim(records, features_dir) -> int:
 
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        json.dump(obj, sys.stdout, indent=2, default=str)
+        from ..io.geojson import finite_or_null
+
+        # valid JSON: an undefined metric (NaN) is printed as null
+        json.dump(finite_or_null(obj), sys.stdout, indent=2, default=str, allow_nan=False)
         print()
 
 
@@ -142,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise PathM3Error(f"{args.manifest}: no rows")
     class_names = tuple(args.classes) if args.classes else class_names_from(records)
+    if len(class_names) < 2:
+        raise PathM3Error(
+            f"{args.manifest}: its labels name {len(class_names)} class(es) {list(class_names)}; "
+            "training a classifier needs at least two (add bags of another class, or pass --classes)"
+        )
     parts = split_records(records)
     train_recs, val_recs = parts["train"], parts["val"]
     if not val_recs and args.val_fraction > 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
         open_slide(p).close()
     except (SlideReadError, OSError) as err:
         log.info("napari-pathm3 does not read %s: %s", p, err)
+        # napari shows warnings as notifications: say why, instead of a bare "no reader" (issue 13)
+        warnings.warn(f"napari-pathm3 cannot open {p.name}: {err}", stacklevel=2)
         return None
     return read_slide
 
@@ -44,16 +47,21 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
 
 def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
-    """Layer-data tuple of a slide: lazy multiscale pyramid, scale in µm (pixels when mpp is unknown)."""
-    from ..io.pyramid import multiscale
+    """Layer-data tuple of a slide: lazy multiscale pyramid, scale in µm (pixels when mpp is unknown).
+
+    Brightfield slides are one RGB layer; others keep their samples: one greyscale layer, or one layer per
+    channel (``channel_axis``), with contrast limits from the data (see :func:`~..io.pyramid.contrast_limits`).
+    """
+    from ..io.pyramid import contrast_limits, multiscale
 
     levels = multiscale(slide)
     mpp_xy = slide.mpp_xy
+    limits = contrast_limits(slide)
     kwargs: dict[str, Any] = {
         "name": name or slide.path.stem,
-        "rgb": True,
+        "rgb": slide.is_rgb,
         "multiscale": len(levels) > 1,
-        "contrast_limits": (0, 255),
+        "contrast_limits": limits[0],
         # napari's dask chunk cache may grow to 25% of RAM while panning a large slide; OpenSlide keeps its
         # own bounded tile cache, so memory stays flat without it (docs/benchmarks.md)
         "cache": False,
@@ -64,4 +72,14 @@ def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
         kwargs["scale"] = (mpp_xy[1], mpp_xy[0])  # (y, x) µm per level-0 pixel
         kwargs["units"] = ("um", "um")
     data = levels if len(levels) > 1 else levels[0]
+    if not slide.is_rgb and slide.channels > 1:  # one layer per channel; per-channel values given explicitly
+        n = slide.channels
+        kwargs.update(
+            channel_axis=2, contrast_limits=limits, name=[f"{kwargs['name']} [{c}]" for c in range(n)],
+            metadata=[kwargs["metadata"]] * n, blending=["translucent_no_depth"] + ["additive"] * (n - 1),
+        )  # fmt: skip
+        kwargs.pop("rgb")
+        for key in ("scale", "units"):
+            if key in kwargs:
+                kwargs[key] = [kwargs[key]] * n
     return (data, kwargs, "image")

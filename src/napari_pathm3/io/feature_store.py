@@ -4,20 +4,31 @@ Layout of ``<root>/<slide_id>.zarr`` (slide ids are %-quoted into file names)::
 
     features  [N, D] float32 (or float16), chunks of ``chunk_rows`` rows
     coords    [N, 2] int64 level-0 (x, y), written whole at creation
-    attrs     format_version, slide_id, slide_fingerprint, encoder {name, dim, input_size, mpp, weights_hash},
-              grid (PatchGrid.params()), patch_size, mpp, n, coords_sha256, dtype, chunk_rows,
-              done (rows on disk), complete
+    attrs     napari_pathm3 ("feature-bag": the ownership marker), format_version, slide_id,
+              slide_fingerprint, encoder {name, dim, input_size, mpp, weights_hash}, grid (PatchGrid.params()),
+              patch_size, mpp, n, coords_sha256, dtype, chunk_rows, done (rows on disk),
+              chunk_digests (one CRC-32 per written chunk), complete
 
-Crash safety: a chunk is written whole (rows ``[k·chunk_rows, (k+1)·chunk_rows)``) and only then is ``done``
-raised; ``complete`` is set last. zarr's local store replaces ``zarr.json`` atomically (temporary file +
-rename), so after a ``kill -9`` the group says exactly which chunks are whole, and a resumed run rewrites the
-rest. A store whose identity attributes (encoder and weights hash, grid, slide fingerprint, format) differ
-from the request is *stale*: it is deleted and recomputed, never reused.
+Ownership: only a folder whose ``zarr.json`` carries the marker (and holds nothing but ``zarr.json``,
+``features`` and ``coords``) is ever replaced or removed; anything else at a store path is an error and is
+left untouched. A new store is built under a hidden temporary name and renamed into place, so a store path
+never holds a half-created group.
+
+Concurrency: every change happens under a lock on ``<store>.lock`` (see :mod:`._atomic`), re-reading the
+attributes from disk, so threads and processes that fill the same store at once neither fail nor damage it.
+
+Crash safety: a chunk is written whole (rows ``[k·chunk_rows, (k+1)·chunk_rows)``) and only then are ``done``
+and its digest recorded; ``complete`` is set last. zarr's local store replaces ``zarr.json`` atomically, so
+after a ``kill -9`` the group says exactly which chunks are whole, and a resumed run rewrites the rest.
+
+Integrity: every chunk is checked against its digest when read; a damaged chunk (garbage, a flipped byte,
+deleted, truncated) is never served: reading raises, and the next extraction recomputes from that chunk on.
+A store whose identity attributes (encoder and weights hash, grid, slide fingerprint, format) differ from the
+request is *stale*: it is recomputed, never reused.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -30,15 +41,28 @@ import numpy as np
 
 from .._types import PathLike
 from ..errors import FeatureStoreError
+from ._atomic import path_lock, remove_leftovers, replace_dir, temp_sibling
+from ._store_files import (
+    MARKER,
+    MARKER_KEY,
+    SUFFIX,
+    _Damaged,
+    _digest,
+    _foreign_error,
+    _is_empty_dir,
+    _load,
+    _ownership,
+    coords_sha256,
+    require_finite,
+)
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-SUFFIX = ".zarr"
+FORMAT_VERSION = 2  # 2: ownership marker and per-chunk digests
 #: attributes that are progress, not identity: they may differ between a partial store and the request
-_PROGRESS_KEYS = ("done", "complete", "chunk_rows")
+_PROGRESS_KEYS = ("done", "complete", "chunk_rows", "chunk_digests")
 
-State = Literal["missing", "partial", "complete", "stale"]
+State = Literal["missing", "partial", "complete", "stale", "damaged", "foreign"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,12 +110,6 @@ def slide_id_for(path: PathLike) -> str:
     return p.name if p.is_dir() else p.stem
 
 
-def coords_sha256(coords: np.ndarray | None) -> str | None:
-    if coords is None:
-        return None
-    return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
-
-
 def bag_meta(
     *,
     slide_id: str,
@@ -103,6 +121,7 @@ def bag_meta(
 ) -> dict[str, Any]:
     """Identity attributes of a bag (JSON-normalised): a store is reused only when these match exactly."""
     meta = {
+        MARKER_KEY: MARKER,
         "format_version": FORMAT_VERSION,
         "slide_id": slide_id,
         "slide_fingerprint": fingerprint,
@@ -129,47 +148,91 @@ def _stale_reason(found: dict[str, Any], expected: dict[str, Any]) -> str | None
     return None
 
 
-def _open_read(path: Path) -> tuple[Any, dict[str, Any] | None]:
-    """``(group, attrs)`` opened read-only, or ``(None, None)`` when unreadable."""
-    import zarr
-
+def _inspect(path: Path, meta: dict[str, Any]) -> tuple[State, str, dict[str, Any] | None, Any]:
+    """``(state, reason, attrs, extra)``: ``extra`` is the verified ``(features, coords)`` of a complete
+    store, or the first row to recompute of a damaged one."""
+    if not path.exists() or _is_empty_dir(path):
+        return "missing", "no store yet", None, None
+    attrs, why = _ownership(path)
+    if attrs is None:
+        return "foreign", why, None, None
+    reason = _stale_reason(attrs, meta)
+    if reason is not None:
+        return "stale", reason, attrs, None
+    rows = int(attrs["n"]) if attrs.get("complete") else int(attrs["done"])
     try:
-        group = zarr.open_group(str(path), mode="r")
-        return group, dict(group.attrs)
-    except Exception:  # unreadable / half-created group: the caller treats it as stale
-        return None, None
-
-
-def _open_attrs(path: Path) -> dict[str, Any] | None:
-    return _open_read(path)[1]
+        loaded = _load(path, attrs, rows)
+    except _Damaged as err:
+        return "damaged", err.reason, attrs, err.row
+    if attrs.get("complete"):
+        return "complete", "complete", attrs, loaded
+    return "partial", f"{attrs['done']} of {attrs['n']} rows on disk", attrs, None
 
 
 def inspect_bag(path: PathLike, meta: dict[str, Any]) -> tuple[State, str]:
-    """``(state, reason)`` of the store at ``path`` for the request ``meta`` (see :func:`bag_meta`)."""
-    path = Path(path)
-    if not path.exists():
-        return "missing", "no store yet"
-    attrs = _open_attrs(path)
-    if attrs is None or "done" not in attrs:
-        return "stale", "store unreadable or creation was interrupted"
-    reason = _stale_reason(attrs, meta)
-    if reason is not None:
-        return "stale", reason
-    if attrs.get("complete"):
-        return "complete", "complete"
-    return "partial", f"{attrs['done']} of {attrs['n']} rows on disk"
+    """``(state, reason)`` of the store at ``path`` for the request ``meta`` (see :func:`bag_meta`).
+
+    ``foreign``: something that is not a feature store of this package is at ``path`` (it is never touched);
+    ``damaged``: a chunk does not match its checksum (extraction recomputes it).
+    """
+    state, reason, _, _ = _inspect(Path(path), meta)
+    return state, reason
+
+
+def _create(
+    path: Path, meta: dict[str, Any], coords: np.ndarray, dim: int, chunk_rows: int
+) -> dict[str, Any]:
+    """Build an empty store under a temporary name and rename it to ``path`` (call under the lock, with
+    ``path`` missing, empty or owned)."""
+    import zarr
+
+    n = int(meta["n"])
+    remove_leftovers(path)
+    tmp = temp_sibling(path, "tmp")
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        group.create_array(
+            "features", shape=(n, dim), chunks=(max(1, min(chunk_rows, n)), dim), dtype=meta["dtype"]
+        )
+        c = group.create_array("coords", shape=(n, 2), chunks=(max(1, n), 2), dtype="int64")
+        if n:
+            c[:] = np.asarray(coords, dtype=np.int64)
+        attrs = {**meta, "chunk_rows": int(chunk_rows), "chunk_digests": [], "done": 0, "complete": False}
+        group.attrs.update(attrs)
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return attrs
+
+
+def _truncate(path: Path, attrs: dict[str, Any], row: int) -> dict[str, Any]:
+    """Mark rows from ``row`` (a chunk start) as not written, so extraction recomputes them."""
+    import zarr
+
+    keep = row // int(attrs["chunk_rows"])
+    update: dict[str, Any] = {
+        "chunk_digests": list(attrs.get("chunk_digests") or [])[:keep],
+        "done": row,
+        "complete": False,
+    }
+    zarr.open_group(str(path), mode="r+").attrs.update(update)
+    return {**attrs, **update}
 
 
 class BagWriter:
     """Fills one slide's group chunk by chunk. Use :meth:`open`; then :meth:`write` whole chunks in order and
-    :meth:`finish`."""
+    :meth:`finish`. Several writers (threads or processes) may fill the same store at once: each write is
+    checked against what is on disk under the store's lock, and rows another writer stored are kept."""
 
-    def __init__(self, path: Path, group: Any, attrs: dict[str, Any]) -> None:
-        self.path, self._group = path, group
+    def __init__(self, path: Path, attrs: dict[str, Any], meta: dict[str, Any], loaded: Any = None) -> None:
+        self.path, self._meta = path, meta
         self.n = int(attrs["n"])
         self.chunk_rows = int(attrs["chunk_rows"])
         self.done = int(attrs["done"])
         self.complete = bool(attrs.get("complete", False))
+        self._dtype = np.dtype(attrs["dtype"])
+        self._bag = None if loaded is None else _bag(self.path, attrs, *loaded)
 
     @classmethod
     def open(
@@ -182,33 +245,35 @@ class BagWriter:
         chunk_rows: int = 256,
         overwrite: bool = False,
     ) -> BagWriter:
-        """Reuse a matching complete or partial store at ``path``; create it when missing, stale or ``overwrite``."""
-        import zarr
+        """Reuse a matching complete or partial store at ``path``; create it when missing, stale or
+        ``overwrite``; recompute the damaged part of a damaged one.
 
+        Raises:
+            FeatureStoreError: something that is not a feature store of this package is at ``path``.
+        """
         path = Path(path)
-        state, reason = inspect_bag(path, meta)
-        if state == "stale" or (overwrite and state != "missing"):
-            log.warning("%s: recomputing features (%s)", path, "overwrite requested" if overwrite else reason)
-            shutil.rmtree(path)
-            state = "missing"
-        if state != "missing":
-            group = zarr.open_group(str(path), mode="r+")
+        with path_lock(path, what="feature store"):
+            state, reason, attrs, extra = _inspect(path, meta)
+            if state == "foreign":
+                raise _foreign_error(path, reason)
+            if state == "damaged" and not overwrite and attrs is not None and extra:
+                log.warning("%s: damaged (%s); recomputing it from patch %d in this napari-pathm3 store",
+                            path, reason, extra)  # fmt: skip
+                return cls(path, _truncate(path, attrs, int(extra)), meta)
+            if state in ("stale", "damaged") or (overwrite and state != "missing"):
+                why = "overwrite requested" if overwrite else reason
+                log.warning("%s: recomputing features in this napari-pathm3 store (%s)", path, why)
+                state = "missing"
+            if state == "missing":
+                return cls(path, _create(path, meta, coords, dim, chunk_rows), meta)
+            assert attrs is not None
             log.info("%s: %s", path, reason)
-            return cls(path, group, dict(group.attrs))
-        n = int(meta["n"])
-        group = zarr.open_group(str(path), mode="w")
-        group.create_array(
-            "features", shape=(n, dim), chunks=(max(1, min(chunk_rows, n)), dim), dtype=meta["dtype"]
-        )
-        c = group.create_array("coords", shape=(n, 2), chunks=(max(1, n), 2), dtype="int64")
-        if n:
-            c[:] = np.asarray(coords, dtype=np.int64)
-        attrs = {**meta, "chunk_rows": int(chunk_rows), "done": 0, "complete": False}
-        group.attrs.update(attrs)  # "done" appears last: a group without it is a half-created one
-        return cls(path, group, attrs)
+            return cls(path, attrs, meta, extra)
 
     def write(self, start: int, features: np.ndarray) -> None:
         """Write rows ``[start, start + len(features))``: must be ``done`` and a whole chunk (or the tail)."""
+        import zarr
+
         stop = start + len(features)
         if (
             start != self.done
@@ -219,28 +284,72 @@ class BagWriter:
                 f"{self.path}: chunk write [{start}, {stop}) out of order or not chunk aligned "
                 f"(done={self.done}, chunk_rows={self.chunk_rows}, n={self.n})"
             )
-        self._group["features"][start:stop] = features  # whole chunk: no read-modify-write
-        self._group.attrs["done"] = stop  # only after the chunk is on disk
+        block = np.asarray(features).astype(self._dtype, copy=False)
+        if not np.isfinite(block).all():
+            raise FeatureStoreError(
+                f"{self.path}: the encoder gave non-finite values (NaN/Inf, as {self._dtype}) for patches "
+                f"{start}-{stop - 1}; nothing was stored. Check the encoder, its weights and the slide's pixels"
+            )
+        with path_lock(self.path, what="feature store"):
+            group: Any = zarr.open_group(str(self.path), mode="r+")
+            attrs: dict[str, Any] = dict(group.attrs)  # what is on disk now: another writer may have moved on
+            on_disk = int(attrs.get("done", -1))
+            if _stale_reason(attrs, self._meta) is not None or on_disk < start:
+                raise FeatureStoreError(
+                    f"{self.path}: the store was reset by another process while this one filled it; run again"
+                )
+            if on_disk == start:
+                group["features"][start:stop] = block  # whole chunk: no read-modify-write
+                digests = list(attrs.get("chunk_digests") or [])[: start // self.chunk_rows]
+                group.attrs.update({"chunk_digests": [*digests, _digest(block)], "done": stop})
+            # else another writer already stored these rows (same slide, grid and encoder): keep them
         self.done = stop
 
     def finish(self) -> None:
+        import zarr
+
         if self.done != self.n:
             raise FeatureStoreError(f"{self.path}: finish() with {self.done} of {self.n} rows written")
-        self._group.attrs["complete"] = True  # written last, atomically (zarr.json replaced as a whole)
+        with path_lock(self.path, what="feature store"):
+            group: Any = zarr.open_group(str(self.path), mode="r+")
+            if int(group.attrs.get("done", -1)) != self.n:
+                raise FeatureStoreError(f"{self.path}: the store was reset by another process; run again")
+            if not group.attrs.get("complete"):
+                group.attrs["complete"] = True  # written last, atomically (zarr.json replaced as a whole)
         self.complete = True
 
     def read(self) -> FeatureBag:
-        return read_bag(self.path)
+        if self._bag is not None:
+            return self._bag
+        with path_lock(self.path, what="feature store"):
+            return read_bag(self.path)
+
+
+def _bag(path: Path, attrs: dict[str, Any], features: np.ndarray, coords: np.ndarray) -> FeatureBag:
+    features = np.asarray(features, dtype=np.float32)
+    require_finite(features, source=f"feature bag {attrs.get('slide_id', '')!r} ({path})")
+    enc = attrs.get("encoder") or {}
+    return FeatureBag(
+        features=features, coords=coords, patch_size=attrs.get("patch_size"), mpp=attrs.get("mpp"),
+        encoder_name=enc.get("name", ""), slide_id=attrs.get("slide_id", ""),
+        fingerprint=attrs.get("slide_fingerprint"), attrs=attrs,
+    )  # fmt: skip
 
 
 def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
-    """Load a complete bag (features as float32). ``allow_partial`` returns the rows written so far."""
+    """Load a complete bag (features as float32), every chunk checked. ``allow_partial`` returns the rows
+    written so far.
+
+    Raises:
+        FeatureStoreError: not a feature store, another format version, incomplete, damaged (a chunk fails its
+            checksum) or holding non-finite values; the message says what to run.
+    """
     path = Path(path)
-    g, attrs = _open_read(path)
+    if not path.exists():
+        raise FeatureStoreError(f"{path}: no such feature store; run extraction first")
+    attrs, why = _ownership(path)
     if attrs is None or "done" not in attrs:
-        raise FeatureStoreError(
-            f"{path}: not a feature store (or its creation was interrupted); re-run extraction"
-        )
+        raise FeatureStoreError(f"{path}: not a feature store ({why}); re-run extraction into a new folder")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise FeatureStoreError(
             f"{path}: format version {attrs.get('format_version')} is not {FORMAT_VERSION}; re-extract"
@@ -250,17 +359,13 @@ def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
             f"{path}: incomplete ({attrs['done']} of {attrs['n']} patches); run extraction again to resume"
         )
     rows = int(attrs["n"]) if attrs.get("complete") else int(attrs["done"])
-    enc = attrs.get("encoder") or {}
-    return FeatureBag(
-        features=np.asarray(g["features"][:rows], dtype=np.float32),
-        coords=np.asarray(g["coords"][:rows], dtype=np.int64),
-        patch_size=attrs.get("patch_size"),
-        mpp=attrs.get("mpp"),
-        encoder_name=enc.get("name", ""),
-        slide_id=attrs.get("slide_id", ""),
-        fingerprint=attrs.get("slide_fingerprint"),
-        attrs=attrs,
-    )
+    try:
+        features, coords = _load(path, attrs, rows)
+    except _Damaged as err:
+        raise FeatureStoreError(
+            f"{path}: damaged feature store ({err.reason}); run extraction again to recompute it"
+        ) from err
+    return _bag(path, attrs, features, coords)
 
 
 class FeatureStore:
@@ -288,7 +393,8 @@ class FeatureStore:
         return [k for k in self._ids() if not self.is_complete(k)]
 
     def is_complete(self, slide_id: str) -> bool:
-        attrs = _open_attrs(self.path_for(slide_id))
+        path = self.path_for(slide_id)
+        attrs = _ownership(path)[0] if path.is_dir() else None
         return bool(attrs and attrs.get("complete"))
 
     def __contains__(self, slide_id: object) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..errors import FeatureStoreError
-from .feature_store import FeatureBag, read_bag
+from .feature_store import FeatureBag, read_bag, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ def _as_features(arr: Any, path: Path) -> np.ndarray:
         raise FeatureStoreError(
             f"{path}: features must be a non-empty numeric (N, D) array, got {a.dtype} {a.shape}"
         )
-    return a.astype(np.float32, copy=False)
+    a = a.astype(np.float32, copy=False)
+    require_finite(a, source=f"feature bag {path}")
+    return a
 
 
 def _as_coords(arr: Any, n: int, path: Path) -> np.ndarray:

@@ -20,25 +20,33 @@ MIN_CHUNK = 256
 
 
 class _LevelReader:
-    """Array-like view of one level; dask calls ``__getitem__`` with one chunk's slices."""
+    """Array-like view of one level; dask calls ``__getitem__`` with one chunk's slices.
+
+    RGB slides give ``(h, w, 3)`` uint8; other slides their native samples: ``(h, w)`` for one channel,
+    ``(h, w, c)`` for several, in the file's dtype (so the dask metadata equals what every chunk holds).
+    """
 
     def __init__(self, slide: Slide, level: int) -> None:
         self.slide, self.level = slide, level
         w, h = slide.level_dimensions[level]
-        self.shape = (h, w, 3)
-        self.dtype = np.dtype(np.uint8)
-        self.ndim = 3
+        self._rgb = slide.is_rgb
+        c = 3 if self._rgb else slide.channels
+        self.shape: tuple[int, ...] = (h, w, c) if c > 1 else (h, w)
+        self.dtype = np.dtype(np.uint8) if self._rgb else slide.dtype
+        self.ndim = len(self.shape)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         ys, xs = key[0], key[1]
         y0, y1, _ = ys.indices(self.shape[0])
         x0, x1, _ = xs.indices(self.shape[1])
+        rest = key[2:]
         if y1 <= y0 or x1 <= x0:
-            return np.zeros((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)[
-                ..., key[2] if len(key) > 2 else slice(None)
-            ]
-        px = self.slide.read_level_region(x0, y0, self.level, x1 - x0, y1 - y0)
-        return px[:, :, key[2]] if len(key) > 2 else px
+            empty = np.zeros((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), self.dtype)
+            return empty[(slice(None), slice(None), *rest)] if rest else empty
+        px = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
+        if self.ndim == 2:
+            px = px[:, :, 0]
+        return px[(slice(None), slice(None), *rest)] if rest else px
 
 
 def level_chunks(slide: Slide, level: int) -> tuple[int, int]:
@@ -57,8 +65,9 @@ def level_array(slide: Slide, level: int) -> da.Array:
     import dask.array as da
 
     ch, cw = level_chunks(slide, level)
+    reader = _LevelReader(slide, level)
     return da.from_array(
-        _LevelReader(slide, level), chunks=(ch, cw, 3), asarray=False, lock=False, fancy=False,
+        reader, chunks=(ch, cw, *reader.shape[2:]), asarray=False, lock=False, fancy=False,
         name=f"pathm3-{slide.fingerprint}-{level}",
     )  # fmt: skip
 
@@ -66,6 +75,24 @@ def level_array(slide: Slide, level: int) -> da.Array:
 def multiscale(slide: Slide) -> list[da.Array]:
     """One lazy dask array per pyramid level, largest first. Levels smaller than a pixel are dropped."""
     return [level_array(slide, i) for i in range(slide.level_count)]
+
+
+def contrast_limits(slide: Slide) -> list[tuple[float, float]]:
+    """Display range per channel: ``(0, 255)`` for RGB; else the 0.1-99.9 % percentiles of the smallest level
+    (so a 16-bit or fluorescence image does not open nearly black against its dtype's full range)."""
+    if slide.is_rgb:
+        return [(0.0, 255.0)]
+    level = slide.level_count - 1
+    w, h = (min(v, 4096) for v in slide.level_dimensions[level])  # bounded read, even without a pyramid
+    step = max(1, math.ceil(max(w, h) / 1024))
+    px = slide.read_level_native(0, 0, level, w, h)[::step, ::step]
+    out = []
+    for c in range(px.shape[2]):
+        lo, hi = (float(v) for v in np.percentile(px[..., c], (0.1, 99.9)))
+        if hi <= lo:
+            hi = lo + 1.0
+        out.append((lo, hi))
+    return out
 
 
 def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> np.ndarray:

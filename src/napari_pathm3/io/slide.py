@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._types import PathLike
-from ..errors import MissingMppError, SlideReadError
+from ..errors import MissingMppError, NotBrightfieldError, SlideReadError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ _MPP_KEYS = (
     ("openslide.mpp-x", "openslide.mpp-y"),
     ("tiffslide.mpp-x", "tiffslide.mpp-y"),
     ("aperio.MPP", "aperio.MPP"),
+    ("tifffile.mpp-x", "tifffile.mpp-y"),
 )
 
 
@@ -54,8 +55,16 @@ def _resolve_path(path: PathLike) -> Path:
 
 def _open_backend(path: Path, backend: Backend) -> Any:
     from ._openslide import OpenSlideBackend
+    from ._tifffile import TiffFileBackend, is_non_rgb_tiff
     from ._tiffslide import TiffSlideBackend
 
+    if backend == "auto" and is_non_rgb_tiff(path):  # OpenSlide would silently turn it into 8-bit RGB
+        try:
+            return TiffFileBackend(path)
+        except Exception as err:
+            raise SlideReadError(
+                f"{path}: cannot read this non-RGB TIFF ({type(err).__name__}: {err})"
+            ) from err
     order = {"auto": (OpenSlideBackend, TiffSlideBackend), "openslide": (OpenSlideBackend,),
              "tiffslide": (TiffSlideBackend,)}[backend]  # fmt: skip
     reasons = []
@@ -96,7 +105,10 @@ class Slide:
             raise SlideReadError(f"{self.path}: slide reports no readable pyramid levels ({dims})")
         try:  # decoding one tile catches truncated files that still have a valid header
             w, h = dims[-1]
-            self._backend.read_rgba(0, 0, len(dims) - 1, min(w, 16), min(h, 16))
+            if self.is_rgb:
+                self._backend.read_rgba(0, 0, len(dims) - 1, min(w, 16), min(h, 16))
+            else:
+                self._backend.read_level(len(dims) - 1, 0, 0, min(w, 16), min(h, 16))
         except Exception as err:
             raise SlideReadError(f"{self.path}: header is readable but pixel data is not ({err})") from err
 
@@ -108,6 +120,36 @@ class Slide:
     @property
     def vendor(self) -> str:
         return self._backend.vendor
+
+    @property
+    def is_rgb(self) -> bool:
+        """True for brightfield RGB(A) slides (8-bit colour); False for greyscale, 16-bit or multichannel."""
+        return bool(getattr(self._backend, "is_rgb", True))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """dtype of :meth:`read_level_native` (uint8 for RGB slides)."""
+        return np.dtype(getattr(self._backend, "dtype", np.uint8))
+
+    @property
+    def channels(self) -> int:
+        """Channels of :meth:`read_level_native` (3 for RGB slides)."""
+        return int(getattr(self._backend, "channels", 3))
+
+    def pixel_kind(self) -> str:
+        """Words for the pixels: "RGB", "16-bit greyscale", "5-channel 16-bit"..."""
+        if self.is_rgb:
+            return "RGB"
+        bits = f"{self.dtype.itemsize * 8}-bit" if self.dtype.kind in "ui" else str(self.dtype)
+        return f"{bits} greyscale" if self.channels == 1 else f"{self.channels}-channel {bits}"
+
+    def require_rgb(self) -> None:
+        """Raise :class:`~napari_pathm3.errors.NotBrightfieldError` unless the slide is brightfield RGB."""
+        if not self.is_rgb:
+            raise NotBrightfieldError(
+                f"{self.path.name} is a {self.pixel_kind()} image (fluorescence or greyscale), not brightfield "
+                "RGB; PathM3 needs brightfield RGB (e.g. H&E) slides: it can be viewed but not captioned"
+            )
 
     @cached_property
     def properties(self) -> dict[str, str]:
@@ -206,6 +248,9 @@ class Slide:
             "objective_power": self.objective_power,
             "level_dimensions": [list(d) for d in self.level_dimensions],
             "level_downsamples": self.level_downsamples,
+            "pixels": self.pixel_kind(),
+            "dtype": str(self.dtype),
+            "channels": self.channels,
             "properties": self.properties,
         }
 
@@ -223,6 +268,7 @@ class Slide:
 
         Areas outside the slide or transparent in the file are white.
         """
+        self.require_rgb()
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range (slide has {self.level_count})")
         w, h = int(size[0]), int(size[1])
@@ -240,6 +286,20 @@ class Slide:
         """Like :meth:`read_region` but with ``(x, y)`` in ``level`` pixels (what dask chunks need)."""
         ds = self.level_downsamples[level]
         return self.read_region((round(x * ds), round(y * ds)), level, (w, h))
+
+    def read_level_native(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
+        """Pixels as stored, ``(x, y)`` in ``level`` pixels: ``(h, w, 3)`` uint8 for RGB slides (as
+        :meth:`read_level_region`), else ``(h, w, channels)`` in :attr:`dtype`."""
+        if self.is_rgb:
+            return self.read_level_region(x, y, level, w, h)
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} out of range (slide has {self.level_count})")
+        try:
+            return self._backend.read_level(level, int(x), int(y), int(w), int(h))
+        except Exception as err:
+            raise SlideReadError(
+                f"{self.path}: read of {(w, h)} at {(x, y)} (level {level}) failed: {err}"
+            ) from err
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide RGB image whose long side is at most ``max_size``, read from the best level."""

@@ -25,7 +25,9 @@ __all__ = [
     "WEIGHTS_NAME",
     "check_compatibility",
     "check_state_dict",
+    "is_checkpoint_dir",
     "load_tensors",
+    "non_finite_tensors",
     "read_config",
     "write_checkpoint",
 ]
@@ -52,6 +54,34 @@ def _dedupe(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]
     return tensors, aliases
 
 
+def non_finite_tensors(tensors: dict[str, Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or Inf."""
+    import torch
+
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def is_checkpoint_dir(path: PathLike) -> bool:
+    """True when ``path`` is a folder this package wrote: its config.json carries ``pathm3_format``."""
+    try:
+        data = json.loads((Path(path) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "pathm3_format" in data
+
+
+def _check_replaceable(target: Path) -> None:
+    """Only an empty folder or a checkpoint of ours is ever replaced: anything else stays untouched."""
+    if not target.exists() or is_checkpoint_dir(target):
+        return
+    if target.is_dir() and not any(target.iterdir()):
+        return
+    raise CheckpointError(
+        f"{target}: exists and is not a napari-pathm3 checkpoint; nothing was changed or removed. "
+        "Save to a new folder (or move this one away)"
+    )
+
+
 def write_checkpoint(
     directory: PathLike,
     *,
@@ -62,7 +92,8 @@ def write_checkpoint(
     """Write a checkpoint folder atomically.
 
     Args:
-        directory: target folder; an existing one is replaced only once the new one is complete.
+        directory: target folder; an existing checkpoint (or empty folder) is replaced only once the new one
+            is complete; any other existing folder or file is an error and is left untouched.
         config: JSON-serialisable model config (saved as config.json with a format version).
         state: tensors to save (tied tensors are stored once).
         writers: ``{subfolder: fn(path)}`` for tokenizers and HF configs (e.g. ``tok.save_pretrained``).
@@ -73,10 +104,17 @@ def write_checkpoint(
     from safetensors.torch import save_file
 
     target = Path(directory).expanduser().resolve()
+    tensors, aliases = _dedupe(state)
+    bad = non_finite_tensors(tensors)
+    if bad:  # a diverged model: never written, so no checkpoint on disk is ever non-finite
+        raise CheckpointError(
+            f"{target}: not saved: {len(bad)} tensor(s) hold NaN/Inf (e.g. {bad[:3]}); training diverged: "
+            "lower the learning rate or check the features for NaN/Inf"
+        )
+    _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        tensors, aliases = _dedupe(state)
         meta = {"format": "pt", "pathm3_format": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
         payload = {"pathm3_format": FORMAT_VERSION, **config}
@@ -84,17 +122,37 @@ def write_checkpoint(
         for sub, fn in (writers or {}).items():
             (tmp / sub).mkdir(parents=True, exist_ok=True)
             fn(tmp / sub)
-        old = None
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _move_into_place(tmp: Path, target: Path, attempts: int = 20) -> None:
+    """Rename the finished folder ``tmp`` to ``target``, moving an existing ``target`` aside first. Another
+    process may put its own copy in place between the two renames ("Directory not empty"): move that aside
+    too and retry, so concurrent writers of one checkpoint (e.g. the demo model) never fail."""
+    import errno
+    import uuid
+
+    for _ in range(attempts):
+        if target.exists():
+            _check_replaceable(target)
+            old: Path | None = target.parent / f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.replace(target, old)  # type: ignore[arg-type]
+            except FileNotFoundError:
+                old = None  # another writer moved it first
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+            return
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise CheckpointError(f"{target}: could not be replaced ({attempts} concurrent writers); try again")
 
 
 def read_config(directory: PathLike) -> dict[str, Any]:
@@ -110,6 +168,10 @@ def read_config(directory: PathLike) -> dict[str, Any]:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{cfg_path}: unreadable config ({err}); re-save the checkpoint") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{cfg_path}: holds a JSON {type(data).__name__}, not an object of model settings; re-save the checkpoint"
+        )
     version = data.pop("pathm3_format", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -130,8 +192,17 @@ def load_tensors(directory: PathLike) -> dict[str, Tensor]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
-    for alias, name in json.loads(meta.get("aliases", "{}")).items():
-        tensors[alias] = tensors[name]
+    try:
+        for alias, name in json.loads(meta.get("aliases", "{}")).items():
+            tensors[alias] = tensors[name]
+    except (ValueError, KeyError, AttributeError, TypeError) as err:
+        raise CheckpointError(f"{path}: damaged tensor aliases ({err}); re-save the checkpoint") from err
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} tensor(s) hold NaN/Inf (e.g. {bad[:3]}); the model diverged or the file is "
+            "damaged: use another checkpoint (e.g. best/ of an earlier run) or retrain"
+        )
     return tensors
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import TilingConfig
+from ..errors import GridError
 from .tissue import TissueMask, detect_tissue
 
 log = logging.getLogger(__name__)
@@ -100,33 +102,39 @@ def _tissue_fractions(tissue: TissueMask, xs: np.ndarray, ys: np.ndarray, size0:
     return inside / area  # (rows, cols)
 
 
-def make_grid(
-    slide: Any, config: TilingConfig | None = None, *, tissue: TissueMask | None = None
-) -> PatchGrid:
-    """Lay a patch grid over the tissue of ``slide``.
+#: a patch whose side covers fewer level-0 pixels than this is an upsampled blur: the mpp must be wrong
+MIN_PATCH_LEVEL0 = 16
+#: default most grid positions (before tissue filtering); ``NAPARI_PATHM3_MAX_PATCHES`` or ``max_patches`` override
+DEFAULT_MAX_PATCHES = 500_000
+MAX_PATCHES_ENV = "NAPARI_PATHM3_MAX_PATCHES"
 
-    Args:
-        slide: an open :class:`~napari_pathm3.io.slide.Slide`.
-        config: patch size, resolution, stride and minimum tissue fraction.
-        tissue: precomputed tissue mask; detected with default settings when omitted and needed.
 
-    Returns:
-        The grid; it is empty (``len(grid) == 0``) when no patch has enough tissue. Callers that need
-        patches raise :class:`~napari_pathm3.errors.NoTissueError`.
+def _max_patches(max_patches: int | None) -> int:
+    if max_patches is not None:
+        return int(max_patches)
+    raw = os.environ.get(MAX_PATCHES_ENV, "")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_PATCHES
+    except ValueError:
+        raise GridError(f"${MAX_PATCHES_ENV}={raw!r} is not an integer") from None
 
-    Raises:
-        MissingMppError: ``config.target_mpp`` is set but the slide has no mpp.
-    """
-    config = config or TilingConfig()
+
+@dataclass(frozen=True)
+class _Geometry:
+    read_level: int
+    read_size: int
+    downsample: float
+    out_mpp: float | None
+    xs: np.ndarray
+    ys: np.ndarray
+
+
+def _geometry(slide: Any, config: TilingConfig, max_patches: int | None, *, warn: bool = True) -> _Geometry:
+    """Grid positions and read settings from metadata alone (no pixels): fails fast on absurd grids."""
     w0, h0 = slide.dimensions
     if config.target_mpp is not None:
         mpp0 = slide.require_mpp()
         downsample = config.target_mpp / mpp0
-        if downsample < 1.0 - config.mpp_tolerance:
-            warnings.warn(
-                f"target {config.target_mpp} µm/px is finer than the slide's {mpp0:.3f} µm/px; patches are upsampled",
-                stacklevel=2,
-            )
         read_level = slide.best_level_for_downsample(max(downsample, 1.0))
         level_ds = slide.level_downsamples[read_level]
         if abs(level_ds - downsample) <= config.mpp_tolerance * downsample:
@@ -142,10 +150,83 @@ def make_grid(
         downsample = slide.level_downsamples[read_level]
         read_size = config.patch_size
         out_mpp = None if slide.mpp is None else slide.mpp * downsample
-    size0 = config.patch_size * downsample
-    step0 = config.step * downsample
+    size0, step0 = config.patch_size * downsample, config.step * downsample
     xs = np.arange(0.0, w0 - size0 + 1e-6, step0) if w0 >= size0 else np.zeros(0)
     ys = np.arange(0.0, h0 - size0 + 1e-6, step0) if h0 >= size0 else np.zeros(0)
+    _check_sane(slide, config, size0, len(xs) * len(ys), _max_patches(max_patches))
+    if warn and config.target_mpp is not None and downsample < 1.0 - config.mpp_tolerance:
+        warnings.warn(
+            f"target {config.target_mpp} µm/px is finer than the slide's {slide.mpp:.3f} µm/px; "
+            "patches are upsampled",
+            stacklevel=3,
+        )
+    return _Geometry(read_level, read_size, downsample, out_mpp, xs, ys)
+
+
+def _check_sane(slide: Any, config: TilingConfig, size0: float, count: int, limit: int) -> None:
+    name = getattr(getattr(slide, "path", None), "name", "slide")
+    mpp = getattr(slide, "mpp", None)
+    at = f"{mpp:.4g} µm/px" if mpp is not None else "pixel units"
+    fix = (
+        "check the slide's microns-per-pixel and pass the right one (--mpp on the command line, "
+        "open_slide(path, mpp=...))"
+    )
+    if size0 < MIN_PATCH_LEVEL0:
+        w0, h0 = slide.dimensions
+        raise GridError(
+            f"{name}: at {at} (level 0, {w0}×{h0} px) each {config.patch_size}-px patch at "
+            f"{config.target_mpp} µm/px covers only {size0:.3g} px of the slide (minimum {MIN_PATCH_LEVEL0}); "
+            f"the mpp is probably wrong: {fix}"
+        )
+    if count > limit:
+        raise GridError(
+            f"{name}: at {at} the grid has {count:,} patch positions, more than the limit of {limit:,}; "
+            f"{fix}, or raise the limit (make_grid(..., max_patches=N) or ${MAX_PATCHES_ENV}=N)"
+        )
+
+
+def check_grid(slide: Any, config: TilingConfig | None = None, *, max_patches: int | None = None) -> None:
+    """Fail at once when ``slide`` cannot be tiled as ``config`` asks: no mpp for a physical resolution
+    (:class:`~napari_pathm3.errors.MissingMppError`), a grid absurd for its mpp (:class:`GridError`), or a
+    slide that is not brightfield RGB (:class:`~napari_pathm3.errors.NotBrightfieldError`). Reads no pixels:
+    call it before tissue detection."""
+    require_rgb = getattr(slide, "require_rgb", None)
+    if require_rgb is not None:
+        require_rgb()
+    _geometry(slide, config or TilingConfig(), max_patches, warn=False)
+
+
+def make_grid(
+    slide: Any,
+    config: TilingConfig | None = None,
+    *,
+    tissue: TissueMask | None = None,
+    max_patches: int | None = None,
+) -> PatchGrid:
+    """Lay a patch grid over the tissue of ``slide``.
+
+    Args:
+        slide: an open :class:`~napari_pathm3.io.slide.Slide`.
+        config: patch size, resolution, stride and minimum tissue fraction.
+        tissue: precomputed tissue mask; detected with default settings when omitted and needed.
+        max_patches: most grid positions (before tissue filtering) accepted; default
+            :data:`DEFAULT_MAX_PATCHES` or ``$NAPARI_PATHM3_MAX_PATCHES``.
+
+    Returns:
+        The grid; it is empty (``len(grid) == 0``) when no patch has enough tissue. Callers that need
+        patches raise :class:`~napari_pathm3.errors.NoTissueError`.
+
+    Raises:
+        MissingMppError: ``config.target_mpp`` is set but the slide has no mpp.
+        GridError: patches of fewer than :data:`MIN_PATCH_LEVEL0` level-0 pixels, or too many of them
+            (checked before any tissue detection).
+    """
+    config = config or TilingConfig()
+    w0, h0 = slide.dimensions
+    g = _geometry(slide, config, max_patches)
+    xs, ys, downsample = g.xs, g.ys, g.downsample
+    size0 = config.patch_size * downsample
+    step0 = config.step * downsample
     if config.min_tissue_fraction > 0 and xs.size and ys.size:
         tissue = tissue if tissue is not None else detect_tissue(slide)
         frac = _tissue_fractions(tissue, xs, ys, size0)
@@ -154,15 +235,10 @@ def make_grid(
     rr, cc = np.nonzero(frac >= max(config.min_tissue_fraction, 1e-9))
     coords = np.stack([np.round(xs[cc]), np.round(ys[rr])], axis=1).astype(np.int64).reshape(-1, 2)
     grid = PatchGrid(
-        coords=coords, patch_size=config.patch_size, mpp=out_mpp, size_level0=float(size0),
-        read_level=read_level, read_size=read_size, step_level0=float(step0), slide_dimensions=(w0, h0),
+        coords=coords, patch_size=config.patch_size, mpp=g.out_mpp, size_level0=float(size0),
+        read_level=g.read_level, read_size=g.read_size, step_level0=float(step0), slide_dimensions=(w0, h0),
         tissue_fraction=frac[rr, cc].astype(np.float32), config=config,
     )  # fmt: skip
-    log.debug(
-        "grid: %d patches of %d px (level %d, read %d px)",
-        len(grid),
-        config.patch_size,
-        read_level,
-        read_size,
-    )
+    log.debug("grid: %d patches of %d px (level %d, read %d px)", len(grid), config.patch_size,
+              g.read_level, g.read_size)  # fmt: skip
     return grid

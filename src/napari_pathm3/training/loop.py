@@ -37,7 +37,7 @@ import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..config import PathM3Config, TrainConfig
-from ..errors import Cancelled, CheckpointError
+from ..errors import Cancelled, CheckpointError, NonFiniteError
 from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
@@ -173,7 +173,7 @@ def train(
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from ..model.checkpoint import load_tensors
+    from ..model.checkpoint import is_checkpoint_dir, load_tensors
     from ..model.device import autocast, resolve_device
 
     config = config or TrainConfig()
@@ -240,7 +240,8 @@ def train(
         else:
             if resume:
                 log.info("no trainer state in %s: starting from scratch", last_dir)
-            if dist.is_main:  # a fresh run must not leave an older run's best checkpoint behind
+            # a fresh run must not leave an older run's best checkpoint behind (only ever a checkpoint of ours)
+            if dist.is_main and is_checkpoint_dir(out / "best"):
                 shutil.rmtree(out / "best", ignore_errors=True)
 
         model: Any = core
@@ -279,6 +280,12 @@ def train(
                         outp = model(**model_inputs(batch, mode, alpha, device=device))
                     if outp.loss is None:
                         raise ValueError("batch without targets: bags need a class or a caption to train on")
+                    if not bool(torch.isfinite(outp.loss.detach())):  # stop before it reaches the weights
+                        raise NonFiniteError(
+                            f"training stopped: the loss is {float(outp.loss.detach())} at epoch {epoch + 1}, step {step + 1} "
+                            f"(bags {list(getattr(batch, 'slide_ids', []))[:4]}); nothing of this step was saved. "
+                            "Check those bags for NaN/Inf features, or lower the learning rate"
+                        )
                     (outp.loss / group_size).backward()
                 for k in sums:
                     v = getattr(outp, k)
