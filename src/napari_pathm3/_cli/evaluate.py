@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=args.device, return_predictions=args.predictions,
         generate_kwargs={"num_beams": args.num_beams}, tokenizer=args.tokenizer,
     )  # fmt: skip
-    text = json.dumps(metrics, indent=2, default=str)
+    from ..io.geojson import finite_or_null
+
+    text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:

@@ -138,7 +138,9 @@ def score(references: str | Path, predictions: str | Path, *, tokenizer: str = "
 
 def run(args: argparse.Namespace) -> int:
     metrics = score(args.references, args.predictions, tokenizer=args.tokenizer, per_example=args.per_example)
-    text = json.dumps(metrics, indent=2)
+    from ..io.geojson import finite_or_null
+
+    text = json.dumps(finite_or_null(metrics), indent=2, allow_nan=False)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:
