@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+_EPOCH = re.compile(r"^(?P<prefix>.*?)epoch (?P<epoch>\d+)/(?P<epochs>\d+)")
+
+
 class _Bar:
-    """tqdm progress over the stages; the feature stage shows patches."""
+    """tqdm progress over the stages. Training shows epochs (``3.4/30 epochs``) with the average time per
+    epoch so far, never a per-step rate; other stages show their own counts (the feature stage: patches)."""
 
     def __init__(self, disable: bool) -> None:
         self.disable = disable
@@ -46,20 +51,37 @@ class _Bar:
         self.stage = ""
 
     def __call__(self, done: int, total: int, stage: str) -> None:
+        m = _EPOCH.match(stage)
+        if m is not None:  # "…epoch k/E" with done/total = optimiser steps over the whole run
+            epochs = int(m.group("epochs"))
+            self._show(f"{m.group('prefix')}training", epochs, epochs * done / total if total else 0.0, True)
+        else:
+            self._show(stage.split(" (")[0], total, done, False)
+
+    def _show(self, name: str, total: float, done: float, epochs: bool) -> None:
         from tqdm.auto import tqdm
 
-        name = stage.split(" (")[0]
         if name != self.stage:
             self.close()
             self.stage = name
-            self.bar = tqdm(
-                total=total or None, desc=name, unit="", leave=False, disable=self.disable, file=sys.stderr
+            fmt = (
+                "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}]"
+                if epochs
+                else "{desc}: {n_fmt}/{total_fmt} [{elapsed}]"
+                if total
+                else "{desc} [{elapsed}]"
             )
+            # smoothing=0: the remaining time comes from the average rate since the stage began
+            self.bar = tqdm(total=total or None, desc=name, leave=False, disable=self.disable, file=sys.stderr,
+                            bar_format=fmt, smoothing=0)  # fmt: skip
         if self.bar is not None:
             if total and self.bar.total != total:
                 self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            if done >= self.bar.n:
+                self.bar.update(done - self.bar.n)
+            else:
+                self.bar.n = done
+                self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
