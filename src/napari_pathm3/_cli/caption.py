@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
     p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tissue_options(p)
     p.set_defaults(func=run)
 
 
@@ -92,16 +95,24 @@ class _Bar:
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from .._backend import user_cache_dir
-    from ..inference import save_heatmap_png
+    from ..heatmap_png import save_heatmap_png
     from ..io.geojson import write_json_atomic
 
     bar = _Bar(disable=args.quiet)
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
+    model: Any = args.model
+    tiling = None
+    if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
+        from .._backend import model_tiling
+        from ..config import TilingConfig
+
+        model = api.load_model(args.model, device=args.device)
+        tiling = with_min_tissue(model_tiling(model) or TilingConfig(), args)
     try:
         with api.open_slide(args.slide, mpp=args.mpp) as slide:
             result = api.caption_slide(
-                slide, model=args.model, encoder=args.encoder, device=args.device, text=args.text,
-                cache_dir=cache, top_k=args.top_k, progress=bar,
+                slide, model=model, encoder=args.encoder, device=args.device, text=args.text, tiling=tiling,
+                tissue=tissue_config(args), cache_dir=cache, top_k=args.top_k, progress=bar,
             )  # fmt: skip
     finally:
         bar.close()
@@ -118,11 +129,14 @@ def run(args: argparse.Namespace) -> int:
         json.dump(data, sys.stdout, indent=2)
         print()
     if args.heatmap is not None:
-        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size)
+        note = data.get("disclaimer")
+        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=note)
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
         result.save_geojson(args.geojson)
+    for warning in getattr(result, "warnings", ()) or ():
+        print(f"warning: {warning}", file=sys.stderr)
     if args.out is not None:
         p = result.probabilities[result.label]
         print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
