@@ -188,6 +188,34 @@ def follow_active_layer(viewer: Any, overlay: Any) -> None:
     viewer.layers.events.removed.connect(lambda _e=None: sync_overlay(viewer, overlay))
 
 
+def match_slide_units(viewer: Any, layer: Any) -> bool:
+    """Give a plain layer the slide layers' unit (napari warns "Inconsistent units across layers" at every
+    layer change while one layer is in pixels and the slides are in µm, and then drops units).
+
+    Only layers drawn in world coordinates (scale 1, every axis in pixels; e.g. a new shapes layer for a
+    region) are changed: their coordinates already are the slides' µm. Returns whether it changed ``layer``.
+    """
+    units = {
+        tuple(str(u) for u in lay.units) for lay in viewer.layers
+        if "pathm3_slide" in (getattr(lay, "metadata", None) or {})
+    }  # fmt: skip
+    if len(units) != 1:
+        return False
+    (slide_units,) = units
+    own = tuple(str(u) for u in getattr(layer, "units", ()))
+    if not own or own == slide_units[-len(own) :] or set(own) != {"pixel"}:
+        return False
+    if any(float(s) != 1.0 for s in layer.scale) or len(set(slide_units)) != 1:
+        return False
+    layer.units = (slide_units[0],) * len(own)
+    extent = getattr(getattr(layer, "events", None), "extent", None)
+    if (
+        extent is not None
+    ):  # napari 0.9 caches the layer list's extent (and units) until a layer's extent event
+        extent()
+    return True
+
+
 def _units(units: tuple[str, str] | None, ndim: int) -> dict[str, Any]:
     if units is None:
         return {}
