@@ -55,6 +55,7 @@ def test_colorbar_ticks_span_the_fixed_range() -> None:
 
 
 def test_png_figure_has_colour_bar_and_text(synthetic_slide) -> None:
+    from napari_pathm3.config import TilingConfig
     from napari_pathm3.heatmap_png import _font, render, result_lines, wrap
     from napari_pathm3.inference import SlideResult
     from napari_pathm3.io.slide import open_slide
