@@ -280,3 +280,25 @@ def test_thread_and_tissue_settings_reach_the_job(
     assert type(job.error).__name__ == "NoTissueError" and "threshold" in str(job.error)
     widget._tissue_threshold.value = 0.0  # automatic again
     assert widget.tissue_config().threshold is None
+
+
+def test_kidney_tiff_without_mpp_gets_a_result(
+    make_napari_viewer, add_slide, qtbot, slides_dir, tiny_ckpt, tmp_path
+) -> None:
+    """kidney-48-5.tif (plain TIFF, no µm/px, one small faint piece of tissue) said "no tissue detected":
+    tissue is now found, the widget tiles it at level 0 in pixels, and the min-tissue setting gets a result."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no microns-per-pixel" is expected here
+        viewer, _, widget = _make(
+            make_napari_viewer, add_slide, slides_dir / "kidney-48-5.tif", tiny_ckpt, tmp_path
+        )
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert type(job.error).__name__ == "NoTissueError" and "minimum tissue fraction" in str(job.error)
+    widget._min_tissue.value = 0.05
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert job.error is None and widget.result.num_patches >= 1
+    assert "no µm/px" in widget._output.value
