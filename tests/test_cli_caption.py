@@ -84,9 +84,9 @@ def test_demo_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cmu_slid
 def test_info_and_caption_count_the_same_grid(
     synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from napari_pathm3._backend import TILING_NAME
-
     import shutil
+
+    from napari_pathm3._backend import TILING_NAME
 
     ckpt = tmp_path / "small"
     shutil.copytree(tiny_ckpt, ckpt)
@@ -121,3 +121,18 @@ def test_tissue_options(synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, 
     out = tmp_path / "r.json"
     assert main([*base, "--min-tissue", "0.0", "--tissue-threshold", "0.1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["num_patches"] >= 18
+
+
+def test_progress_counts_epochs_not_steps(capsys: pytest.CaptureFixture) -> None:
+    """Training progress reads "3.5/20 epochs [elapsed<remaining]": no per-step rate, no step-count ETA."""
+    from napari_pathm3._cli.caption import _Bar
+
+    bar = _Bar(disable=False)
+    bar(0, 1, "demo model: features of x.svs")
+    for step in range(1, 41):
+        bar(step, 40, f"demo model: epoch {(step - 1) // 2 + 1}/20")
+    tq = bar.bar  # one bar for the whole training, in epochs
+    assert bar.stage == "demo model: training" and tq.total == 20 and tq.n == pytest.approx(20)
+    assert "epochs" in tq.bar_format and "rate" not in tq.bar_format and tq.smoothing == 0
+    bar.close()
+    assert "demo model: training" in capsys.readouterr().err
