@@ -94,10 +94,12 @@ def main() -> int:
     viewer.layers["CMU-1-Small-Region top patches"].visible = False
     stack = viewer.layers["CMU-1-Small-Region attention per query"]
     stack.visible = True
+    stack.colorbar.visible = True  # the same fixed log2 scale as the aggregate heatmap
     viewer.dims.set_current_step(0, 1)
     wait(app, lambda: True)
     viewer.screenshot(str(OUT / "query-attention.png"), canvas_only=True, flash=False)
     stack.visible = False
+    stack.colorbar.visible = False
     viewer.layers["CMU-1-Small-Region attention"].visible = True
     viewer.layers["CMU-1-Small-Region top patches"].visible = True
 
