@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from napari_pathm3.features._device import autocast_for
 
 from napari_pathm3.config import TilingConfig
-from napari_pathm3.features._device import autocast_for
 from napari_pathm3.features._loaders import _hf_pool
 from napari_pathm3.features.encoders import FrozenEncoder, get_encoder
 from napari_pathm3.features.extract import extract_features

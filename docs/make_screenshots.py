@@ -6,6 +6,7 @@ Writes ``docs/images/``:
 * ``heatmap.png``          the canvas only: heatmap and top patches over the slide
 * ``query-attention.png``  the canvas with the per-query attention stack (one query shown)
 * ``train-widget.png``     the "Train model" dock after a short training run on the demo regions
+* ``demo-heatmap.png``     the heatmap PNG that ``caption --heatmap`` and ``demo --headless`` write
 
 Uses the demo model (trained on first use, cached in the user cache folder; set ``NAPARI_PATHM3_CACHE`` to
 put it elsewhere). Nothing is downloaded beyond the sample slide.
@@ -78,6 +79,10 @@ def main() -> int:
     if cap.result is None:
         print("captioning failed:", cap._job.error if cap._job else None, file=sys.stderr)
         return 1
+    from napari_pathm3.demo import DISCLAIMER
+    from napari_pathm3.heatmap_png import save_heatmap_png
+
+    save_heatmap_png(cap.result, OUT / "demo-heatmap.png", max_size=640, note=DISCLAIMER)
     viewer.layers.selection.active = viewer.layers["CMU-1-Small-Region attention"]
     viewer.reset_view()
     wait(app, lambda: True)
@@ -89,10 +94,12 @@ def main() -> int:
     viewer.layers["CMU-1-Small-Region top patches"].visible = False
     stack = viewer.layers["CMU-1-Small-Region attention per query"]
     stack.visible = True
+    stack.colorbar.visible = True  # the same fixed log2 scale as the aggregate heatmap
     viewer.dims.set_current_step(0, 1)
     wait(app, lambda: True)
     viewer.screenshot(str(OUT / "query-attention.png"), canvas_only=True, flash=False)
     stack.visible = False
+    stack.colorbar.visible = False
     viewer.layers["CMU-1-Small-Region attention"].visible = True
     viewer.layers["CMU-1-Small-Region top patches"].visible = True
 

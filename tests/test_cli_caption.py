@@ -37,7 +37,8 @@ def test_caption_writes_json_png_csv_geojson(synthetic_slide: Path, tiny_ckpt: P
     assert data["label"] in data["probabilities"] and isinstance(data["caption"], str)
     assert len(data["top_patches"]) == 4 and {"x", "y", "attention", "rank"} <= set(data["top_patches"][0])
     img = np.asarray(Image.open(png))
-    assert max(img.shape[:2]) == 400
+    # the 400-px thumbnail (3072 x 2048 slide: 400 x 267) plus a colour-bar panel and the text block
+    assert img.shape[1] > 400 + 40 and img.shape[0] > 267 + 60
     assert json.loads((tmp_path / "top.geojson").read_text())["type"] == "FeatureCollection"
     assert (tmp_path / "p.csv").read_text().count("\n") == data["num_patches"] + 1
 
@@ -78,3 +79,60 @@ def test_demo_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cmu_slid
     assert "NOT diagnostic" in data["disclaimer"]
     assert set(data["probabilities"]) == {"squamous epithelium", "dermal stroma"}
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000
+
+
+def test_info_and_caption_count_the_same_grid(
+    synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from napari_pathm3._backend import TILING_NAME
+
+    ckpt = tmp_path / "small"
+    shutil.copytree(tiny_ckpt, ckpt)
+    (ckpt / TILING_NAME).write_text(json.dumps({"patch_size": 112, "target_mpp": 0.5}))
+    capsys.readouterr()
+    assert main(["info", str(synthetic_slide), "--model", str(ckpt)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert main(["info", str(synthetic_slide)]) == 0
+    default = json.loads(capsys.readouterr().out)
+    out = tmp_path / "r.json"
+    assert main(["caption", str(synthetic_slide), "--model", str(ckpt), "--out", str(out), "--quiet",
+                 "--no-cache", "--device", "cpu"]) == 0  # fmt: skip
+    assert info["patches"] == json.loads(out.read_text())["num_patches"] == 4 * default["patches"]
+    assert info["grid"]["patch_size"] == 112 and "small" in info["grid"]["source"]
+    assert "pass --model" in default["grid"]["source"]
+
+
+def test_tissue_options(synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys) -> None:
+    base = [
+        "caption",
+        str(synthetic_slide),
+        "--model",
+        str(tiny_ckpt),
+        "--quiet",
+        "--no-cache",
+        "--device",
+        "cpu",
+    ]
+    assert main([*base, "--tissue-threshold", "0.95"]) == 1
+    err = capsys.readouterr().err
+    assert "no tissue detected" in err and "--tissue-threshold" in err and "Traceback" not in err
+    out = tmp_path / "r.json"
+    assert main([*base, "--min-tissue", "0.0", "--tissue-threshold", "0.1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["num_patches"] >= 18
+
+
+def test_progress_counts_epochs_not_steps(capsys: pytest.CaptureFixture) -> None:
+    """Training progress reads "3.5/20 epochs [elapsed<remaining]": no per-step rate, no step-count ETA."""
+    from napari_pathm3._cli.caption import _Bar
+
+    bar = _Bar(disable=False)
+    bar(0, 1, "demo model: features of x.svs")
+    for step in range(1, 41):
+        bar(step, 40, f"demo model: epoch {(step - 1) // 2 + 1}/20")
+    tq = bar.bar  # one bar for the whole training, in epochs
+    assert bar.stage == "demo model: training" and tq.total == 20 and tq.n == pytest.approx(20)
+    assert "epochs" in tq.bar_format and "rate" not in tq.bar_format and tq.smoothing == 0
+    bar.close()
+    assert "demo model: training" in capsys.readouterr().err

@@ -165,4 +165,5 @@ def test_heatmap_png(result: SlideResult, tmp_path: Path) -> None:
 
     path = save_heatmap_png(result, tmp_path / "heat.png", max_size=512)
     img = np.asarray(Image.open(path))
-    assert max(img.shape[:2]) == 512 and img.shape[2] == 3
+    # a 512-px thumbnail plus the colour bar and the text block (napari_pathm3.heatmap_png)
+    assert max(img.shape[:2]) > 512 and img.shape[2] == 3

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._types import CancelToken, PathLike, ProgressFn
-from .config import TilingConfig
+from .config import TilingConfig, TissueConfig
 from .errors import PathM3Error, SlideReadError
 from .inference import SlideResult
 from .io.slide import Slide
@@ -97,6 +97,7 @@ def caption_slide(
     region: Any = None,
     text: str | None = None,
     tiling: TilingConfig | None = None,
+    tissue: TissueConfig | None = None,
     cache_dir: PathLike | None = None,
     top_k: int = 8,
     progress: ProgressFn | None = None,
@@ -113,6 +114,7 @@ def caption_slide(
         region: level-0 polygons (``(k, 2)`` arrays of x, y), or a napari Shapes layer (its selected shapes,
             else all of them); ``None`` = whole slide.
         text: optional text for text-conditioned classification.
+        tiling: patch grid (default: the model's); tissue: tissue detection settings (default: Otsu).
         cache_dir: feature cache folder (features are reused on later runs).
         top_k: number of highest-attention patches to report.
 
@@ -130,7 +132,7 @@ def caption_slide(
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
     return _caption(
-        slide, model=model, encoder=encoder, device=device, region=region, text=text, tiling=tiling,
+        slide, model=model, encoder=encoder, device=device, region=region, text=text, tiling=tiling, tissue=tissue,
         cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
     )  # fmt: skip
 
@@ -174,7 +176,7 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
     Returns:
         The new layers.
     """
-    from .layers import overlay_text, result_layers
+    from .layers import follow_active_layer, overlay_text, result_layers, style_added_layer
 
     if viewer is None:
         import napari
@@ -188,10 +190,12 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
         if name in viewer.layers:
             viewer.layers.remove(name)
         added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+        style_added_layer(added[-1])
     overlay = text_overlay(viewer)
     overlay.text = overlay_text(result)
     overlay.position = "top_left"  # bottom corners hold notifications and the scale bar
     overlay.visible = True
+    follow_active_layer(viewer, overlay)  # the text belongs to this slide: hidden/replaced for another one
     return added
 
 

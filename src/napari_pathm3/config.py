@@ -77,9 +77,11 @@ class TissueConfig(_JsonMixin):
     opening_radius_um: float = 8.0  # removes dust and pen specks
     min_area_um2: float = 10_000.0  # 100x100 µm: smaller islands are debris
     min_hole_area_um2: float = 5_000.0  # holes smaller than this are filled
+    threshold: float | None = None  # fixed threshold on the signal (saturation / OD) instead of Otsu's
 
     def __post_init__(self) -> None:
         _check(self.target_mpp > 0, "target_mpp", "must be > 0")
+        _check(self.threshold is None or self.threshold >= 0, "threshold", "must be >= 0 or None (Otsu)")
         _check(self.max_size >= 16, "max_size", "must be >= 16")
         _check(self.method in ("otsu_saturation", "otsu_od"), "method", f"unknown method {self.method!r}")
         _check(self.min_area_um2 >= 0, "min_area_um2", "must be >= 0")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ._types import CancelToken, PathLike, ProgressFn, check_cancel, report
-from .config import TilingConfig
+from .config import TilingConfig, TissueConfig
 from .errors import NoTissueError, PathM3Error
 from .heatmaps import patch_boxes
 from .heatmaps import top_k as _top_k
@@ -219,6 +219,7 @@ def caption_slide(
     region: Sequence[np.ndarray] | None = None,
     text: str | None = None,
     tiling: TilingConfig | None = None,
+    tissue: TissueConfig | None = None,
     cache_dir: PathLike | None = None,
     top_k: int = 8,
     max_new_tokens: int | None = None,
@@ -235,6 +236,7 @@ def caption_slide(
         region: level-0 polygons ``(k, 2)`` of ``(x, y)``; only patches whose centre lies inside are used.
         text: optional text for text-conditioned classification (the model's image+text mode).
         tiling: patch grid settings; default: the model's / 224 px at 0.5 µm/px.
+        tissue: tissue detection settings (threshold, resolution, ...); default ``TissueConfig()``.
         cache_dir: feature cache folder (features are reused across runs); ``None`` = no cache.
         top_k: number of highest-attention patches to report.
         progress: ``progress(done, total, stage)`` with stage in :data:`STAGES`.
@@ -260,15 +262,16 @@ def caption_slide(
         check_grid(slide, tiling)
         report(progress, 0, total, "tissue")
         with _timed(timings, "tissue"):
-            tissue = detect_tissue(slide)
-        if tissue.empty:
+            tissue_mask = detect_tissue(slide, tissue)
+        if tissue_mask.empty:
             raise NoTissueError(
-                f"{slide.path.name}: no tissue detected; check the slide or the tissue settings"
+                f"{slide.path.name}: no tissue detected; lower the tissue threshold (--tissue-threshold, "
+                "e.g. 0.03, or 'tissue threshold' in the widget) or check the slide"
             )
         check_cancel(cancel)
         report(progress, 1, total, "patches")
         with _timed(timings, "patches"):
-            grid = make_grid(slide, tiling, tissue=tissue)
+            grid = make_grid(slide, tiling, tissue=tissue_mask)
             if region is not None:
                 region = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
                 grid = grid.subset(patches_in_region(grid, region))
@@ -276,7 +279,7 @@ def caption_slide(
             where = "inside the selected region" if region is not None else "on the slide"
             raise NoTissueError(
                 f"{slide.path.name}: no patch with at least {tiling.min_tissue_fraction:.0%} tissue {where}; "
-                "draw a larger region or lower min_tissue_fraction"
+                "draw a larger region or lower the minimum tissue fraction (--min-tissue, or the widget setting)"
             )
         check_cancel(cancel)
         report(progress, 2, total, "features")
@@ -306,7 +309,7 @@ def caption_slide(
     return SlideResult(
         slide_path=slide_path, slide_dimensions=(int(dims[0]), int(dims[1])), mpp_xy=mpp_xy,
         label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities, caption=caption,
-        attention=attention, query_attention=query_attention, grid=grid, tissue=tissue,
+        attention=attention, query_attention=query_attention, grid=grid, tissue=tissue_mask,
         top_indices=idx, top_scores=scores, model_name=_backend.model_name(pm),
         encoder_name=_backend.encoder_name(enc), device=str(_backend.model_device(pm)), text=text,
         region=None if region is None else list(region), timings=timings,
@@ -316,23 +319,8 @@ def caption_slide(
 def save_heatmap_png(
     result: SlideResult, path: PathLike, *, max_size: int = 1024, alpha: float = 0.5
 ) -> Path:
-    """Write the attention heatmap (normalised to [0, 1], turbo colours) over a slide thumbnail as PNG, with
-    the top patches outlined."""
-    from PIL import Image, ImageDraw
+    """Write the heatmap figure (attention on a fixed scale relative to uniform, colour bar, class,
+    probabilities and caption); see :func:`napari_pathm3.heatmap_png.save_heatmap_png`."""
+    from .heatmap_png import save_heatmap_png as write
 
-    from .heatmaps import Raster, attention_raster, normalize, overlay
-
-    heat = attention_raster(result.attention, result.grid)
-    raster = Raster(normalize(heat.data).astype(np.float32), heat.downsample, heat.origin)
-    with open_slide(result.slide_path) as slide:
-        thumb = slide.thumbnail(max_size)
-    img = Image.fromarray(overlay(thumb, raster, result.slide_dimensions, alpha=alpha))
-    draw = ImageDraw.Draw(img)
-    f = img.width / result.slide_dimensions[0]
-    for p in result.top_patches():
-        x0, y0, s = p["x"] * f, p["y"] * f, p["size"] * f
-        draw.rectangle([x0, y0, x0 + s, y0 + s], outline=(0, 255, 102), width=max(1, round(max_size / 400)))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return write(result, path, max_size=max_size, alpha=alpha)

@@ -8,11 +8,22 @@ the slide layer's units (``scale`` = µm per level-0 pixel, see :mod:`napari_pat
 
 from __future__ import annotations
 
+import textwrap
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .heatmaps import attention_raster, patch_boxes, tissue_raster
+from .heatmaps import (
+    ATTENTION_SCALE_LABEL,
+    RELATIVE_LOG2_RANGE,
+    attention_log2,
+    attention_raster,
+    attention_spread,
+    patch_boxes,
+    spread_text,
+    tissue_raster,
+)
 
 if TYPE_CHECKING:
     from napari.types import LayerDataTuple
@@ -28,21 +39,26 @@ TISSUE_COLOR = (0.0, 0.85, 0.75, 1.0)  # teal: not a stain colour
 TOP_K_COLOR = "#00ff66"  # green boxes read on pink and purple alike
 
 
-def overlay_text(result: SlideResult) -> str:
-    """One-line summary for ``viewer.text_overlay``: class, probability and caption."""
+#: characters per line of the canvas text overlay (napari does not wrap it; long captions ran off the canvas)
+OVERLAY_WIDTH = 60
+
+
+def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
+    """Summary for the viewer's text overlay: class, probability, caption (wrapped to ``width`` characters)
+    and the result's warnings (e.g. a model that has not learned to caption)."""
     p = result.probabilities.get(result.label, float("nan"))
-    text = f"PathM3: {result.label} ({p:.1%})"
-    if result.caption:
-        text += f"\n{result.caption}"
-    return text
+    lines = [f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})"]
+    warnings = tuple(getattr(result, "warnings", ()) or ())
+    lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
+    if result.caption and not warnings:
+        lines += textwrap.wrap(result.caption, width)
+    return "\n".join(lines)
 
 
-def _finite_limits(a: np.ndarray) -> tuple[float, float]:
-    v = a[np.isfinite(a)]
-    if v.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(v.min()), float(v.max())
-    return (lo, hi) if hi > lo else (lo, lo + max(abs(lo), 1e-6))
+def _log2_attention(values: np.ndarray) -> np.ndarray:
+    """log2 attention relative to uniform, zero attention floored one step under the colour range."""
+    v = attention_log2(values)
+    return np.where(np.isneginf(v), RELATIVE_LOG2_RANGE[0] - 1.0, v)
 
 
 def result_layers(
@@ -60,7 +76,8 @@ def result_layers(
     slide_scale = result.slide_scale
     units = ("um", "um") if result.mpp_xy is not None else None
     summary = result.summary()
-    meta = {"pathm3": summary, "slide_scale": slide_scale, "slide_path": result.slide_path}
+    meta = {"pathm3": summary, "slide_scale": slide_scale, "slide_path": result.slide_path,
+            "pathm3_overlay": overlay_text(result)}  # fmt: skip
     layers: list[LayerDataTuple] = []
 
     tissue = tissue_raster(result.tissue)
@@ -71,21 +88,26 @@ def result_layers(
         "colormap": colormap, "visible": False, "metadata": {**meta, "kind": "tissue"}, **_units(units, 2),
     }, "labels"))  # fmt: skip
 
-    heat = attention_raster(result.attention, result.grid)
+    # one fixed scale (log2 of attention relative to uniform 1/N) for every heatmap: near-uniform attention
+    # stays one colour instead of being stretched into invented hotspots (see napari_pathm3.heatmaps)
+    spread = attention_spread(result.attention)
+    meta["scale"] = ATTENTION_SCALE_LABEL
+    meta["spread"] = spread_text(spread)
+    heat = attention_raster(_log2_attention(result.attention), result.grid)
     scale, translate = heat.transform(slide_scale)
     layers.append((heat.data, {
         "name": f"{prefix} attention", "scale": scale, "translate": translate,
-        "contrast_limits": _finite_limits(heat.data), "interpolation2d": "nearest",
+        "contrast_limits": RELATIVE_LOG2_RANGE, "interpolation2d": "nearest",
         "metadata": {**meta, "kind": "attention"}, **HEATMAP_STYLE, **_units(units, 2),
     }, "image"))  # fmt: skip
 
     if per_query and result.query_attention.size:
-        stack = attention_raster(result.query_attention, result.grid)
+        stack = attention_raster(_log2_attention(result.query_attention), result.grid)
         scale, translate = stack.transform(slide_scale)
         layers.append((stack.data, {
             "name": f"{prefix} attention per query", "scale": scale, "translate": translate,
-            # every query's attention sums to 1 over the patches, so one range fits the whole stack
-            "contrast_limits": _finite_limits(stack.data), "interpolation2d": "nearest",
+            # each query's attention is compared with its own uniform level: one fixed range for the stack
+            "contrast_limits": RELATIVE_LOG2_RANGE, "interpolation2d": "nearest",
             "axis_labels": ("query", "y", "x"), "visible": False,
             "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE, **_units(units, 3),
         }, "image"))  # fmt: skip
@@ -106,6 +128,92 @@ def result_layers(
         "metadata": {**meta, "kind": "top_patches"}, **_units(units, 2),
     }, "shapes"))  # fmt: skip
     return layers
+
+
+def style_added_layer(layer: Any) -> None:
+    """Finish a layer added from :func:`result_layers`: the aggregate heatmap shows its colour bar (napari
+    >= 0.5.5; the legend of the fixed log2 scale), the others do not."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is not None and (layer.metadata or {}).get("kind") == "attention":
+        colorbar.visible = True
+
+
+# ------------------------------------------------------------------------------------------ text overlay
+_connected: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _layer_path(layer: Any) -> str | None:
+    meta = getattr(layer, "metadata", None) or {}
+    if "slide_path" in meta:
+        return str(meta["slide_path"])
+    slide = meta.get("pathm3_slide")
+    path = getattr(slide, "path", None)
+    return str(path) if path is not None else None
+
+
+def overlay_for_layer(viewer: Any, layer: Any) -> str | None:
+    """The overlay text that belongs to ``layer``: its own result's text, the latest result of its slide when
+    it is a slide layer, ``""`` for a slide without a result, ``None`` for layers unrelated to slides."""
+    if layer is None:
+        return None
+    meta = getattr(layer, "metadata", None) or {}
+    if "pathm3_overlay" in meta:
+        return str(meta["pathm3_overlay"])
+    path = _layer_path(layer)
+    if path is None:
+        return None
+    for other in reversed(list(viewer.layers)):  # the newest result layers of that slide
+        m = getattr(other, "metadata", None) or {}
+        if "pathm3_overlay" in m and str(m.get("slide_path")) == path:
+            return str(m["pathm3_overlay"])
+    return ""
+
+
+def sync_overlay(viewer: Any, overlay: Any) -> None:
+    """Show the text of the active layer's slide; hide the overlay when a slide without a result is active."""
+    text = overlay_for_layer(viewer, viewer.layers.selection.active)
+    if text is None:  # an unrelated layer (user shapes, points): leave the overlay as it is
+        return
+    overlay.text = text
+    overlay.visible = bool(text)
+
+
+def follow_active_layer(viewer: Any, overlay: Any) -> None:
+    """Keep ``overlay`` on the active layer's slide (connected once per viewer): a caption never stays over
+    another slide."""
+    if viewer in _connected:
+        return
+    _connected.add(viewer)
+    viewer.layers.selection.events.active.connect(lambda _e=None: sync_overlay(viewer, overlay))
+    viewer.layers.events.removed.connect(lambda _e=None: sync_overlay(viewer, overlay))
+
+
+def match_slide_units(viewer: Any, layer: Any) -> bool:
+    """Give a plain layer the slide layers' unit (napari warns "Inconsistent units across layers" at every
+    layer change while one layer is in pixels and the slides are in µm, and then drops units).
+
+    Only layers drawn in world coordinates (scale 1, every axis in pixels; e.g. a new shapes layer for a
+    region) are changed: their coordinates already are the slides' µm. Returns whether it changed ``layer``.
+    """
+    units = {
+        tuple(str(u) for u in lay.units) for lay in viewer.layers
+        if "pathm3_slide" in (getattr(lay, "metadata", None) or {})
+    }  # fmt: skip
+    if len(units) != 1:
+        return False
+    (slide_units,) = units
+    own = tuple(str(u) for u in getattr(layer, "units", ()))
+    if not own or own == slide_units[-len(own) :] or set(own) != {"pixel"}:
+        return False
+    if any(float(s) != 1.0 for s in layer.scale) or len(set(slide_units)) != 1:
+        return False
+    layer.units = (slide_units[0],) * len(own)
+    extent = getattr(getattr(layer, "events", None), "extent", None)
+    if (
+        extent is not None
+    ):  # napari 0.9 caches the layer list's extent (and units) until a layer's extent event
+        extent()
+    return True
 
 
 def _units(units: tuple[str, str] | None, ndim: int) -> dict[str, Any]:

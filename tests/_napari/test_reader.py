@@ -20,7 +20,10 @@ READABLE = [
 def test_get_reader_declines_other_files(slides_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"\x89PNG")
     assert napari_get_reader(str(tmp_path / "a.png")) is None
-    assert napari_get_reader(str(slides_dir / "broken.svs")) is None
+    with pytest.warns(
+        UserWarning, match=r"napari-pathm3 cannot open broken\.svs: .*(unsupported|not a TIFF)"
+    ):
+        assert napari_get_reader(str(slides_dir / "broken.svs")) is None  # the reason reaches napari
     assert napari_get_reader(str(tmp_path / "missing.svs")) is None
     assert napari_get_reader(str(tmp_path)) is None  # a folder without .dcm files
     assert callable(napari_get_reader(str(slides_dir / "CMU-1-Small-Region.svs")))
@@ -68,3 +71,29 @@ def test_manifest_validates() -> None:
     manifest = PluginManifest.from_distribution("napari-pathm3")
     manifest.validate_imports()  # every python_name (reader, writer, sample, widgets) imports
     assert {c.command for c in manifest.contributions.readers} == {"napari-pathm3.get_reader"}
+
+
+def test_reader_patterns_are_slide_formats_and_folders_still_open(dicom_dir: Path, tmp_path: Path) -> None:
+    """No catch-all ``*``: napari offers this reader only for slide formats, and for folders (DICOM WSI
+    folders often hold extension-less files), which ``napari_get_reader`` then checks."""
+    import yaml
+
+    from napari_pathm3.io.slide import SLIDE_SUFFIXES
+
+    manifest = Path(__file__).resolve().parents[2] / "src" / "napari_pathm3" / "napari.yaml"
+    (reader,) = yaml.safe_load(manifest.read_text())["contributions"]["readers"]
+    patterns = reader["filename_patterns"]
+    assert "*" not in patterns and reader["accepts_directories"] is True
+    assert sorted(patterns) == sorted(f"*{s}" for s in SLIDE_SUFFIXES)
+    plain = tmp_path / "dicom-no-suffix"
+    plain.mkdir()
+    for i, f in enumerate(sorted(dicom_dir.glob("*.dcm"))):
+        (plain / f"{i:04d}.dcm").symlink_to(f)  # a folder named without any suffix
+    assert callable(napari_get_reader(str(plain)))
+
+
+def test_broken_slide_reason_in_viewer(make_napari_viewer, slides_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """Opening broken.svs in napari: the warning (a notification in the GUI) names the file and the reason."""
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="cannot open broken.svs"), pytest.raises(ValueError):
+        viewer.open(str(slides_dir / "broken.svs"), plugin="napari-pathm3")

@@ -55,7 +55,11 @@ def test_run_adds_aligned_layers(
     centre_world = (np.array([y, x]) + (res.grid.size_level0 - 1) / 2) * mpp
     heat = kinds["attention"]
     pix = np.round(heat.world_to_data(centre_world)).astype(int)
-    assert heat.data[tuple(pix)] == pytest.approx(res.attention[i])
+    # fixed scale: log2 of attention relative to uniform 1/N, contrast limits -3..3 whatever the spread
+    want = np.log2(res.attention[i] / res.attention.sum() * res.num_patches)
+    assert heat.data[tuple(pix)] == pytest.approx(want, abs=1e-5)
+    assert tuple(heat.contrast_limits) == (-3.0, 3.0) and heat.colorbar.visible
+    assert "log2" in widget._output.value and "uniform" in widget._output.value
     np.testing.assert_allclose(kinds["top_patches"].scale, slide_layer.scale)
     np.testing.assert_allclose(kinds["query_attention"].scale[1:], heat.scale)
     for lay in kinds.values():
@@ -194,3 +198,107 @@ def test_opens_from_the_plugin_menu(
     assert widget._job.error is None and widget.result is not None
     _, train = viewer.window.add_plugin_dock_widget("napari-pathm3", "Train model")
     assert layer.name in [name for name, _ in train._slide_choices()]
+
+
+def test_overlay_belongs_to_its_slide(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, blank_slide, tiny_ckpt, tmp_path
+) -> None:
+    viewer, slide_a, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
+    slide_b = add_slide(viewer, blank_slide)
+    widget._slide.value = slide_a
+    widget._on_run()
+    _wait(qtbot, widget)
+    overlay = text_overlay(viewer)
+    text_a = overlay.text
+    assert overlay.visible and "blobs" in text_a
+    viewer.layers.selection.active = slide_b  # another slide without a result: no caption over it
+    assert not overlay.visible
+    viewer.layers.selection.active = slide_a
+    assert overlay.visible and overlay.text == text_a
+    heat = next(lay for lay in viewer.layers if lay.metadata.get("kind") == "attention")
+    viewer.layers.selection.active = slide_b
+    viewer.layers.selection.active = heat  # a result layer brings its own slide's text back
+    assert overlay.visible and overlay.text == text_a
+
+
+def test_long_caption_wraps_and_warnings_replace_it(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
+    from napari_pathm3.layers import OVERLAY_WIDTH, overlay_text
+
+    viewer, _, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
+    widget._on_run()
+    _wait(qtbot, widget)
+    res = widget.result
+    res.caption = "word " * 60
+    assert max(len(line) for line in overlay_text(res).splitlines()) <= OVERLAY_WIDTH + 20
+    res.warnings = ("this model has not learned to caption",)
+    widget._on_result(res)
+    assert not widget._warning.native.isHidden() and "not learned to caption" in widget._warning.value
+    assert "withheld" in widget._output.value and "word word" not in widget._output.value
+    assert (
+        "not learned to caption" in text_overlay(viewer).text and "word word" not in text_overlay(viewer).text
+    )
+
+
+def test_user_region_layer_gets_slide_units_no_unit_toasts(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path, monkeypatch
+) -> None:
+    import napari._vispy.canvas as canvas
+
+    toasts: list[str] = []
+    monkeypatch.setattr(canvas, "show_warning", lambda msg, *a, **k: toasts.append(str(msg)))
+    viewer, slide_layer, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
+    mpp = slide_layer.scale[0]
+    box = np.array([[400, 400], [400, 1400], [1150, 1400], [1150, 400]], float) * mpp
+    shapes = viewer.add_shapes([box], shape_type="polygon", name="my region")
+    assert [str(u) for u in shapes.units] == [str(u) for u in slide_layer.units]
+    widget._region.reset_choices()
+    widget._region.value = shapes
+    widget._on_run()
+    _wait(qtbot, widget)
+    qtbot.wait(50)  # let the canvas draw the new layers
+    assert widget.result is not None
+    assert sum("Inconsistent units" in t for t in toasts) <= 1  # was once per added layer
+
+
+def test_thread_and_tissue_settings_reach_the_job(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path, monkeypatch
+) -> None:
+    import napari_pathm3.threads as threads
+
+    seen: list = []
+    real = threads.apply_thread_policy
+    monkeypatch.setattr(threads, "apply_thread_policy", lambda n=None: seen.append(n) or real(1))
+    _, _, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
+    assert widget._threads.value == "auto" and "1" in widget._threads.choices
+    widget._threads.value = "1"
+    widget._tissue_threshold.value = 0.9  # nothing on the synthetic slide is that saturated
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert seen and seen[0] == "1"
+    assert type(job.error).__name__ == "NoTissueError" and "threshold" in str(job.error)
+    widget._tissue_threshold.value = 0.0  # automatic again
+    assert widget.tissue_config().threshold is None
+
+
+def test_kidney_tiff_without_mpp_gets_a_result(
+    make_napari_viewer, add_slide, qtbot, slides_dir, tiny_ckpt, tmp_path
+) -> None:
+    """kidney-48-5.tif (plain TIFF, no µm/px, one small faint piece of tissue) said "no tissue detected":
+    tissue is now found, the widget tiles it at level 0 in pixels, and the min-tissue setting gets a result."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no microns-per-pixel" is expected here
+        viewer, _, widget = _make(
+            make_napari_viewer, add_slide, slides_dir / "kidney-48-5.tif", tiny_ckpt, tmp_path
+        )
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert type(job.error).__name__ == "NoTissueError" and "minimum tissue fraction" in str(job.error)
+    widget._min_tissue.value = 0.05
+    job = widget._on_run()
+    _wait(qtbot, widget)
+    assert job.error is None and widget.result.num_patches >= 1
+    assert "no µm/px" in widget._output.value

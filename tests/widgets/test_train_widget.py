@@ -108,10 +108,37 @@ def test_sparkline_fallback() -> None:
 def test_manifest_widgets_resolve() -> None:
     import yaml
 
-    manifest = yaml.safe_load((Path(__file__).parents[2] / "napari.yaml").read_text())
+    manifest = yaml.safe_load(
+        (Path(__file__).parents[2] / "src" / "napari_pathm3" / "napari.yaml").read_text()
+    )
     names = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
     import importlib
 
     for cid in ("napari-pathm3.caption_widget", "napari-pathm3.train_widget"):
         module, _, attr = names[cid].partition(":")
         assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_thread_setting_reaches_training(
+    make_napari_viewer, add_slide, synthetic_slide, monkeypatch, qtbot
+) -> None:
+    import napari_pathm3.threads as threads
+    import napari_pathm3.widgets.train as train_mod
+    from napari_pathm3.widgets.train import TrainWidget
+
+    seen: list = []
+    monkeypatch.setattr(threads, "apply_thread_policy", lambda n=None: seen.append(n))
+    monkeypatch.setattr(train_mod, "train_on_regions", lambda regions, **kw: "done")
+    viewer = make_napari_viewer()
+    layer = add_slide(viewer, synthetic_slide)
+    box = np.array([[100, 100], [100, 300], [300, 300], [300, 100]], float) * layer.scale[0]
+    viewer.add_shapes([box, box + 200], shape_type="polygon", name="ann", features={"class": ["a", "b"]})
+    widget = TrainWidget(viewer)
+    widget._on_result = lambda result: None
+    widget._slides.value = [layer]
+    widget._annotations.value = [viewer.layers["ann"]]
+    assert widget._threads.value == "auto"
+    widget._threads.value = "2" if "2" in widget._threads.choices else "1"
+    job = widget._on_train()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert job.error is None and seen == [widget._threads.value]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
     p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tissue_options(p)
     p.set_defaults(func=run)
 
 
+_EPOCH = re.compile(r"^(?P<prefix>.*?)epoch (?P<epoch>\d+)/(?P<epochs>\d+)")
+
+
 class _Bar:
-    """tqdm progress over the stages; the feature stage shows patches."""
+    """tqdm progress over the stages. Training shows epochs (``3.4/30 epochs``) with the average time per
+    epoch so far, never a per-step rate; other stages show their own counts (the feature stage: patches)."""
 
     def __init__(self, disable: bool) -> None:
         self.disable = disable
@@ -45,20 +53,37 @@ class _Bar:
         self.stage = ""
 
     def __call__(self, done: int, total: int, stage: str) -> None:
+        m = _EPOCH.match(stage)
+        if m is not None:  # "…epoch k/E" with done/total = optimiser steps over the whole run
+            epochs = int(m.group("epochs"))
+            self._show(f"{m.group('prefix')}training", epochs, epochs * done / total if total else 0.0, True)
+        else:
+            self._show(stage.split(" (")[0], total, done, False)
+
+    def _show(self, name: str, total: float, done: float, epochs: bool) -> None:
         from tqdm.auto import tqdm
 
-        name = stage.split(" (")[0]
         if name != self.stage:
             self.close()
             self.stage = name
-            self.bar = tqdm(
-                total=total or None, desc=name, unit="", leave=False, disable=self.disable, file=sys.stderr
+            fmt = (
+                "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}]"
+                if epochs
+                else "{desc}: {n_fmt}/{total_fmt} [{elapsed}]"
+                if total
+                else "{desc} [{elapsed}]"
             )
+            # smoothing=0: the remaining time comes from the average rate since the stage began
+            self.bar = tqdm(total=total or None, desc=name, leave=False, disable=self.disable, file=sys.stderr,
+                            bar_format=fmt, smoothing=0)  # fmt: skip
         if self.bar is not None:
             if total and self.bar.total != total:
                 self.bar.total = total
-            self.bar.n = done
-            self.bar.refresh()
+            if done >= self.bar.n:
+                self.bar.update(done - self.bar.n)
+            else:
+                self.bar.n = done
+                self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -69,16 +94,24 @@ class _Bar:
 def run(args: argparse.Namespace) -> int:
     from .. import api
     from .._backend import user_cache_dir
-    from ..inference import save_heatmap_png
+    from ..heatmap_png import save_heatmap_png
     from ..io.geojson import json_text, write_json_atomic
 
     bar = _Bar(disable=args.quiet)
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
+    model: Any = args.model
+    tiling = None
+    if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
+        from .._backend import model_tiling
+        from ..config import TilingConfig
+
+        model = api.load_model(args.model, device=args.device)
+        tiling = with_min_tissue(model_tiling(model) or TilingConfig(), args)
     try:
         with api.open_slide(args.slide, mpp=args.mpp) as slide:
             result = api.caption_slide(
-                slide, model=args.model, encoder=args.encoder, device=args.device, text=args.text,
-                cache_dir=cache, top_k=args.top_k, progress=bar,
+                slide, model=model, encoder=args.encoder, device=args.device, text=args.text, tiling=tiling,
+                tissue=tissue_config(args), cache_dir=cache, top_k=args.top_k, progress=bar,
             )  # fmt: skip
     finally:
         bar.close()
@@ -94,11 +127,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(json_text(data))  # strict JSON: NaN/Inf is an error, never a NaN literal
     if args.heatmap is not None:
-        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size)
+        note = data.get("disclaimer")
+        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=note)
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
         result.save_geojson(args.geojson)
+    for warning in getattr(result, "warnings", ()) or ():
+        print(f"warning: {warning}", file=sys.stderr)
     if args.out is not None:
         p = result.probabilities[result.label]
         print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("pathm3-demo"), help="output folder for --headless")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
     p.add_argument("--retrain", action="store_true", help="train the demo model again even when it is cached")
+    p.add_argument(
+        "--epochs", type=int, default=None,
+        help="training epochs of the demo model (default 20; fewer is faster and worse: for smoke tests)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -27,15 +31,17 @@ def run(args: argparse.Namespace) -> int:
     from .caption import _Bar
 
     print(demo.DISCLAIMER, file=sys.stderr)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    force = args.retrain or args.epochs is not None  # another epoch count: do not reuse the cached model
     if not args.headless:
-        if args.retrain:
-            demo.ensure_demo_model(device=args.device, force=True)
+        if force:
+            demo.ensure_demo_model(device=args.device, force=True, **epochs)
         demo.launch_viewer()
         return 0
     bar = _Bar(disable=False)
     try:
-        if args.retrain:
-            demo.ensure_demo_model(device=args.device, force=True, progress=bar)
+        if force:
+            demo.ensure_demo_model(device=args.device, force=True, progress=bar, **epochs)
         paths = demo.run_headless(args.out, device=args.device, progress=bar)
     finally:
         bar.close()

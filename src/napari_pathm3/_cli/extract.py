@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scheduler", help="dask.distributed scheduler address: one task per slide on that cluster"
     )
     p.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
-    p.add_argument("--cluster-threads", action="store_true", help="local cluster workers as threads, not processes")
+    p.add_argument(
+        "--cluster-threads", action="store_true", help="local cluster workers as threads, not processes"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

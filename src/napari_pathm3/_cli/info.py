@@ -1,4 +1,7 @@
-"""``napari-pathm3 info SLIDE``: slide metadata, tissue and grid summary as JSON."""
+"""``napari-pathm3 info SLIDE [--model DIR|demo]``: slide metadata, tissue and grid summary as JSON.
+
+With ``--model`` the patch grid is the one that model captions with (the same count ``caption`` uses);
+without it, the default grid (224 px at 0.5 µm/px), which the output says."""
 
 from __future__ import annotations
 
@@ -6,21 +9,35 @@ import argparse
 import json
 import sys
 
+from ._options import add_tissue_options, model_tiling_of, tissue_config, with_min_tissue
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a slide's metadata, tissue fraction and patch count as JSON")
     p.add_argument("slide", help="slide file or DICOM folder")
     p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
-    p.add_argument("--patch-size", type=int, default=224)
-    p.add_argument("--target-mpp", type=float, default=0.5)
+    p.add_argument(
+        "--model", default=None, help="count the patches of this model's grid (checkpoint folder or 'demo')"
+    )
+    p.add_argument(
+        "--patch-size", type=int, default=None, help="patch size in px (default: the model's / 224)"
+    )
+    p.add_argument("--target-mpp", type=float, default=None, help="patch µm/px (default: the model's / 0.5)")
+    add_tissue_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import TilingConfig
-    from ..io.slide import open_slide
-    from ..tiling import detect_tissue, make_grid
+    import dataclasses
 
+    from ..io.slide import open_slide
+    from ..tiling import check_grid, detect_tissue, make_grid
+
+    tiling, source = model_tiling_of(args.model)
+    if args.patch_size is not None or args.target_mpp is not None:
+        changes = {k: v for k, v in (("patch_size", args.patch_size), ("target_mpp", args.target_mpp)) if v}
+        tiling, source = dataclasses.replace(tiling, **changes), f"{source}, changed by options"
+    tiling = with_min_tissue(tiling, args)
     with open_slide(args.slide, mpp=args.mpp) as slide:
         meta = slide.metadata()
         meta.pop("properties")
@@ -28,14 +45,19 @@ def run(args: argparse.Namespace) -> int:
             json.dump(meta, sys.stdout, indent=2)
             print()
             return 0
-        tissue = detect_tissue(slide)
+        if slide.mpp is not None or tiling.target_mpp is None:
+            check_grid(slide, tiling)  # an absurd mpp fails at once, before tissue detection
+        tissue = detect_tissue(slide, tissue_config(args))
         meta["tissue_fraction"] = tissue.tissue_fraction
-        if slide.mpp is not None:
-            grid = make_grid(
-                slide, TilingConfig(patch_size=args.patch_size, target_mpp=args.target_mpp), tissue=tissue
-            )
+        meta["tissue_threshold"] = tissue.threshold
+        grid_info: dict = {"source": source, **tiling.to_dict()}
+        if slide.mpp is not None or tiling.target_mpp is None:
+            grid = make_grid(slide, tiling, tissue=tissue)
             meta["patches"] = len(grid)
             meta["patch_read_level"] = grid.read_level
+        else:
+            grid_info["note"] = "no patch count: the slide has no mpp; pass --mpp"
+        meta["grid"] = grid_info
     json.dump(meta, sys.stdout, indent=2)
     print()
     return 0

@@ -35,10 +35,19 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
         open_slide(p).close()
     except (SlideReadError, OSError) as err:
         log.info("napari-pathm3 does not read %s: %s", p, err)
-        # napari shows warnings as notifications: say why, instead of a bare "no reader" (issue 13)
-        warnings.warn(f"napari-pathm3 cannot open {p.name}: {err}", stacklevel=2)
+        # a file with a slide's extension that no backend opens: say why (napari shows warnings as
+        # notifications), then decline so that other readers may still try it
+        warnings.warn(cannot_open_message(p, err), UserWarning, stacklevel=2)
         return None
     return read_slide
+
+
+def cannot_open_message(path: Path, err: BaseException) -> str:
+    """The user-facing reason a slide did not open (the io layer's message names the cause and the fix)."""
+    reason = str(err).strip() or type(err).__name__
+    if reason.startswith(str(path)):  # most io messages start with the path: keep the file name only
+        reason = reason[len(str(path)) :].lstrip(": ")
+    return f"napari-pathm3 cannot open {path.name}: {reason}"
 
 
 def read_slide(path: str | list[str]) -> list[LayerData]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import OrderedDict
@@ -62,7 +63,10 @@ def detect_tissue_array(
     floor = config.min_saturation if config.method == "otsu_saturation" else 0.05
     if float(signal.max() - signal.min()) < 1e-6:
         return np.zeros(signal.shape, bool), float("inf")  # uniform image: Otsu is undefined, no tissue
-    threshold = max(float(filters.threshold_otsu(signal)), floor)
+    if config.threshold is not None:  # the user's threshold, e.g. for faint stains Otsu splits badly
+        threshold = float(config.threshold)
+    else:
+        threshold = max(float(filters.threshold_otsu(signal)), floor)
     mask = signal > threshold
 
     def radius(um: float) -> int:
@@ -133,6 +137,11 @@ def _detect(slide: object, config: TissueConfig) -> TissueMask:
     else:  # pixel units: assume ~0.5 µm/px (20x), the common case, for the morphology radii only
         downsample = max(1.0, max(w0, h0) / config.max_size)
         um_per_px = downsample * 0.5
+        # the assumed scale may be far off (a low-power image of a small biopsy): never drop an object as
+        # "debris" that covers 0.1 % of the image (kidney-48-5.tif lost its only piece of tissue here)
+        image_um2 = (w0 / downsample) * (h0 / downsample) * um_per_px**2
+        if config.min_area_um2 > 0.001 * image_um2:
+            config = dataclasses.replace(config, min_area_um2=0.001 * image_um2)
     rgb = read_downsampled(slide, downsample)  # type: ignore[arg-type]
     # the effective downsample after rounding of the output size
     eff = w0 / rgb.shape[1]

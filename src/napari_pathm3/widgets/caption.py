@@ -11,6 +11,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -21,8 +22,11 @@ from magicgui.widgets import (
 
 from .._backend import user_cache_dir
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
+from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
+from ..layers import match_slide_units
 from ._registry import DEMO_NAME, encoder_names, registry
+from ._threads import threads_widget
 from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
@@ -31,8 +35,12 @@ if TYPE_CHECKING:
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
 DEVICES = ("auto", "cuda", "mps", "cpu")
+HEATMAP_NOTE = (
+    "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
+    "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
+)
 DEMO_NOTE = (
-    "The demo model is trained in a minute or two on a few hand-drawn regions of one sample slide with a simple "
+    "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
     "colour/texture encoder. It shows how PathM3 works; it is NOT diagnostic."
 )
 
@@ -62,12 +70,30 @@ class CaptionWidget(Container):
                                 tooltip="whole slide, or the selected shapes of a shapes layer (all shapes when none is selected)")  # fmt: skip
         self._text = LineEdit(label="text", tooltip="optional text for text-conditioned classification")
         self._top_k = SpinBox(label="top patches", value=8, min=1, max=200)
+        self._tissue_threshold = FloatSpinBox(
+            label="tissue threshold", value=0.0, min=0.0, max=1.0, step=0.01,
+            tooltip="saturation above which a pixel is tissue; 0 = automatic (Otsu, at least 0.05). "
+            "Lower it (e.g. 0.03) for faint stains when no tissue is detected",
+        )  # fmt: skip
+        self._tissue_mpp = FloatSpinBox(
+            label="tissue µm/px", value=8.0, min=0.5, max=128.0, step=0.5,
+            tooltip="resolution tissue is detected at (the pyramid level read follows from it)",
+        )  # fmt: skip
+        self._min_tissue = FloatSpinBox(
+            label="min tissue", value=0.25, min=0.0, max=1.0, step=0.05,
+            tooltip="keep a patch when at least this fraction of it is tissue",
+        )  # fmt: skip
+        self._threads = threads_widget()
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self._stage = Label(label="stage", value="idle")
         self._note = Label(value="")
         self._note.native.setWordWrap(True)
+        self._warning = Label(value="")  # a result's warnings, in red above the result text
+        self._warning.native.setWordWrap(True)
+        self._warning.native.setStyleSheet("color: #ff5050; font-weight: bold;")
+        self._warning.visible = False
         self._output = TextEdit(label="result", value="")
         self._output.read_only = True  # selectable and copyable, not editable
         self._save_json = PushButton(text="JSON…", enabled=False)
@@ -81,7 +107,8 @@ class CaptionWidget(Container):
         )  # fmt: skip
         self.extend([
             self._slide, self._model, self._model_dir, self._encoder, self._device, self._region, self._text,
-            self._top_k, buttons, self._progress, self._stage, self._note, self._output, exports,
+            self._top_k, self._tissue_threshold, self._tissue_mpp, self._min_tissue, self._threads, buttons,
+            self._progress, self._stage, self._note, self._warning, self._output, exports,
         ])  # fmt: skip
 
         self._run.changed.connect(self._on_run)
@@ -95,6 +122,8 @@ class CaptionWidget(Container):
         registry.changed.connect(self._on_registry_changed)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
+        # a new plain layer (e.g. shapes for a region) gets the slides' µm: no "Inconsistent units" toasts
+        viewer.layers.events.inserted.connect(lambda e: match_slide_units(viewer, e.value), position="first")
         self._on_model_changed()
 
     # ------------------------------------------------------------------------------------------ choices
@@ -155,14 +184,20 @@ class CaptionWidget(Container):
         model_name = self._model.value
         encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
         device, text, top_k = self._device.value, self._text.value.strip() or None, int(self._top_k.value)
-        cache_dir = self.cache_dir
+        cache_dir, threads = self.cache_dir, self._threads.value
+        tissue = self.tissue_config()
+        min_tissue = float(self._min_tissue.value)
 
         def work(progress: Any, cancel: Any) -> SlideResult:
+            from ..threads import apply_thread_policy
+
+            apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             progress(0, 1, "loading model")
             model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
             result = caption_slide(
                 slide, model=model, encoder=encoder, device=device, region=region, text=text,
-                cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
+                tiling=_tiling_for(model, slide, min_tissue), tissue=tissue, cache_dir=cache_dir,
+                top_k=top_k, progress=progress, cancel=cancel,
             )  # fmt: skip
             result.model_name = model_name
             return result
@@ -174,6 +209,13 @@ class CaptionWidget(Container):
             work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
         )
         return self._job.start()
+
+    def tissue_config(self) -> Any:
+        """The tissue detection settings of the widget."""
+        from ..config import TissueConfig
+
+        threshold = float(self._tissue_threshold.value)
+        return TissueConfig(target_mpp=float(self._tissue_mpp.value), threshold=threshold or None)
 
     def _on_cancel(self, _value: Any = None) -> None:
         if self._job is not None and self._job.running:
@@ -206,6 +248,9 @@ class CaptionWidget(Container):
     def _on_result(self, result: SlideResult) -> None:
         self.result = result
         show(result, self._viewer)
+        warnings = tuple(getattr(result, "warnings", ()) or ())
+        self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
+        self._warning.visible = bool(warnings)
         self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
@@ -255,14 +300,36 @@ def _slide_scale(layer: Any) -> tuple[float, float]:
     return s[0], s[1]
 
 
+def _tiling_for(model: Any, slide: Any, min_tissue: float) -> Any:
+    """The model's grid with the widget's minimum tissue fraction; a slide without mpp is tiled at level 0
+    in its own pixels (the model's patch size), since the widget cannot ask for the slide's µm/px."""
+    import dataclasses
+
+    from .._backend import model_tiling
+    from ..config import TilingConfig
+
+    tiling = dataclasses.replace(model_tiling(model) or TilingConfig(), min_tissue_fraction=min_tissue)
+    if slide.mpp is None and tiling.target_mpp is not None:
+        tiling = dataclasses.replace(tiling, target_mpp=None, level=0)
+    return tiling
+
+
 def format_result(result: SlideResult, *, demo: bool = False) -> str:
-    """The text shown in the widget: class, every probability, caption and run facts."""
+    """The text shown in the widget: warnings, class, every probability, caption and run facts."""
     lines = []
     if demo:
         lines += ["DEMO MODEL - NOT DIAGNOSTIC", ""]
+    warnings = tuple(getattr(result, "warnings", ()) or ())
+    lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
     lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
-    lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
+    if warnings:  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+        lines += ["", "Caption: (withheld: see the warning above)", ""]
+    else:
+        lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
+    if result.grid.mpp is None:
+        lines.append("The slide has no µm/px: tiled at level 0 in its own pixels.")
+    lines += [HEATMAP_NOTE, f"This run: {spread_text(attention_spread(result.attention))}.", ""]
     where = "selected region" if result.region is not None else "whole slide"
     lines.append(
         f"{result.num_patches} patches ({where}), model {result.model_name}, encoder {result.encoder_name}, {result.device}"

@@ -29,9 +29,10 @@ from .._backend import MODEL_SIZES, train_on_regions, user_cache_dir
 from ..api import layer_kind, slide_layers
 from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
-from ..layers import shapes_to_level0
+from ..layers import match_slide_units, shapes_to_level0
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
+from ._threads import threads_widget
 from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
@@ -129,6 +130,7 @@ class TrainWidget(Container):
         self._out = FileEdit(
             label="save to", mode="d", value=user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
         )
+        self._threads = threads_widget()
         self._train = PushButton(text="Train")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
@@ -137,7 +139,8 @@ class TrainWidget(Container):
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
         self.extend([
             self._slides, self._annotations, self._encoder, self._device, self._size, self._mode, self._epochs,
-            self._lr, self._batch, self._alpha, self._sub_bags, self._patch, self._mpp, self._out, buttons,
+            self._lr, self._batch, self._alpha, self._sub_bags, self._patch, self._mpp, self._out, self._threads,
+            buttons,
             self._progress, self._stage,
         ])  # fmt: skip
         self.native.layout().addWidget(self._plot.widget)
@@ -145,6 +148,8 @@ class TrainWidget(Container):
         self._cancel.changed.connect(self._on_cancel)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
+        # a new plain layer (e.g. shapes for a region) gets the slides' µm: no "Inconsistent units" toasts
+        viewer.layers.events.inserted.connect(lambda e: match_slide_units(viewer, e.value), position="first")
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
@@ -206,7 +211,12 @@ class TrainWidget(Container):
             mode=self._mode.value, sub_bags=int(self._sub_bags.value),
         )  # fmt: skip
 
+        threads = self._threads.value
+
         def work(progress: Any, metrics: Any, cancel: Any) -> Any:
+            from ..threads import apply_thread_policy
+
+            apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
 
         self.history = []

@@ -1,0 +1,87 @@
+"""Options shared by ``info`` and ``caption``: tissue detection and the patch grid, so both report and use the
+same grid for the same model (``info --model`` reads the grid a model was trained with, without loading it)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_tissue_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tissue detection")
+    g.add_argument(
+        "--tissue-threshold", type=float, default=None, metavar="T",
+        help="saturation above which a pixel is tissue, 0-1 (default: automatic, Otsu's threshold but at "
+        "least 0.05); lower it (e.g. 0.03) for faint stains when 'no tissue detected'",
+    )  # fmt: skip
+    g.add_argument(
+        "--tissue-mpp", type=float, default=None, metavar="UM",
+        help="resolution tissue is detected at, µm/px (default 8; the pyramid level read follows from it)",
+    )  # fmt: skip
+    g.add_argument(
+        "--min-tissue", type=float, default=None, metavar="F",
+        help="keep a patch when at least this fraction of it is tissue, 0-1 (default: the model's, 0.25)",
+    )  # fmt: skip
+    g.add_argument(
+        "--level", type=int, default=None, metavar="N",
+        help="tile pyramid level N in its own pixels (for slides without mpp, instead of --mpp; the "
+        "model's patch size in px)",
+    )  # fmt: skip
+
+
+def tissue_config(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_pathm3.config.TissueConfig` of the options (``None`` = defaults)."""
+    from ..config import TissueConfig
+
+    kw: dict[str, Any] = {}
+    if args.tissue_threshold is not None:
+        kw["threshold"] = args.tissue_threshold
+    if args.tissue_mpp is not None:
+        kw["target_mpp"] = args.tissue_mpp
+    return TissueConfig(**kw) if kw else None
+
+
+def changes_grid(args: argparse.Namespace) -> bool:
+    return args.min_tissue is not None or args.level is not None
+
+
+def with_min_tissue(tiling: Any, args: argparse.Namespace) -> Any:
+    """``tiling`` with ``--min-tissue`` and ``--level`` applied."""
+    if args.min_tissue is not None:
+        tiling = dataclasses.replace(tiling, min_tissue_fraction=args.min_tissue)
+    if args.level is not None:
+        tiling = dataclasses.replace(tiling, target_mpp=None, level=args.level)
+    return tiling
+
+
+def model_tiling_of(model: str | None) -> tuple[Any, str]:
+    """``(TilingConfig, where it came from)`` for a checkpoint folder or ``"demo"``, read from the files the
+    trainer writes (no torch, no weights); the defaults when ``model`` is ``None`` or records no grid."""
+    from .._backend import TILING_NAME
+    from ..config import TilingConfig
+    from ..errors import CheckpointError
+
+    if model is None:
+        return TilingConfig(), "defaults (pass --model to count the patches that model uses)"
+    if model == "demo":
+        from ..demo import DEMO_TILING
+
+        return DEMO_TILING, "the demo model"
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a folder; pass a checkpoint folder or 'demo'")
+    for name, key in ((TILING_NAME, None), ("config.json", "tiling")):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: unreadable ({err}); delete or fix the file") from err
+        data = data.get(key) if key else data
+        if isinstance(data, dict):
+            return TilingConfig.from_dict(data), f"model {folder.name} ({name})"
+    return TilingConfig(), f"defaults (model {folder.name} records no grid)"

@@ -1,0 +1,65 @@
+"""The README's commands: command 2 is what CI runs, every CLI flag it shows exists, and (slow) its command-line
+examples run offline as written, against the shared data folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+TEST_COMMAND = 'pip install torch==2.13.0 && pip install -e ".[testing]" && xvfb-run -a python -m pytest -ra'
+
+
+def cli_block() -> str:
+    section = README.split("### From the command line", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def cli_lines() -> list[str]:
+    return [ln.split("  #")[0].strip() for ln in cli_block().splitlines() if ln.startswith("napari-pathm3 ")]
+
+
+def test_command_2_is_what_ci_runs() -> None:
+    assert TEST_COMMAND in README
+    assert TEST_COMMAND in (REPO / ".ci" / "run").read_text()
+    workflow = (REPO / ".github" / "workflows" / "test.yml").read_text()
+    assert TEST_COMMAND in workflow  # Linux, under Xvfb
+    assert TEST_COMMAND.replace("xvfb-run -a ", "") in workflow  # macOS / Windows
+
+
+def test_readme_cli_lines_parse() -> None:
+    """Every ``napari-pathm3`` line of the README parses: no flag the CLI does not have."""
+    from napari_pathm3.cli import build_parser
+
+    lines = cli_lines()
+    assert len(lines) >= 5
+    parser = build_parser()
+    for line in lines:
+        argv = shlex.split(line.replace("$SLIDES", "/data/slides"))[1:]
+        try:
+            parser.parse_args(argv)
+        except SystemExit as err:  # argparse exits on unknown flags
+            pytest.fail(f"README line does not parse ({err}): {line}")
+
+
+@pytest.mark.slow  # trains the demo model and a tiny model: about a minute of CPU
+def test_readme_cli_examples_run_offline(shared_data: Path, tmp_path: Path) -> None:
+    script = re.sub(r"^export NAPARI_PATHM3_DATA=.*$", f"export NAPARI_PATHM3_DATA={shlex.quote(str(shared_data))}",
+                    cli_block(), flags=re.M)  # fmt: skip
+    prelude = (
+        f'set -euo pipefail\nnapari-pathm3() {{ {shlex.quote(sys.executable)} -m napari_pathm3.cli "$@"; }}\n'
+    )
+    env = {**os.environ, "NAPARI_PATHM3_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "NAPARI_PATHM3_THREADS": os.environ.get("NAPARI_PATHM3_THREADS", "2")}  # fmt: skip
+    proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for out in ("cmu.json", "cmu.png", "top.geojson", "features", "runs/mine/best", "mine.json", "mine.png"):
+        assert (tmp_path / out).exists(), out
