@@ -18,6 +18,7 @@ from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..device import empty_cache, is_oom
 from ..errors import EncoderError, NoTissueError
 from ..io.feature_store import BagWriter, FeatureBag, bag_meta, slide_id_for
+from ..threads import apply_thread_policy
 from ..tiling import PatchGrid, PatchReader
 from .encoders import FrozenEncoder, get_encoder
 
@@ -88,7 +89,9 @@ def extract_features(
             one is resumed, a stale one is recomputed.
         slide_id: key recorded in the store (default: the slide's file name without suffix).
         batch_size: patches per encoder call (halved automatically on out-of-memory).
-        num_workers: patch-reading threads (default ``min(8, cpu count)``).
+        num_workers: patch-reading threads (default: from the thread policy, see :mod:`napari_pathm3.threads`;
+            on the CPU the reader gets part of the budget and torch the rest, so the two never oversubscribe
+            the free cores).
         prefetch: batches read ahead of the encoder.
         device: ``"auto"`` (cuda, mps, cpu) or a torch device.
         dtype: ``"float32"`` or ``"float16"`` storage in the store (the returned bag is float32).
@@ -114,6 +117,7 @@ def extract_features(
     if n == 0:
         raise NoTissueError(f"{getattr(slide, 'path', slide)}: the patch grid is empty (no tissue found)")
     check_cancel(cancel)
+    policy = apply_thread_policy()
     enc = get_encoder(encoder, device=device) if isinstance(encoder, str) else encoder.prepare(device)
     slide_id = slide_id or slide_id_for(getattr(slide, "path", "slide"))
     fingerprint = getattr(slide, "fingerprint", None)
@@ -157,6 +161,8 @@ def extract_features(
         done += len(host)
         report(progress, done, n, STAGE)
 
+    if num_workers is None:  # on an accelerator the CPU only reads; on the CPU reading shares it with torch
+        num_workers = policy.threads if enc.device.type != "cpu" else policy.reader_workers
     reader = PatchReader(slide, grid, num_workers=num_workers)
     max_batch = batch_size
     pending = None
