@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import math
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -69,7 +70,7 @@ class _OpenSlidePixels:
 
     @classmethod
     def for_slide(cls, slide: Any) -> _OpenSlidePixels | None:
-        if getattr(slide, "backend", None) != "openslide":
+        if getattr(slide, "backend", None) != "openslide" or sys.byteorder != "little":
             return None
         path = getattr(slide, "_file", None) or getattr(slide, "path", None)
         try:
