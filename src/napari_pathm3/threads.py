@@ -72,7 +72,7 @@ def busy_cores() -> float:
     """Cores other processes keep busy.
 
     Where the OS shows its run queue (Linux ``/proc/loadavg``), the number of runnable threads *right now*
-    other than the caller (median of a few samples over ~10 ms): it sees other work the moment it starts,
+    other than the caller (median of three samples over ~2 ms): it sees other work the moment it starts,
     and this process's own threads are idle when a command starts. Elsewhere the 1-minute load average,
     which lags by up to a minute and, later in a run, counts this process's own work too.
     """
@@ -85,7 +85,7 @@ def busy_cores() -> float:
         return 0.0
 
 
-def _run_queue_others(samples: int = 5) -> float | None:
+def _run_queue_others(samples: int = 3) -> float | None:
     import time
 
     counts = []
@@ -95,7 +95,7 @@ def _run_queue_others(samples: int = 5) -> float | None:
                 running = int(fh.read().split()[3].split("/")[0])  # "1.20 0.90 0.70 3/512 12345"
             counts.append(max(0, running - 1))  # the thread reading the file is running
             if i + 1 < samples:
-                time.sleep(0.002)
+                time.sleep(0.001)
     except (OSError, ValueError, IndexError):
         return None
     counts.sort()

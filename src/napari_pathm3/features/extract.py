@@ -1,7 +1,8 @@
 """``extract_features(slide, grid, encoder)``: patch reads in threads overlapped with batched encoding.
 
 Reader threads (:class:`~napari_pathm3.tiling.PatchReader`) read and decode the next ``prefetch`` batches
-while the main thread encodes the current one; on CUDA the copy of batch *k*'s features to the host is
+while the main thread encodes the current one; torch threads and reader workers come from one thread budget
+(:func:`~napari_pathm3.threads.apply_thread_policy`), so together they never oversubscribe the free cores; on CUDA the copy of batch *k*'s features to the host is
 deferred until batch *k+1* is queued, so the GPU never waits for Python. Out-of-memory halves the encoding
 batch and retries. With a ``store`` the features go to disk chunk by chunk and an interrupted run resumes.
 """
