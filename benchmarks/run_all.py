@@ -142,6 +142,8 @@ def write_doc(
         f"| {meta.get('load_avg')} | {mach.get('gpu') or 'none'} |",
         "",
     ]
+    if meta.get("total_s"):
+        lines += [f"The whole run took {meta['total_s']} s.", ""]
     rows = targets(res)
     if rows:
         lines += ["## Targets", "", "Verdicts computed from the figures below.", "",
@@ -201,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[run_all] {name}: {status}", file=sys.stderr, flush=True)
             if "skipped" in r:
                 meta["notes"].append(f"{name}: skipped ({r['skipped']})")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)  # saved after each one: a crash keeps the rest
+            args.out.write_text(json.dumps({"meta": meta, "results": res}, indent=1))
+        meta["total_s"] = round(time.perf_counter() - t0)
         args.out.write_text(json.dumps({"meta": meta, "results": res}, indent=1))
     if args.provisional:
         meta = {**meta, "provisional": args.provisional}
