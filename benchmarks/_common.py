@@ -211,9 +211,10 @@ def under_conditions(measure: Callable[[], dict[str, Any]], quick: bool = False)
         progress(f"condition {label} ({n} busy processes)")
         with busy(n, settle=0.2 if quick else 1.0):
             start = load_average()
+            headroom = parallel_headroom(0.1 if quick else 0.3)
             result = measure()
             out.append({"condition": label, "busy_processes": n, "load_start": start,
-                        "load_end": load_average(), **result})  # fmt: skip
+                        "load_end": load_average(), "parallel_headroom": headroom, **result})  # fmt: skip
     return out
 
 
@@ -230,11 +231,15 @@ def fmt_spread(s: dict[str, float] | None, unit: str = "") -> str:
 
 
 def condition_label(row: dict[str, Any]) -> str:
-    """``quiet (load 0.4–0.6)`` / ``busy ×2 (load 2.9–3.4)``."""
+    """``quiet (load 0.4–0.6, parallel 1.9×)`` / ``busy ×2 (load 2.9–3.4, parallel 1.0×)``: the load average
+    at start and end, and how much faster GIL-free work ran in ``cores`` threads than in one at the start
+    (about ``cores`` when cores were free)."""
     name = row.get("condition", "?")
     n = row.get("busy_processes", 0)
     head = f"{name} ×{n}" if n else name
-    return f"{head} (load {row.get('load_start', '?')}–{row.get('load_end', '?')})"
+    hr = row.get("parallel_headroom")
+    extra = f", parallel {hr}×" if hr is not None else ""
+    return f"{head} (load {row.get('load_start', '?')}–{row.get('load_end', '?')}{extra})"
 
 
 def target_verdict(value: float | None, target: float, *, at_most: bool = False) -> str:
