@@ -79,6 +79,22 @@ def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return h, s, v
 
 
+def _stencils(g: torch.Tensor) -> torch.Tensor:
+    """Sobel x, Sobel y (both / 8) and Laplacian of (b, 1, h, w) -> (b, 3, h-2, w-2): the valid
+    cross-correlation ``F.conv2d(g, kernels)`` as shifted sums. Equal to the convolution up to float rounding
+    (~1e-6) and about 5x faster on the CPU, where oneDNN is slow for one input channel."""
+    g = g[:, 0]
+    left, right = g[:, :, :-2], g[:, :, 2:]
+    dx = right - left  # (b, h, w-2)
+    gx = (dx[:, :-2] + 2.0 * dx[:, 1:-1] + dx[:, 2:]) / 8.0
+    top, bottom = g[:, :-2], g[:, 2:]
+    dy = bottom - top  # (b, h-2, w)
+    gy = (dy[:, :, :-2] + 2.0 * dy[:, :, 1:-1] + dy[:, :, 2:]) / 8.0
+    mid = g[:, 1:-1]
+    lap = top[:, :, 1:-1] + bottom[:, :, 1:-1] + mid[:, :, :-2] + mid[:, :, 2:] - 4.0 * mid[:, :, 1:-1]
+    return torch.stack([gx, gy, lap], dim=1)
+
+
 class ColorStats(nn.Module):
     """The ``builtin:colorstats`` descriptor: ``forward((b, 3, h, w) RGB in [0, 1]) -> (b, 94)``."""
 
@@ -118,7 +134,7 @@ class ColorStats(nn.Module):
             if min(g.shape[-2:]) < 3:  # tiny inputs: nothing to measure at this scale
                 feats.append(torch.zeros(b, 4, device=x.device))
                 continue
-            resp = F.conv2d(g, self.kernels)  # (b, 3, h-2, w-2): gx, gy, laplacian
+            resp = _stencils(g)  # (b, 3, h-2, w-2): gx, gy, laplacian (== F.conv2d(g, self.kernels))
             mag = resp[:, :2].pow(2).sum(1).sqrt().flatten(1)
             local_var = F.avg_pool2d(g * g, 3, 1) - F.avg_pool2d(g, 3, 1).pow(2)
             feats.append(
