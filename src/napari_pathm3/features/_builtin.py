@@ -95,6 +95,13 @@ def _stencils(g: torch.Tensor) -> torch.Tensor:
     return torch.stack([gx, gy, lap], dim=1)
 
 
+def _box3(t: torch.Tensor) -> torch.Tensor:
+    """3×3 mean, valid region, of (b, 1, h, w) -> (b, 1, h-2, w-2): ``F.avg_pool2d(t, 3, 1)`` as separable
+    shifted sums (several times faster on the CPU; equal up to float rounding)."""
+    rows = t[..., :-2, :] + t[..., 1:-1, :] + t[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) / 9.0
+
+
 class ColorStats(nn.Module):
     """The ``builtin:colorstats`` descriptor: ``forward((b, 3, h, w) RGB in [0, 1]) -> (b, 94)``."""
 
@@ -136,7 +143,7 @@ class ColorStats(nn.Module):
                 continue
             resp = _stencils(g)  # (b, 3, h-2, w-2): gx, gy, laplacian (== F.conv2d(g, self.kernels))
             mag = resp[:, :2].pow(2).sum(1).sqrt().flatten(1)
-            local_var = F.avg_pool2d(g * g, 3, 1) - F.avg_pool2d(g, 3, 1).pow(2)
+            local_var = _box3(g * g) - _box3(g).pow(2)  # == avg_pool2d(., 3, 1), to float rounding
             feats.append(
                 torch.stack([mag.mean(-1), mag.std(-1), resp[:, 2].abs().flatten(1).mean(-1),
                              local_var.clamp_min(0).sqrt().flatten(1).mean(-1)], dim=-1)
