@@ -82,6 +82,8 @@ def _tiff_levels(slide: Slide) -> list[da.Array] | None:
     file = getattr(slide, "_file", None)
     if slide.backend != "openslide" or file is None or file.suffix.lower() not in _TIFF_SUFFIXES:
         return None
+    if not getattr(slide, "is_rgb", True):  # non-RGB samples keep their own path
+        return None
     try:
         import dask.array as da
         import tifffile
