@@ -11,7 +11,7 @@ Grids (224 px at 0.5 µm/px): ``tiled``, the non-overlapping grid extraction use
 square on the CMU sample, tissue patches in grid order on the large slide), and ``overlap`` (stride 112,
 CMU only: neighbouring patches share pixels, which block reads decode once). Prints one JSON line.
 
-    python benchmarks/bench_read.py [--repeat 3] [--large-patches 1500] [--no-large] [--quick]
+    python benchmarks/bench_read.py [--repeat 3] [--large-patches 1000] [--no-large] [--quick]
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slide", default=str(CMU_SLIDE))
     ap.add_argument("--large", default=None, help="large slide (default: make_large_slide.py's 60k x 40k)")
     ap.add_argument("--no-large", action="store_true")
-    ap.add_argument("--large-patches", type=int, default=1500)
+    ap.add_argument("--large-patches", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", default=None, help="comma-separated worker counts (default 1..cores)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for the test suite")

@@ -37,7 +37,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "read": (["--repeat", "3"], ["--quick"]),
     "extract": (["--repeat", "3"], ["--quick"]),
     "caption": (["--repeat", "3"], ["--quick", "--no-cli"]),
-    "view": (["--repeat", "3", "--steps", "60", "--screenshots", str(IMAGES)], ["--quick"]),
+    "view": (["--repeat", "3", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
     "model": ([], ["--quick"]),
     "mil": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
