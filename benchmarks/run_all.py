@@ -104,7 +104,10 @@ def section(name: str, record: dict[str, Any], images: Path) -> str:
     if body is None:
         body = f"_bench_{name}.py has no to_markdown(record); raw figures in results.json_"
     cmd = record.get("cmd", "")
-    return f"{title}\n\n{body.rstrip()}\n\n<sub>`{cmd}` · {record.get('wall_s', '?')} s</sub>\n"
+    if body.lstrip().startswith("## "):  # the script titles its own section
+        title = ""
+    head = f"{title}\n\n" if title else ""
+    return f"{head}{body.strip()}\n\n<sub>`{cmd}` · {record.get('wall_s', '?')} s</sub>\n"
 
 
 def targets(res: dict[str, Any]) -> list[str]:
