@@ -108,7 +108,7 @@ class _OpenSlidePixels:
 def _lower_priority(nice: int) -> None:
     """Raise this reader thread's nice value by ``nice`` (Linux: per thread), so decoding fills the gaps
     the encoder leaves on the cores instead of pre-empting its threads mid-operation."""
-    if nice <= 0:
+    if nice <= 0 or not sys.platform.startswith("linux"):  # elsewhere a thread id is not a PRIO_PROCESS id
         return
     try:
         tid = threading.get_native_id()
