@@ -289,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     modes = [m for m in args.modes.split(",") if m]
     conds = under_conditions(lambda: sweep(path, modes, args), args.quick)
+    shot = "bench_view_ours.png" if args.screenshots and "ours" in modes else None
     emit({"bench": "view", "slide": path.name, "machine": machine(), "steps": args.steps, "repeat": args.repeat,
-          "quick": args.quick, "conditions": conds})  # fmt: skip
+          "quick": args.quick, "conditions": conds, "screenshot": shot})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -366,6 +367,8 @@ def to_markdown(record: dict[str, Any]) -> str:
     lines += ["", "| check | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks(record)]
     lines += ["", "![RSS while panning](images/bench_view_rss.png)", ""]
+    if record.get("screenshot"):
+        lines += ["First frame (`ours`, quiet):", "", f"![first frame](images/{record['screenshot']})", ""]
     return "\n".join(lines)
 
 
