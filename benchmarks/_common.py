@@ -141,8 +141,9 @@ class busy:
     ``with busy(0):`` is the quiet condition (starts nothing). The processes are killed on exit, even on error.
     """
 
-    def __init__(self, n: int | None = None) -> None:
+    def __init__(self, n: int | None = None, *, settle: float = 1.0) -> None:
         self.n = (os.cpu_count() or 1) if n is None else n
+        self.settle = settle
         self._procs: list[Any] = []
 
     def __enter__(self) -> busy:
@@ -150,7 +151,7 @@ class busy:
 
         self._procs = [subprocess.Popen([sys.executable, "-c", _BURN]) for _ in range(self.n)]
         if self.n:
-            time.sleep(1.0)  # let them reach the run queue before anything is timed
+            time.sleep(self.settle)  # let them reach the run queue before anything is timed
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -164,3 +165,86 @@ class busy:
 def conditions(quick: bool = False) -> list[tuple[str, int]]:
     """The two machine conditions every benchmark reports: ``[("quiet", 0), ("busy", cores)]``."""
     return [("quiet", 0), ("busy", os.cpu_count() or 1)]
+
+
+# ------------------------------------------------------------------------------------------ repeats and conditions
+def spread(values: list[float], nd: int = 3) -> dict[str, float]:
+    """``{"min", "median", "max"}`` of repeated measurements (every figure is reported with its spread)."""
+    if not values:
+        return {}
+    return {"min": round(min(values), nd), "median": round(statistics.median(values), nd),
+            "max": round(max(values), nd)}  # fmt: skip
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``fns`` over ``repeats`` rounds, run interleaved (a, b, c, a, b, c, ...) so that a
+    drift in machine load hits every variant alike. A function may return its own seconds (a float) to
+    exclude set-up from the timing; otherwise its wall time is used."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            out = fn()
+            times[name].append(float(out) if isinstance(out, float) else time.perf_counter() - t)
+    return times
+
+
+def rates(
+    times: dict[str, list[float]], items: int, baseline: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Throughput (``items`` per second) spread of each variant and, with ``baseline``, its speed ratio to the
+    baseline per round (same round = same machine state) as a spread too."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, ts in times.items():
+        row: dict[str, Any] = {"per_s": spread([items / t for t in ts], 1), "seconds": spread(ts)}
+        if baseline is not None and name != baseline:
+            row["ratio"] = spread([b / t for b, t in zip(times[baseline], ts, strict=True)], 2)
+        out[name] = row
+    return out
+
+
+def under_conditions(measure: Callable[[], dict[str, Any]], quick: bool = False) -> list[dict[str, Any]]:
+    """Run ``measure()`` once per machine condition (quiet, then beside ``cores`` busy processes) and tag each
+    result with the condition and the load average at its start and end."""
+    out = []
+    for label, n in conditions(quick):
+        progress(f"condition {label} ({n} busy processes)")
+        with busy(n, settle=0.2 if quick else 1.0):
+            start = load_average()
+            headroom = parallel_headroom(0.1 if quick else 0.3)
+            result = measure()
+            out.append({"condition": label, "busy_processes": n, "load_start": start,
+                        "load_end": load_average(), "parallel_headroom": headroom, **result})  # fmt: skip
+    return out
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout carries only the JSON result)."""
+    print(f"[{Path(sys.argv[0]).stem}] {message}", file=sys.stderr, flush=True)
+
+
+def fmt_spread(s: dict[str, float] | None, unit: str = "") -> str:
+    """``median (min–max)`` for the docs tables."""
+    if not s:
+        return "–"
+    return f"{s['median']:g}{unit} ({s['min']:g}–{s['max']:g})"
+
+
+def condition_label(row: dict[str, Any]) -> str:
+    """``quiet (load 0.4–0.6, parallel 1.9×)`` / ``busy ×2 (load 2.9–3.4, parallel 1.0×)``: the load average
+    at start and end, and how much faster GIL-free work ran in ``cores`` threads than in one at the start
+    (about ``cores`` when cores were free)."""
+    name = row.get("condition", "?")
+    n = row.get("busy_processes", 0)
+    head = f"{name} ×{n}" if n else name
+    hr = row.get("parallel_headroom")
+    extra = f", parallel {hr}×" if hr is not None else ""
+    return f"{head} (load {row.get('load_start', '?')}–{row.get('load_end', '?')}{extra})"
+
+
+def target_verdict(value: float | None, target: float, *, at_most: bool = False) -> str:
+    """'meets' / 'misses' a numeric target, computed from the measured value."""
+    if value is None:
+        return "not measured"
+    ok = value <= target if at_most else value >= target
+    return f"{'meets' if ok else 'misses'} ({'≤' if at_most else '≥'} {target:g})"

@@ -3,15 +3,19 @@
 Each mode runs in its own process (fresh RSS, cold caches) under Xvfb, with a shown 1400x1000 viewer:
 
 * ``ours``             the plugin's reader as shipped (lazy multiscale dask pyramid, layer ``cache=False``)
+* ``zarr``             the baseline: a plain tifffile-zarr multiscale of the same file (``TiffFile.aszarr()``,
+                       ``da.from_zarr`` per level, same layer options), what a napari user would write by hand
 * ``ours_dask_cache``  the same layer with napari's opportunistic dask cache on (napari's default)
-* ``naive_level``   the naive way: one pyramid level read whole into numpy with tifffile, then shown
+* ``naive_level``      one pyramid level read whole into numpy with tifffile, then shown
 
 Measured: open -> layer added -> first frame drawn (``viewer.screenshot`` forces the draw); RSS after
 the first frame and after a scripted sweep (``--steps`` camera moves over the tissue at 1:1 and coarser
-zooms, each drawn); pixels read through ``Slide.read_region`` (to show no full level is read). Prints one
-JSON line.
+zooms, each drawn); pixels read through ``Slide.read_region`` (to show no full level is read; plain tiled
+TIFF/SVS pyramids read their tiles through tifffile's zarr view instead, so no calls show there). The modes run
+interleaved ``--repeat`` times (ours, zarr, ours, zarr, ...), quiet and beside busy processes; figures are
+min/median/max over the repeats. Prints one JSON line.
 
-    python benchmarks/bench_view.py [SLIDE] [--steps 200] [--modes ours,ours_dask_cache,naive_level]
+    python benchmarks/bench_view.py [SLIDE] [--steps 60] [--repeat 3] [--modes ours,zarr] [--quick]
 """
 
 from __future__ import annotations
@@ -30,7 +34,20 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import emit, machine, rss_mb  # noqa: E402
+from _common import (  # noqa: E402
+    condition_label,
+    emit,
+    fmt_spread,
+    machine,
+    progress,
+    rss_mb,
+    spread,
+    target_verdict,
+    under_conditions,
+)
+
+#: the issue's targets: ours <= the tifffile-zarr baseline (first frame, per view), RSS growth below this
+RSS_GROWTH_LIMIT_MB = 500
 
 CANVAS = (1400, 1000)
 XVFB_SCREEN = "-screen 0 1920x1200x24"
@@ -118,6 +135,15 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
         data, kwargs, _ = reader(str(path))[0]
         if mode == "ours_dask_cache":
             kwargs = {**kwargs, "cache": True}
+    elif mode == "zarr":
+        import dask.array as da
+        import tifffile
+        import zarr
+
+        group = zarr.open(tifffile.TiffFile(path).aszarr(), mode="r")
+        data = [da.from_zarr(group[k]) for k in sorted(group.keys(), key=int)]
+        kwargs = {"rgb": True, "contrast_limits": (0, 255), "scale": (mpp, mpp), "units": ("um", "um"),
+                  "name": "zarr", "multiscale": True, "cache": False}  # fmt: skip
     elif mode == "naive_level":
         import tifffile
 
@@ -189,38 +215,69 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
 
 
 # ------------------------------------------------------------------------------------------ parent process
-def run_mode(mode: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_mode(mode: str, path: Path, args: argparse.Namespace, *, screenshot: bool = True) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), str(path), "--child", mode, "--steps", str(args.steps),
            "--naive-level", str(args.naive_level)]  # fmt: skip
-    if args.screenshots and mode == "ours":
+    if args.screenshots and mode == "ours" and screenshot:
         cmd += ["--shot", str(Path(args.screenshots) / f"bench_view_{mode}.png")]
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         if shutil.which("xvfb-run") is None:
             return {"mode": mode, "error": "no display and no xvfb-run"}
         cmd = ["xvfb-run", "-a", "-s", XVFB_SCREEN, *cmd]
     env = {k: v for k, v in os.environ.items() if k != "QT_QPA_PLATFORM"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"mode": mode, "error": f"timed out after {args.timeout:.0f} s"}
     for line in reversed(proc.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
     return {"mode": mode, "error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def sweep(path: Path, modes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    for r in range(args.repeat):
+        for m in modes:
+            progress(f"{m} (repeat {r + 1}/{args.repeat})")
+            runs[m].append(run_mode(m, path, args, screenshot=r == 0))
+    out: dict[str, Any] = {}
+    for m, rs in runs.items():
+        ok = [r for r in rs if "first_frame_s" in r]
+        if not ok:
+            out[m] = {"error": rs[-1].get("error", "no result")}
+            continue
+        out[m] = {
+            "first_frame_s": spread([r["first_frame_s"] for r in ok]),
+            "step_ms_median": spread([r["step_ms_median"] for r in ok if r["step_ms_median"] is not None], 1),
+            "step_ms_p95": spread([r["step_ms_p95"] for r in ok if r["step_ms_p95"] is not None], 1),
+            "rss_peak_growth_mb": spread([r["rss_peak_growth_mb"] for r in ok], 0),
+            "rss_first_frame_mb": spread([r["rss_first_frame_mb"] for r in ok], 0),
+            "runs": len(ok),
+            "last": ok[-1],
+        }
+    return {"modes": out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("slide", nargs="?", default=None, help="default: the cached 60k x 40k synthetic slide")
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--modes", default="ours,ours_dask_cache,naive_level")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--modes", default="ours,zarr")
     ap.add_argument(
         "--naive-level", type=int, default=1, help="level the naive mode reads whole (1: 30k x 20k)"
     )
     ap.add_argument("--width", type=int, default=60_000)
     ap.add_argument("--height", type=int, default=40_000)
     ap.add_argument("--screenshots", default=None, help="folder for first-frame screenshots")
-    ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--quick", action="store_true", help="tiny slide, 3 views, one repeat (test suite)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--shot", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.width, args.height, args.steps, args.repeat = 4096, 3072, 3, 1
     if args.slide is None:
         from make_large_slide import large_slide
 
@@ -230,15 +287,89 @@ def main() -> None:
     if args.child:
         emit(child(args.child, path, args.steps, args.naive_level, Path(args.shot) if args.shot else None))
         return
-    results = {m: run_mode(m, path, args) for m in args.modes.split(",") if m}
-    record: dict[str, Any] = {"bench": "view", "slide": path.name, "machine": machine(), "modes": results}
-    ours, naive = results.get("ours", {}), results.get("naive_level", {})
-    if "first_frame_s" in ours and "first_frame_s" in naive:
-        record["first_frame_speedup_vs_naive"] = round(naive["first_frame_s"] / ours["first_frame_s"], 1)
-        record["rss_ratio_naive_vs_ours"] = round(
-            naive["rss_first_frame_mb"] / max(1, ours["rss_first_frame_mb"]), 1
-        )
-    emit(record)
+    modes = [m for m in args.modes.split(",") if m]
+    conds = under_conditions(lambda: sweep(path, modes, args), args.quick)
+    shot = "bench_view_ours.png" if args.screenshots and "ours" in modes else None
+    emit({"bench": "view", "slide": path.name, "machine": machine(), "steps": args.steps, "repeat": args.repeat,
+          "quick": args.quick, "conditions": conds, "screenshot": shot})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ report
+def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    out = []
+    for cond in record.get("conditions", []):
+        ours, base = cond["modes"].get("ours", {}), cond["modes"].get("zarr", {})
+        c = cond["condition"]
+        for key, what in (("first_frame_s", "first frame s"), ("step_ms_median", "ms per view")):
+            if key in ours and key in base:
+                o, b = ours[key]["median"], base[key]["median"]
+                out.append((f"napari {what}, ours vs tifffile-zarr, {c}", f"{o:g} vs {b:g}",
+                            target_verdict(o, b, at_most=True)))  # fmt: skip
+        if "rss_peak_growth_mb" in ours:
+            g = ours["rss_peak_growth_mb"]
+            out.append((f"napari RSS growth over the sweep, ours, {c}", fmt_spread(g, " MB"),
+                        target_verdict(g["max"], RSS_GROWTH_LIMIT_MB, at_most=True)))  # fmt: skip
+    return out
+
+
+def plots(record: dict[str, Any], images: Path) -> None:
+    """RSS through the sweep (last quiet run of each mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quiet = next((c for c in record.get("conditions", []) if c["condition"] == "quiet"), None)
+    traces = {
+        m: r["last"]
+        for m, r in (quiet or {}).get("modes", {}).items()
+        if r.get("last", {}).get("rss_trace_mb")
+    }
+    if not traces:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m, r in traces.items():
+        tr = r["rss_trace_mb"]
+        xs = [i * r["steps"] / len(tr) for i in range(len(tr))]
+        ax.plot([0, *xs], [r["rss_first_frame_mb"], *tr], label=m)
+    ax.set_xlabel("views drawn in the pan/zoom sweep")
+    ax.set_ylabel("RSS (MB)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(f"napari viewer memory while panning {record.get('slide')} (quiet)")
+    fig.tight_layout()
+    images.mkdir(parents=True, exist_ok=True)
+    fig.savefig(images / "bench_view_rss.png", dpi=110)
+    plt.close(fig)
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    lines = [
+        f"Slide `{record.get('slide')}`; each mode in a fresh process under Xvfb with a shown 1400 × 1000 viewer;",
+        f"{record.get('steps')} camera moves per run (serpentine pan at 1:1, every 5th view at 1/4 zoom, every 25th",
+        f"zoomed out); modes interleaved, {record.get('repeat')} runs each. `ours`: the plugin's reader;",
+        "`zarr`: a plain tifffile-zarr multiscale of the same file (the baseline).",
+        "",
+        "| condition | mode | first frame s | ms per view (median) | ms per view (p95) | RSS at first frame MB | "
+        "RSS peak growth MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cond in record.get("conditions", []):
+        for m, r in cond["modes"].items():
+            if "error" in r:
+                lines.append(f"| {condition_label(cond)} | {m} | error: {str(r['error'])[:160]} |||||")
+                continue
+            lines.append(
+                f"| {condition_label(cond)} | {m} | {fmt_spread(r['first_frame_s'])} | "
+                f"{fmt_spread(r['step_ms_median'])} | {fmt_spread(r['step_ms_p95'])} | "
+                f"{fmt_spread(r['rss_first_frame_mb'])} | {fmt_spread(r['rss_peak_growth_mb'])} |"
+            )
+    lines += ["", "| check | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in checks(record)]
+    lines += ["", "![RSS while panning](images/bench_view_rss.png)", ""]
+    if record.get("screenshot"):
+        lines += ["First frame (`ours`, quiet):", "", f"![first frame](images/{record['screenshot']})", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

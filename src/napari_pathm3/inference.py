@@ -250,7 +250,9 @@ def caption_slide(
         CheckpointError / EncoderError / SlideReadError: see their messages.
     """
     from . import _backend
+    from .threads import apply_thread_policy
 
+    apply_thread_policy()  # torch threads and reader workers from the free cores, re-read at every call
     timings: dict[str, float] = {}
     total = len(STAGES)
     check_cancel(cancel)

@@ -69,11 +69,37 @@ def available_cores() -> int:
 
 
 def busy_cores() -> float:
-    """Cores other processes keep busy, from the 1-minute load average (0 where the OS has none)."""
+    """Cores other processes keep busy.
+
+    Where the OS shows its run queue (Linux ``/proc/loadavg``), the number of runnable threads *right now*
+    other than the caller (median of three samples over ~2 ms): it sees other work the moment it starts,
+    and this process's own threads are idle when a command starts. Elsewhere the 1-minute load average,
+    which lags by up to a minute and, later in a run, counts this process's own work too.
+    """
+    now = _run_queue_others()
+    if now is not None:
+        return now
     try:
         return max(0.0, os.getloadavg()[0])
     except (AttributeError, OSError):  # Windows
         return 0.0
+
+
+def _run_queue_others(samples: int = 3) -> float | None:
+    import time
+
+    counts = []
+    try:
+        for i in range(samples):
+            with open("/proc/loadavg") as fh:
+                running = int(fh.read().split()[3].split("/")[0])  # "1.20 0.90 0.70 3/512 12345"
+            counts.append(max(0, running - 1))  # the thread reading the file is running
+            if i + 1 < samples:
+                time.sleep(0.001)
+    except (OSError, ValueError, IndexError):
+        return None
+    counts.sort()
+    return float(counts[len(counts) // 2])
 
 
 def _parse(value: int | str | None, where: str) -> int | None:
@@ -106,7 +132,7 @@ def resolve_threads(threads: int | str | None = None) -> ThreadPolicy:
     # Round the load to the nearest core: load 0.3 on an idle box must not cost a core, load 1.8 from one
     # busy process plus noise must.
     free = max(1, cores - int(load + 0.5))
-    return ThreadPolicy(threads=free, source=f"auto ({cores} cores, load {load:.1f})")
+    return ThreadPolicy(threads=free, source=f"auto ({cores} cores, {load:.1f} busy)")
 
 
 _current: ThreadPolicy | None = None
@@ -125,9 +151,11 @@ def apply_thread_policy(threads: int | str | None = None) -> ThreadPolicy:
         and _current is not None
         and _current.source != "argument"
         and not os.environ.get(ENV_VAR)
+        and _run_queue_others(1) is None
     ):
-        # Keep the first automatic choice for the life of the process: later, the load average counts our own
-        # busy threads and would shrink the budget at every call.
+        # Without a run queue to read, keep the first automatic choice for the life of the process: later, the
+        # load average counts our own busy threads and would shrink the budget at every call. With one, each
+        # call re-reads it, so a machine that got busy since the last call gets fewer threads.
         policy = _current
     else:
         policy = resolve_threads(threads)

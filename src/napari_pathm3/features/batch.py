@@ -173,6 +173,9 @@ def extract_many(
     total = len(jobs)
     report(progress, 0, total, "slides")
     if scheduler is None and workers is None:
+        from ..threads import apply_thread_policy
+
+        apply_thread_policy()  # in this process: torch and reader threads from one budget
         if isinstance(encoder, str):  # a bad encoder name fails once, up front, not once per slide
             from .encoders import cached_encoder
 
@@ -208,9 +211,14 @@ def _run_on_cluster(jobs: list[SlideJob], opts: _Options, *, scheduler: str | No
     if scheduler is not None:
         client, cluster = Client(scheduler), None
     else:
-        # one thread per worker: each task already uses threads for reading and torch for encoding
-        cluster = LocalCluster(n_workers=max(1, workers or 1), threads_per_worker=1, processes=processes,
-                               dashboard_address=None)  # fmt: skip
+        from ..threads import ENV_VAR, current_policy
+
+        # one thread per worker: each task already uses threads for reading and torch for encoding; worker
+        # processes split this process's thread budget, so n workers never start n x cores threads
+        n = max(1, workers or 1)
+        extra = {"env": {ENV_VAR: str(max(1, current_policy().threads // n))}} if processes else {}
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+                               **extra)  # fmt: skip
         client = Client(cluster)
     by_key: dict[str, int] = {}
     results: list[ExtractResult | None] = [None] * len(jobs)
