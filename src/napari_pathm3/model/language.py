@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from ..config import LanguageConfig
 
 __all__ = [
+    "WORDS",
     "build_language_model",
+    "build_word_tokenizer",
     "caption_loss",
     "generate_captions",
     "load_tokenizer",
@@ -28,6 +30,35 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``LanguageConfig.tokenizer`` value: a word-level vocabulary built from the training captions (scratch LMs).
+WORDS = "words"
+_SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+def build_word_tokenizer(captions: Any, *, max_words: int = 8000) -> Any:
+    """A whitespace word-level tokenizer over the words of ``captions`` (most frequent ``max_words``).
+
+    A scratch caption LM on a few hundred captions learns nothing useful over a 30k-entry WordPiece
+    vocabulary within a short run: most of its updates go into the output layer of words that never occur
+    (measured in docs/training.md). A vocabulary of the captions' own words is small, saves and loads like any
+    tokenizer (``tokenizer.json``), and decodes with exactly the references' spacing ("ducts ." stays
+    "ducts ."). Words not in the vocabulary become ``[UNK]``.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    counts = Counter(w for c in captions if c for w in str(c).split())
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in _SPECIALS]
+    vocab = {w: i for i, w in enumerate((*_SPECIALS, *words[:max_words]))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    pad, unk, bos, eos = _SPECIALS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=pad, unk_token=unk, bos_token=bos, eos_token=eos
+    )
 
 
 def resolve_pretrained(source: str) -> str:
@@ -122,6 +153,11 @@ def build_language_model(
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if cfg.kind == "seq2seq" else AutoModelForCausalLM
+    if tokenizer is None and cfg.tokenizer == WORDS:
+        raise ValueError(
+            "language.tokenizer='words' builds its vocabulary from the training captions: train the model "
+            "with napari_pathm3.training.train (or pass lm_tokenizer=build_word_tokenizer(captions))"
+        )
     if tokenizer is None:
         source = cfg.tokenizer or cfg.name or fallback_tokenizer
         tokenizer = load_tokenizer(source)
@@ -235,4 +271,6 @@ def generate_captions(
             torch.manual_seed(seed)
         out = lm.generate(**kwargs)  # type: ignore[operator]
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
-    return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+    # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
+    texts = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [" ".join(t.split()) for t in texts]
