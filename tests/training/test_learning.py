@@ -142,3 +142,19 @@ def test_train_default_size_is_offline_small(tmp_path, capsys):
     assert cfg["qformer"]["hidden_size"] == 128 and cfg["language"]["tokenizer"] == "words"
     assert "epoch 1:" in captured.err and "val_acc=" in captured.err  # one line per epoch, not a tty
     assert isinstance(summary["warnings"], list)
+
+
+def test_generate_no_repeat_ngrams_and_beams(bag_factory):
+    import torch
+
+    from napari_pathm3.model import PathM3Model
+
+    torch.manual_seed(0)
+    words = build_word_tokenizer([" ".join(f"w{i}" for i in range(40))])
+    model = PathM3Model(_words_cfg(), lm_tokenizer=words).eval()
+    feats = torch.from_numpy(bag_factory(1, seed=0)[0].features)[None]
+    plain = model.generate_captions(feats, max_new_tokens=12)[0].split()
+    caps = model.generate_captions(feats, no_repeat_ngram_size=1, max_new_tokens=12)[0].split()
+    assert len(caps) == len(set(caps)) and (len(plain) > len(set(plain)) or plain == caps)  # no word twice
+    beams = model.generate_captions(feats, num_beams=3, length_penalty=2.0, no_repeat_ngram_size=2)
+    assert isinstance(beams[0], str)

@@ -239,10 +239,14 @@ def generate_captions(
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+    length_penalty: float | None = None,
     seed: int | None = None,
 ) -> list[str]:
     """Decode captions from the projected queries ``prefix`` (b, q, H): greedy (default), beam search
-    (``num_beams > 1``) or sampling (``do_sample=True``; ``seed`` makes it reproducible)."""
+    (``num_beams > 1``, ``length_penalty`` > 1 favours longer beams) or sampling (``do_sample=True``; ``seed``
+    makes it reproducible). ``no_repeat_ngram_size`` n forbids any n-gram twice ("tumor tumor tumor ..."),
+    ``repetition_penalty`` > 1 discourages repeated tokens (transformers ``generate`` semantics)."""
     b = prefix.shape[0]
     device = prefix.device
     emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
@@ -259,6 +263,10 @@ def generate_captions(
         kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0)
     if repetition_penalty is not None:
         kwargs["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
+    if length_penalty is not None and num_beams > 1:
+        kwargs["length_penalty"] = float(length_penalty)
     if kind == "causal" and tok.bos_token_id is not None:
         kwargs["bos_token_id"] = tok.bos_token_id
     rng = (
