@@ -5,8 +5,8 @@ Data (``_mil_data.py``): MNIST-bags (Ilse et al. 2018) from scikit-learn's offli
 the 64 pixel values; label = a co-occurrence rule on the key digits 3 and 7; caption = a small grammar that
 says how many 3s and 7s the bag holds and whether it holds 0s (18 distinct captions). Bags are written as
 TRIDENT/CLAM-style ``.h5`` files + a manifest, and PathM3 is trained and evaluated only through the public CLI
-(``napari-pathm3 train`` / ``evaluate``) with its documented defaults (``--size small``, 40 epochs, lr 1e-3,
-val_metric "combined"); only ``--seed`` and ``--threads`` are passed.
+(``napari-pathm3 train`` / ``evaluate``) with its documented defaults (``--size small``: 30 epochs, lr 1e-3,
+alpha 0.1, word vocabulary, val_metric "combined"); only ``--seed`` and ``--threads`` are passed.
 
 Baselines on the same bags: mean-pool + logistic regression, gated-attention ABMIL, the constant most-frequent
 training caption, and the class-conditioned caption (most frequent training caption of the true class).
