@@ -232,7 +232,9 @@ def train(
 
     from ..model.checkpoint import load_tensors
     from ..model.device import autocast, resolve_device
+    from ..threads import apply_thread_policy
 
+    apply_thread_policy()  # torch's default threads oversubscribe a small shared CPU (~10x slower per step)
     config = config or TrainConfig()
     out = Path(out_dir)
     device = resolve_device(config.device)
