@@ -42,7 +42,7 @@ from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
 from .evaluate import metrics_of, model_inputs, predict
-from .verdict import combined_score, judge, write_verdict
+from .verdict import combined_score, judge_best
 
 log = logging.getLogger(__name__)
 
@@ -165,31 +165,6 @@ def _build_model(model_or_config: Any, config: TrainConfig, device: Any, train_d
     if overrides:
         model.config = dataclasses.replace(model.config, **overrides)
     return model.to(device).train()
-
-
-def _verdict(core: Any, out: Path, dataset: Any, batch: int, mode: str, device: Any, config: TrainConfig,
-             dist: Any, captioned: bool, *, where: str) -> dict[str, Any]:  # fmt: skip
-    """Judge the best checkpoint on ``dataset`` (validation, else training bags) and store the verdict."""
-    import torch
-
-    from ..model.checkpoint import load_tensors
-
-    best = out / "best"
-    last_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
-    try:
-        if best.is_dir():
-            core.load_state_dict(load_tensors(best), strict=False)
-        pred = predict(core, dataset, batch_size=batch, mode=mode, device=device, bf16=config.bf16, dist=dist,
-                       generate=captioned)  # fmt: skip
-    finally:
-        with torch.no_grad():
-            core.load_state_dict(last_state)
-    verdict = judge(pred, where=where, captions_trained=captioned)
-    if dist.is_main:
-        write_verdict(verdict, [best, out / "last"])
-    for w in verdict["warnings"]:
-        log.warning("%s", w)
-    return verdict
 
 
 def train(
@@ -402,7 +377,7 @@ def train(
                 epoch_log(dict(record))
         if dist.is_main and not (out / "best").exists():  # resumed a finished run, or no epoch improved
             core.save_pretrained(out / "best")
-        verdict = _verdict(core, out, val_ds if val_ds is not None else train_ds, micro, mode, device,
+        verdict = judge_best(core, out, val_ds if val_ds is not None else train_ds, micro, mode, device,
                            config, dist, captioned, where="validation" if val_ds is not None else "training")  # fmt: skip
         core._pathm3_verdict = verdict  # inference on this in-memory model reads its warnings
         return TrainResult(

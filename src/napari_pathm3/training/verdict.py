@@ -85,3 +85,30 @@ def read_verdict(folder: Any) -> dict[str, Any] | None:
         log.warning("%s: unreadable training verdict (%s)", path, err)
         return None
     return data if isinstance(data, dict) else None
+
+
+def judge_best(core: Any, out: Path, dataset: Any, batch: int, mode: str, device: Any, config: Any,
+             dist: Any, captioned: bool, *, where: str) -> dict[str, Any]:  # fmt: skip
+    """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
+    in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
+    import torch
+
+    from ..model.checkpoint import load_tensors
+    from .evaluate import predict
+
+    best = out / "best"
+    last_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    try:
+        if best.is_dir():
+            core.load_state_dict(load_tensors(best), strict=False)
+        pred = predict(core, dataset, batch_size=batch, mode=mode, device=device, bf16=config.bf16, dist=dist,
+                       generate=captioned)  # fmt: skip
+    finally:
+        with torch.no_grad():
+            core.load_state_dict(last_state)
+    verdict = judge(pred, where=where, captions_trained=captioned)
+    if dist.is_main:
+        write_verdict(verdict, [best, out / "last"])
+    for w in verdict["warnings"]:
+        log.warning("%s", w)
+    return verdict
