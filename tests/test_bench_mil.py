@@ -1,5 +1,5 @@
-"""bench_mil --quick (one seed, 120/40/80 bags, 12 epochs of the default preset): both heads learn well above chance through the
-public CLI. Slow (trains and evaluates through subprocesses: a few minutes on 2 cores)."""
+"""bench_mil --quick (one seed, 120/40/80 bags, 12 epochs of the default preset): both heads learn well above
+chance through the public CLI. Slow (trains and evaluates through subprocesses: a few minutes on 2 cores)."""
 
 from __future__ import annotations
 
