@@ -1,12 +1,16 @@
 """``napari-pathm3 train``: train PathM3 on a manifest of feature bags, or run the paper's protocol.
 
-    napari-pathm3 train --manifest bags.csv --features FEATS --out RUN [--epochs 50] [--mode image_text]
+    napari-pathm3 train --manifest bags.csv --features FEATS --out RUN [--size tiny|small|paper] [--mode image]
     napari-pathm3 train --protocol patchgastric --features FEATS --out RUN [--captions captions.csv]
     torchrun --nproc-per-node 4 -m napari_pathm3.cli train ...       # DistributedDataParallel
 
 The manifest has a slide/id column (a feature file or a key in FEATS), a label/subtype column, an optional
 caption/text column and an optional split column (train/val/test); without splits, ``--val-fraction`` of the
 bags (stratified) is held out for validation and early stopping.
+
+The default size, ``small``, trains offline on a CPU (scratch caption LM with a word vocabulary of the training
+captions); ``paper`` needs the Flan-T5-XL weights. One line per epoch goes to stderr (a tqdm bar on a terminal);
+the summary JSON on stdout has ``warnings`` when the model has not learned to classify or caption.
 """
 
 from __future__ import annotations
