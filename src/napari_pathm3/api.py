@@ -156,10 +156,12 @@ def train(
         output_dir: checkpoint folder to write.
         class_names: class order (default: sorted region labels).
         encoder: patch encoder name.
-        hyperparameters: passed to the trainer (epochs, lr, batch_size, alpha, model size ...).
+        hyperparameters: passed to the trainer (epochs, lr, batch_size, alpha, model_size "tiny" | "small" |
+            "paper" ...); lr and alpha default to the size preset's (docs/training.md).
 
     Returns:
-        The trainer's result (``TrainResult``) with the checkpoint path.
+        The trainer's result (``TrainResult``) with the checkpoint path; ``result.warnings`` says when the model
+        has not learned to classify or to caption (also kept in ``best/training_verdict.json``).
     """
     from ._backend import train_on_regions
 
