@@ -106,8 +106,9 @@ def caption_slide(
     """Classify and caption a slide.
 
     Args:
-        target: a slide path, an open :class:`Slide`, or a napari viewer (its selected slide layer, else
-            the first slide layer opened with napari-pathm3).
+        target: a slide path, an open :class:`Slide`, a napari viewer (its selected slide layer, else
+            the first slide layer opened with napari-pathm3), or a precomputed feature bag (``.h5`` of
+            TRIDENT/CLAM, a ``.zarr`` feature store bag, ``.npy``/``.pt``/``.safetensors``: no slide is read).
         model: checkpoint folder, ``"demo"`` or a loaded model.
         encoder: patch encoder name; ``None`` = the model's own.
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
@@ -119,7 +120,9 @@ def caption_slide(
         top_k: number of highest-attention patches to report.
 
     Returns:
-        :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more.
+        :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more;
+        ``warnings`` holds problems with the result (e.g. "this model has not learned to caption", from the
+        verdict recorded when the model was trained; the caption then says so instead of junk text).
     """
     from .inference import caption_slide as _caption
 
@@ -156,10 +159,12 @@ def train(
         output_dir: checkpoint folder to write.
         class_names: class order (default: sorted region labels).
         encoder: patch encoder name.
-        hyperparameters: passed to the trainer (epochs, lr, batch_size, alpha, model size ...).
+        hyperparameters: passed to the trainer (epochs, lr, batch_size, alpha, model_size "tiny" | "small" |
+            "paper" ...); lr and alpha default to the size preset's (docs/training.md).
 
     Returns:
-        The trainer's result (``TrainResult``) with the checkpoint path.
+        The trainer's result (``TrainResult``) with the checkpoint path; ``result.warnings`` says when the model
+        has not learned to classify or to caption (also kept in ``best/training_verdict.json``).
     """
     from ._backend import train_on_regions
 

@@ -367,6 +367,24 @@ class ExtractConfig(_JsonMixin):
 # --------------------------------------------------------------------------------------------- training
 
 
+#: model size presets shared by the CLI (--size), the API and the Train widget (see _backend.model_config_for)
+MODEL_SIZES = ("tiny", "small", "paper")
+#: the default preset: a scratch caption LM with a word vocabulary of the training captions (no download)
+DEFAULT_SIZE = "small"
+
+#: validation metrics that choose the best epoch and drive early stopping (see TrainConfig.val_metric)
+VAL_METRICS = (
+    "combined",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "auc",
+    "bleu_4",
+    "loss",
+    "text_conditioned_accuracy",
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(_JsonMixin):
     """How to train. Optimiser settings (lr, warm-up, weight decay, betas, batch size: Table 6) come from
@@ -385,10 +403,13 @@ class TrainConfig(_JsonMixin):
     )
     mode: Literal["image", "image_text", "text"] | None = None  # None: PathM3Config.mode
     alpha: float | None = None  # eq. (4) weight of L_cls; None: PathM3Config.alpha
-    val_metric: str = (
-        "accuracy"  # early stopping / best checkpoint: accuracy, balanced_accuracy, macro_f1, auc, loss
-    )
+    # early stopping / best checkpoint. "combined": mean of validation accuracy and caption BLEU-4 (greedy
+    # captions of the validation bags), so a caption head that learned nothing does not win; it is accuracy
+    # alone when the validation bags have no captions or alpha is 1. Also: accuracy, balanced_accuracy,
+    # macro_f1, auc, bleu_4, loss.
+    val_metric: str = "combined"
     patience: int | None = 10  # epochs without improvement before stopping; None: never stop early
+    min_epochs: int = 10  # never stop before this many epochs, nor before the learning-rate warm-up ends
     min_delta: float = 0.0  # smallest change of val_metric that counts as an improvement
     seed: int = 0
     device: str = "auto"  # cuda, then mps, then cpu
@@ -406,11 +427,11 @@ class TrainConfig(_JsonMixin):
         _check(self.mode in (None, "image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
         _check(self.alpha is None or 0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1] or None")
         _check(
-            self.val_metric
-            in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss", "text_conditioned_accuracy"),
+            self.val_metric in VAL_METRICS,
             "val_metric",
             f"unknown metric {self.val_metric!r}",
         )
         _check(self.patience is None or self.patience >= 1, "patience", "must be >= 1 or None")
+        _check(self.min_epochs >= 0, "min_epochs", "must be >= 0")
         _check(self.num_workers >= 0, "num_workers", "must be >= 0")
         _check(self.log_every >= 1, "log_every", "must be >= 1")

@@ -68,6 +68,8 @@ class SlideResult:
     text: str | None = None
     region: list[np.ndarray] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
+    warnings: tuple[str, ...] = ()
 
     @property
     def coords(self) -> np.ndarray:
@@ -115,6 +117,7 @@ class SlideResult:
             "device": self.device,
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:
@@ -253,6 +256,9 @@ def caption_slide(
     from .threads import apply_thread_policy
 
     apply_thread_policy()  # torch threads and reader workers from the free cores, re-read at every call
+    if is_feature_bag(slide_or_path):
+        return caption_feature_bag(slide_or_path, model=model, device=device, text=text, top_k=top_k,  # type: ignore[arg-type]
+                                   max_new_tokens=max_new_tokens, progress=progress, cancel=cancel)  # fmt: skip
     timings: dict[str, float] = {}
     total = len(STAGES)
     check_cancel(cancel)
@@ -300,6 +306,7 @@ def caption_slide(
     with _timed(timings, "caption"):
         caption = _backend.generate_caption(pm, feats, max_new_tokens=max_new_tokens)
     report(progress, total, total, "done")
+    caption, warnings = _checked(pm, caption)
 
     names = _backend.class_names(pm)
     query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, len(grid))
@@ -314,8 +321,95 @@ def caption_slide(
         attention=attention, query_attention=query_attention, grid=grid, tissue=tissue_mask,
         top_indices=idx, top_scores=scores, model_name=_backend.model_name(pm),
         encoder_name=_backend.encoder_name(enc), device=str(_backend.model_device(pm)), text=text,
-        region=None if region is None else list(region), timings=timings,
+        region=None if region is None else list(region), timings=timings, warnings=warnings,
     )  # fmt: skip
+
+
+def _checked(pm: Any, caption: str) -> tuple[str, tuple[str, ...]]:
+    """The training verdict's warnings; a model that has not learned to caption shows that instead of its
+    (junk) caption."""
+    from . import _backend
+    from .training.verdict import NOT_CAPTIONING
+
+    warnings = _backend.model_warnings(pm)
+    if any(w.startswith(NOT_CAPTIONING) for w in warnings):
+        caption = NOT_CAPTIONING
+    return caption, warnings
+
+
+FEATURE_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors", ".zarr")
+
+
+def is_feature_bag(target: Any) -> bool:
+    """True for a path to a feature bag (``.h5``/``.zarr``/... as written by interop or the feature store)."""
+    return isinstance(target, (str, Path)) and Path(target).suffix.lower() in FEATURE_SUFFIXES
+
+
+def caption_feature_bag(
+    path: PathLike,
+    *,
+    model: Any,
+    device: Any = "auto",
+    text: str | None = None,
+    top_k: int = 8,
+    max_new_tokens: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SlideResult:
+    """Classify and caption precomputed patch features (a TRIDENT/CLAM ``.h5``, a ``.zarr`` feature store
+    bag, ``.npy`` / ``.pt`` / ``.safetensors``): no slide is opened. ``slide_path`` is the bag's path;
+    without coordinates the patches are laid out in a row."""
+    from . import _backend
+    from .errors import CheckpointError
+    from .io.interop import read_feature_file
+
+    timings: dict[str, float] = {}
+    total = len(STAGES)
+    pm = _backend.load_model(model, device=device)
+    report(progress, 2, total, "features")
+    with _timed(timings, "features"):
+        bag = read_feature_file(path)
+    dim = int(pm.config.feature_dim)
+    if bag.features.shape[1] != dim:
+        raise CheckpointError(
+            f"{path}: features of width {bag.features.shape[1]}, the model expects {dim}; caption bags made "
+            f"with the model's encoder ({pm.config.encoder_name or 'unrecorded'})"
+        )
+    grid = _bag_grid(bag)
+    check_cancel(cancel)
+    report(progress, 3, total, "model")
+    with _timed(timings, "model"):
+        probs, query_attention = _backend.classify(pm, bag.features, text=text)
+    check_cancel(cancel)
+    report(progress, 4, total, "caption")
+    with _timed(timings, "caption"):
+        caption = _backend.generate_caption(pm, bag.features, max_new_tokens=max_new_tokens)
+    report(progress, total, total, "done")
+    caption, warnings = _checked(pm, caption)
+    names = _backend.class_names(pm)
+    query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, len(grid))
+    attention = query_attention.mean(axis=0)
+    idx, scores = _top_k(attention, top_k)
+    probabilities = {n: float(p) for n, p in zip(names, np.asarray(probs, dtype=float), strict=True)}
+    tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
+    return SlideResult(
+        slide_path=str(path), slide_dimensions=grid.slide_dimensions, mpp_xy=None,
+        label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities, caption=caption,
+        attention=attention, query_attention=query_attention, grid=grid, tissue=tissue, top_indices=idx,
+        top_scores=scores, model_name=_backend.model_name(pm), encoder_name=bag.encoder_name,
+        device=str(_backend.model_device(pm)), text=text, timings=timings, warnings=warnings,
+    )  # fmt: skip
+
+
+def _bag_grid(bag: Any) -> PatchGrid:
+    n = len(bag.features)
+    size = int(bag.patch_size or 1)
+    coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size, np.zeros(n)], 1)
+    coords = np.asarray(coords, dtype=np.int64)
+    dims = (int(coords[:, 0].max()) + size, int(coords[:, 1].max()) + size)
+    return PatchGrid(coords=coords, patch_size=size, mpp=bag.mpp, size_level0=float(size), read_level=0,
+                     read_size=size, step_level0=float(size), slide_dimensions=dims,
+                     tissue_fraction=np.ones(n, np.float32))  # fmt: skip
 
 
 def save_heatmap_png(

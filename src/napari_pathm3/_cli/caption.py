@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "caption",
         help="classify and caption a slide; write JSON (probabilities, caption, top patches) and a heatmap PNG",
     )
-    p.add_argument("slide", help="slide file or DICOM folder")
+    p.add_argument(
+        "slide", help="slide file or DICOM folder, or a feature bag (.h5 / .zarr / .npy / .pt / .safetensors)"
+    )
     p.add_argument(
         "--model", required=True, help="checkpoint folder, or 'demo' (offline demo model, not diagnostic)"
     )
@@ -99,20 +101,31 @@ def run(args: argparse.Namespace) -> int:
 
     bar = _Bar(disable=args.quiet)
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
+    from ..inference import is_feature_bag
+
+    bag = is_feature_bag(args.slide)
+    if bag and args.heatmap is not None:
+        from ..errors import PathM3Error
+
+        raise PathM3Error(f"{args.slide}: a heatmap needs the slide; caption the slide file for --heatmap")
     model: Any = args.model
     tiling = None
-    if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
+    if not bag and changes_grid(args):  # the model's own grid with the user's tissue fraction / level
         from .._backend import model_tiling
         from ..config import TilingConfig
 
         model = api.load_model(args.model, device=args.device)
         tiling = with_min_tissue(model_tiling(model) or TilingConfig(), args)
     try:
-        with api.open_slide(args.slide, mpp=args.mpp) as slide:
-            result = api.caption_slide(
-                slide, model=model, encoder=args.encoder, device=args.device, text=args.text, tiling=tiling,
-                tissue=tissue_config(args), cache_dir=cache, top_k=args.top_k, progress=bar,
-            )  # fmt: skip
+        if bag:  # precomputed features (.h5 / .zarr / ...): no slide to open
+            result = api.caption_slide(args.slide, model=args.model, device=args.device, text=args.text,
+                                       top_k=args.top_k, progress=bar)  # fmt: skip
+        else:
+            with api.open_slide(args.slide, mpp=args.mpp) as slide:
+                result = api.caption_slide(
+                    slide, model=model, encoder=args.encoder, device=args.device, text=args.text, tiling=tiling,
+                    tissue=tissue_config(args), cache_dir=cache, top_k=args.top_k, progress=bar,
+                )  # fmt: skip
     finally:
         bar.close()
     if args.model == "demo":
@@ -138,4 +151,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         p = result.probabilities[result.label]
         print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
+    for w in getattr(result, "warnings", ()):
+        print(f"napari-pathm3 caption: warning: {w}", file=sys.stderr)
     return 0

@@ -1,12 +1,16 @@
 """``napari-pathm3 train``: train PathM3 on a manifest of feature bags, or run the paper's protocol.
 
-    napari-pathm3 train --manifest bags.csv --features FEATS --out RUN [--epochs 50] [--mode image_text]
+    napari-pathm3 train --manifest bags.csv --features FEATS --out RUN [--size tiny|small|paper] [--mode image]
     napari-pathm3 train --protocol patchgastric --features FEATS --out RUN [--captions captions.csv]
     torchrun --nproc-per-node 4 -m napari_pathm3.cli train ...       # DistributedDataParallel
 
 The manifest has a slide/id column (a feature file or a key in FEATS), a label/subtype column, an optional
 caption/text column and an optional split column (train/val/test); without splits, ``--val-fraction`` of the
 bags (stratified) is held out for validation and early stopping.
+
+The default size, ``small``, trains offline on a CPU (scratch caption LM with a word vocabulary of the training
+captions); ``paper`` needs the Flan-T5-XL weights. One line per epoch goes to stderr (a tqdm bar on a terminal);
+the summary JSON on stdout has ``warnings`` when the model has not learned to classify or caption.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from ..config import DEFAULT_SIZE, MODEL_SIZES, VAL_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +41,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", help="PatchGastric captions.csv (protocol; default: $NAPARI_PATHM3_DATA)")
     p.add_argument("--model-config", help="PathM3Config JSON (e.g. a checkpoint's config.json)")
     p.add_argument("--init", help="checkpoint folder to fine-tune instead of a new model")
-    p.add_argument("--tiny", action="store_true", help="a test-sized model (scratch LM, offline)")
+    p.add_argument("--size", choices=MODEL_SIZES, default=None,
+                   help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
+                        "'paper' needs the Flan-T5-XL weights)")  # fmt: skip
+    p.add_argument("--tiny", action="store_true", help="same as --size tiny")
     p.add_argument(
-        "--lm", help="caption LM: HF id or folder; 'scratch' builds a small one (default: Flan-T5-XL)"
+        "--lm", help="caption LM: HF id or folder; 'scratch' builds a small one (default: the size preset's)"
     )
     p.add_argument("--classes", nargs="+", help="class names, in order (default: sorted manifest labels)")
     p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
     p.add_argument("--alpha", type=float, help="eq. (4) weight of the classification loss")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="default: the size preset's (see docs/training.md)"
+    )
     p.add_argument("--batch-size", type=int, help="bags per optimiser step (default: 16, Table 6)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-4, Table 6)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
     p.add_argument("--max-patches", type=int, help="random patches per training bag (memory cap)")
-    p.add_argument("--val-metric", default="accuracy",
-                   choices=("accuracy", "balanced_accuracy", "macro_f1", "auc", "loss"))  # fmt: skip
+    p.add_argument("--val-metric", default="combined", choices=VAL_METRICS,
+                   help="chooses best/ and drives early stopping; combined = mean of accuracy and caption "
+                        "BLEU-4 on the validation bags")  # fmt: skip
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--min-epochs", type=int, default=10, help="never stop early before this many epochs")
     p.add_argument(
         "--val-fraction", type=float, default=0.2, help="held-out share when the manifest has no split"
     )
@@ -66,9 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _size(args: argparse.Namespace) -> str:
+    return "tiny" if args.tiny else (args.size or DEFAULT_SIZE)
+
+
 def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], feature_dim: int):
     import dataclasses
 
+    from .._backend import model_config_for
     from ..config import PathM3Config
 
     if args.model_config:
@@ -84,10 +102,8 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
             raise PathM3Error(
                 f"--model-config {args.model_config}: {err}; pass a checkpoint's config.json"
             ) from err
-    elif args.tiny:
-        cfg = PathM3Config.tiny(feature_dim=feature_dim, class_names=class_names)
     else:
-        cfg = PathM3Config(feature_dim=feature_dim, class_names=class_names)
+        cfg = model_config_for(_size(args), feature_dim=feature_dim, encoder_name="", class_names=class_names)
     cfg = dataclasses.replace(cfg, feature_dim=feature_dim, class_names=class_names)
     if args.lm:
         name = None if args.lm == "scratch" else args.lm
@@ -98,13 +114,54 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
 
 
 def _train_config(args: argparse.Namespace):
+    from .._backend import train_defaults_for
     from ..config import TrainConfig
 
+    preset = train_defaults_for(_size(args))
     return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,
-        max_patches=args.max_patches, mode=args.mode, alpha=args.alpha, val_metric=args.val_metric,
-        patience=args.patience or None, seed=args.seed, device=args.device,
+        epochs=args.epochs or preset["epochs"], batch_size=args.batch_size or preset["batch_size"],
+        grad_accum_steps=args.grad_accum, max_patches=args.max_patches, mode=args.mode,
+        alpha=args.alpha, val_metric=args.val_metric, patience=args.patience or None,
+        min_epochs=args.min_epochs, seed=args.seed, device=args.device,
     )  # fmt: skip
+
+
+class _EpochLog:
+    """One line per epoch (loss, validation metrics, time) on stderr when it is not a terminal; a tqdm bar
+    over epochs when it is."""
+
+    KEYS = (("train_loss", "loss"), ("train_loss_cls", "cls"), ("train_loss_caption", "cap"),
+            ("val_accuracy", "val_acc"), ("val_bleu_4", "val_bleu4"), ("val_distinct_captions", "val_distinct"),
+            ("val_combined", "val_score"))  # fmt: skip
+
+    def __init__(self, epochs: int) -> None:
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=epochs, desc="epochs", unit="epoch", file=sys.stderr)
+
+    def __call__(self, record: dict) -> None:
+        parts = {
+            short: (f"{record[k]:.4g}" if isinstance(record[k], float) else str(record[k]))
+            for k, short in self.KEYS
+            if k in record
+        }
+        if self.bar is not None:
+            self.bar.set_postfix(parts, refresh=False)
+            self.bar.update(1)
+        else:
+            items = " ".join(f"{k}={v}" for k, v in parts.items())
+            print(
+                f"epoch {record['epoch']}: {items} time={record.get('seconds', 0):.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _feature_dim(records, features_dir) -> int:
@@ -173,17 +230,23 @@ def run(args: argparse.Namespace) -> int:
         model_or_cfg = PathM3Model.from_pretrained(
             args.init, expected_classes=class_names, device=args.device
         )
-    progress = (
-        None
-        if not sys.stderr.isatty()
-        else (lambda d, t, s: print(f"\r{s}: {d}/{t}", end="", file=sys.stderr))
-    )
-    result = train(model_or_cfg, train_recs, val_recs or None, _train_config(args), out_dir=args.out,
-                   features_dir=args.features, resume=args.resume, progress=progress)  # fmt: skip
+    from ..threads import apply_thread_policy
+
+    apply_thread_policy()
+    tcfg = _train_config(args)
+    epoch_log = _EpochLog(tcfg.epochs)
+    try:
+        result = train(model_or_cfg, train_recs, val_recs or None, tcfg, out_dir=args.out,
+                       features_dir=args.features, resume=args.resume, epoch_log=epoch_log)  # fmt: skip
+    finally:
+        epoch_log.close()
     _record_tiling(args.features, [result.best_dir, result.last_dir])
     _print({"best_dir": str(result.best_dir), "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-            "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "val_metric": tcfg.val_metric, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+            "warnings": result.warnings,
             "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)} if result.history else {}})  # fmt: skip
+    for w in result.warnings:
+        print(f"napari-pathm3 train: warning: {w}", file=sys.stderr)
     return 0
 
 

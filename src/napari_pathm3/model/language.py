@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from ..config import LanguageConfig
 
 __all__ = [
+    "WORDS",
     "build_language_model",
+    "build_word_tokenizer",
     "caption_loss",
     "generate_captions",
     "load_tokenizer",
@@ -28,6 +30,35 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: ``LanguageConfig.tokenizer`` value: a word-level vocabulary built from the training captions (scratch LMs).
+WORDS = "words"
+_SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+def build_word_tokenizer(captions: Any, *, max_words: int = 8000) -> Any:
+    """A whitespace word-level tokenizer over the words of ``captions`` (most frequent ``max_words``).
+
+    A scratch caption LM on a few hundred captions learns nothing useful over a 30k-entry WordPiece
+    vocabulary within a short run: most of its updates go into the output layer of words that never occur
+    (measured in docs/training.md). A vocabulary of the captions' own words is small, saves and loads like any
+    tokenizer (``tokenizer.json``), and decodes with exactly the references' spacing ("ducts ." stays
+    "ducts ."). Words not in the vocabulary become ``[UNK]``.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    counts = Counter(w for c in captions if c for w in str(c).split())
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in _SPECIALS]
+    vocab = {w: i for i, w in enumerate((*_SPECIALS, *words[:max_words]))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    pad, unk, bos, eos = _SPECIALS
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=pad, unk_token=unk, bos_token=bos, eos_token=eos
+    )
 
 
 def resolve_pretrained(source: str) -> str:
@@ -122,6 +153,11 @@ def build_language_model(
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if cfg.kind == "seq2seq" else AutoModelForCausalLM
+    if tokenizer is None and cfg.tokenizer == WORDS:
+        raise ValueError(
+            "language.tokenizer='words' builds its vocabulary from the training captions: train the model "
+            "with napari_pathm3.training.train (or pass lm_tokenizer=build_word_tokenizer(captions))"
+        )
     if tokenizer is None:
         source = cfg.tokenizer or cfg.name or fallback_tokenizer
         tokenizer = load_tokenizer(source)
@@ -203,10 +239,14 @@ def generate_captions(
     top_k: int | None = None,
     top_p: float | None = None,
     repetition_penalty: float | None = None,
+    no_repeat_ngram_size: int | None = None,
+    length_penalty: float | None = None,
     seed: int | None = None,
 ) -> list[str]:
     """Decode captions from the projected queries ``prefix`` (b, q, H): greedy (default), beam search
-    (``num_beams > 1``) or sampling (``do_sample=True``; ``seed`` makes it reproducible)."""
+    (``num_beams > 1``, ``length_penalty`` > 1 favours longer beams) or sampling (``do_sample=True``; ``seed``
+    makes it reproducible). ``no_repeat_ngram_size`` n forbids any n-gram twice ("tumor tumor tumor ..."),
+    ``repetition_penalty`` > 1 discourages repeated tokens (transformers ``generate`` semantics)."""
     b = prefix.shape[0]
     device = prefix.device
     emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
@@ -223,6 +263,10 @@ def generate_captions(
         kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0)
     if repetition_penalty is not None:
         kwargs["repetition_penalty"] = repetition_penalty
+    if no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
+    if length_penalty is not None and num_beams > 1:
+        kwargs["length_penalty"] = float(length_penalty)
     if kind == "causal" and tok.bos_token_id is not None:
         kwargs["bos_token_id"] = tok.bos_token_id
     rng = (
@@ -235,4 +279,6 @@ def generate_captions(
             torch.manual_seed(seed)
         out = lm.generate(**kwargs)  # type: ignore[operator]
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
-    return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+    # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
+    texts = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return [" ".join(t.split()) for t in texts]

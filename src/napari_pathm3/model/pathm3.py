@@ -314,6 +314,8 @@ class PathM3Model(nn.Module):
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        length_penalty: float | None = None,
         seed: int | None = None,
     ) -> list[str]:
         """Captions from the image only: greedy (default), beam (``num_beams``) or sampling (``do_sample``).
@@ -345,6 +347,8 @@ class PathM3Model(nn.Module):
                 top_k=top_k,
                 top_p=top_p,
                 repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                length_penalty=length_penalty,
                 seed=seed,
             )
 

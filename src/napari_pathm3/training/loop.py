@@ -37,11 +37,12 @@ import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..config import PathM3Config, TrainConfig
-from ..errors import Cancelled, CheckpointError, NonFiniteError
+from ..errors import Cancelled, CheckpointError, NonFiniteError, PathM3Error
 from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
 from .evaluate import metrics_of, model_inputs, predict
+from .verdict import combined_score, judge_best
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class TrainResult:
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
     model: Any = None
+    warnings: list[str] = field(default_factory=list)  # "this model has not learned to caption" and the like
+    verdict: dict[str, Any] = field(default_factory=dict)  # also in best/training_verdict.json
 
 
 def lr_at(step: int, *, lr: float, warmup_lr: float, warmup: int, total: int, min_lr: float) -> float:
@@ -125,12 +128,39 @@ def _save_last(core: Any, optimizer: Any, out: Path, meta: dict[str, Any]) -> No
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build_model(model_or_config: Any, config: TrainConfig, device: Any) -> Any:
+def _captions_of(dataset: Any) -> list[str]:
+    """Reference captions of a training set (manifest records or bags) without reading any features."""
+    items = getattr(dataset, "items", dataset)
+    try:
+        return [str(c) for c in (getattr(it, "caption", None) for it in items) if c]
+    except TypeError:
+        return []
+
+
+def _build_model(model_or_config: Any, config: TrainConfig, device: Any, train_ds: Any = None) -> Any:
     overrides = {k: v for k, v in (("mode", config.mode), ("alpha", config.alpha)) if v is not None}
     if isinstance(model_or_config, PathM3Config):
-        from ..model import build_model
+        from ..model.device import resolve_device
+        from ..model.language import WORDS, build_word_tokenizer
+        from ..model.pathm3 import PathM3Model
 
-        return build_model(dataclasses.replace(model_or_config, **overrides), device=device)
+        cfg = dataclasses.replace(model_or_config, **overrides)
+        lm_tok = None
+        if cfg.language.tokenizer == WORDS and cfg.language.name is None:
+            captions = _captions_of(train_ds)
+            if not captions:
+                log.warning("no training captions: the word vocabulary of the caption LM is empty")
+            lm_tok = build_word_tokenizer(captions)
+        try:
+            model = PathM3Model(cfg, lm_tokenizer=lm_tok)
+        except OSError as err:  # offline, or no such model on the hub: one line, not a traceback
+            name = cfg.language.name or cfg.qformer.text_init or cfg.qformer.tokenizer
+            raise PathM3Error(
+                f"cannot load the pretrained weights of {name!r} (offline, or not a local folder / hub id); "
+                "train a model with a scratch caption LM instead (CLI: --size small; API/GUI: model size "
+                "'small'), or pass --lm FOLDER with the downloaded weights"
+            ) from err
+        return model.to(resolve_device(device)).train()
     model = model_or_config
     if overrides:
         model.config = dataclasses.replace(model.config, **overrides)
@@ -149,6 +179,7 @@ def train(
     progress: ProgressFn | None = None,
     metrics_callback: MetricsFn | None = None,
     cancel: CancelToken | None = None,
+    epoch_log: MetricsFn | None = None,
 ) -> TrainResult:
     """Train a PathM3 model on bags and keep the best epoch by a validation metric.
 
@@ -164,6 +195,7 @@ def train(
         resume: continue from ``out_dir/last`` (model, optimiser, schedule, RNG, history) when present.
         progress: ``progress(step, total_steps, stage)`` after optimiser steps.
         metrics_callback: called with each epoch's record (the ``log.csv`` row plus the confusion matrix).
+        epoch_log: called with each epoch's record on the main process (the CLI prints one line per epoch).
         cancel: polled between micro-batches; a cancelled run raises :class:`Cancelled` and keeps the
             checkpoints of the finished epochs (``resume=True`` continues from there).
 
@@ -175,7 +207,9 @@ def train(
 
     from ..model.checkpoint import is_checkpoint_dir, load_tensors
     from ..model.device import autocast, resolve_device
+    from ..threads import apply_thread_policy
 
+    apply_thread_policy()  # torch's default threads oversubscribe a small shared CPU (~10x slower per step)
     config = config or TrainConfig()
     out = Path(out_dir)
     device = resolve_device(config.device)
@@ -185,13 +219,17 @@ def train(
         torch.cuda.set_device(device)
     try:
         _seed_all(config.seed)
-        core = _build_model(model_or_config, config, device)
-        mcfg = core.config
-        optim_cfg = mcfg.optim
-        names = mcfg.class_names
+        names = (
+            model_or_config.class_names
+            if isinstance(model_or_config, PathM3Config)
+            else model_or_config.config.class_names
+        )
         train_ds = _as_dataset(
             train_set, names, features_dir, max_patches=config.max_patches, seed=config.seed
         )
+        core = _build_model(model_or_config, config, device, train_ds)
+        mcfg = core.config
+        optim_cfg = mcfg.optim
         val_ds = _as_dataset(val_set, names, features_dir)
         world, accum = dist.world_size, config.grad_accum_steps
         global_batch = config.batch_size or optim_cfg.batch_size
@@ -218,6 +256,8 @@ def train(
         optimizer = torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas), eps=optim_cfg.eps,
                                       weight_decay=optim_cfg.weight_decay)  # fmt: skip
         metric_name = config.val_metric if val_ds is not None else "loss"
+        captioned = mcfg.alpha < 1.0 and bool(_captions_of(val_ds if val_ds is not None else train_ds))
+        gen_val = captioned and metric_name in ("combined", "bleu_4")
 
         state: dict[str, Any] = {"epoch": 0, "step": 0, "best_metric": float("nan"), "best_epoch": 0,
                                  "bad_epochs": 0, "stopped_early": False, "history": []}  # fmt: skip
@@ -310,8 +350,11 @@ def train(
             if val_ds is not None:
                 report(progress, step, total, f"{stage}: validating")
                 pred = predict(model, val_ds, batch_size=micro, mode=mode, device=device, bf16=config.bf16,
-                               dist=dist, cancel=cancel)  # fmt: skip
+                               dist=dist, cancel=cancel, generate=gen_val)  # fmt: skip
                 record.update({f"val_{k}": v for k, v in metrics_of(pred, mcfg.num_classes).items()})
+                record["val_combined"] = combined_score(metrics_of(pred, mcfg.num_classes))
+                if pred.captions is not None:
+                    record["val_distinct_captions"] = len(set(pred.captions))
                 value = float(record.get(f"val_{metric_name}", float("nan")))
             else:
                 value = record["train_loss"]
@@ -321,7 +364,10 @@ def train(
                 state.update(best_metric=value, best_epoch=epoch + 1, bad_epochs=0)
             else:
                 state["bad_epochs"] += 1
-            state["stopped_early"] = config.patience is not None and state["bad_epochs"] >= config.patience
+            may_stop = epoch + 1 >= max(config.min_epochs, math.ceil(warmup / max(1, steps_per_epoch)))
+            state["stopped_early"] = (
+                config.patience is not None and may_stop and state["bad_epochs"] >= config.patience
+            )
             state.update(epoch=epoch + 1, step=step)
             state["history"].append(record)
             if dist.is_main:
@@ -334,12 +380,18 @@ def train(
                     metrics_callback(dict(record))
             ddp.barrier(dist)
             log.info("%s: %s", stage, {k: v for k, v in record.items() if not isinstance(v, list)})
+            if epoch_log is not None and dist.is_main:
+                epoch_log(dict(record))
         if dist.is_main and not (out / "best").exists():  # resumed a finished run, or no epoch improved
             core.save_pretrained(out / "best")
+        verdict = judge_best(core, out, val_ds if val_ds is not None else train_ds, micro, mode, device,
+                           config, dist, captioned, where="validation" if val_ds is not None else "training")  # fmt: skip
+        core._pathm3_verdict = verdict  # inference on this in-memory model reads its warnings
         return TrainResult(
             out_dir=out, best_dir=out / "best", last_dir=out / "last", best_metric=state["best_metric"],
             best_epoch=state["best_epoch"], epochs_run=state["epoch"], step=state["step"],
             stopped_early=state["stopped_early"], history=state["history"], model=core,
+            warnings=list(verdict.get("warnings", [])), verdict=verdict,
         )  # fmt: skip
     except Cancelled as err:
         raise Cancelled(

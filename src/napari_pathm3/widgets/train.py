@@ -262,3 +262,10 @@ class TrainWidget(Container):
         # a fresh default folder for the next run, so it does not overwrite this model
         self._out.value = user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
         show_info(f"PathM3: model saved to {result.best_dir}; pick {self.model_name!r} in 'Caption slide'")
+        warnings = list(getattr(result, "warnings", ()) or ())
+        if warnings:
+            from napari.utils.notifications import show_warning
+
+            self._stage.value = f"saved {result.best_dir} - WARNING: {warnings[0]}"
+            for w in warnings:
+                show_warning(f"PathM3: {w}")

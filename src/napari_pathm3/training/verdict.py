@@ -1,0 +1,114 @@
+"""Did a training run learn? The verdict on both heads, kept beside the checkpoint for inference to read.
+
+A run "has not learned to classify" when its accuracy on the bags it was judged on is within
+:data:`CHANCE_MARGIN` of always predicting the most frequent class; it "has not learned to caption" when
+it writes one and the same caption for every one of those bags while their references differ. The verdict is
+written as ``training_verdict.json`` into ``best/`` and ``last/``; :func:`read_verdict` reads it back and
+inference puts its warnings into ``SlideResult.warnings``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VERDICT_NAME = "training_verdict.json"
+CHANCE_MARGIN = 0.05  # accuracy must beat the majority-class rate by this much
+NOT_CAPTIONING = "this model has not learned to caption"
+NOT_CLASSIFYING = "this model has not learned to classify"
+
+
+def combined_score(metrics: dict[str, Any]) -> float:
+    """The ``combined`` validation score: mean of accuracy and caption BLEU-4 (accuracy alone without
+    generated captions)."""
+    acc = float(metrics.get("accuracy", float("nan")))
+    bleu = metrics.get("bleu_4")
+    return acc if bleu is None else 0.5 * (acc + float(bleu))
+
+
+def judge(pred: Any, *, where: str, captions_trained: bool) -> dict[str, Any]:
+    """Verdict on predictions (``training.evaluate.Predictions``) of the chosen model."""
+    warnings: list[str] = []
+    out: dict[str, Any] = {"evaluated_on": where, "n": len(pred.slide_ids)}
+    labels = np.asarray(pred.labels)
+    has = labels >= 0
+    if has.any():
+        acc = float((pred.probabilities[has].argmax(1) == labels[has]).mean())
+        majority = Counter(labels[has].tolist()).most_common(1)[0][1] / int(has.sum())
+        learned = acc >= majority + CHANCE_MARGIN
+        out.update(accuracy=acc, majority_rate=majority, learned_to_classify=learned)
+        if not learned:
+            warnings.append(
+                f"{NOT_CLASSIFYING}: {where} accuracy {acc:.2f}, while always predicting the most frequent "
+                f"class gives {majority:.2f} (more epochs, a higher --lr, or more bags may help)"
+            )
+    if captions_trained and pred.captions is not None:
+        refs = {r for r in pred.references if r}
+        gen = [c for c, r in zip(pred.captions, pred.references, strict=True) if r]
+        distinct = len(set(gen))
+        learned = not (len(refs) > 1 and distinct <= 1)
+        out.update(distinct_captions=distinct, distinct_references=len(refs), learned_to_caption=learned)
+        if not learned:
+            example = gen[0] if gen else ""
+            warnings.append(
+                f"{NOT_CAPTIONING}: it writes the same caption for all {len(gen)} {where} bags "
+                f"({example!r}); train longer or on more captioned bags"
+            )
+    out["warnings"] = warnings
+    return out
+
+
+def write_verdict(verdict: dict[str, Any], folders: list[Path]) -> None:
+    text = json.dumps(verdict, indent=2, default=float)
+    for folder in folders:
+        if Path(folder).is_dir():
+            (Path(folder) / VERDICT_NAME).write_text(text)
+
+
+def read_verdict(folder: Any) -> dict[str, Any] | None:
+    """The verdict stored with a checkpoint folder, or None (older checkpoints, or not a folder)."""
+    if not folder:
+        return None
+    path = Path(folder) / VERDICT_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable training verdict (%s)", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def judge_best(core: Any, out: Path, dataset: Any, batch: int, mode: str, device: Any, config: Any,
+             dist: Any, captioned: bool, *, where: str) -> dict[str, Any]:  # fmt: skip
+    """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
+    in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
+    import torch
+
+    from ..model.checkpoint import load_tensors
+    from .evaluate import predict
+
+    best = out / "best"
+    last_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    try:
+        if best.is_dir():
+            core.load_state_dict(load_tensors(best), strict=False)
+        pred = predict(core, dataset, batch_size=batch, mode=mode, device=device, bf16=config.bf16, dist=dist,
+                       generate=captioned)  # fmt: skip
+    finally:
+        with torch.no_grad():
+            core.load_state_dict(last_state)
+    verdict = judge(pred, where=where, captions_trained=captioned)
+    if dist.is_main:
+        write_verdict(verdict, [best, out / "last"])
+    for w in verdict["warnings"]:
+        log.warning("%s", w)
+    return verdict
