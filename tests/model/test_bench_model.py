@@ -50,6 +50,7 @@ def test_quick_run_emits_one_json_line_and_renders(bench, tmp_path):
     assert "relative error" in md and "peak RSS MB" in md and "busy" in md
 
 
+@pytest.mark.slow  # ~25 s: trains 3 seeds x 2 variants
 def test_image_only_loss_ablation_runs_and_renders():
     sys.path.insert(0, str(BENCH))
     try:

@@ -158,3 +158,18 @@ def test_generate_no_repeat_ngrams_and_beams(bag_factory):
     assert len(caps) == len(set(caps)) and (len(plain) > len(set(plain)) or plain == caps)  # no word twice
     beams = model.generate_captions(feats, num_beams=3, length_penalty=2.0, no_repeat_ngram_size=2)
     assert isinstance(beams[0], str)
+
+
+def test_verdict_of_text_only_model_uses_text_conditioned_outputs():
+    from napari_pathm3.training.evaluate import Predictions
+
+    pred = Predictions(
+        slide_ids=["a", "b", "c", "d"],
+        labels=np.array([0, 1, 0, 1]),
+        probabilities=np.full((4, 2), np.nan),  # a text-only model has no image-only outputs
+        references=["x", "y", "x", "y"],
+        text_probabilities=np.array([[0.9, 0.1], [0.1, 0.9]] * 2),
+        mode="text",
+    )
+    verdict = judge(pred, where="validation", captions_trained=False)
+    assert verdict["learned_to_classify"] and verdict["accuracy"] == 1.0 and verdict["warnings"] == []

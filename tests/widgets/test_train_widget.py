@@ -34,7 +34,7 @@ def test_train_then_caption_with_new_model(
     shapes = _annotations(viewer, float(slide.scale[0]))
     widget = TrainWidget(viewer)
     widget.cache_dir = tmp_path / "features"
-    assert widget._epochs.value == 50 and widget._lr.value == pytest.approx(1e-4)  # the trainer's defaults
+    assert widget._epochs.value == 50 and widget._lr.value == pytest.approx(2e-3)  # the tiny preset's lr
     widget._slides.value = [slide]
     widget._annotations.value = [shapes]
     widget._out.value = tmp_path / "my-model"
@@ -96,6 +96,19 @@ def test_missing_class_column_notifies(make_napari_viewer, add_slide, synthetic_
     assert errors and "'class' column" in errors[-1]
     with pytest.raises(PathM3Error):
         regions_from_layer(shapes, (0.5, 0.5))
+
+
+def test_size_preset_sets_lr_and_alpha(make_napari_viewer) -> None:
+    from napari_pathm3._backend import model_config_for
+
+    widget = TrainWidget(make_napari_viewer())
+    for size in ("small", "paper", "tiny"):
+        widget._size.value = size
+        cfg = model_config_for(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
+        assert widget._lr.value == pytest.approx(cfg.optim.lr) and widget._alpha.value == pytest.approx(
+            cfg.alpha
+        )
+    assert widget._alpha.value == pytest.approx(0.1)  # scratch caption LMs: captions weighted 0.9 (measured)
 
 
 def test_sparkline_fallback() -> None:

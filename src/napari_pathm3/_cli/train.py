@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if len(class_names) < 2:
         raise PathM3Error(
             f"{args.manifest}: its labels name {len(class_names)} class(es) {list(class_names)}; "
-            "training a classifier needs at least two (add bags of another class, or pass --classes)"
+            "training a classifier needs at least two classes (add bags of another class, or pass --classes)"
         )
     parts = split_records(records)
     train_recs, val_recs = parts["train"], parts["val"]

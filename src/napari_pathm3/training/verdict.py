@@ -38,9 +38,16 @@ def judge(pred: Any, *, where: str, captions_trained: bool) -> dict[str, Any]:
     warnings: list[str] = []
     out: dict[str, Any] = {"evaluated_on": where, "n": len(pred.slide_ids)}
     labels = np.asarray(pred.labels)
-    has = labels >= 0
+    # A text-only model classifies from text alone: judge it on its text-conditioned outputs (its image-only
+    # rows are NaN); every other model on the image-only pass, as users run it.
+    probs = (
+        pred.text_probabilities
+        if pred.mode == "text" and pred.text_probabilities is not None
+        else pred.probabilities
+    )
+    has = (labels >= 0) & np.isfinite(probs).all(axis=1) if probs.size else labels >= 0
     if has.any():
-        acc = float((pred.probabilities[has].argmax(1) == labels[has]).mean())
+        acc = float((probs[has].argmax(1) == labels[has]).mean())
         majority = Counter(labels[has].tolist()).most_common(1)[0][1] / int(has.sum())
         learned = acc >= majority + CHANCE_MARGIN
         out.update(accuracy=acc, majority_rate=majority, learned_to_classify=learned)

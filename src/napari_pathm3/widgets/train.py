@@ -25,7 +25,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .._backend import MODEL_SIZES, train_on_regions, user_cache_dir
+from .._backend import MODEL_SIZES, model_config_for, train_on_regions, user_cache_dir
 from ..api import layer_kind, slide_layers
 from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
@@ -93,6 +93,12 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
     raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
 
 
+def _preset_lr_alpha(size: str) -> tuple[float, float]:
+    """The learning rate and alpha of a model-size preset (torch-free: configs only)."""
+    cfg = model_config_for(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
+    return float(cfg.optim.lr), float(cfg.alpha)
+
+
 class TrainWidget(Container):
     """Train a PathM3 model on labelled regions drawn over slides."""
 
@@ -115,11 +121,18 @@ class TrainWidget(Container):
                               tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)")  # fmt: skip
         self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
         self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
-        self._lr = FloatSpinBox(label="learning rate", value=oc.lr, min=1e-7, max=1.0, step=1e-5)
+        lr0, alpha0 = _preset_lr_alpha("tiny")
+        self._lr = FloatSpinBox(label="learning rate", value=lr0, min=1e-7, max=1.0, step=1e-5,
+                                tooltip="follows the model size's preset; change it after picking the size")  # fmt: skip
         self._lr.native.setDecimals(6)
         self._batch = SpinBox(label="batch size", value=oc.batch_size, min=1, max=1024)
         self._alpha = FloatSpinBox(
-            label="alpha (L_cls)", value=mc.__dataclass_fields__["alpha"].default, min=0.0, max=1.0, step=0.05
+            label="alpha (L_cls)",
+            value=alpha0,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            tooltip="weight of the classification loss (1 - alpha: captions); follows the model size's preset",
         )
         self._sub_bags = SpinBox(label="sub-bags/region", value=4, min=0, max=100,
                                  tooltip="random subsets of each region's patches added as extra training bags")  # fmt: skip
@@ -144,6 +157,7 @@ class TrainWidget(Container):
             self._progress, self._stage,
         ])  # fmt: skip
         self.native.layout().addWidget(self._plot.widget)
+        self._size.changed.connect(self._on_size)
         self._train.changed.connect(self._on_train)
         self._cancel.changed.connect(self._on_cancel)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -192,6 +206,11 @@ class TrainWidget(Container):
             out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
         # the plain Slide (not napari's plugin proxy around it) goes to the worker thread
         return [(unwrap_proxy(s.metadata["pathm3_slide"]), regs) for s, regs in out.values() if regs]
+
+    def _on_size(self, size: str) -> None:
+        """A preset brings its own learning rate and alpha (scratch caption LMs need larger steps and more
+        caption weight than the paper's pretrained one: docs/training.md)."""
+        self._lr.value, self._alpha.value = _preset_lr_alpha(size)
 
     def _on_train(self, _value: Any = None) -> Job | None:
         from napari.utils.notifications import show_error
