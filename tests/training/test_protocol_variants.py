@@ -132,7 +132,8 @@ def test_variant_configs():
     m, t = variant_configs(VARIANTS["text"], model, train, seed=2)
     assert (t.mode, t.alpha, t.seed, t.val_metric) == ("text", 1.0, 2, "text_conditioned_accuracy")
     m, t = variant_configs(VARIANTS["image"], model, train, seed=0)
-    assert (t.mode, t.alpha, t.val_metric) == ("image", None, "accuracy")  # α: the configured one
+    # α and the validation metric: the configured ones (the default "combined" covers both heads)
+    assert (t.mode, t.alpha, t.val_metric) == ("image", None, train.val_metric)
     m, t = variant_configs(VARIANTS["captions_single_task"], model, train, seed=0)
     assert (t.alpha, t.val_metric) == (0.0, "loss")
     if HAS_SWITCH:
