@@ -92,6 +92,23 @@ def test_reader_patterns_are_slide_formats_and_folders_still_open(dicom_dir: Pat
     assert callable(napari_get_reader(str(plain)))
 
 
+def test_dicom_instances_named_by_uid_without_extension(dicom_dir: Path, tmp_path: Path) -> None:
+    """PACS exports name instances by UID ("1.2.826….4670…", whose suffix is not .dcm): found by the DICOM
+    preamble, opened, and the same slide as the .dcm folder."""
+    from napari_pathm3.io.slide import dicom_files, open_slide
+
+    uid = tmp_path / "uid-named"
+    uid.mkdir()
+    for f in sorted(dicom_dir.glob("*.dcm")):
+        (uid / f.stem).write_bytes(f.read_bytes())
+    (uid / "README.txt").write_text("not a DICOM file")
+    assert len(dicom_files(uid)) == len(list(dicom_dir.glob("*.dcm")))
+    assert callable(napari_get_reader(str(uid)))
+    with open_slide(uid) as a, open_slide(dicom_dir) as b:
+        assert a.dimensions == b.dimensions
+        assert (a.read_region((0, 0), 0, (64, 64)) == b.read_region((0, 0), 0, (64, 64))).all()
+
+
 def test_broken_slide_reason_in_viewer(make_napari_viewer, slides_dir: Path) -> None:  # type: ignore[no-untyped-def]
     """Opening broken.svs in napari: the warning (a notification in the GUI) names the file and the reason."""
     viewer = make_napari_viewer()

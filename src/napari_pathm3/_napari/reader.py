@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SlideReadError
-from ..io.slide import SLIDE_SUFFIXES, Slide, open_slide
+from ..io.slide import SLIDE_SUFFIXES, Slide, dicom_files, open_slide
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,8 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 
 def _claims(path: Path) -> bool:
-    if path.is_dir():
-        return any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    if path.is_dir():  # a DICOM WSI folder, its instances named *.dcm or by UID without an extension
+        return bool(dicom_files(path))
     return path.suffix.lower() in SLIDE_SUFFIXES
 
 

@@ -37,15 +37,33 @@ _MPP_KEYS = (
 )
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` file, or any file with the DICOM Part 10 preamble ("DICM" at byte 128): PACS exports often
+    name instances by UID without an extension."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """The DICOM instances of a folder (with or without the ``.dcm`` extension), sorted by name."""
+    return sorted(q for q in folder.iterdir() if q.is_file() and is_dicom_file(q))
+
+
 def _resolve_path(path: PathLike) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise SlideReadError(f"{p}: no such file or directory")
     if p.is_dir():
-        dcm = sorted(q for q in p.iterdir() if q.suffix.lower() == ".dcm")
+        dcm = dicom_files(p)
         if not dcm:
             raise SlideReadError(
-                f"{p}: directory holds no DICOM (.dcm) files; pass a slide file or a DICOM WSI folder"
+                f"{p}: directory holds no DICOM files; pass a slide file or a DICOM WSI folder"
             )
         return dcm[0]  # OpenSlide finds the series' other instances itself
     if p.stat().st_size == 0:
@@ -221,11 +239,7 @@ class Slide:
     @cached_property
     def fingerprint(self) -> str:
         """Content hash (size + first and last MiB of every file) identifying this slide for caches."""
-        files = (
-            sorted(q for q in self.path.iterdir() if q.suffix.lower() == ".dcm")
-            if self.path.is_dir()
-            else [self._file]
-        )
+        files = dicom_files(self.path) if self.path.is_dir() else [self._file]
         h = hashlib.sha256()
         for f in files:
             size = f.stat().st_size
