@@ -108,6 +108,8 @@ class SlideResult:
             "probabilities": {k: float(v) for k, v in self.probabilities.items()},
             "caption": self.caption,
             "text": self.text,
+            # say which classifier produced `label`: text-conditioned results are never silently the headline
+            "classified_from": "image" if not self.text else "image and the given text (text-conditioned)",
             "num_patches": self.num_patches,
             "patch_size_level0": float(self.grid.size_level0),
             "patch_mpp": self.grid.mpp,
