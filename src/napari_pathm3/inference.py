@@ -299,24 +299,9 @@ def caption_slide(
                 progress=_stage_progress(progress, "features"), cancel=cancel,
             )  # fmt: skip
         slide_path, dims, mpp_xy = str(slide.path), tuple(slide.dimensions), slide.mpp_xy
-    check_cancel(cancel)
-    report(progress, 3, total, "model")
-    with _timed(timings, "model"):
-        probs, query_attention = _backend.classify(pm, feats, text=text)
-    check_cancel(cancel)
-    report(progress, 4, total, "caption")
-    with _timed(timings, "caption"):
-        caption = _backend.generate_caption(pm, feats, max_new_tokens=max_new_tokens)
-    report(progress, total, total, "done")
-    caption, warnings = _checked(pm, caption)
-
-    names = _backend.class_names(pm)
-    query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, len(grid))
-    attention = query_attention.mean(axis=0)
-    idx, scores = _top_k(attention, top_k)
-    probabilities = {n: float(p) for n, p in zip(names, np.asarray(probs, dtype=float), strict=True)}
-    if not probabilities:
-        raise PathM3Error("the model returned no class probabilities")
+    out = _model_stages(pm, feats, len(grid), text=text, max_new_tokens=max_new_tokens, top_k=top_k,
+                        timings=timings, progress=progress, cancel=cancel)  # fmt: skip
+    probabilities, caption, warnings, attention, query_attention, idx, scores = out
     return SlideResult(
         slide_path=slide_path, slide_dimensions=(int(dims[0]), int(dims[1])), mpp_xy=mpp_xy,
         label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities, caption=caption,
@@ -325,6 +310,44 @@ def caption_slide(
         encoder_name=_backend.encoder_name(enc), device=str(_backend.model_device(pm)), text=text,
         region=None if region is None else list(region), timings=timings, warnings=warnings,
     )  # fmt: skip
+
+
+def _model_stages(
+    pm: Any,
+    features: np.ndarray,
+    n_patches: int,
+    *,
+    text: str | None,
+    max_new_tokens: int | None,
+    top_k: int,
+    timings: dict[str, float],
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+) -> tuple[dict[str, float], str, tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The "model" and "caption" stages shared by slides and feature bags: class probabilities, the caption
+    (replaced by the verdict when the model has not learned to caption), the verdict's warnings, mean and
+    per-query attention over the ``n_patches`` patches, and the top-``top_k`` patches."""
+    from . import _backend
+
+    total = len(STAGES)
+    check_cancel(cancel)
+    report(progress, 3, total, "model")
+    with _timed(timings, "model"):
+        probs, query_attention = _backend.classify(pm, features, text=text)
+    check_cancel(cancel)
+    report(progress, 4, total, "caption")
+    with _timed(timings, "caption"):
+        caption = _backend.generate_caption(pm, features, max_new_tokens=max_new_tokens)
+    report(progress, total, total, "done")
+    caption, warnings = _checked(pm, caption)
+    names = _backend.class_names(pm)
+    probabilities = {n: float(p) for n, p in zip(names, np.asarray(probs, dtype=float), strict=True)}
+    if not probabilities:
+        raise PathM3Error("the model returned no class probabilities")
+    query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, n_patches)
+    attention = query_attention.mean(axis=0)
+    idx, scores = _top_k(attention, top_k)
+    return probabilities, caption, warnings, attention, query_attention, idx, scores
 
 
 def _checked(pm: Any, caption: str) -> tuple[str, tuple[str, ...]]:
@@ -378,21 +401,9 @@ def caption_feature_bag(
             f"with the model's encoder ({pm.config.encoder_name or 'unrecorded'})"
         )
     grid = _bag_grid(bag)
-    check_cancel(cancel)
-    report(progress, 3, total, "model")
-    with _timed(timings, "model"):
-        probs, query_attention = _backend.classify(pm, bag.features, text=text)
-    check_cancel(cancel)
-    report(progress, 4, total, "caption")
-    with _timed(timings, "caption"):
-        caption = _backend.generate_caption(pm, bag.features, max_new_tokens=max_new_tokens)
-    report(progress, total, total, "done")
-    caption, warnings = _checked(pm, caption)
-    names = _backend.class_names(pm)
-    query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, len(grid))
-    attention = query_attention.mean(axis=0)
-    idx, scores = _top_k(attention, top_k)
-    probabilities = {n: float(p) for n, p in zip(names, np.asarray(probs, dtype=float), strict=True)}
+    out = _model_stages(pm, bag.features, len(grid), text=text, max_new_tokens=max_new_tokens, top_k=top_k,
+                        timings=timings, progress=progress, cancel=cancel)  # fmt: skip
+    probabilities, caption, warnings, attention, query_attention, idx, scores = out
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
     return SlideResult(
         slide_path=str(path), slide_dimensions=grid.slide_dimensions, mpp_xy=None,
