@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .downsample import read_downsampled  # noqa: F401 - moved to io/downsample.py; still importable here
+
 if TYPE_CHECKING:
     import dask.array as da
 
@@ -131,44 +133,4 @@ def contrast_limits(slide: Slide) -> list[tuple[float, float]]:
         if hi <= lo:
             hi = lo + 1.0
         out.append((lo, hi))
-    return out
-
-
-def read_downsampled(slide: Slide, downsample: float, *, block: int = 2048) -> np.ndarray:
-    """The whole slide at ``downsample`` (relative to level 0), read block by block from the best level.
-
-    Memory is bounded by one ``block``-sized read plus the output, whatever the level size.
-    """
-    downsample = max(downsample, 1.0)
-    w0, h0 = slide.dimensions
-    out_w, out_h = max(1, round(w0 / downsample)), max(1, round(h0 / downsample))
-    level = slide.best_level_for_downsample(downsample)
-    lw, lh = slide.level_dimensions[level]
-    factor = downsample / slide.level_downsamples[level]  # >= 1: level pixels per output pixel
-    if factor < 1.01 and (lw, lh) == (out_w, out_h):
-        return (
-            slide.read_level_region(0, 0, level, lw, lh)
-            if lw * lh <= 64e6
-            else _blocks(slide, level, 1.0, out_w, out_h, block)
-        )
-    return _blocks(slide, level, factor, out_w, out_h, block)
-
-
-def _blocks(slide: Slide, level: int, factor: float, out_w: int, out_h: int, block: int) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    lw, lh = slide.level_dimensions[level]
-    out = np.empty((out_h, out_w, 3), np.uint8)
-    ob = max(1, int(block / factor))  # output pixels per block
-    for oy in range(0, out_h, ob):
-        for ox in range(0, out_w, ob):
-            ow, oh = min(ob, out_w - ox), min(ob, out_h - oy)
-            x0, y0 = int(ox * factor), int(oy * factor)
-            x1, y1 = min(lw, math.ceil((ox + ow) * factor)), min(lh, math.ceil((oy + oh) * factor))
-            if x1 <= x0 or y1 <= y0:
-                out[oy : oy + oh, ox : ox + ow] = 255
-                continue
-            px = slide.read_level_region(x0, y0, level, x1 - x0, y1 - y0)
-            img = PILImage.fromarray(px).resize((ow, oh), PILImage.Resampling.BOX)
-            out[oy : oy + oh, ox : ox + ow] = np.asarray(img)
     return out

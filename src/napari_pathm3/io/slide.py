@@ -11,6 +11,8 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -26,8 +28,19 @@ Backend = Literal["auto", "openslide", "tiffslide"]
 
 #: File suffixes we claim in napari (other readers get everything else).
 SLIDE_SUFFIXES = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".qptiff",
-)  # fmt: skip
+    ".svs",
+    ".tif",
+    ".tiff",
+    ".ndpi",
+    ".vms",
+    ".vmu",
+    ".scn",
+    ".mrxs",
+    ".svslide",
+    ".bif",
+    ".dcm",
+    ".qptiff",
+)
 
 _MPP_KEYS = (
     ("openslide.mpp-x", "openslide.mpp-y"),
@@ -83,8 +96,11 @@ def _open_backend(path: Path, backend: Backend) -> Any:
             raise SlideReadError(
                 f"{path}: cannot read this non-RGB TIFF ({type(err).__name__}: {err})"
             ) from err
-    order = {"auto": (OpenSlideBackend, TiffSlideBackend), "openslide": (OpenSlideBackend,),
-             "tiffslide": (TiffSlideBackend,)}[backend]  # fmt: skip
+    order = {
+        "auto": (OpenSlideBackend, TiffSlideBackend),
+        "openslide": (OpenSlideBackend,),
+        "tiffslide": (TiffSlideBackend,),
+    }[backend]
     reasons = []
     for cls in order:
         try:
@@ -317,7 +333,7 @@ class Slide:
 
     def thumbnail(self, max_size: int = 1024) -> np.ndarray:
         """Whole-slide RGB image whose long side is at most ``max_size``, read from the best level."""
-        from .pyramid import read_downsampled
+        from .downsample import read_downsampled
 
         w0, h0 = self.dimensions
         return read_downsampled(self, max(w0, h0) / max_size)
@@ -363,3 +379,16 @@ def open_slide(path: PathLike, *, backend: Backend = "auto", mpp: float | None =
         SlideReadError: missing, empty, truncated, unreadable or unsupported file.
     """
     return Slide(path, backend=backend, mpp=mpp)
+
+
+@contextmanager
+def as_slide(slide_or_path: Slide | PathLike) -> Iterator[Slide]:
+    """An open :class:`Slide` as it is (the caller closes it), or a path opened here and closed on exit."""
+    if isinstance(slide_or_path, Slide):
+        yield slide_or_path
+        return
+    slide = open_slide(slide_or_path)
+    try:
+        yield slide
+    finally:
+        slide.close()

@@ -126,7 +126,7 @@ def detect_tissue(slide: object, config: TissueConfig | None = None, *, use_cach
 
 
 def _detect(slide: object, config: TissueConfig) -> TissueMask:
-    from ..io.pyramid import read_downsampled
+    from ..io.downsample import read_downsampled
 
     w0, h0 = slide.dimensions  # type: ignore[attr-defined]
     mpp = slide.mpp  # type: ignore[attr-defined]
