@@ -80,6 +80,8 @@ class PathM3Model(nn.Module):
         """
         super().__init__()
         self.config = config
+        #: the folder :meth:`from_pretrained` loaded this model from (None for a model built in memory)
+        self.checkpoint_dir: Path | None = None
         self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
         self.correlation = CorrelationModule(
             config.feature_dim, config.correlation, use_attention=config.use_correlation
@@ -436,4 +438,5 @@ class PathM3Model(nn.Module):
                 config.language, fallback_tokenizer=config.qformer.tokenizer, tokenizer=lm_tok
             )
         model.load_state_dict(tensors, strict=stored_lm)
+        model.checkpoint_dir = path.resolve()  # display name and the training verdict beside the weights
         return model.to(resolve_device(device)).eval()
