@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pathm3.config import EncoderConfig, ExtractConfig
+from napari_pathm3.config import DEFAULT_ENCODER
 from napari_pathm3.errors import EncoderError
 from napari_pathm3.features.encoders import (
     FrozenEncoder,
@@ -168,10 +168,9 @@ def test_list_encoders_known_and_cached(tmp_path: Path, monkeypatch: pytest.Monk
     assert "timm:hf-hub:someorg/tinypath" in names
 
 
-def test_configs_validate() -> None:
-    assert EncoderConfig().name == "builtin:colorstats"
-    assert ExtractConfig.from_dict(ExtractConfig(batch_size=8).to_dict()).batch_size == 8
-    with pytest.raises(ValueError, match="name"):
-        EncoderConfig(name=" ")
-    with pytest.raises(ValueError, match="batch_size"):
-        ExtractConfig(batch_size=0)
+def test_default_encoder_is_defined_once() -> None:
+    """The registry's default is config's (one definition) and works offline: it is listed first."""
+    from napari_pathm3.features import encoders
+
+    assert encoders.DEFAULT_ENCODER is DEFAULT_ENCODER
+    assert list_encoders()[0] == DEFAULT_ENCODER

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..errors import EncoderError
-from .encoders import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder
+from .frozen import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder
 
 log = logging.getLogger(__name__)
 
