@@ -122,7 +122,7 @@ def test_shapes_region_with_a_slide_path_uses_the_slide_mpp(cmu_slide_path: Path
     # a square of level-0 pixels (x 400..800, y 600..1000) drawn in world µm (napari shapes are (y, x))
     square_um = np.array([[600, 400], [600, 800], [1000, 800], [1000, 400]], float) * mpp
     layer = SimpleNamespace(data=[square_um], selected_data=set(), scale=(1.0, 1.0), translate=(0.0, 0.0))
-    assert api.caption_slide(cmu_slide_path, model="demo", region=layer) == "ok"
+    assert api.caption_slide(cmu_slide_path, model=cmu_slide_path.parent, region=layer) == "ok"
     (poly,) = seen["region"]
     np.testing.assert_allclose(np.asarray(poly).min(0), [400, 600], atol=1e-6)
     np.testing.assert_allclose(np.asarray(poly).max(0), [800, 1000], atol=1e-6)

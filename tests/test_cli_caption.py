@@ -81,15 +81,16 @@ def test_demo_headless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cmu_slid
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000
 
 
-def test_info_and_caption_count_the_same_grid(
+def test_info_and_caption_count_the_same_grid_of_an_old_checkpoint(
     synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     import shutil
 
-    from napari_pathm3._backend import TILING_NAME
+    from napari_pathm3.model.checkpoint import LEGACY_TILING_NAME as TILING_NAME
 
     ckpt = tmp_path / "small"
     shutil.copytree(tiny_ckpt, ckpt)
+    # a checkpoint written before the grid moved into config.json: the sidecar still counts
     (ckpt / TILING_NAME).write_text(json.dumps({"patch_size": 112, "target_mpp": 0.5}))
     capsys.readouterr()
     assert main(["info", str(synthetic_slide), "--model", str(ckpt)]) == 0
@@ -126,11 +127,12 @@ def test_tissue_options(synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, 
 def test_progress_counts_epochs_not_steps(capsys: pytest.CaptureFixture) -> None:
     """Training progress reads "3.5/20 epochs [elapsed<remaining]": no per-step rate, no step-count ETA."""
     from napari_pathm3._cli.caption import _Bar
+    from napari_pathm3._types import Progress, Stage
 
     bar = _Bar(disable=False)
-    bar(0, 1, "demo model: features of x.svs")
+    bar(Progress(Stage.REGIONS, 0, 1, detail="x.svs", demo=True))
     for step in range(1, 41):
-        bar(step, 40, f"demo model: epoch {(step - 1) // 2 + 1}/20")
+        bar(Progress(Stage.TRAIN, step, 40, epoch=(step - 1) // 2 + 1, epochs=20, demo=True))
     tq = bar.bar  # one bar for the whole training, in epochs
     assert bar.stage == "demo model: training" and tq.total == 20 and tq.n == pytest.approx(20)
     assert "epochs" in tq.bar_format and "rate" not in tq.bar_format and tq.smoothing == 0

@@ -165,7 +165,7 @@ def _extract_job(args: tuple[str, str]) -> tuple[int, str]:
 
 def test_one_cache_shared_by_8_threads_and_4_processes(synthetic_slide: Path, tmp_path: Path) -> None:
     """Reported: 4 processes sharing --cache-dir: 4 of 20 died; 8 threads: 68 of 80 failed, a store damaged."""
-    from napari_pathm3 import _backend
+    from napari_pathm3.features.cache import cached_features
     from napari_pathm3.features.encoders import cached_encoder
     from napari_pathm3.tiling import detect_tissue, make_grid
 
@@ -179,7 +179,7 @@ def test_one_cache_shared_by_8_threads_and_4_processes(synthetic_slide: Path, tm
 
         def work(k: int) -> None:
             try:
-                results.append(_backend.features_for(slide, grids[k % 2], enc, cache_dir=cache, device="cpu"))
+                results.append(cached_features(slide, grids[k % 2], enc, cache_dir=cache, device="cpu"))
             except Exception as err:
                 errors.append(f"{type(err).__name__}: {err}")
 
@@ -189,7 +189,7 @@ def test_one_cache_shared_by_8_threads_and_4_processes(synthetic_slide: Path, tm
         for t in threads:
             t.join()
         assert errors == [] and len(results) == 8
-        again = _backend.features_for(slide, grid, enc, cache_dir=cache, device="cpu")
+        again = cached_features(slide, grid, enc, cache_dir=cache, device="cpu")
     np.testing.assert_array_equal(again, next(r for r in results if len(r) == len(grid)))
     assert len(list(cache.glob("*.zarr"))) == 2
 
@@ -329,7 +329,7 @@ def test_non_finite_checkpoint_is_refused_on_save_and_load(tiny_ckpt: Path, tmp_
 
 
 def test_result_json_is_always_valid_json(tmp_path: Path) -> None:
-    from napari_pathm3.io.geojson import json_text, write_json_atomic
+    from napari_pathm3.io.jsonfile import json_text, write_json_atomic
 
     with pytest.raises(NonFiniteError, match=r"'probabilities'\['b'\] = nan"):
         write_json_atomic(tmp_path / "r.json", {"label": "a", "probabilities": {"a": 0.5, "b": float("nan")}})
@@ -442,7 +442,7 @@ def _one_line(capsys: pytest.CaptureFixture) -> str:
 def test_cli_disk_full_on_out(
     synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
-    import napari_pathm3.io.geojson as gj
+    import napari_pathm3.io.jsonfile as gj
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))

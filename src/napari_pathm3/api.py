@@ -17,16 +17,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._types import CancelToken, PathLike, ProgressFn
-from .config import TilingConfig, TissueConfig
+from .config import DEFAULT_ENCODER, TilingConfig, TissueConfig
 from .errors import PathM3Error, SlideReadError
-from .inference import SlideResult
-from .io.slide import Slide
+from .io.slide import Slide, as_slide
 from .io.slide import open_slide as _open_slide
+from .result import SlideResult
 
 if TYPE_CHECKING:
     import napari
 
+    from .io.feature_store import FeatureBag
     from .model.pathm3 import PathM3Model
+    from .training.loop import TrainResult
+
+#: the ``model`` value that names the offline demo model (trained on first use; see :mod:`napari_pathm3.demo`)
+DEMO = "demo"
 
 __all__ = ["SlideResult", "caption_slide", "extract_features", "load_model", "open_slide", "show", "train"]
 
@@ -52,21 +57,36 @@ def load_model(model: PathLike | PathM3Model, *, device: str = "auto") -> PathM3
     Returns:
         The model in eval mode. Raises ``CheckpointError`` when the folder is not a usable checkpoint.
     """
-    from . import _backend
+    from .inference import load_model as _load
 
-    return _backend.load_model(model, device=device)
+    return _load(resolve_demo(model, device=device), device=device)
+
+
+def resolve_demo(
+    model: PathLike | PathM3Model,
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> PathLike | PathM3Model:
+    """``"demo"`` -> the demo model's checkpoint folder (trained first when not cached); anything else as is."""
+    if isinstance(model, str) and model == DEMO:
+        from .demo import ensure_demo_model
+
+        return ensure_demo_model(device=device, progress=progress, cancel=cancel)
+    return model
 
 
 def extract_features(
     slide: Slide | PathLike,
     *,
-    encoder: str = "builtin:colorstats",
+    encoder: str = DEFAULT_ENCODER,
     tiling: TilingConfig | None = None,
     store: PathLike | None = None,
     device: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
-) -> Any:
+) -> FeatureBag:
     """Tissue -> patch grid -> features of every patch.
 
     Args:
@@ -79,10 +99,9 @@ def extract_features(
         The ``FeatureBag`` (``features (n, d)``, ``coords (n, 2)`` level-0 x, y, ...).
     """
     from .features.extract import extract_features as _extract
-    from .inference import _as_slide
     from .tiling import check_grid, detect_tissue, make_grid
 
-    with _as_slide(slide) as s:
+    with as_slide(slide) as s:
         check_grid(s, tiling)  # fails fast (no mpp, absurd grid, not RGB) before tissue detection
         grid = make_grid(s, tiling or TilingConfig(), tissue=detect_tissue(s))
         return _extract(s, grid, encoder, store=store, device=device, progress=progress, cancel=cancel)
@@ -91,7 +110,7 @@ def extract_features(
 def caption_slide(
     target: Any,
     *,
-    model: Any = "demo",
+    model: PathLike | PathM3Model = DEMO,
     encoder: str | None = None,
     device: str = "auto",
     region: Any = None,
@@ -134,10 +153,21 @@ def caption_slide(
         else:
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
+    model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
     return _caption(
-        slide, model=model, encoder=encoder, device=device, region=region, text=text, tiling=tiling, tissue=tissue,
-        cache_dir=cache_dir, top_k=top_k, progress=progress, cancel=cancel,
-    )  # fmt: skip
+        slide,
+        model=model,
+        encoder=encoder,
+        device=device,
+        region=region,
+        text=text,
+        tiling=tiling,
+        tissue=tissue,
+        cache_dir=cache_dir,
+        top_k=top_k,
+        progress=progress,
+        cancel=cancel,
+    )
 
 
 def train(
@@ -145,12 +175,12 @@ def train(
     *,
     output_dir: PathLike,
     class_names: Sequence[str] | None = None,
-    encoder: str = "builtin:colorstats",
+    encoder: str = DEFAULT_ENCODER,
     device: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     **hyperparameters: Any,
-) -> Any:
+) -> TrainResult:
     """Train a PathM3 model on annotated regions and save it to ``output_dir``.
 
     Args:
@@ -166,12 +196,18 @@ def train(
         The trainer's result (``TrainResult``) with the checkpoint path; ``result.warnings`` says when the model
         has not learned to classify or to caption (also kept in ``best/training_verdict.json``).
     """
-    from ._backend import train_on_regions
+    from .training.region_trainer import train_on_regions
 
     return train_on_regions(
-        regions, output_dir=output_dir, class_names=class_names, encoder=encoder, device=device,
-        progress=progress, cancel=cancel, **hyperparameters,
-    )  # fmt: skip
+        regions,
+        output_dir=output_dir,
+        class_names=class_names,
+        encoder=encoder,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+        **hyperparameters,
+    )
 
 
 def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query: bool = True) -> list[Any]:
@@ -221,8 +257,12 @@ def _is_viewer(obj: Any) -> bool:
 
 def slide_layers(viewer: Any) -> list[Any]:
     """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``)."""
-    return [lay for lay in viewer.layers if isinstance(getattr(lay, "metadata", None), dict)
-            and isinstance(lay.metadata.get("pathm3_slide"), Slide)]  # fmt: skip
+    return [
+        lay
+        for lay in viewer.layers
+        if isinstance(getattr(lay, "metadata", None), dict)
+        and isinstance(lay.metadata.get("pathm3_slide"), Slide)
+    ]
 
 
 def layer_kind(layer: Any) -> str:

@@ -40,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(sub)
     for command in sub.choices.values():  # one thread option on every command (see napari_pathm3.threads)
         # -v also after the command name; SUPPRESS keeps the top-level value when it is not repeated here
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="log debug messages and show tracebacks")  # fmt: skip
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log debug messages and show tracebacks",
+        )
         command.add_argument(
             "--threads",
             default=None,

@@ -18,6 +18,10 @@ T = TypeVar("T")
 #: The one default of ``CorrelationConfig.chunk_size``; the model passes that value on.
 PATCH_CHUNK_SIZE = 1024
 
+#: The patch encoder used when none is named: works offline (a handcrafted colour/texture encoder, not a
+#: foundation model). The one definition; the API, the CLI, the widgets and the demo read it from here.
+DEFAULT_ENCODER = "builtin:colorstats"
+
 
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
@@ -273,8 +277,16 @@ class PathM3Config(_JsonMixin):
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     optim: AdamWConfig = field(default_factory=AdamWConfig)
+    # The patch grid the training features were cut with: captioning cuts new slides the same way. None when
+    # unknown (features from other toolkits, or a checkpoint saved before the grid was recorded here).
+    tiling: TilingConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.tiling, dict):  # from config.json (a None default hides the nested type)
+            object.__setattr__(self, "tiling", TilingConfig.from_dict(self.tiling))
+        _check(
+            self.tiling is None or isinstance(self.tiling, TilingConfig), "tiling", "a TilingConfig or None"
+        )
         _check(self.feature_dim >= 1, "feature_dim", "must be >= 1")
         _check(len(self.class_names) >= 2, "class_names", "need at least two classes")
         _check(len(set(self.class_names)) == len(self.class_names), "class_names", "must be unique")
@@ -322,55 +334,77 @@ class PathM3Config(_JsonMixin):
         defaults.update(kwargs)
         return cls(feature_dim=feature_dim, class_names=tuple(class_names), **defaults)
 
+    @classmethod
+    def preset(
+        cls, size: str, *, feature_dim: int, encoder_name: str, class_names: tuple[str, ...] | list[str]
+    ) -> PathM3Config:
+        """A model size preset: ``tiny`` (seconds on a CPU: tests, demo), ``small`` (the default: minutes on a
+        CPU), ``paper`` (Table 6, with FlanT5-XL: needs its weights and a GPU).
+
+        ``tiny`` and ``small`` build their caption LM from scratch with a word vocabulary of the training
+        captions (``language.tokenizer="words"``) and a learning rate for scratch weights; why, with
+        measurements, in docs/training.md.
+        """
+        names = tuple(class_names)
+        if size == "paper":
+            return cls(feature_dim=feature_dim, class_names=names, encoder_name=encoder_name)
+        if size not in MODEL_SIZES:
+            raise ValueError(f"model size: unknown {size!r} (use one of {MODEL_SIZES})")
+        base = cls.tiny(feature_dim=feature_dim, class_names=names, encoder_name=encoder_name)
+        if size == "tiny":
+            return dataclasses.replace(
+                base,
+                alpha=SCRATCH_ALPHA,
+                language=dataclasses.replace(base.language, tokenizer="words"),
+                optim=AdamWConfig(**{**SCRATCH_OPTIM, "lr": 2e-3}),
+            )
+        return dataclasses.replace(
+            base,
+            alpha=SCRATCH_ALPHA,
+            correlation=CorrelationConfig(hidden_size=128, num_heads=4, num_landmarks=64, dropout=0.0),
+            qformer=QFormerConfig(
+                num_query_tokens=8,
+                hidden_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=256,
+                max_text_length=64,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            ),
+            language=LanguageConfig(
+                name=None,
+                tokenizer="words",
+                max_caption_tokens=48,
+                scratch_hidden_size=128,
+                scratch_num_heads=4,
+                scratch_intermediate_size=256,
+            ),
+            optim=AdamWConfig(**SCRATCH_OPTIM),
+        )
+
+
+#: model size presets shared by the CLI (--size), the API and the Train widget (see PathM3Config.preset)
+MODEL_SIZES = ("tiny", "small", "paper")
+#: the default preset: a scratch caption LM with a word vocabulary of the training captions (no download)
+DEFAULT_SIZE = "small"
+
+#: eq. (4) weight of L_cls in the scratch presets. The caption loss is a mean over ~10 tokens of which most are
+#: predictable from grammar, so at alpha 0.5 the few content tokens get a small share of the gradient and the
+#: queries never pick up what only the caption mentions (docs/training.md, ablation); 0.1 fixes that while
+#: classification still converges.
+SCRATCH_ALPHA = 0.1
+
+#: optimiser of the scratch presets (tiny, small): a higher peak lr than Table 6's 1e-4 (which is for a
+#: pretrained Q-Former/LM), warm-up capped by TrainConfig.warmup_max_fraction as usual
+SCRATCH_OPTIM: dict[str, Any] = {"lr": 1e-3, "warmup_lr": 1e-5, "warmup_steps": 1000, "weight_decay": 0.05}
+
 
 # --------------------------------------------------------------------------------------------- features
 
 
-@dataclass(frozen=True, kw_only=True)
-class EncoderConfig(_JsonMixin):
-    """Patch encoder by registry name (see :mod:`napari_pathm3.features.encoders`).
-
-    ``"builtin:colorstats"`` needs no download; the paper uses EVA ViT-g/14 (``"timm:eva_giant_patch14_224"``).
-    """
-
-    name: str = "builtin:colorstats"  # works offline; a handcrafted fallback, not a foundation model
-    device: str = "auto"  # cuda, then mps, then cpu
-
-    def __post_init__(self) -> None:
-        _check(
-            bool(self.name.strip()),
-            "name",
-            "empty encoder name; e.g. 'builtin:colorstats' or 'hf:owkin/phikon'",
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExtractConfig(_JsonMixin):
-    """Batching of patch feature extraction (speed and cache layout only; the features do not depend on it)."""
-
-    batch_size: int = 64  # halved automatically on out-of-memory
-    num_workers: int | None = None  # patch-reading threads; None: min(8, cpu count)
-    prefetch: int = 2  # batches read ahead while the encoder runs
-    chunk_rows: int | None = (
-        None  # rows per store chunk (resume granularity); None: ~256, a multiple of batch_size
-    )
-    dtype: Literal["float32", "float16"] = "float32"  # stored feature precision
-
-    def __post_init__(self) -> None:
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
-        _check(self.num_workers is None or self.num_workers >= 1, "num_workers", "must be >= 1 or None")
-        _check(self.prefetch >= 0, "prefetch", "must be >= 0")
-        _check(self.chunk_rows is None or self.chunk_rows >= 1, "chunk_rows", "must be >= 1 or None")
-        _check(self.dtype in ("float32", "float16"), "dtype", f"unknown dtype {self.dtype!r}")
-
-
 # --------------------------------------------------------------------------------------------- training
 
-
-#: model size presets shared by the CLI (--size), the API and the Train widget (see _backend.model_config_for)
-MODEL_SIZES = ("tiny", "small", "paper")
-#: the default preset: a scratch caption LM with a word vocabulary of the training captions (no download)
-DEFAULT_SIZE = "small"
 
 #: validation metrics that choose the best epoch and drive early stopping (see TrainConfig.val_metric)
 VAL_METRICS = (
@@ -416,6 +450,15 @@ class TrainConfig(_JsonMixin):
     bf16: bool = True  # bf16 autocast on CUDA only
     num_workers: int = 0  # DataLoader worker processes (feature files are read in them)
     log_every: int = 10  # optimiser steps between progress reports
+
+    @classmethod
+    def preset(cls, size: str, **overrides: Any) -> TrainConfig:
+        """Epochs and bags per step of a model size preset (``paper``: Table 6's batch, 50 epochs; the scratch
+        presets: 30 epochs of 16 bags), with ``overrides`` (``None`` values keep the preset's)."""
+        base: dict[str, Any] = (
+            {"epochs": 50, "batch_size": None} if size == "paper" else {"epochs": 30, "batch_size": 16}
+        )
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None or k not in base}})
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", "must be >= 1")

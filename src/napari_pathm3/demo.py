@@ -11,27 +11,39 @@ workflow (regions -> training -> captions and attention heatmaps), nothing more.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._types import CancelToken, PathLike, ProgressFn
-from .config import TilingConfig
+from ._types import CancelToken, PathLike, ProgressFn, as_demo
+from .config import DEFAULT_ENCODER, TilingConfig
+from .errors import PathM3Error
+from .io._atomic import path_lock
+from .io.jsonfile import write_json_atomic
+from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
+from .paths import user_cache_dir
+from .threads import apply_thread_policy
+
+if TYPE_CHECKING:
+    from .training.regions import Region
 
 log = logging.getLogger(__name__)
 
 #: bump when regions, captions, tiling or training change: the cached model is then retrained
 DEMO_VERSION = "v3"
+#: the model name results of the demo model carry
+DEMO_MODEL_NAME = "demo (not diagnostic)"
 DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."
 #: 20 epochs: every demo region gets its class and caption right (30 gave the same at 1.5x the time; 12 mixed
 #: up the stroma captions); about 25 s of CPU on one thread
 DEMO_EPOCHS = 20
-DEMO_ENCODER = "builtin:colorstats"
+DEMO_ENCODER = DEFAULT_ENCODER
 #: 96 px at 0.5 µm/px: small patches give a few hundred instances on the small sample and a finer heatmap
 DEMO_TILING = TilingConfig(patch_size=96, target_mpp=0.5, min_tissue_fraction=0.25)
 DEMO_CLASSES = ("squamous epithelium", "dermal stroma")
@@ -42,25 +54,31 @@ DEMO_CAPTIONS = {
 #: (class, polygon of level-0 (x, y) pixels) on CMU-1-Small-Region.svs (2220 x 2967 px, 0.499 µm/px)
 DEMO_REGIONS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
     ("squamous epithelium", ((1144, 666), (1289, 681), (1333, 869), (1246, 1101), (1159, 1217), (1116, 956))),
-    ("squamous epithelium", ((1144, 1304), (1231, 1289), (1275, 1623), (1231, 2028), (1173, 2130), (1144, 1738))),
-    ("squamous epithelium", ((1565, 2318), (1738, 2289), (1767, 2608), (1710, 2897), (1579, 2897), (1550, 2608))),
+    (
+        "squamous epithelium",
+        ((1144, 1304), (1231, 1289), (1275, 1623), (1231, 2028), (1173, 2130), (1144, 1738)),
+    ),
+    (
+        "squamous epithelium",
+        ((1565, 2318), (1738, 2289), (1767, 2608), (1710, 2897), (1579, 2897), (1550, 2608)),
+    ),
     ("squamous epithelium", ((1623, 1333), (1767, 1318), (1796, 1420), (1681, 1507))),
-    ("squamous epithelium", ((1362, 985), (1565, 927), (1608, 1000), (1391, 1130), (1318, 1217), (1304, 1101))),
+    (
+        "squamous epithelium",
+        ((1362, 985), (1565, 927), (1608, 1000), (1391, 1130), (1318, 1217), (1304, 1101)),
+    ),
     ("squamous epithelium", ((565, 2608), (695, 2521), (753, 2695), (681, 2897), (565, 2897))),
     ("dermal stroma", ((840, 1623), (956, 1565), (1000, 2028), (980, 2090), (869, 2090), (826, 2028))),
     ("dermal stroma", ((1304, 1883), (1507, 1854), (1623, 2028), (1565, 2289), (1362, 2318))),
     ("dermal stroma", ((811, 2550), (1043, 2521), (1217, 2608), (1188, 2868), (840, 2883))),
     ("dermal stroma", ((116, 1072), (435, 1029), (811, 1058), (811, 1101), (435, 1087), (116, 1130))),
-)  # fmt: skip
+)  # fmt: skip  (a table: one region per line)
 
 _lock = threading.Lock()
 
 
 def sample_path() -> Path:
     """The sample slide (downloaded once); a clear error when that is impossible (offline)."""
-    from .errors import PathM3Error
-    from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
-
     try:
         return sample_slide_path()
     except Exception as err:  # noqa: BLE001 - pooch/requests raise many types; all mean "no sample"
@@ -70,7 +88,7 @@ def sample_path() -> Path:
         ) from err
 
 
-def demo_regions() -> list[Any]:
+def demo_regions() -> list[Region]:
     """The labelled demo regions as :class:`~napari_pathm3.training.regions.Region` s."""
     from .training.regions import Region
 
@@ -89,11 +107,16 @@ def demo_regions_layer(slide_scale: tuple[float, float]) -> tuple[list[np.ndarra
     classes = [cls for cls, _ in DEMO_REGIONS]
     colors = ["#7b2cbf" if c == DEMO_CLASSES[0] else "#ff5d8f" for c in classes]
     kwargs = {
-        "name": "demo training regions", "shape_type": "polygon", "scale": slide_scale,
+        "name": "demo training regions",
+        "shape_type": "polygon",
+        "scale": slide_scale,
         "features": {"class": classes, "caption": [DEMO_CAPTIONS[c] for c in classes]},
-        "edge_color": colors, "face_color": "transparent", "edge_width": 12, "visible": False,
+        "edge_color": colors,
+        "face_color": "transparent",
+        "edge_width": 12,
+        "visible": False,
         "text": {"string": "{class}", "size": 8, "color": "black"},
-    }  # fmt: skip
+    }
     if slide_scale != (1.0, 1.0):
         kwargs["units"] = ("um", "um")  # as the slide layer: napari drops units when layers disagree
     return data, kwargs, "shapes"
@@ -101,14 +124,12 @@ def demo_regions_layer(slide_scale: tuple[float, float]) -> tuple[list[np.ndarra
 
 def demo_model_dir() -> Path:
     """Where the demo model is cached (``$NAPARI_PATHM3_CACHE`` or the user cache folder)."""
-    from ._backend import user_cache_dir
-
     return user_cache_dir("demo-model", DEMO_VERSION)
 
 
 def ensure_demo_model(
     *,
-    device: Any = "auto",
+    device: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
     force: bool = False,
@@ -122,13 +143,10 @@ def ensure_demo_model(
     or crashed run never leaves a half-trained "demo model" behind. ``threads``: CPU thread budget (see
     :mod:`napari_pathm3.threads`; ``None`` = ``$NAPARI_PATHM3_THREADS`` or the free cores).
     """
-    from ._backend import train_on_regions, user_cache_dir
-    from .threads import apply_thread_policy
+    from .training.region_trainer import train_on_regions
 
     root = Path(cache_dir).expanduser() if cache_dir is not None else demo_model_dir()
     final = root / "model"
-    from .io._atomic import path_lock
-
     # one training per process (thread lock) and across processes (file lock): other callers wait and reuse it
     with _lock, path_lock(final, what="demo model"):
         if (final / "config.json").is_file() and not force:
@@ -142,27 +160,31 @@ def ensure_demo_model(
         log.info("training the demo model in %s (one-off, under a minute on an idle laptop)", root)
         try:
             result = train_on_regions(
-                [(sample_path(), demo_regions())], output_dir=tmp, class_names=DEMO_CLASSES,
-                encoder=DEMO_ENCODER, device=device, tiling=DEMO_TILING,
+                [(sample_path(), demo_regions())],
+                output_dir=tmp,
+                class_names=DEMO_CLASSES,
+                encoder=DEMO_ENCODER,
+                device=device,
+                tiling=DEMO_TILING,
                 cache_dir=user_cache_dir("features") if cache_dir is None else root / "features",
-                model_size="tiny", epochs=epochs, sub_bags=5, mixed_bags=40, max_patches=48, batch_size=8, lr=5e-3,
+                model_size="tiny",
+                epochs=epochs,
+                sub_bags=5,
+                mixed_bags=40,
+                max_patches=48,
+                batch_size=8,
+                lr=5e-3,
                 alpha=0.2,  # classification converges in a few epochs; the captions need the extra weight
                 mode="image",  # classify from the image: the templated captions would give the class away
-                progress=_prefixed(progress, "demo model"),
+                progress=as_demo(progress),
                 cancel=cancel,
-            )  # fmt: skip
+            )
             if final.exists():
                 shutil.rmtree(final)
             os.replace(result.best_dir, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _prefixed(progress: ProgressFn | None, prefix: str) -> ProgressFn | None:
-    if progress is None:
-        return None
-    return lambda done, total, stage="": progress(done, total, f"{prefix}: {stage}")
 
 
 def run_headless(
@@ -173,53 +195,20 @@ def run_headless(
     threads: int | str | None = None,
 ) -> dict[str, Path]:
     """Caption the sample slide with the demo model and write ``result.json`` and ``heatmap.png``."""
-    from ._backend import user_cache_dir
     from .heatmap_png import save_heatmap_png
     from .inference import caption_slide
-    from .io.geojson import write_json_atomic
-    from .threads import apply_thread_policy
 
     apply_thread_policy(threads)
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = ensure_demo_model(device=device, progress=progress, threads=threads)
-    result = caption_slide(sample_path(), model=model, device=device, cache_dir=user_cache_dir("features"),
-                           progress=progress)  # fmt: skip
-    result.model_name = "demo (not diagnostic)"
+    result = caption_slide(
+        sample_path(), model=model, device=device, cache_dir=user_cache_dir("features"), progress=progress
+    )
+    result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
     data = result.to_dict(per_patch=False)
     data["disclaimer"] = DISCLAIMER
     return {
         "json": write_json_atomic(out / "result.json", data),
         "heatmap": save_heatmap_png(result, out / "heatmap.png", note=DISCLAIMER),
     }
-
-
-def launch_viewer(*, run: bool = True, caption: bool = True) -> Any:
-    """Open napari with the sample slide, the demo regions and both widgets; caption with the demo model."""
-    import napari
-    from napari.utils.notifications import show_info
-
-    from ._napari.reader import slide_layer_data
-    from .io.slide import open_slide
-    from .widgets.caption import CaptionWidget
-    from .widgets.train import TrainWidget
-
-    viewer = napari.Viewer(title="napari-pathm3 demo (not diagnostic)")
-    data, kwargs, _ = slide_layer_data(open_slide(sample_path()), name="CMU-1-Small-Region")
-    slide_layer = viewer.add_image(data, **kwargs)
-    rdata, rkwargs, _ = demo_regions_layer(tuple(slide_layer.scale))
-    viewer.add_shapes(rdata, **rkwargs)
-    cap = CaptionWidget(viewer)
-    cap_dock = viewer.window.add_dock_widget(cap, name="Caption slide", area="right")
-    viewer.window.add_dock_widget(TrainWidget(viewer), name="Train model", area="right", tabify=True)
-    from qtpy.QtCore import QTimer
-
-    QTimer.singleShot(0, cap_dock.raise_)  # tabified: show "Caption slide" once the tabs exist
-    viewer.window.resize(1500, 950)
-    viewer.layers.selection.active = slide_layer
-    show_info(DISCLAIMER)
-    if caption:
-        cap._on_run()
-    if run:
-        napari.run()
-    return viewer

@@ -10,7 +10,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["autocast", "empty_cache", "is_oom", "maybe_compile", "resolve_device"]
+#: the device choices the CLI and both widgets offer ("auto": cuda, then mps, then cpu)
+DEVICES = ("auto", "cuda", "mps", "cpu")
+
+__all__ = ["DEVICES", "autocast", "empty_cache", "is_oom", "maybe_compile", "resolve_device"]
 
 
 def resolve_device(device: Any = "auto") -> Any:

@@ -31,7 +31,7 @@ from .heatmaps import (
 if TYPE_CHECKING:
     from PIL import ImageFont
 
-    from .inference import SlideResult
+    from .result import SlideResult
 
 #: top patches: a white box inside a black one reads on every heatmap colour and on the stain
 BOX_RGB = ((0, 0, 0), (255, 255, 255))

@@ -165,16 +165,23 @@ def attention_spread(values: np.ndarray) -> dict[str, float]:
     rel = rel[np.isfinite(rel)]
     if rel.size == 0:
         return {"n": 0, "min": float("nan"), "median": float("nan"), "max": float("nan"), "cv": float("nan")}
-    return {"n": int(rel.size), "min": float(rel.min()), "median": float(np.median(rel)),
-            "max": float(rel.max()), "cv": float(rel.std() / rel.mean()) if rel.mean() > 0 else float("nan")}  # fmt: skip
+    return {
+        "n": int(rel.size),
+        "min": float(rel.min()),
+        "median": float(np.median(rel)),
+        "max": float(rel.max()),
+        "cv": float(rel.std() / rel.mean()) if rel.mean() > 0 else float("nan"),
+    }
 
 
 def spread_text(spread: dict[str, float]) -> str:
     """One line for a caption: ``263 patches; attention 0.97x-1.03x uniform (CV 2.1%)``."""
     if not spread.get("n"):
         return "no patches"
-    return (f"{spread['n']} patches; attention {spread['min']:.2f}x-{spread['max']:.2f}x uniform "
-            f"(CV {spread['cv']:.1%})")  # fmt: skip
+    return (
+        f"{spread['n']} patches; attention {spread['min']:.2f}x-{spread['max']:.2f}x uniform "
+        f"(CV {spread['cv']:.1%})"
+    )
 
 
 def colorbar_ticks(limits: tuple[float, float] = RELATIVE_LOG2_RANGE) -> list[tuple[float, str]]:
@@ -213,11 +220,17 @@ def patch_boxes(grid: PatchGrid, indices: np.ndarray | None = None) -> np.ndarra
 #: Chosen because its blues/greens/yellows stand apart from eosin pink and haematoxylin purple.
 _TURBO = np.array(
     [
-        [48, 18, 59], [70, 107, 227], [40, 187, 236], [49, 241, 152],
-        [164, 252, 59], [237, 208, 58], [251, 128, 34], [122, 4, 3],
+        [48, 18, 59],
+        [70, 107, 227],
+        [40, 187, 236],
+        [49, 241, 152],
+        [164, 252, 59],
+        [237, 208, 58],
+        [251, 128, 34],
+        [122, 4, 3],
     ],
     dtype=np.float64,
-)  # fmt: skip
+)
 
 
 def colorize(values01: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:

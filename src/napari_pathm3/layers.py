@@ -28,7 +28,7 @@ from .heatmaps import (
 if TYPE_CHECKING:
     from napari.types import LayerDataTuple
 
-    from .inference import SlideResult
+    from .result import SlideResult
 else:
     LayerDataTuple = tuple
 
@@ -76,17 +76,33 @@ def result_layers(
     slide_scale = result.slide_scale
     units = ("um", "um") if result.mpp_xy is not None else None
     summary = result.summary()
-    meta = {"pathm3": summary, "slide_scale": slide_scale, "slide_path": result.slide_path,
-            "pathm3_overlay": overlay_text(result)}  # fmt: skip
+    meta = {
+        "pathm3": summary,
+        "slide_scale": slide_scale,
+        "slide_path": result.slide_path,
+        "pathm3_overlay": overlay_text(result),
+    }
     layers: list[LayerDataTuple] = []
 
     tissue = tissue_raster(result.tissue)
     scale, translate = tissue.transform(slide_scale)
     colormap = {0: (0, 0, 0, 0), 1: TISSUE_COLOR, None: (0, 0, 0, 0)}
-    layers.append((tissue.data, {
-        "name": f"{prefix} tissue", "scale": scale, "translate": translate, "opacity": 0.25,
-        "colormap": colormap, "visible": False, "metadata": {**meta, "kind": "tissue"}, **_units(units, 2),
-    }, "labels"))  # fmt: skip
+    layers.append(
+        (
+            tissue.data,
+            {
+                "name": f"{prefix} tissue",
+                "scale": scale,
+                "translate": translate,
+                "opacity": 0.25,
+                "colormap": colormap,
+                "visible": False,
+                "metadata": {**meta, "kind": "tissue"},
+                **_units(units, 2),
+            },
+            "labels",
+        )
+    )
 
     # one fixed scale (log2 of attention relative to uniform 1/N) for every heatmap: near-uniform attention
     # stays one colour instead of being stretched into invented hotspots (see napari_pathm3.heatmaps)
@@ -95,22 +111,45 @@ def result_layers(
     meta["spread"] = spread_text(spread)
     heat = attention_raster(_log2_attention(result.attention), result.grid)
     scale, translate = heat.transform(slide_scale)
-    layers.append((heat.data, {
-        "name": f"{prefix} attention", "scale": scale, "translate": translate,
-        "contrast_limits": RELATIVE_LOG2_RANGE, "interpolation2d": "nearest",
-        "metadata": {**meta, "kind": "attention"}, **HEATMAP_STYLE, **_units(units, 2),
-    }, "image"))  # fmt: skip
+    layers.append(
+        (
+            heat.data,
+            {
+                "name": f"{prefix} attention",
+                "scale": scale,
+                "translate": translate,
+                "contrast_limits": RELATIVE_LOG2_RANGE,
+                "interpolation2d": "nearest",
+                "metadata": {**meta, "kind": "attention"},
+                **HEATMAP_STYLE,
+                **_units(units, 2),
+            },
+            "image",
+        )
+    )
 
     if per_query and result.query_attention.size:
         stack = attention_raster(_log2_attention(result.query_attention), result.grid)
         scale, translate = stack.transform(slide_scale)
-        layers.append((stack.data, {
-            "name": f"{prefix} attention per query", "scale": scale, "translate": translate,
-            # each query's attention is compared with its own uniform level: one fixed range for the stack
-            "contrast_limits": RELATIVE_LOG2_RANGE, "interpolation2d": "nearest",
-            "axis_labels": ("query", "y", "x"), "visible": False,
-            "metadata": {**meta, "kind": "query_attention"}, **HEATMAP_STYLE, **_units(units, 3),
-        }, "image"))  # fmt: skip
+        layers.append(
+            (
+                stack.data,
+                {
+                    "name": f"{prefix} attention per query",
+                    "scale": scale,
+                    "translate": translate,
+                    # each query's attention is compared with its own uniform level: one fixed range for the stack
+                    "contrast_limits": RELATIVE_LOG2_RANGE,
+                    "interpolation2d": "nearest",
+                    "axis_labels": ("query", "y", "x"),
+                    "visible": False,
+                    "metadata": {**meta, "kind": "query_attention"},
+                    **HEATMAP_STYLE,
+                    **_units(units, 3),
+                },
+                "image",
+            )
+        )
 
     boxes = patch_boxes(result.grid, result.top_indices)
     edge_width = max(1.0, 0.04 * float(result.grid.size_level0))
@@ -119,14 +158,25 @@ def result_layers(
         "attention": np.asarray(result.top_scores, dtype=np.float64),
         "index": np.asarray(result.top_indices, dtype=np.int64),
     }
-    layers.append((list(boxes), {
-        "name": f"{prefix} top patches", "shape_type": "rectangle", "scale": slide_scale,
-        "edge_color": TOP_K_COLOR, "face_color": "transparent", "edge_width": edge_width,
-        "features": features,
-        # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
-        "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
-        "metadata": {**meta, "kind": "top_patches"}, **_units(units, 2),
-    }, "shapes"))  # fmt: skip
+    layers.append(
+        (
+            list(boxes),
+            {
+                "name": f"{prefix} top patches",
+                "shape_type": "rectangle",
+                "scale": slide_scale,
+                "edge_color": TOP_K_COLOR,
+                "face_color": "transparent",
+                "edge_width": edge_width,
+                "features": features,
+                # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
+                "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
+                "metadata": {**meta, "kind": "top_patches"},
+                **_units(units, 2),
+            },
+            "shapes",
+        )
+    )
     return layers
 
 
@@ -196,9 +246,10 @@ def match_slide_units(viewer: Any, layer: Any) -> bool:
     region) are changed: their coordinates already are the slides' µm. Returns whether it changed ``layer``.
     """
     units = {
-        tuple(str(u) for u in lay.units) for lay in viewer.layers
+        tuple(str(u) for u in lay.units)
+        for lay in viewer.layers
         if "pathm3_slide" in (getattr(lay, "metadata", None) or {})
-    }  # fmt: skip
+    }
     if len(units) != 1:
         return False
     (slide_units,) = units

@@ -39,7 +39,7 @@ def test_extract_many_reports_bad_slide_and_continues(
     seen: list[tuple[int, int, str]] = []
     jobs = [slides_dir / "broken.svs", slides_dir / "CMU-1-Small-Region.svs"]
     results = extract_many(jobs, f"hf:{tiny_hf_dir}", tmp_path / "store", tiling=TILING, device="cpu",
-                           progress=lambda *a: seen.append(a))  # fmt: skip
+                           progress=lambda e: seen.append((e.done, e.total, e.stage)))  # fmt: skip
     assert [r.ok for r in results] == [False, True]
     assert "broken.svs" in (results[0].error or "")
     assert results[1].n_patches > 0 and results[1].dim == 32

@@ -149,7 +149,7 @@ def test_bags_from_patch_folder(patch_folder: Path) -> None:
 
     enc = get_encoder("builtin:colorstats")
     seen: list[int] = []
-    bags = bags_from_patch_folder(patch_folder, enc, batch_size=2, progress=lambda d, t, s: seen.append(d))
+    bags = bags_from_patch_folder(patch_folder, enc, batch_size=2, progress=lambda e: seen.append(e.done))
     assert sorted(bags) == ["TCGA-AB-0001", "TCGA-AB-0002"]
     bag = bags["TCGA-AB-0001"]
     assert bag.coords is None and bag.features.shape == (3, enc.dim) and bag.patch_size == 300

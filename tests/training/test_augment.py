@@ -1,10 +1,10 @@
-"""Training-set augmentation of the region trainer (`_backend`): mixed bags are labelled by their majority."""
+"""Training-set augmentation of the region trainer (`training.augment`): mixed bags are labelled by their majority."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from napari_pathm3._backend import _mixed_bags
+from napari_pathm3.training.augment import mixed_bags
 from napari_pathm3.training.data import SlideBag
 
 
@@ -13,7 +13,7 @@ def test_mixed_bags_take_class_and_caption_of_their_majority() -> None:
     # class 0 patches have feature 0, class 1 patches feature 1: the mix's composition is readable
     bags = [SlideBag(np.full((n, 3), float(y), np.float32), y, f"caption {y}", f"r{i}")
             for i, (n, y) in enumerate([(9, 0), (5, 0), (7, 1), (12, 1)])]  # fmt: skip
-    mixed = _mixed_bags(bags, 50, seed=int(rng.integers(100)))
+    mixed = mixed_bags(bags, 50, seed=int(rng.integers(100)))
     assert len(mixed) == 50
     for bag in mixed:
         ones = int((bag.features[:, 0] == 1).sum())
@@ -22,4 +22,4 @@ def test_mixed_bags_take_class_and_caption_of_their_majority() -> None:
         majority = int(ones > zeros)
         assert bag.label == majority and bag.caption == f"caption {majority}"
     assert {b.label for b in mixed} == {0, 1}
-    assert _mixed_bags(bags[:2], 5, seed=0) == []  # one class only: nothing to mix
+    assert mixed_bags(bags[:2], 5, seed=0) == []  # one class only: nothing to mix

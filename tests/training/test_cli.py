@@ -59,5 +59,6 @@ def test_train_on_a_feature_store_records_its_patch_grid(tmp_path, cmu_slide_pat
                "--tiny", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--mode", "image",
                "--val-fraction", "0"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
-    tiling = json.loads((run / "last" / "pathm3_tiling.json").read_text())
+    assert not (run / "last" / "pathm3_tiling.json").exists()  # no sidecar: the grid is in config.json
+    tiling = json.loads((run / "last" / "config.json").read_text())["tiling"]
     assert tiling["patch_size"] == 112 and tiling["target_mpp"] == 0.5

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from napari_pathm3 import api
-from napari_pathm3._backend import model_config_for
 from napari_pathm3.cli import main
 from napari_pathm3.config import AdamWConfig, PathM3Config, TrainConfig
 from napari_pathm3.model.language import build_word_tokenizer
@@ -32,7 +31,7 @@ def test_word_tokenizer_keeps_reference_spacing():
 
 
 def _words_cfg(**kw):
-    cfg = model_config_for("tiny", feature_dim=16, encoder_name="", class_names=("a", "b"))
+    cfg = PathM3Config.preset("tiny", feature_dim=16, encoder_name="", class_names=("a", "b"))
     return PathM3Config.from_dict({**cfg.to_dict(), **kw}) if kw else cfg
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from napari_pathm3._types import Progress, Stage
 from napari_pathm3.api import text_overlay
+from napari_pathm3.errors import Cancelled
 from napari_pathm3.widgets._registry import DEMO_NAME, registry
 from napari_pathm3.widgets.caption import CaptionWidget
 
@@ -101,26 +104,25 @@ def test_region_from_selected_shapes(
 
 def test_cancel_mid_run_then_rerun(make_napari_viewer, add_slide, qtbot, cmu_slide_path, tmp_path) -> None:
     """Cancel during feature extraction: the cache is left usable and the next run completes."""
-    from napari_pathm3._backend import TILING_NAME
-    from napari_pathm3.config import PathM3Config
+    from napari_pathm3.config import PathM3Config, TilingConfig
     from napari_pathm3.model import build_model
 
     # small patches on the real slide: ~400 of them, so extraction lasts long enough to be cancelled
-    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=CLASSES)
+    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=CLASSES,
+                            tiling=TilingConfig(patch_size=80, target_mpp=0.5))
     ckpt = build_model(cfg).eval().save_pretrained(tmp_path / "small-patches")
-    (ckpt / TILING_NAME).write_text(json.dumps({"patch_size": 80, "target_mpp": 0.5}))
     viewer, _, widget = _make(make_napari_viewer, add_slide, cmu_slide_path, ckpt, tmp_path)
-    stages: list[str] = []
+    stages: list[Stage] = []
 
-    def on_progress(done, total, stage):
-        stages.append(stage)
-        if stage.startswith("features") and 0 < done < total:
+    def on_progress(event: Progress) -> None:
+        stages.append(event.within or event.stage)
+        if event.within is Stage.FEATURES and 0 < event.done < event.total:
             widget._on_cancel()
 
     job = widget._on_run()
     job._relay.progressed.connect(on_progress)
     _wait(qtbot, widget)
-    assert type(job.error).__name__ == "Cancelled", job.error
+    assert isinstance(job.error, Cancelled), job.error
     assert widget.result is None and widget._stage.value == "cancelled"
     assert not any(lay.metadata.get("kind") for lay in viewer.layers)
     widget._on_run()
@@ -229,10 +231,9 @@ def test_long_caption_wraps_and_warnings_replace_it(
     viewer, _, widget = _make(make_napari_viewer, add_slide, synthetic_slide, tiny_ckpt, tmp_path)
     widget._on_run()
     _wait(qtbot, widget)
-    res = widget.result
-    res.caption = "word " * 60
+    res = dataclasses.replace(widget.result, caption="word " * 60)  # results are immutable
     assert max(len(line) for line in overlay_text(res).splitlines()) <= OVERLAY_WIDTH + 20
-    res.warnings = ("this model has not learned to caption",)
+    res = dataclasses.replace(res, warnings=("this model has not learned to caption",))
     widget._on_result(res)
     assert not widget._warning.native.isHidden() and "not learned to caption" in widget._warning.value
     assert "withheld" in widget._output.value and "word word" not in widget._output.value

@@ -99,12 +99,12 @@ def test_missing_class_column_notifies(make_napari_viewer, add_slide, synthetic_
 
 
 def test_size_preset_sets_lr_and_alpha(make_napari_viewer) -> None:
-    from napari_pathm3._backend import model_config_for
+    from napari_pathm3.config import PathM3Config
 
     widget = TrainWidget(make_napari_viewer())
     for size in ("small", "paper", "tiny"):
         widget._size.value = size
-        cfg = model_config_for(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
+        cfg = PathM3Config.preset(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
         assert widget._lr.value == pytest.approx(cfg.optim.lr) and widget._alpha.value == pytest.approx(
             cfg.alpha
         )
@@ -136,12 +136,12 @@ def test_thread_setting_reaches_training(
     make_napari_viewer, add_slide, synthetic_slide, monkeypatch, qtbot
 ) -> None:
     import napari_pathm3.threads as threads
-    import napari_pathm3.widgets.train as train_mod
+    import napari_pathm3.training.region_trainer as region_trainer
     from napari_pathm3.widgets.train import TrainWidget
 
     seen: list = []
     monkeypatch.setattr(threads, "apply_thread_policy", lambda n=None: seen.append(n))
-    monkeypatch.setattr(train_mod, "train_on_regions", lambda regions, **kw: "done")
+    monkeypatch.setattr(region_trainer, "train_on_regions", lambda regions, **kw: "done")
     viewer = make_napari_viewer()
     layer = add_slide(viewer, synthetic_slide)
     box = np.array([[100, 100], [100, 300], [300, 300], [300, 100]], float) * layer.scale[0]

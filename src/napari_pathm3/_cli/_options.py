@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,23 +12,35 @@ from typing import Any
 def add_tissue_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tissue detection")
     g.add_argument(
-        "--tissue-threshold", type=float, default=None, metavar="T",
+        "--tissue-threshold",
+        type=float,
+        default=None,
+        metavar="T",
         help="saturation above which a pixel is tissue, 0-1 (default: automatic, Otsu's threshold but at "
         "least 0.05); lower it (e.g. 0.03) for faint stains when 'no tissue detected'",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--tissue-mpp", type=float, default=None, metavar="UM",
+        "--tissue-mpp",
+        type=float,
+        default=None,
+        metavar="UM",
         help="resolution tissue is detected at, µm/px (default 8; the pyramid level read follows from it)",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--min-tissue", type=float, default=None, metavar="F",
+        "--min-tissue",
+        type=float,
+        default=None,
+        metavar="F",
         help="keep a patch when at least this fraction of it is tissue, 0-1 (default: the model's, 0.25)",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--level", type=int, default=None, metavar="N",
+        "--level",
+        type=int,
+        default=None,
+        metavar="N",
         help="tile pyramid level N in its own pixels (for slides without mpp, instead of --mpp; the "
         "model's patch size in px)",
-    )  # fmt: skip
+    )
 
 
 def tissue_config(args: argparse.Namespace) -> Any:
@@ -58,11 +69,11 @@ def with_min_tissue(tiling: Any, args: argparse.Namespace) -> Any:
 
 
 def model_tiling_of(model: str | None) -> tuple[Any, str]:
-    """``(TilingConfig, where it came from)`` for a checkpoint folder or ``"demo"``, read from the files the
-    trainer writes (no torch, no weights); the defaults when ``model`` is ``None`` or records no grid."""
-    from .._backend import TILING_NAME
+    """``(TilingConfig, where it came from)`` for a checkpoint folder or ``"demo"``, read from its config.json
+    (no torch, no weights); the defaults when ``model`` is ``None`` or records no grid."""
     from ..config import TilingConfig
     from ..errors import CheckpointError
+    from ..model.checkpoint import read_tiling
 
     if model is None:
         return TilingConfig(), "defaults (pass --model to count the patches that model uses)"
@@ -73,15 +84,7 @@ def model_tiling_of(model: str | None) -> tuple[Any, str]:
     folder = Path(model).expanduser()
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a folder; pass a checkpoint folder or 'demo'")
-    for name, key in ((TILING_NAME, None), ("config.json", "tiling")):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{path}: unreadable ({err}); delete or fix the file") from err
-        data = data.get(key) if key else data
-        if isinstance(data, dict):
-            return TilingConfig.from_dict(data), f"model {folder.name} ({name})"
-    return TilingConfig(), f"defaults (model {folder.name} records no grid)"
+    tiling = read_tiling(folder)
+    if tiling is None:
+        return TilingConfig(), f"defaults (model {folder.name} records no grid)"
+    return tiling, f"model {folder.name}"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import re
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..device import DEVICES
 from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
+
+if TYPE_CHECKING:
+    from .._types import Progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
     p.add_argument("--geojson", type=Path, default=None, help="top patches as GeoJSON (QuPath)")
     p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
     p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
     p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
@@ -42,9 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-_EPOCH = re.compile(r"^(?P<prefix>.*?)epoch (?P<epoch>\d+)/(?P<epochs>\d+)")
-
-
 class _Bar:
     """tqdm progress over the stages. Training shows epochs (``3.4/30 epochs``) with the average time per
     epoch so far, never a per-step rate; other stages show their own counts (the feature stage: patches)."""
@@ -54,13 +55,12 @@ class _Bar:
         self.bar: Any = None
         self.stage = ""
 
-    def __call__(self, done: int, total: int, stage: str) -> None:
-        m = _EPOCH.match(stage)
-        if m is not None:  # "…epoch k/E" with done/total = optimiser steps over the whole run
-            epochs = int(m.group("epochs"))
-            self._show(f"{m.group('prefix')}training", epochs, epochs * done / total if total else 0.0, True)
+    def __call__(self, event: Progress) -> None:
+        prefix = "demo model: " if event.demo else ""
+        if event.epochs:  # training: done/total = optimiser steps over the whole run
+            self._show(f"{prefix}training", event.epochs, event.epochs * (event.fraction or 0.0), True)
         else:
-            self._show(stage.split(" (")[0], total, done, False)
+            self._show(f"{prefix}{event.within or event.stage}", event.total, event.done, False)
 
     def _show(self, name: str, total: float, done: float, epochs: bool) -> None:
         from tqdm.auto import tqdm
@@ -76,8 +76,15 @@ class _Bar:
                 else "{desc} [{elapsed}]"
             )
             # smoothing=0: the remaining time comes from the average rate since the stage began
-            self.bar = tqdm(total=total or None, desc=name, leave=False, disable=self.disable, file=sys.stderr,
-                            bar_format=fmt, smoothing=0)  # fmt: skip
+            self.bar = tqdm(
+                total=total or None,
+                desc=name,
+                leave=False,
+                disable=self.disable,
+                file=sys.stderr,
+                bar_format=fmt,
+                smoothing=0,
+            )
         if self.bar is not None:
             if total and self.bar.total != total:
                 self.bar.total = total
@@ -95,9 +102,9 @@ class _Bar:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from .._backend import user_cache_dir
     from ..heatmap_png import save_heatmap_png
-    from ..io.geojson import json_text, write_json_atomic
+    from ..io.jsonfile import json_text, write_json_atomic
+    from ..paths import user_cache_dir
 
     bar = _Bar(disable=args.quiet)
     cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
@@ -111,27 +118,42 @@ def run(args: argparse.Namespace) -> int:
     model: Any = args.model
     tiling = None
     if not bag and changes_grid(args):  # the model's own grid with the user's tissue fraction / level
-        from .._backend import model_tiling
         from ..config import TilingConfig
 
         model = api.load_model(args.model, device=args.device)
-        tiling = with_min_tissue(model_tiling(model) or TilingConfig(), args)
+        tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
     try:
         if bag:  # precomputed features (.h5 / .zarr / ...): no slide to open
-            result = api.caption_slide(args.slide, model=args.model, device=args.device, text=args.text,
-                                       top_k=args.top_k, progress=bar)  # fmt: skip
+            result = api.caption_slide(
+                args.slide,
+                model=args.model,
+                device=args.device,
+                text=args.text,
+                top_k=args.top_k,
+                progress=bar,
+            )
         else:
             with api.open_slide(args.slide, mpp=args.mpp) as slide:
                 result = api.caption_slide(
-                    slide, model=model, encoder=args.encoder, device=args.device, text=args.text, tiling=tiling,
-                    tissue=tissue_config(args), cache_dir=cache, top_k=args.top_k, progress=bar,
-                )  # fmt: skip
+                    slide,
+                    model=model,
+                    encoder=args.encoder,
+                    device=args.device,
+                    text=args.text,
+                    tiling=tiling,
+                    tissue=tissue_config(args),
+                    cache_dir=cache,
+                    top_k=args.top_k,
+                    progress=bar,
+                )
     finally:
         bar.close()
-    if args.model == "demo":
-        result.model_name = "demo (not diagnostic)"
+    if args.model == api.DEMO:
+        from ..demo import DEMO_MODEL_NAME
+
+        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
     data = result.to_dict(per_patch=args.per_patch)
-    if args.model == "demo":
+    if args.model == api.DEMO:
         from ..demo import DISCLAIMER
 
         data["disclaimer"] = DISCLAIMER

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..device import DEVICES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,12 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--headless", action="store_true", help="no window: write result.json and heatmap.png to --out"
     )
     p.add_argument("--out", type=Path, default=Path("pathm3-demo"), help="output folder for --headless")
-    p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--retrain", action="store_true", help="train the demo model again even when it is cached")
     p.add_argument(
-        "--epochs", type=int, default=None,
+        "--epochs",
+        type=int,
+        default=None,
         help="training epochs of the demo model (default 20; fewer is faster and worse: for smoke tests)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=run)
 
 
@@ -36,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.headless:
         if force:
             demo.ensure_demo_model(device=args.device, force=True, **epochs)
-        demo.launch_viewer()
+        from ..widgets.launcher import launch_viewer
+
+        launch_viewer()
         return 0
     bar = _Bar(disable=False)
     try:

@@ -21,11 +21,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", required=True, help="CSV: slide,label[,caption][,split]")
     p.add_argument("--features", required=True, help="feature folder: one store/file per slide id")
     p.add_argument("--split", help="only rows of this split (e.g. test)")
-    p.add_argument("--mode", choices=("image", "image_text", "text"),
-                   help="evaluate the model in this mode (default: its own); accuracy etc. are image-only "
-                        "always, image_text/text add text_conditioned_* keys from the manifest captions")  # fmt: skip
-    p.add_argument("--tokenizer", choices=("paper", "words"), default="paper",
-                   help="caption tokens: paper = lower-case whitespace split (default), words = [a-z0-9]+ runs")  # fmt: skip
+    p.add_argument(
+        "--mode",
+        choices=("image", "image_text", "text"),
+        help="evaluate the model in this mode (default: its own); accuracy etc. are image-only "
+        "always, image_text/text add text_conditioned_* keys from the manifest captions",
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=("paper", "words"),
+        default="paper",
+        help="caption tokens: paper = lower-case whitespace split (default), words = [a-z0-9]+ runs",
+    )
     p.add_argument("--no-generate", action="store_true", help="skip caption generation and caption metrics")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--num-beams", type=int, default=1)
@@ -46,11 +53,18 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise PathM3Error(f"{args.manifest}: no rows" + (f" with split {args.split!r}" if args.split else ""))
     metrics = evaluate_model(
-        args.model, records, features_dir=args.features, mode=args.mode, generate=not args.no_generate,
-        batch_size=args.batch_size, device=args.device, return_predictions=args.predictions,
-        generate_kwargs={"num_beams": args.num_beams}, tokenizer=args.tokenizer,
-    )  # fmt: skip
-    from ..io.geojson import finite_or_null
+        args.model,
+        records,
+        features_dir=args.features,
+        mode=args.mode,
+        generate=not args.no_generate,
+        batch_size=args.batch_size,
+        device=args.device,
+        return_predictions=args.predictions,
+        generate_kwargs={"num_beams": args.num_beams},
+        tokenizer=args.tokenizer,
+    )
+    from ..io.jsonfile import finite_or_null
 
     text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
     if args.out:

@@ -12,14 +12,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config import DEFAULT_ENCODER
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="extract patch features of slides into a feature store (resumable)")
     p.add_argument("slides", nargs="*", help="slide files or DICOM folders")
     p.add_argument("--manifest", help="CSV with a 'slide' column (optional: slide_id, mpp)")
     p.add_argument("--out", help="feature store folder (one zarr group per slide)")
-    p.add_argument("--encoder", default="builtin:colorstats",
-                   help="encoder name: builtin:colorstats (offline), timm:…, hf:…, local:FOLDER (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--encoder",
+        default=DEFAULT_ENCODER,
+        help="encoder name: builtin:colorstats (offline), timm:…, hf:…, local:FOLDER (default: %(default)s)",
+    )
     p.add_argument(
         "--list-encoders", action="store_true", help="print known and cached encoder names and exit"
     )
@@ -48,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._types import Progress
     from ..config import TilingConfig
     from ..errors import PathM3Error
     from ..features.batch import SlideJob, extract_many, jobs_from_paths, read_manifest, summarize
@@ -73,20 +79,30 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=len(jobs), unit="slide", desc="extract", disable=args.no_progress, file=sys.stderr)
 
-    def on_slides(done: int, total: int, stage: str) -> None:
-        bar.update(done - bar.n)
+    def on_slides(event: Progress) -> None:
+        bar.update(event.done - bar.n)
 
-    def on_patches(done: int, total: int, slide_id: str) -> None:
-        bar.set_postfix_str(f"{slide_id}: {done}/{total} patches", refresh=False)
+    def on_patches(event: Progress) -> None:  # detail: the slide id
+        bar.set_postfix_str(f"{event.detail}: {event.done}/{event.total} patches", refresh=False)
         bar.refresh()
 
     try:
         results = extract_many(
-            jobs, args.encoder, args.out, tiling=tiling, batch_size=args.batch_size, num_workers=args.num_workers,
-            device=args.device, dtype=args.dtype, overwrite=args.overwrite, scheduler=args.scheduler,
-            workers=args.workers, processes=not args.cluster_threads, progress=on_slides,
+            jobs,
+            args.encoder,
+            args.out,
+            tiling=tiling,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            device=args.device,
+            dtype=args.dtype,
+            overwrite=args.overwrite,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            processes=not args.cluster_threads,
+            progress=on_slides,
             patch_progress=None if args.no_progress else on_patches,
-        )  # fmt: skip
+        )
     finally:
         bar.close()
     print(summarize(results))

@@ -32,8 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("references", help="CSV or JSON: id -> reference caption(s)")
     p.add_argument("predictions", help="CSV or JSON: id -> one predicted caption")
-    p.add_argument("--tokenizer", choices=("paper", "words"), default="paper",
-                   help="paper = lower-case whitespace split (default), words = [a-z0-9]+ runs")  # fmt: skip
+    p.add_argument(
+        "--tokenizer",
+        choices=("paper", "words"),
+        default="paper",
+        help="paper = lower-case whitespace split (default), words = [a-z0-9]+ runs",
+    )
     p.add_argument("--per-example", action="store_true", help="add each id's sentence BLEU@4")
     p.add_argument("--out", help="write the JSON here instead of stdout")
     p.set_defaults(func=run)
@@ -106,8 +110,9 @@ def read_captions(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def score(references: str | Path, predictions: str | Path, *, tokenizer: str = "paper",
-          per_example: bool = False) -> dict[str, Any]:  # fmt: skip
+def score(
+    references: str | Path, predictions: str | Path, *, tokenizer: str = "paper", per_example: bool = False
+) -> dict[str, Any]:
     """Caption metrics of ``predictions`` against ``references`` (files), as a JSON-serialisable dict."""
     from ..errors import PathM3Error
     from ..training.metrics import caption_metrics, sentence_bleu4
@@ -127,8 +132,12 @@ def score(references: str | Path, predictions: str | Path, *, tokenizer: str = "
     out: dict[str, Any] = caption_metrics(
         [refs[k] for k in ids], [preds[k][0] for k in ids], tokenizer=tokenizer
     )
-    out.update(n=len(ids), references_per_id=round(sum(len(refs[k]) for k in ids) / len(ids), 3), tokenizer=tokenizer,
-               not_computed=["spice"])  # fmt: skip
+    out.update(
+        n=len(ids),
+        references_per_id=round(sum(len(refs[k]) for k in ids) / len(ids), 3),
+        tokenizer=tokenizer,
+        not_computed=["spice"],
+    )
     if per_example:
         out["bleu_4_per_example"] = {
             k: sentence_bleu4(refs[k], preds[k][0], tokenizer=tokenizer) for k in ids
@@ -138,7 +147,7 @@ def score(references: str | Path, predictions: str | Path, *, tokenizer: str = "
 
 def run(args: argparse.Namespace) -> int:
     metrics = score(args.references, args.predictions, tokenizer=args.tokenizer, per_example=args.per_example)
-    from ..io.geojson import finite_or_null
+    from ..io.jsonfile import finite_or_null
 
     text = json.dumps(finite_or_null(metrics), indent=2, allow_nan=False)
     if args.out:

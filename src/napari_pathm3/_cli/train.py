@@ -16,11 +16,13 @@ the summary JSON on stdout has ``warnings`` when the model has not learned to cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..config import DEFAULT_SIZE, MODEL_SIZES, VAL_METRICS
 
@@ -41,9 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", help="PatchGastric captions.csv (protocol; default: $NAPARI_PATHM3_DATA)")
     p.add_argument("--model-config", help="PathM3Config JSON (e.g. a checkpoint's config.json)")
     p.add_argument("--init", help="checkpoint folder to fine-tune instead of a new model")
-    p.add_argument("--size", choices=MODEL_SIZES, default=None,
-                   help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
-                        "'paper' needs the Flan-T5-XL weights)")  # fmt: skip
+    p.add_argument(
+        "--size",
+        choices=MODEL_SIZES,
+        default=None,
+        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
+        "'paper' needs the Flan-T5-XL weights)",
+    )
     p.add_argument("--tiny", action="store_true", help="same as --size tiny")
     p.add_argument(
         "--lm", help="caption LM: HF id or folder; 'scratch' builds a small one (default: the size preset's)"
@@ -58,9 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-4, Table 6)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
     p.add_argument("--max-patches", type=int, help="random patches per training bag (memory cap)")
-    p.add_argument("--val-metric", default="combined", choices=VAL_METRICS,
-                   help="chooses best/ and drives early stopping; combined = mean of accuracy and caption "
-                        "BLEU-4 on the validation bags")  # fmt: skip
+    p.add_argument(
+        "--val-metric",
+        default="combined",
+        choices=VAL_METRICS,
+        help="chooses best/ and drives early stopping; combined = mean of accuracy and caption "
+        "BLEU-4 on the validation bags",
+    )
     p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: off)")
     p.add_argument("--min-epochs", type=int, default=10, help="never stop early before this many epochs")
     p.add_argument(
@@ -69,11 +79,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="protocol seeds")
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
-    p.add_argument("--variants", nargs="+", default=["image", "image_text"],
-                   help="protocol: the paper's rows to run (image, image_text, text, image_no_correlation, "
-                        "image_single_task, ..., or all; see docs/training.md)")  # fmt: skip
-    p.add_argument("--caption-style", choices=("paper", "raw"), default="paper",
-                   help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw")  # fmt: skip
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["image", "image_text"],
+        help="protocol: the paper's rows to run (image, image_text, text, image_no_correlation, "
+        "image_single_task, ..., or all; see docs/training.md)",
+    )
+    p.add_argument(
+        "--caption-style",
+        choices=("paper", "raw"),
+        default="paper",
+        help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last")
     p.set_defaults(func=run)
@@ -86,7 +104,6 @@ def _size(args: argparse.Namespace) -> str:
 def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], feature_dim: int):
     import dataclasses
 
-    from .._backend import model_config_for
     from ..config import PathM3Config
 
     if args.model_config:
@@ -103,7 +120,9 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
                 f"--model-config {args.model_config}: {err}; pass a checkpoint's config.json"
             ) from err
     else:
-        cfg = model_config_for(_size(args), feature_dim=feature_dim, encoder_name="", class_names=class_names)
+        cfg = PathM3Config.preset(
+            _size(args), feature_dim=feature_dim, encoder_name="", class_names=class_names
+        )
     cfg = dataclasses.replace(cfg, feature_dim=feature_dim, class_names=class_names)
     if args.lm:
         name = None if args.lm == "scratch" else args.lm
@@ -114,25 +133,37 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
 
 
 def _train_config(args: argparse.Namespace):
-    from .._backend import train_defaults_for
     from ..config import TrainConfig
 
-    preset = train_defaults_for(_size(args))
-    return TrainConfig(
-        epochs=args.epochs or preset["epochs"], batch_size=args.batch_size or preset["batch_size"],
-        grad_accum_steps=args.grad_accum, max_patches=args.max_patches, mode=args.mode,
-        alpha=args.alpha, val_metric=args.val_metric, patience=args.patience or None,
-        min_epochs=args.min_epochs, seed=args.seed, device=args.device,
-    )  # fmt: skip
+    return TrainConfig.preset(
+        _size(args),
+        epochs=args.epochs or None,
+        batch_size=args.batch_size or None,
+        grad_accum_steps=args.grad_accum,
+        max_patches=args.max_patches,
+        mode=args.mode,
+        alpha=args.alpha,
+        val_metric=args.val_metric,
+        patience=args.patience or None,
+        min_epochs=args.min_epochs,
+        seed=args.seed,
+        device=args.device,
+    )
 
 
 class _EpochLog:
     """One line per epoch (loss, validation metrics, time) on stderr when it is not a terminal; a tqdm bar
     over epochs when it is."""
 
-    KEYS = (("train_loss", "loss"), ("train_loss_cls", "cls"), ("train_loss_caption", "cap"),
-            ("val_accuracy", "val_acc"), ("val_bleu_4", "val_bleu4"), ("val_distinct_captions", "val_distinct"),
-            ("val_combined", "val_score"))  # fmt: skip
+    KEYS = (
+        ("train_loss", "loss"),
+        ("train_loss_cls", "cls"),
+        ("train_loss_caption", "cap"),
+        ("val_accuracy", "val_acc"),
+        ("val_bleu_4", "val_bleu4"),
+        ("val_distinct_captions", "val_distinct"),
+        ("val_combined", "val_score"),
+    )
 
     def __init__(self, epochs: int) -> None:
         self.tty = sys.stderr.isatty()
@@ -173,7 +204,7 @@ def _feature_dim(records, features_dir) -> int:
 
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        from ..io.geojson import finite_or_null
+        from ..io.jsonfile import finite_or_null
 
         # valid JSON: an undefined metric (NaN) is printed as null
         json.dump(finite_or_null(obj), sys.stdout, indent=2, default=str, allow_nan=False)
@@ -199,10 +230,16 @@ def run(args: argparse.Namespace) -> int:
             raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
         dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
         result = run_patchgastric(
-            args.features, out_dir=args.out, captions_csv=captions, seeds=args.seeds,
-            model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim), train_config=_train_config(args),
-            generate=not args.no_generate, variants=args.variants, captions=args.caption_style,
-        )  # fmt: skip
+            args.features,
+            out_dir=args.out,
+            captions_csv=captions,
+            seeds=args.seeds,
+            model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim),
+            train_config=_train_config(args),
+            generate=not args.no_generate,
+            variants=args.variants,
+            captions=args.caption_style,
+        )
         if int(os.environ.get("RANK", "0")) == 0:
             print(result.table())
         return 0
@@ -219,10 +256,16 @@ def run(args: argparse.Namespace) -> int:
     parts = split_records(records)
     train_recs, val_recs = parts["train"], parts["val"]
     if not val_recs and args.val_fraction > 0:
-        tr, va = stratified_split([r.label for r in train_recs], fractions=(1 - args.val_fraction, args.val_fraction),
-                                  seed=args.seed)  # fmt: skip
+        tr, va = stratified_split(
+            [r.label for r in train_recs],
+            fractions=(1 - args.val_fraction, args.val_fraction),
+            seed=args.seed,
+        )
         train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
+    # the grid the features were cut with travels in the model's config: `caption` cuts new slides the same way
+    tiling = _store_tiling(args.features)
     cfg = _model_config(args, class_names, _feature_dim(records, args.features))
+    cfg = dataclasses.replace(cfg, tiling=tiling or cfg.tiling)
     model_or_cfg = cfg
     if args.init:
         from ..model import PathM3Model
@@ -230,40 +273,55 @@ def run(args: argparse.Namespace) -> int:
         model_or_cfg = PathM3Model.from_pretrained(
             args.init, expected_classes=class_names, device=args.device
         )
+        model_or_cfg.config = dataclasses.replace(
+            model_or_cfg.config, tiling=tiling or model_or_cfg.config.tiling
+        )
     from ..threads import apply_thread_policy
 
     apply_thread_policy()
     tcfg = _train_config(args)
     epoch_log = _EpochLog(tcfg.epochs)
     try:
-        result = train(model_or_cfg, train_recs, val_recs or None, tcfg, out_dir=args.out,
-                       features_dir=args.features, resume=args.resume, epoch_log=epoch_log)  # fmt: skip
+        result = train(
+            model_or_cfg,
+            train_recs,
+            val_recs or None,
+            tcfg,
+            out_dir=args.out,
+            features_dir=args.features,
+            resume=args.resume,
+            epoch_log=epoch_log,
+        )
     finally:
         epoch_log.close()
-    _record_tiling(args.features, [result.best_dir, result.last_dir])
-    _print({"best_dir": str(result.best_dir), "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-            "val_metric": tcfg.val_metric, "epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+    _print(
+        {
+            "best_dir": str(result.best_dir),
+            "best_epoch": result.best_epoch,
+            "best_metric": result.best_metric,
+            "val_metric": tcfg.val_metric,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
             "warnings": result.warnings,
-            "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)} if result.history else {}})  # fmt: skip
+            "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)}
+            if result.history
+            else {},
+        }
+    )
     for w in result.warnings:
         print(f"napari-pathm3 train: warning: {w}", file=sys.stderr)
     return 0
 
 
-def _record_tiling(features_dir: str, checkpoints: list) -> None:
-    """Copy the patch grid of the zarr feature store into the checkpoints, so ``caption`` cuts new slides
-    the way the training features were cut (feature files of other toolkits carry no grid: nothing to do)."""
-    import json
-    from pathlib import Path
-
-    from .._backend import TILING_NAME
+def _store_tiling(features_dir: str) -> Any:
+    """The patch grid of the zarr feature store's bags (a ``TilingConfig``), or ``None`` when it records
+    none (feature files of other toolkits carry no grid)."""
+    from ..config import TilingConfig
     from ..io.feature_store import FeatureStore
 
     store = FeatureStore(features_dir)
     for key in store.keys():
-        tiling = ((store.open_bag(key).attrs.get("grid") or {}).get("tiling")) or None
+        tiling = (store.open_bag(key).attrs.get("grid") or {}).get("tiling")
         if tiling:
-            for folder in checkpoints:
-                if folder is not None and Path(folder).is_dir():
-                    (Path(folder) / TILING_NAME).write_text(json.dumps(tiling, indent=2))
-            return
+            return TilingConfig.from_dict(tiling)
+    return None

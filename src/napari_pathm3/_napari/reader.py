@@ -84,9 +84,12 @@ def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
     if not slide.is_rgb and slide.channels > 1:  # one layer per channel; per-channel values given explicitly
         n = slide.channels
         kwargs.update(
-            channel_axis=2, contrast_limits=limits, name=[f"{kwargs['name']} [{c}]" for c in range(n)],
-            metadata=[kwargs["metadata"]] * n, blending=["translucent_no_depth"] + ["additive"] * (n - 1),
-        )  # fmt: skip
+            channel_axis=2,
+            contrast_limits=limits,
+            name=[f"{kwargs['name']} [{c}]" for c in range(n)],
+            metadata=[kwargs["metadata"]] * n,
+            blending=["translucent_no_depth"] + ["additive"] * (n - 1),
+        )
         kwargs.pop("rgb")
         for key in ("scale", "units"):
             if key in kwargs:

@@ -8,6 +8,7 @@ interrupted ones.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 import traceback
@@ -158,8 +159,8 @@ def extract_many(
         workers: without ``scheduler``, start a local dask cluster with this many workers (``None``: run
             the slides one after another in this process).
         processes: local cluster workers as processes (``False``: threads in this process).
-        progress: ``progress(slides_done, n_slides, "slides")``.
-        patch_progress: ``patch_progress(done, total, slide_id)`` within a slide (in-process runs only).
+        progress: a ``Stage.SLIDES`` event (slides done of all) after each slide.
+        patch_progress: progress within a slide, the slide id as the event's ``detail`` (in-process runs only).
         cancel: stop after the current slide (in-process) or cancel pending tasks (cluster).
 
     Returns:
@@ -185,7 +186,7 @@ def extract_many(
             check_cancel(cancel)
             cb = None
             if patch_progress is not None:
-                cb = lambda d, t, _s, sid=job.slide_id: patch_progress(d, t, sid)  # noqa: E731
+                cb = lambda e, sid=job.slide_id: patch_progress(dataclasses.replace(e, detail=sid))  # noqa: E731
             results.append(extract_one(job, opts, progress=cb, cancel=cancel))
             report(progress, len(results), total, "slides")
         return results

@@ -95,8 +95,9 @@ class TiffFileBackend:
         with self._lock:
             block = np.asarray(arr[self._index(level, x0, y0, x1 - x0, y1 - y0)])
         kept = [a for i, a in enumerate(self._axes) if a in "YX" or i == self._channel_axis]
-        order = [kept.index("Y"), kept.index("X")] + ([kept.index(self._axes[self._channel_axis])]
-                                                      if self._channel_axis is not None else [])  # fmt: skip
+        order = [kept.index("Y"), kept.index("X")] + (
+            [kept.index(self._axes[self._channel_axis])] if self._channel_axis is not None else []
+        )
         block = block.transpose(order)
         out[y0 - y : y1 - y, x0 - x : x1 - x] = block if block.ndim == 3 else block[..., None]
         return out

@@ -257,8 +257,12 @@ class BagWriter:
             if state == "foreign":
                 raise _foreign_error(path, reason)
             if state == "damaged" and not overwrite and attrs is not None and extra:
-                log.warning("%s: damaged (%s); recomputing it from patch %d in this napari-pathm3 store",
-                            path, reason, extra)  # fmt: skip
+                log.warning(
+                    "%s: damaged (%s); recomputing it from patch %d in this napari-pathm3 store",
+                    path,
+                    reason,
+                    extra,
+                )
                 return cls(path, _truncate(path, attrs, int(extra)), meta)
             if state in ("stale", "damaged") or (overwrite and state != "missing"):
                 why = "overwrite requested" if overwrite else reason
@@ -330,10 +334,15 @@ def _bag(path: Path, attrs: dict[str, Any], features: np.ndarray, coords: np.nda
     require_finite(features, source=f"feature bag {attrs.get('slide_id', '')!r} ({path})")
     enc = attrs.get("encoder") or {}
     return FeatureBag(
-        features=features, coords=coords, patch_size=attrs.get("patch_size"), mpp=attrs.get("mpp"),
-        encoder_name=enc.get("name", ""), slide_id=attrs.get("slide_id", ""),
-        fingerprint=attrs.get("slide_fingerprint"), attrs=attrs,
-    )  # fmt: skip
+        features=features,
+        coords=coords,
+        patch_size=attrs.get("patch_size"),
+        mpp=attrs.get("mpp"),
+        encoder_name=enc.get("name", ""),
+        slide_id=attrs.get("slide_id", ""),
+        fingerprint=attrs.get("slide_fingerprint"),
+        attrs=attrs,
+    )
 
 
 def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
@@ -366,6 +375,20 @@ def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
             f"{path}: damaged feature store ({err.reason}); run extraction again to recompute it"
         ) from err
     return _bag(path, attrs, features, coords)
+
+
+def cache_path(
+    cache_dir: PathLike, *, slide_stem: str, fingerprint: str, encoder_name: str, grid_key: dict[str, Any]
+) -> Path:
+    """The feature cache's store for one (slide, encoder, grid): the store itself checks staleness and
+    commits atomically. ``grid_key``: JSON-able identity of the grid (its parameters and a digest of its
+    coordinates); a region's grid is a subset of the slide's, so it gets its own store and does not evict
+    the whole-slide one."""
+    import hashlib
+
+    tag = hashlib.sha256(json.dumps(grid_key, sort_keys=True).encode()).hexdigest()[:12]
+    enc = "".join(c if c.isalnum() else "-" for c in encoder_name)[:48]
+    return Path(cache_dir).expanduser() / f"{slide_stem}-{fingerprint[:12]}-{enc}-{tag}.zarr"
 
 
 class FeatureStore:

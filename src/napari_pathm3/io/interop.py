@@ -98,10 +98,14 @@ def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
     attrs["source"] = str(path)
     mpp = attrs.get("mpp")
     return FeatureBag(
-        features=feats, coords=coords, patch_size=_int_or_none(attrs.get("patch_size")),
-        mpp=float(mpp) if isinstance(mpp, (int, float)) else None, encoder_name=str(attrs.get("encoder", "")),
-        slide_id=slide_id or path.stem, attrs=attrs,
-    )  # fmt: skip
+        features=feats,
+        coords=coords,
+        patch_size=_int_or_none(attrs.get("patch_size")),
+        mpp=float(mpp) if isinstance(mpp, (int, float)) else None,
+        encoder_name=str(attrs.get("encoder", "")),
+        slide_id=slide_id or path.stem,
+        attrs=attrs,
+    )
 
 
 def read_npy_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -111,8 +115,15 @@ def read_npy_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise FeatureStoreError(f"{path}: not a readable .npy array ({err})") from err
-    return FeatureBag(features=_as_features(arr, path), coords=None, patch_size=None, mpp=None, encoder_name="",
-                      slide_id=slide_id or path.stem, attrs={"source": str(path)})  # fmt: skip
+    return FeatureBag(
+        features=_as_features(arr, path),
+        coords=None,
+        patch_size=None,
+        mpp=None,
+        encoder_name="",
+        slide_id=slide_id or path.stem,
+        attrs={"source": str(path)},
+    )
 
 
 def read_pt_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -135,8 +146,15 @@ def read_pt_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
         feats = _as_features(_np(obj), path)
     else:
         raise FeatureStoreError(f"{path}: expected a tensor or a dict of tensors, got {type(obj).__name__}")
-    return FeatureBag(features=feats, coords=coords, patch_size=None, mpp=None, encoder_name="",
-                      slide_id=slide_id or path.stem, attrs={"source": str(path)})  # fmt: skip
+    return FeatureBag(
+        features=feats,
+        coords=coords,
+        patch_size=None,
+        mpp=None,
+        encoder_name="",
+        slide_id=slide_id or path.stem,
+        attrs={"source": str(path)},
+    )
 
 
 def read_safetensors_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -152,8 +170,15 @@ def read_safetensors_bag(path: PathLike, *, slide_id: str | None = None) -> Feat
         raise FeatureStoreError(f"{path}: no 'features' tensor (found {sorted(tensors)})")
     feats = _as_features(tensors["features"], path)
     coords = _as_coords(tensors["coords"], len(feats), path) if "coords" in tensors else None
-    return FeatureBag(features=feats, coords=coords, patch_size=None, mpp=None, encoder_name="",
-                      slide_id=slide_id or path.stem, attrs={"source": str(path)})  # fmt: skip
+    return FeatureBag(
+        features=feats,
+        coords=coords,
+        patch_size=None,
+        mpp=None,
+        encoder_name="",
+        slide_id=slide_id or path.stem,
+        attrs={"source": str(path)},
+    )
 
 
 def _np(value: Any) -> np.ndarray:
@@ -263,12 +288,23 @@ def bags_from_patch_folder(
                 done += len(batch)
                 report(progress, done, total, "patches")
             out[sid] = FeatureBag(
-                features=np.concatenate(feats), coords=None, patch_size=int(size), mpp=None,
-                encoder_name=str(getattr(encoder, "name", "")), slide_id=sid,
+                features=np.concatenate(feats),
+                coords=None,
+                patch_size=int(size),
+                mpp=None,
+                encoder_name=str(getattr(encoder, "name", "")),
+                slide_id=sid,
                 attrs={"source": str(folder), "files": [p.name for p in paths]},
-            )  # fmt: skip
+            )
     return out
 
 
-__all__ = ["bags_from_patch_folder", "patch_folder_slides", "read_feature_file", "read_h5_bag", "read_npy_bag",
-           "read_pt_bag", "read_safetensors_bag"]  # fmt: skip
+__all__ = [
+    "bags_from_patch_folder",
+    "patch_folder_slides",
+    "read_feature_file",
+    "read_h5_bag",
+    "read_npy_bag",
+    "read_pt_bag",
+    "read_safetensors_bag",
+]

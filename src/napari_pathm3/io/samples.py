@@ -35,7 +35,10 @@ def sample_slide_path(*, download: bool = True) -> Path:
     import pooch
 
     path = pooch.retrieve(
-        url=CMU1_URL, known_hash=f"sha256:{CMU1_SHA256}", fname=CMU1_NAME,
-        path=pooch.os_cache("napari-pathm3"), progressbar=False,
-    )  # fmt: skip
+        url=CMU1_URL,
+        known_hash=f"sha256:{CMU1_SHA256}",
+        fname=CMU1_NAME,
+        path=pooch.os_cache("napari-pathm3"),
+        progressbar=False,
+    )
     return Path(path)

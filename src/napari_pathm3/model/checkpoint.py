@@ -2,6 +2,10 @@
 encoder name), ``model.safetensors`` (all tensors; tied tensors stored once, aliases in the metadata),
 ``qformer_tokenizer/``, ``lm_tokenizer/`` and ``language_model/config.json`` (so the LM architecture is
 rebuilt offline). Written to a temporary folder beside the target, then moved into place. No pickle.
+
+The patch grid the model was trained with is part of the config (``tiling``). Checkpoints written before that
+kept it in a ``pathm3_tiling.json`` sidecar: :func:`read_config` folds the sidecar into the config, so they
+load unchanged. Importing this module does not import torch (reading a config needs none).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from .._types import PathLike
+from ..config import TilingConfig
 from ..errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "CONFIG_NAME",
@@ -29,12 +35,15 @@ __all__ = [
     "load_tensors",
     "non_finite_tensors",
     "read_config",
+    "read_tiling",
     "write_checkpoint",
 ]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+#: where checkpoints written before ``PathM3Config.tiling`` existed kept the patch grid (read, never written)
+LEGACY_TILING_NAME = "pathm3_tiling.json"
 
 
 def _dedupe(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -178,7 +187,37 @@ def read_config(directory: PathLike) -> dict[str, Any]:
             f"{cfg_path}: checkpoint format {version!r}, this napari-pathm3 reads format {FORMAT_VERSION}; "
             "re-save it with a matching napari-pathm3 version"
         )
+    if data.get("tiling") is None:
+        legacy = _legacy_tiling(path)
+        if legacy is not None:
+            data["tiling"] = legacy
     return data
+
+
+def _legacy_tiling(path: Path) -> dict[str, Any] | None:
+    """The ``pathm3_tiling.json`` sidecar of an older checkpoint (validated), or ``None`` when absent."""
+    sidecar = path / LEGACY_TILING_NAME
+    if not sidecar.is_file():
+        return None
+    try:
+        return TilingConfig.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))).to_dict()
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{sidecar}: unreadable tiling settings ({err}); delete or fix the file"
+        ) from err
+
+
+def read_tiling(directory: PathLike) -> TilingConfig | None:
+    """The patch grid a checkpoint's model was trained with (``None`` when it records none); torch-free."""
+    tiling = read_config(directory).get("tiling")
+    if tiling is None:
+        return None
+    try:
+        return TilingConfig.from_dict(tiling)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{directory}: invalid tiling in {CONFIG_NAME} ({err}); re-save the checkpoint"
+        ) from err
 
 
 def load_tensors(directory: PathLike) -> dict[str, Tensor]:

@@ -327,7 +327,7 @@ def run_patchgastric(
     result.keyword_rule_accuracy = keyword_rule_accuracy(test_records)
     result.summary = {name: mean_std(runs) for name, runs in result.runs.items()}
     out.mkdir(parents=True, exist_ok=True)
-    from ..io.geojson import finite_or_null
+    from ..io.jsonfile import finite_or_null
 
     (out / "results.json").write_text(
         json.dumps(finite_or_null(result.to_dict()), indent=2, default=str, allow_nan=False)

@@ -92,8 +92,17 @@ def regions_from_labels(
         if value not in present:
             continue
         cls, caption = spec if isinstance(spec, tuple) else (spec, None)
-        out.append(Region(label=cls, mask=labels, mask_value=int(value), downsample=downsample,
-                          origin=origin, caption=caption, name=f"label{value}"))  # fmt: skip
+        out.append(
+            Region(
+                label=cls,
+                mask=labels,
+                mask_value=int(value),
+                downsample=downsample,
+                origin=origin,
+                caption=caption,
+                name=f"label{value}",
+            )
+        )
     return out
 
 

@@ -12,6 +12,10 @@ from typing import Any
 
 from psygnal import Signal
 
+from .. import api
+from .._types import CancelToken, ProgressFn
+from ..config import DEFAULT_ENCODER
+
 log = logging.getLogger(__name__)
 
 #: Display name of the offline demo model (trained on the spot; see :mod:`napari_pathm3.demo`).
@@ -21,7 +25,7 @@ DEMO_NAME = "demo model (not diagnostic)"
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    source: str  # "demo" or a checkpoint folder
+    source: str  # api.DEMO or a checkpoint folder
 
 
 class ModelRegistry:
@@ -30,7 +34,7 @@ class ModelRegistry:
     changed = Signal()
 
     def __init__(self) -> None:
-        self._entries: dict[str, ModelEntry] = {DEMO_NAME: ModelEntry(DEMO_NAME, "demo")}
+        self._entries: dict[str, ModelEntry] = {DEMO_NAME: ModelEntry(DEMO_NAME, api.DEMO)}
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -55,20 +59,21 @@ class ModelRegistry:
         self.changed.emit()
         return display
 
-    def load(self, name: str, *, device: str = "auto", progress: Any = None, cancel: Any = None) -> Any:
+    def load(
+        self,
+        name: str,
+        *,
+        device: str = "auto",
+        progress: ProgressFn | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Any:
         """The loaded model of entry ``name`` (cached per device); call from a worker thread. The demo
         model is trained first when it is not cached yet (``progress``/``cancel`` apply to that)."""
-        from .. import api
-
         entry = self._entries[name]
         key = (entry.source, device)
         with self._lock:
             if key not in self._loaded:
-                source: Any = entry.source
-                if source == "demo":
-                    from ..demo import ensure_demo_model
-
-                    source = ensure_demo_model(device=device, progress=progress, cancel=cancel)
+                source = api.resolve_demo(entry.source, device=device, progress=progress, cancel=cancel)
                 self._loaded[key] = api.load_model(source, device=device)
             return self._loaded[key]
 
@@ -89,4 +94,4 @@ def encoder_names() -> list[str]:
         return list_encoders(include_cached=True)
     except Exception as err:  # noqa: BLE001 - a broken encoder registry must not take the widgets down
         log.warning("encoder list unavailable: %s", err)
-        return ["builtin:colorstats"]
+        return [DEFAULT_ENCODER]

@@ -16,7 +16,9 @@ def thread_choices() -> list[str]:
 
 def threads_widget() -> ComboBox:
     return ComboBox(
-        label="threads", choices=thread_choices(), value=AUTO,
+        label="threads",
+        choices=thread_choices(),
+        value=AUTO,
         tooltip="CPU threads for this job: auto = free cores (load average) or $NAPARI_PATHM3_THREADS; "
         "fewer threads keep napari responsive on a busy machine",
-    )  # fmt: skip
+    )

@@ -16,14 +16,14 @@ from typing import Any
 
 from qtpy.QtCore import QObject, Signal
 
-from .._types import CancelFlag
+from .._types import CancelFlag, Progress
 from ..errors import Cancelled, PathM3Error
 
 log = logging.getLogger(__name__)
 
 
 class _Relay(QObject):
-    progressed = Signal(int, int, str)
+    progressed = Signal(object)  # a napari_pathm3._types.Progress event
     metrics = Signal(object)
 
 
@@ -35,7 +35,7 @@ class Job:
         fn: Callable[..., Any],
         *,
         on_done: Callable[[Any], None],
-        on_progress: Callable[[int, int, str], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
         on_metrics: Callable[[dict[str, Any]], None] | None = None,
         on_finished: Callable[[], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,

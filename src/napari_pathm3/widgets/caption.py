@@ -4,6 +4,7 @@ exports (JSON, CSV, GeoJSON of the top patches, screenshot)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,15 @@ from magicgui.widgets import (
     TextEdit,
 )
 
-from .._backend import user_cache_dir
+from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
+from ..config import TilingConfig
+from ..device import DEVICES
+from ..errors import Cancelled
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
+from ..paths import user_cache_dir
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._worker import Job, unwrap_proxy
@@ -32,9 +37,11 @@ from ._worker import Job, unwrap_proxy
 if TYPE_CHECKING:
     import napari
 
+    from ..io.slide import Slide
+    from ..model.pathm3 import PathM3Model
+
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
-DEVICES = ("auto", "cuda", "mps", "cpu")
 HEATMAP_NOTE = (
     "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
     "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
@@ -66,23 +73,38 @@ class CaptionWidget(Container):
         )
         self._encoder = ComboBox(label="encoder", choices=_encoder_choices(), value=MODEL_ENCODER)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
-        self._region = ComboBox(label="region", choices=self._region_choices,
-                                tooltip="whole slide, or the selected shapes of a shapes layer (all shapes when none is selected)")  # fmt: skip
+        self._region = ComboBox(
+            label="region",
+            choices=self._region_choices,
+            tooltip="whole slide, or the selected shapes of a shapes layer (all shapes when none is selected)",
+        )
         self._text = LineEdit(label="text", tooltip="optional text for text-conditioned classification")
         self._top_k = SpinBox(label="top patches", value=8, min=1, max=200)
         self._tissue_threshold = FloatSpinBox(
-            label="tissue threshold", value=0.0, min=0.0, max=1.0, step=0.01,
+            label="tissue threshold",
+            value=0.0,
+            min=0.0,
+            max=1.0,
+            step=0.01,
             tooltip="saturation above which a pixel is tissue; 0 = automatic (Otsu, at least 0.05). "
             "Lower it (e.g. 0.03) for faint stains when no tissue is detected",
-        )  # fmt: skip
+        )
         self._tissue_mpp = FloatSpinBox(
-            label="tissue µm/px", value=8.0, min=0.5, max=128.0, step=0.5,
+            label="tissue µm/px",
+            value=8.0,
+            min=0.5,
+            max=128.0,
+            step=0.5,
             tooltip="resolution tissue is detected at (the pyramid level read follows from it)",
-        )  # fmt: skip
+        )
         self._min_tissue = FloatSpinBox(
-            label="min tissue", value=0.25, min=0.0, max=1.0, step=0.05,
+            label="min tissue",
+            value=0.25,
+            min=0.0,
+            max=1.0,
+            step=0.05,
             tooltip="keep a patch when at least this fraction of it is tissue",
-        )  # fmt: skip
+        )
         self._threads = threads_widget()
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -103,13 +125,33 @@ class CaptionWidget(Container):
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False, label="")
         exports = Container(
             widgets=[self._save_json, self._save_csv, self._save_geojson, self._screenshot],
-            layout="horizontal", labels=False, label="export",
-        )  # fmt: skip
-        self.extend([
-            self._slide, self._model, self._model_dir, self._encoder, self._device, self._region, self._text,
-            self._top_k, self._tissue_threshold, self._tissue_mpp, self._min_tissue, self._threads, buttons,
-            self._progress, self._stage, self._note, self._warning, self._output, exports,
-        ])  # fmt: skip
+            layout="horizontal",
+            labels=False,
+            label="export",
+        )
+        self.extend(
+            [
+                self._slide,
+                self._model,
+                self._model_dir,
+                self._encoder,
+                self._device,
+                self._region,
+                self._text,
+                self._top_k,
+                self._tissue_threshold,
+                self._tissue_mpp,
+                self._min_tissue,
+                self._threads,
+                buttons,
+                self._progress,
+                self._stage,
+                self._note,
+                self._warning,
+                self._output,
+                exports,
+            ]
+        )
 
         self._run.changed.connect(self._on_run)
         self._cancel.changed.connect(self._on_cancel)
@@ -131,8 +173,11 @@ class CaptionWidget(Container):
         return [(lay.name, lay) for lay in slide_layers(self._viewer)]
 
     def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        shapes = [lay for lay in self._viewer.layers if layer_kind(lay) == "shapes"
-                  and (lay.metadata or {}).get("kind") != "top_patches"]  # fmt: skip
+        shapes = [
+            lay
+            for lay in self._viewer.layers
+            if layer_kind(lay) == "shapes" and (lay.metadata or {}).get("kind") != "top_patches"
+        ]
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
     def _model_choices(self, _w: Any = None) -> list[str]:
@@ -192,15 +237,23 @@ class CaptionWidget(Container):
             from ..threads import apply_thread_policy
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
-            progress(0, 1, "loading model")
+            report(progress, 0, 1, Stage.LOAD_MODEL)
             model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
             result = caption_slide(
-                slide, model=model, encoder=encoder, device=device, region=region, text=text,
-                tiling=_tiling_for(model, slide, min_tissue), tissue=tissue, cache_dir=cache_dir,
-                top_k=top_k, progress=progress, cancel=cancel,
-            )  # fmt: skip
-            result.model_name = model_name
-            return result
+                slide,
+                model=model,
+                encoder=encoder,
+                device=device,
+                region=region,
+                text=text,
+                tiling=_tiling_for(model, slide, min_tissue),
+                tissue=tissue,
+                cache_dir=cache_dir,
+                top_k=top_k,
+                progress=progress,
+                cancel=cancel,
+            )
+            return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
         self._stage.value = "starting"
@@ -222,24 +275,27 @@ class CaptionWidget(Container):
             self._job.cancel()
             self._stage.value = "cancelling…"
 
-    def _on_progress(self, done: int, total: int, stage: str) -> None:
-        name = stage.split(" ")[0]
-        frac = (done / total) if total else 0.0
-        if name in STAGES:
-            pct = 100.0 * (STAGES.index(name) + (frac if name == "features" else 0.0)) / len(STAGES)
-            floor = 0.0 if name == "tissue" else self._progress.value  # after demo training: start over
+    def _on_progress(self, event: Progress) -> None:
+        stage = event.within or event.stage
+        frac = event.fraction or 0.0
+        if event.demo:  # one-off training of the demo model
+            if event.total:
+                self._progress.value = min(100.0, 100.0 * frac)
+        elif stage in STAGES:
+            pct = 100.0 * (STAGES.index(stage) + (frac if stage is Stage.FEATURES else 0.0)) / len(STAGES)
+            floor = 0.0 if stage is Stage.TISSUE else self._progress.value  # after demo training: start over
             self._progress.value = max(floor, min(100.0, pct))
-        elif name == "done":
+        elif stage is Stage.DONE:
             self._progress.value = 100
-        elif stage.startswith("demo model") and total:  # one-off training of the demo model
-            self._progress.value = min(100.0, 100.0 * done / total)
-        label = stage if name != "features" or not total else f"{stage}: {done}/{total} patches"
+        label = event.label()
+        if stage is Stage.FEATURES and event.total and not event.demo:
+            label = f"{label}: {event.done}/{event.total} patches"
         self._stage.value = label
 
     def _on_finished(self) -> None:
         self._set_running(False)
         if self._job is not None and self._job.error is not None:
-            self._stage.value = "cancelled" if type(self._job.error).__name__ == "Cancelled" else "failed"
+            self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
 
     def _set_running(self, running: bool) -> None:
         self._run.enabled = not running
@@ -300,15 +356,10 @@ def _slide_scale(layer: Any) -> tuple[float, float]:
     return s[0], s[1]
 
 
-def _tiling_for(model: Any, slide: Any, min_tissue: float) -> Any:
+def _tiling_for(model: PathM3Model, slide: Slide, min_tissue: float) -> TilingConfig:
     """The model's grid with the widget's minimum tissue fraction; a slide without mpp is tiled at level 0
     in its own pixels (the model's patch size), since the widget cannot ask for the slide's µm/px."""
-    import dataclasses
-
-    from .._backend import model_tiling
-    from ..config import TilingConfig
-
-    tiling = dataclasses.replace(model_tiling(model) or TilingConfig(), min_tissue_fraction=min_tissue)
+    tiling = dataclasses.replace(model.config.tiling or TilingConfig(), min_tissue_fraction=min_tissue)
     if slide.mpp is None and tiling.target_mpp is not None:
         tiling = dataclasses.replace(tiling, target_mpp=None, level=0)
     return tiling

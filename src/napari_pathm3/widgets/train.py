@@ -25,11 +25,13 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .._backend import MODEL_SIZES, model_config_for, train_on_regions, user_cache_dir
+from .._types import Progress, Stage
 from ..api import layer_kind, slide_layers
-from ..config import AdamWConfig, PathM3Config, TilingConfig, TrainConfig
-from ..errors import PathM3Error
+from ..config import DEFAULT_ENCODER, MODEL_SIZES, AdamWConfig, PathM3Config, TilingConfig, TrainConfig
+from ..device import DEVICES
+from ..errors import Cancelled, PathM3Error
 from ..layers import match_slide_units, shapes_to_level0
+from ..paths import user_cache_dir
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
@@ -38,7 +40,6 @@ from ._worker import Job, unwrap_proxy
 if TYPE_CHECKING:
     import napari
 
-DEVICES = ("auto", "cuda", "mps", "cpu")
 MODES = ("image_text", "image", "text")
 
 
@@ -68,18 +69,31 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
     captions = feats["caption"].tolist() if "caption" in feats.columns else [None] * len(feats)
     classes = feats["class"].tolist()
     if layer_kind(layer) == "shapes":
-        polys = shapes_to_level0(list(layer.data), scale=tuple(layer.scale), translate=tuple(layer.translate),
-                                 slide_scale=slide_scale)  # fmt: skip
+        polys = shapes_to_level0(
+            list(layer.data),
+            scale=tuple(layer.scale),
+            translate=tuple(layer.translate),
+            slide_scale=slide_scale,
+        )
         out = []
         for i, (poly, cls, cap) in enumerate(zip(polys, classes, captions, strict=False)):
             if _valid_label(cls) and len(poly) >= 3:
-                out.append(Region(label=str(cls), polygon=poly, caption=_caption_for(str(cls), cap),
-                                  name=f"{layer.name}#{i}"))  # fmt: skip
+                out.append(
+                    Region(
+                        label=str(cls),
+                        polygon=poly,
+                        caption=_caption_for(str(cls), cap),
+                        name=f"{layer.name}#{i}",
+                    )
+                )
         return out
     if layer_kind(layer) == "labels":
         ids = feats["index"].tolist() if "index" in feats.columns else list(range(len(feats)))
-        spec = {int(v): (str(c), _caption_for(str(c), cap))
-                for v, c, cap in zip(ids, classes, captions, strict=False) if int(v) != 0 and _valid_label(c)}  # fmt: skip
+        spec = {
+            int(v): (str(c), _caption_for(str(c), cap))
+            for v, c, cap in zip(ids, classes, captions, strict=False)
+            if int(v) != 0 and _valid_label(c)
+        }
         data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
         s = np.asarray(layer.scale[-2:], float)
         t = np.asarray(layer.translate[-2:], float)
@@ -95,7 +109,7 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
 
 def _preset_lr_alpha(size: str) -> tuple[float, float]:
     """The learning rate and alpha of a model-size preset (torch-free: configs only)."""
-    cfg = model_config_for(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
+    cfg = PathM3Config.preset(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
     return float(cfg.optim.lr), float(cfg.alpha)
 
 
@@ -113,17 +127,30 @@ class TrainWidget(Container):
         tc, oc, mc, tl = TrainConfig(), AdamWConfig(), PathM3Config, TilingConfig()
 
         self._slides = Select(label="slides", choices=self._slide_choices)
-        self._annotations = Select(label="annotations", choices=self._annotation_choices,
-                                   tooltip="shapes/labels layers with a 'class' column (and optional 'caption')")  # fmt: skip
-        self._encoder = ComboBox(label="encoder", choices=encoder_names(), value="builtin:colorstats")
+        self._annotations = Select(
+            label="annotations",
+            choices=self._annotation_choices,
+            tooltip="shapes/labels layers with a 'class' column (and optional 'caption')",
+        )
+        self._encoder = ComboBox(label="encoder", choices=encoder_names(), value=DEFAULT_ENCODER)
         self._device = ComboBox(label="device", choices=DEVICES, value=tc.device)
-        self._size = ComboBox(label="model size", choices=MODEL_SIZES, value="tiny",
-                              tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)")  # fmt: skip
+        self._size = ComboBox(
+            label="model size",
+            choices=MODEL_SIZES,
+            value="tiny",
+            tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)",
+        )
         self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
         self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
         lr0, alpha0 = _preset_lr_alpha("tiny")
-        self._lr = FloatSpinBox(label="learning rate", value=lr0, min=1e-7, max=1.0, step=1e-5,
-                                tooltip="follows the model size's preset; change it after picking the size")  # fmt: skip
+        self._lr = FloatSpinBox(
+            label="learning rate",
+            value=lr0,
+            min=1e-7,
+            max=1.0,
+            step=1e-5,
+            tooltip="follows the model size's preset; change it after picking the size",
+        )
         self._lr.native.setDecimals(6)
         self._batch = SpinBox(label="batch size", value=oc.batch_size, min=1, max=1024)
         self._alpha = FloatSpinBox(
@@ -134,8 +161,13 @@ class TrainWidget(Container):
             step=0.05,
             tooltip="weight of the classification loss (1 - alpha: captions); follows the model size's preset",
         )
-        self._sub_bags = SpinBox(label="sub-bags/region", value=4, min=0, max=100,
-                                 tooltip="random subsets of each region's patches added as extra training bags")  # fmt: skip
+        self._sub_bags = SpinBox(
+            label="sub-bags/region",
+            value=4,
+            min=0,
+            max=100,
+            tooltip="random subsets of each region's patches added as extra training bags",
+        )
         self._patch = SpinBox(label="patch px", value=tl.patch_size, min=16, max=2048)
         self._mpp = FloatSpinBox(
             label="patch µm/px", value=tl.target_mpp or 0.5, min=0.05, max=32.0, step=0.05
@@ -150,12 +182,28 @@ class TrainWidget(Container):
         self._stage = Label(label="stage", value="idle")
         self._plot = LossPlot()
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
-        self.extend([
-            self._slides, self._annotations, self._encoder, self._device, self._size, self._mode, self._epochs,
-            self._lr, self._batch, self._alpha, self._sub_bags, self._patch, self._mpp, self._out, self._threads,
-            buttons,
-            self._progress, self._stage,
-        ])  # fmt: skip
+        self.extend(
+            [
+                self._slides,
+                self._annotations,
+                self._encoder,
+                self._device,
+                self._size,
+                self._mode,
+                self._epochs,
+                self._lr,
+                self._batch,
+                self._alpha,
+                self._sub_bags,
+                self._patch,
+                self._mpp,
+                self._out,
+                self._threads,
+                buttons,
+                self._progress,
+                self._stage,
+            ]
+        )
         self.native.layout().addWidget(self._plot.widget)
         self._size.changed.connect(self._on_size)
         self._train.changed.connect(self._on_train)
@@ -170,8 +218,11 @@ class TrainWidget(Container):
         return [(lay.name, lay) for lay in slide_layers(self._viewer)]
 
     def _annotation_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in self._viewer.layers
-                if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})]  # fmt: skip
+        return [
+            (lay.name, lay)
+            for lay in self._viewer.layers
+            if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})
+        ]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slides.reset_choices()
@@ -223,17 +274,25 @@ class TrainWidget(Container):
             show_error(f"PathM3: {err}")
             return None
         kwargs = dict(
-            output_dir=Path(self._out.value), encoder=self._encoder.value, device=self._device.value,
+            output_dir=Path(self._out.value),
+            encoder=self._encoder.value,
+            device=self._device.value,
             tiling=TilingConfig(patch_size=int(self._patch.value), target_mpp=float(self._mpp.value)),
-            cache_dir=self.cache_dir, model_size=self._size.value, epochs=int(self._epochs.value),
-            lr=float(self._lr.value), batch_size=int(self._batch.value), alpha=float(self._alpha.value),
-            mode=self._mode.value, sub_bags=int(self._sub_bags.value),
-        )  # fmt: skip
+            cache_dir=self.cache_dir,
+            model_size=self._size.value,
+            epochs=int(self._epochs.value),
+            lr=float(self._lr.value),
+            batch_size=int(self._batch.value),
+            alpha=float(self._alpha.value),
+            mode=self._mode.value,
+            sub_bags=int(self._sub_bags.value),
+        )
 
         threads = self._threads.value
 
         def work(progress: Any, metrics: Any, cancel: Any) -> Any:
             from ..threads import apply_thread_policy
+            from ..training.region_trainer import train_on_regions
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
@@ -243,8 +302,13 @@ class TrainWidget(Container):
         self._set_running(True)
         self._stage.value = "starting"
         self._progress.value = 0
-        self._job = Job(work, on_done=self._on_result, on_progress=self._on_progress, on_metrics=self._on_metrics,
-                        on_finished=self._on_finished)  # fmt: skip
+        self._job = Job(
+            work,
+            on_done=self._on_result,
+            on_progress=self._on_progress,
+            on_metrics=self._on_metrics,
+            on_finished=self._on_finished,
+        )
         return self._job.start()
 
     def _on_cancel(self, _value: Any = None) -> None:
@@ -252,10 +316,10 @@ class TrainWidget(Container):
             self._job.cancel()
             self._stage.value = "cancelling…"
 
-    def _on_progress(self, done: int, total: int, stage: str) -> None:
-        if total and stage.startswith("epoch"):
-            self._progress.value = min(100.0, 100.0 * done / total)
-        self._stage.value = stage
+    def _on_progress(self, event: Progress) -> None:
+        if event.stage is Stage.TRAIN and event.total:
+            self._progress.value = min(100.0, 100.0 * (event.fraction or 0.0))
+        self._stage.value = event.label()
 
     def _on_metrics(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -264,7 +328,7 @@ class TrainWidget(Container):
     def _on_finished(self) -> None:
         self._set_running(False)
         if self._job is not None and self._job.error is not None:
-            self._stage.value = "cancelled" if type(self._job.error).__name__ == "Cancelled" else "failed"
+            self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
 
     def _set_running(self, running: bool) -> None:
         self._train.enabled = not running

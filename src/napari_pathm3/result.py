@@ -1,0 +1,165 @@
+"""``SlideResult``: everything one captioning run produced, immutable, with its JSON / CSV / GeoJSON exports."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._types import PathLike
+from .heatmaps import patch_boxes
+from .io.geojson import polygons_to_geojson
+from .io.jsonfile import write_json_atomic
+from .tiling import PatchGrid, TissueMask
+
+
+@dataclass(frozen=True, eq=False)
+class SlideResult:
+    """Everything one captioning run produced.
+
+    Attributes:
+        label: predicted class name; ``probabilities`` maps every class name to its probability.
+        caption: generated caption ("" when the model has no language head).
+        attention: ``(n,)`` attention per patch: mean over queries of ``query_attention``.
+        query_attention: ``(q, n)`` cross-attention of each learned query over the patches, averaged over
+            heads and over all cross-attention layers (6 of 12 at the paper's sizes).
+        grid: the patches (level-0 coords; ``grid.coords[i]`` is patch ``i``).
+        tissue: the tissue mask the grid was cut from.
+        top_indices, top_scores: the ``top_k`` patches by attention, highest first.
+        timings: seconds per stage.
+    """
+
+    slide_path: str
+    slide_dimensions: tuple[int, int]
+    mpp_xy: tuple[float, float] | None
+    label: str
+    probabilities: dict[str, float]
+    caption: str
+    attention: np.ndarray
+    query_attention: np.ndarray
+    grid: PatchGrid
+    tissue: TissueMask
+    top_indices: np.ndarray
+    top_scores: np.ndarray
+    model_name: str = ""
+    encoder_name: str = ""
+    device: str = ""
+    text: str | None = None
+    region: list[np.ndarray] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def coords(self) -> np.ndarray:
+        """``(n, 2)`` level-0 ``(x, y)`` top-left corners of the patches."""
+        return self.grid.coords
+
+    @property
+    def num_patches(self) -> int:
+        return len(self.grid)
+
+    @property
+    def slide_name(self) -> str:
+        return Path(self.slide_path).stem
+
+    @property
+    def slide_scale(self) -> tuple[float, float]:
+        """napari ``scale`` of the slide layer: (µm/px y, µm/px x), or (1, 1) in pixel units."""
+        return (1.0, 1.0) if self.mpp_xy is None else (float(self.mpp_xy[1]), float(self.mpp_xy[0]))
+
+    def top_patches(self) -> list[dict[str, Any]]:
+        """The top-k patches: rank, index, attention, level-0 ``x``/``y`` and side ``size``."""
+        size = float(self.grid.size_level0)
+        return [
+            {
+                "rank": r + 1,
+                "index": int(i),
+                "attention": float(s),
+                "x": int(self.coords[i, 0]),
+                "y": int(self.coords[i, 1]),
+                "size": size,
+            }
+            for r, (i, s) in enumerate(zip(self.top_indices, self.top_scores, strict=True))
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no per-patch arrays): what the CLI writes and layer metadata holds."""
+        return {
+            "slide": self.slide_path,
+            "slide_dimensions": list(self.slide_dimensions),
+            "mpp": None if self.mpp_xy is None else list(self.mpp_xy),
+            "label": self.label,
+            "probabilities": {k: float(v) for k, v in self.probabilities.items()},
+            "caption": self.caption,
+            "text": self.text,
+            # say which classifier produced `label`: text-conditioned results are never silently the headline
+            "classified_from": "image" if not self.text else "image and the given text (text-conditioned)",
+            "num_patches": self.num_patches,
+            "patch_size_level0": float(self.grid.size_level0),
+            "patch_mpp": self.grid.mpp,
+            "top_patches": self.top_patches(),
+            "model": self.model_name,
+            "encoder": self.encoder_name,
+            "device": self.device,
+            "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+        }
+
+    def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:
+        """:meth:`summary` plus, with ``per_patch``, every patch's coordinates and attention."""
+        out = self.summary()
+        if per_patch:
+            out["patches"] = {
+                "x": self.coords[:, 0].tolist(),
+                "y": self.coords[:, 1].tolist(),
+                "attention": [float(a) for a in self.attention],
+                "query_attention": np.asarray(self.query_attention, dtype=float).round(7).tolist(),
+            }
+        return out
+
+    def save_json(self, path: PathLike, *, per_patch: bool = True) -> Path:
+        return write_json_atomic(path, self.to_dict(per_patch=per_patch))
+
+    def save_csv(self, path: PathLike) -> Path:
+        """One row per patch: index, x, y, size (level 0), tissue fraction, attention, top-k rank."""
+        path = Path(path)
+        rank = {int(i): r + 1 for r, i in enumerate(self.top_indices)}
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["index", "x", "y", "size_level0", "tissue_fraction", "attention", "top_rank"])
+            for i in range(self.num_patches):
+                w.writerow(
+                    [
+                        i,
+                        int(self.coords[i, 0]),
+                        int(self.coords[i, 1]),
+                        self.grid.size_level0,
+                        float(self.grid.tissue_fraction[i]),
+                        float(self.attention[i]),
+                        rank.get(i, ""),
+                    ]
+                )
+        return path
+
+    def top_patches_geojson(self) -> dict[str, Any]:
+        """Top-k patches as GeoJSON polygons in level-0 pixels (QuPath: File > Import objects)."""
+        boxes = patch_boxes(self.grid, self.top_indices)[:, :, ::-1] + 0.5  # (y, x) centres -> (x, y) edges
+        props = [
+            {
+                "name": f"top {p['rank']}",
+                "class": "PathM3 attention",
+                "rank": p["rank"],
+                "attention": p["attention"],
+                "index": p["index"],
+            }
+            for p in self.top_patches()
+        ]
+        return polygons_to_geojson(list(boxes), props)
+
+    def save_geojson(self, path: PathLike) -> Path:
+        return write_json_atomic(path, self.top_patches_geojson())
