@@ -116,11 +116,10 @@ def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
 
 def square_regions(slide: Any, sizes: list[int], model: Any) -> list[tuple[int, list[np.ndarray]]]:
     """For each target patch count, a square around the densest tissue holding about that many patches."""
-    from napari_pathm3 import _backend
     from napari_pathm3.config import TilingConfig
     from napari_pathm3.tiling import make_grid
 
-    grid = make_grid(slide, _backend.model_tiling(model) or TilingConfig())
+    grid = make_grid(slide, model.config.tiling or TilingConfig())
     if len(grid) == 0:
         return []
     centers = grid.centers()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_pathm3._types import CancelFlag
+from napari_pathm3._types import CancelFlag, Progress
 from napari_pathm3.errors import Cancelled, EncoderError, NoTissueError
 from napari_pathm3.features.encoders import FrozenEncoder, get_encoder
 from napari_pathm3.features.extract import extract_features
@@ -53,7 +53,7 @@ def sub_grid(cmu_grid):
 def test_builtin_on_cmu_matches_grid(cmu_slide, cmu_grid) -> None:
     calls: list[tuple[int, int, str]] = []
     bag = extract_features(cmu_slide, cmu_grid, "builtin:colorstats", batch_size=32, device="cpu",
-                           progress=lambda *a: calls.append(a))  # fmt: skip
+                           progress=lambda e: calls.append((e.done, e.total, e.stage)))  # fmt: skip
     assert bag.features.shape == (53, 94) and bag.features.dtype == np.float32
     np.testing.assert_array_equal(bag.coords, cmu_grid.coords)
     assert (bag.patch_size, bag.mpp, bag.encoder_name) == (224, cmu_grid.mpp, "builtin:colorstats")
@@ -120,8 +120,8 @@ def test_cancel_then_resume_is_identical(
     flag = CancelFlag()
     store = tmp_path / "cut.zarr"
 
-    def stop_after_two_chunks(done: int, total: int, stage: str) -> None:
-        if done >= 16:
+    def stop_after_two_chunks(event: Progress) -> None:
+        if event.done >= 16:
             flag.set()
 
     with pytest.raises(Cancelled):
@@ -132,7 +132,7 @@ def test_cancel_then_resume_is_identical(
     assert read_bag(store, allow_partial=True).features.shape[0] == 16
     seen: list[int] = []
     resumed = extract_features(cmu_slide, sub_grid, enc, store=store, batch_size=8, chunk_rows=8, device="cpu",
-                               progress=lambda d, t, s: seen.append(d))  # fmt: skip
+                               progress=lambda e: seen.append(e.done))  # fmt: skip
     assert seen[0] == 16  # started where it stopped
     np.testing.assert_array_equal(resumed.features, full.features)
 
@@ -145,9 +145,9 @@ from napari_pathm3.io import open_slide
 from napari_pathm3.tiling import make_grid
 from napari_pathm3.features.extract import extract_features
 slide_path, store, flag, n, encoder = sys.argv[1:6]
-def progress(done, total, stage):
-    if done >= 16:
-        Path(flag).write_text(str(done))
+def progress(event):
+    if event.done >= 16:
+        Path(flag).write_text(str(event.done))
         time.sleep(600)  # wait here to be killed
 with open_slide(slide_path) as slide:
     grid = make_grid(slide).subset(np.arange(int(n)))
