@@ -151,8 +151,16 @@ def write_doc(
         lines += [f"The whole run took {meta['total_s']} s.", ""]
     rows = targets(res)
     if rows:
-        lines += ["## Targets", "", "Verdicts computed from the figures below.", "",
-                  "| benchmark | check | measured | verdict |", "|---|---|---|---|", *rows, ""]  # fmt: skip
+        lines += [
+            "## Targets",
+            "",
+            "Verdicts computed from the figures below.",
+            "",
+            "| benchmark | check | measured | verdict |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
     for name in [n for n in BENCHES if n in res] + [n for n in res if n not in BENCHES]:
         lines += [section(name, res[name], images), ""]
     notes = meta.get("notes") or []
@@ -191,17 +199,30 @@ def main(argv: list[str] | None = None) -> None:
     else:
         available = bench_names()
         names = [n.strip() for n in args.only.split(",")] if args.only else available
-        meta = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "quick": args.quick,
-                "load_avg": load_average(), "notes": []}  # fmt: skip
+        meta = {
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "quick": args.quick,
+            "load_avg": load_average(),
+            "notes": [],
+        }
         saved = json.loads(args.out.read_text()) if args.only and args.out.exists() else None
         res = dict(saved["results"]) if saved else {}
         if saved:  # a partial re-run keeps the full run's header and says what was re-run
-            meta = {**saved["meta"], "notes": [*saved["meta"].get("notes", []),
-                    f"re-run on {meta['date']} (load {meta['load_avg']}): {', '.join(names)}"]}  # fmt: skip
+            meta = {
+                **saved["meta"],
+                "notes": [
+                    *saved["meta"].get("notes", []),
+                    f"re-run on {meta['date']} (load {meta['load_avg']}): {', '.join(names)}",
+                ],
+            }
         t0 = time.perf_counter()
         for i, name in enumerate(names, 1):
-            print(f"[run_all] ({i}/{len(names)}) {name} ... ({time.perf_counter() - t0:.0f} s so far)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"[run_all] ({i}/{len(names)}) {name} ... ({time.perf_counter() - t0:.0f} s so far)",
+                file=sys.stderr,
+                flush=True,
+            )
             res[name] = run_bench(name, args.quick, args.timeout)
             r = res[name]
             status = r.get("skipped") or r.get("error") or f"done in {r.get('wall_s')} s"
