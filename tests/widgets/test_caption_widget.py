@@ -108,8 +108,12 @@ def test_cancel_mid_run_then_rerun(make_napari_viewer, add_slide, qtbot, cmu_sli
     from napari_pathm3.model import build_model
 
     # small patches on the real slide: ~400 of them, so extraction lasts long enough to be cancelled
-    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=CLASSES,
-                            tiling=TilingConfig(patch_size=80, target_mpp=0.5))
+    cfg = PathM3Config.tiny(
+        feature_dim=94,
+        encoder_name="builtin:colorstats",
+        class_names=CLASSES,
+        tiling=TilingConfig(patch_size=80, target_mpp=0.5),
+    )
     ckpt = build_model(cfg).eval().save_pretrained(tmp_path / "small-patches")
     viewer, _, widget = _make(make_napari_viewer, add_slide, cmu_slide_path, ckpt, tmp_path)
     stages: list[Stage] = []

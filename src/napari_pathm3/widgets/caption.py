@@ -282,13 +282,15 @@ class CaptionWidget(Container):
             if event.total:
                 self._progress.value = min(100.0, 100.0 * frac)
         elif stage in STAGES:
-            pct = 100.0 * (STAGES.index(stage) + (frac if stage is Stage.FEATURES else 0.0)) / len(STAGES)
+            # feature extraction advances the bar inside its stage
+            within_stage = frac if event.within is Stage.FEATURES else 0.0
+            pct = 100.0 * (STAGES.index(stage) + within_stage) / len(STAGES)
             floor = 0.0 if stage is Stage.TISSUE else self._progress.value  # after demo training: start over
             self._progress.value = max(floor, min(100.0, pct))
         elif stage is Stage.DONE:
             self._progress.value = 100
         label = event.label()
-        if stage is Stage.FEATURES and event.total and not event.demo:
+        if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
             label = f"{label}: {event.done}/{event.total} patches"
         self._stage.value = label
 
