@@ -145,9 +145,16 @@ class ColorStats(nn.Module):
             mag = resp[:, :2].pow(2).sum(1).sqrt().flatten(1)
             local_var = _box3(g * g) - _box3(g).pow(2)  # == avg_pool2d(., 3, 1), to float rounding
             feats.append(
-                torch.stack([mag.mean(-1), mag.std(-1), resp[:, 2].abs().flatten(1).mean(-1),
-                             local_var.clamp_min(0).sqrt().flatten(1).mean(-1)], dim=-1)
-            )  # fmt: skip
+                torch.stack(
+                    [
+                        mag.mean(-1),
+                        mag.std(-1),
+                        resp[:, 2].abs().flatten(1).mean(-1),
+                        local_var.clamp_min(0).sqrt().flatten(1).mean(-1),
+                    ],
+                    dim=-1,
+                )
+            )
             if k == 1:
                 angle = torch.atan2(resp[:, 1], resp[:, 0]).flatten(1) % math.pi
                 orient = _hist(angle, 0.0, math.pi, 8, weights=mag)

@@ -26,8 +26,16 @@ def load_builtin(spec: str) -> FrozenEncoder:
     if spec != "colorstats":
         raise EncoderError(f"unknown built-in encoder 'builtin:{spec}'; the only one is 'builtin:colorstats'")
     # RGB in [0, 1], any patch size: mean 0 / std 1 leaves the pixels as they are
-    return FrozenEncoder(ColorStats(), name="builtin:colorstats", input_size=None, mean=(0.0, 0.0, 0.0),
-                         std=(1.0, 1.0, 1.0), autocast=False, dim=ColorStats.dim, revision=VERSION)  # fmt: skip
+    return FrozenEncoder(
+        ColorStats(),
+        name="builtin:colorstats",
+        input_size=None,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        autocast=False,
+        dim=ColorStats.dim,
+        revision=VERSION,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -41,18 +49,22 @@ def _hub_error(name: str, repo: str, err: BaseException) -> EncoderError:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     local_hint = "or pass a local copy with --encoder local:/path/to/folder"
     if kind == "GatedRepoError" or "gated" in low or "401" in text or "403" in text or "restricted" in low:
-        msg = (f"encoder {name!r}: the weights of {repo} are gated. Accept the model licence on "
-               f"https://huggingface.co/{repo}, run `huggingface-cli login` (or `hf auth login`) with a token "
-               f"of that account, then retry; {local_hint}.")  # fmt: skip
+        msg = (
+            f"encoder {name!r}: the weights of {repo} are gated. Accept the model licence on "
+            f"https://huggingface.co/{repo}, run `huggingface-cli login` (or `hf auth login`) with a token "
+            f"of that account, then retry; {local_hint}."
+        )
     elif (
         kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled")
         or offline
         or "offline" in low
         or "connect" in low
     ):
-        msg = (f"encoder {name!r}: the weights of {repo} are not in the local Hugging Face cache and the hub "
-               f"cannot be reached{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download them on a connected "
-               f"machine (`huggingface-cli download {repo}`) and copy the cache (HF_HOME), {local_hint}.")  # fmt: skip
+        msg = (
+            f"encoder {name!r}: the weights of {repo} are not in the local Hugging Face cache and the hub "
+            f"cannot be reached{' (HF_HUB_OFFLINE is set)' if offline else ''}. Download them on a connected "
+            f"machine (`huggingface-cli download {repo}`) and copy the cache (HF_HOME), {local_hint}."
+        )
     elif (
         kind in ("RepositoryNotFoundError", "HFValidationError", "FileNotFoundError")
         or "not found" in low
@@ -173,8 +185,14 @@ def _timm_known(spec: str) -> tuple[dict[str, Any], Any]:
 
 def _timm_encoder(model: Any, timm: Any, *, name: str, pool: Any) -> FrozenEncoder:
     cfg = timm.data.resolve_data_config({}, model=model)
-    return FrozenEncoder(model, name=name, input_size=int(cfg["input_size"][-1]), mean=tuple(cfg["mean"]),
-                         std=tuple(cfg["std"]), pool=pool)  # fmt: skip
+    return FrozenEncoder(
+        model,
+        name=name,
+        input_size=int(cfg["input_size"][-1]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        pool=pool,
+    )
 
 
 def load_timm(spec: str, *, name: str) -> FrozenEncoder:

@@ -101,8 +101,9 @@ def _check_unique(jobs: list[SlideJob]) -> list[SlideJob]:
     return jobs
 
 
-def extract_one(job: SlideJob, opts: _Options, *, progress: ProgressFn | None = None,
-                cancel: CancelToken | None = None) -> ExtractResult:  # fmt: skip
+def extract_one(
+    job: SlideJob, opts: _Options, *, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+) -> ExtractResult:
     """Open, tile and encode one slide into the store; failures come back as ``ok=False`` (not raised)."""
     from ..io.slide import open_slide
     from ..tiling import make_grid
@@ -116,18 +117,34 @@ def extract_one(job: SlideJob, opts: _Options, *, progress: ProgressFn | None = 
         with open_slide(job.slide, mpp=job.mpp) as slide:
             grid = make_grid(slide, opts.tiling)
             bag = extract_features(
-                slide, grid, encoder, store=store_path, slide_id=job.slide_id, batch_size=opts.batch_size,
-                num_workers=opts.num_workers, device=opts.device, dtype=opts.dtype, overwrite=opts.overwrite,
-                progress=progress, cancel=cancel,
-            )  # fmt: skip
+                slide,
+                grid,
+                encoder,
+                store=store_path,
+                slide_id=job.slide_id,
+                batch_size=opts.batch_size,
+                num_workers=opts.num_workers,
+                device=opts.device,
+                dtype=opts.dtype,
+                overwrite=opts.overwrite,
+                progress=progress,
+                cancel=cancel,
+            )
     except Cancelled:
         raise
     except Exception as err:  # one bad slide must not stop the batch: report it
         log.debug("%s failed:\n%s", job.slide, traceback.format_exc())
         msg = str(err) if isinstance(err, PathM3Error) else f"{type(err).__name__}: {err}"
         return ExtractResult(job.slide_id, job.slide, False, error=msg, seconds=time.perf_counter() - t0)
-    return ExtractResult(job.slide_id, job.slide, True, n_patches=len(bag), dim=bag.dim, store_path=str(store_path),
-                         seconds=time.perf_counter() - t0)  # fmt: skip
+    return ExtractResult(
+        job.slide_id,
+        job.slide,
+        True,
+        n_patches=len(bag),
+        dim=bag.dim,
+        store_path=str(store_path),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def extract_many(
@@ -168,8 +185,16 @@ def extract_many(
     """
     jobs = [j if isinstance(j, SlideJob) else jobs_from_paths([j])[0] for j in jobs]
     _check_unique(list(jobs))
-    opts = _Options(encoder=encoder, store=str(Path(store).expanduser()), tiling=tiling or TilingConfig(),
-                    batch_size=batch_size, num_workers=num_workers, device=device, dtype=dtype, overwrite=overwrite)  # fmt: skip
+    opts = _Options(
+        encoder=encoder,
+        store=str(Path(store).expanduser()),
+        tiling=tiling or TilingConfig(),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        dtype=dtype,
+        overwrite=overwrite,
+    )
     Path(opts.store).mkdir(parents=True, exist_ok=True)
     total = len(jobs)
     report(progress, 0, total, "slides")
@@ -197,12 +222,27 @@ def extract_many(
     from .encoders import canonical_name
 
     canonical_name(encoder)  # syntax check here; the workers load the weights
-    return _run_on_cluster(jobs, opts, scheduler=scheduler, workers=workers, processes=processes,
-                           progress=progress, cancel=cancel)  # fmt: skip
+    return _run_on_cluster(
+        jobs,
+        opts,
+        scheduler=scheduler,
+        workers=workers,
+        processes=processes,
+        progress=progress,
+        cancel=cancel,
+    )
 
 
-def _run_on_cluster(jobs: list[SlideJob], opts: _Options, *, scheduler: str | None, workers: int | None,
-                    processes: bool, progress: ProgressFn | None, cancel: CancelToken | None) -> list[ExtractResult]:  # fmt: skip
+def _run_on_cluster(
+    jobs: list[SlideJob],
+    opts: _Options,
+    *,
+    scheduler: str | None,
+    workers: int | None,
+    processes: bool,
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+) -> list[ExtractResult]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as err:
@@ -218,8 +258,9 @@ def _run_on_cluster(jobs: list[SlideJob], opts: _Options, *, scheduler: str | No
         # processes split this process's thread budget, so n workers never start n x cores threads
         n = max(1, workers or 1)
         extra = {"env": {ENV_VAR: str(max(1, current_policy().threads // n))}} if processes else {}
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
-                               **extra)  # fmt: skip
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None, **extra
+        )
         client = Client(cluster)
     by_key: dict[str, int] = {}
     results: list[ExtractResult | None] = [None] * len(jobs)
@@ -250,8 +291,10 @@ def _run_on_cluster(jobs: list[SlideJob], opts: _Options, *, scheduler: str | No
         client.close()
         if cluster is not None:
             cluster.close()
-    return [r if r is not None else ExtractResult(j.slide_id, j.slide, False, error="not run")
-            for r, j in zip(results, jobs, strict=True)]  # fmt: skip
+    return [
+        r if r is not None else ExtractResult(j.slide_id, j.slide, False, error="not run")
+        for r, j in zip(results, jobs, strict=True)
+    ]
 
 
 def summarize(results: Sequence[ExtractResult]) -> str:

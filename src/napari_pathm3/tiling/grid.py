@@ -235,10 +235,22 @@ def make_grid(
     rr, cc = np.nonzero(frac >= max(config.min_tissue_fraction, 1e-9))
     coords = np.stack([np.round(xs[cc]), np.round(ys[rr])], axis=1).astype(np.int64).reshape(-1, 2)
     grid = PatchGrid(
-        coords=coords, patch_size=config.patch_size, mpp=g.out_mpp, size_level0=float(size0),
-        read_level=g.read_level, read_size=g.read_size, step_level0=float(step0), slide_dimensions=(w0, h0),
-        tissue_fraction=frac[rr, cc].astype(np.float32), config=config,
-    )  # fmt: skip
-    log.debug("grid: %d patches of %d px (level %d, read %d px)", len(grid), config.patch_size,
-              g.read_level, g.read_size)  # fmt: skip
+        coords=coords,
+        patch_size=config.patch_size,
+        mpp=g.out_mpp,
+        size_level0=float(size0),
+        read_level=g.read_level,
+        read_size=g.read_size,
+        step_level0=float(step0),
+        slide_dimensions=(w0, h0),
+        tissue_fraction=frac[rr, cc].astype(np.float32),
+        config=config,
+    )
+    log.debug(
+        "grid: %d patches of %d px (level %d, read %d px)",
+        len(grid),
+        config.patch_size,
+        g.read_level,
+        g.read_size,
+    )
     return grid
