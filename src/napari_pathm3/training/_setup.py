@@ -1,13 +1,17 @@
-"""The pieces a training run is built from: datasets, seeding, the model, the log and the ``last/`` checkpoint."""
+"""Setting up a training run (datasets, seeding, model, optimiser, resume) and the state its phases share:
+:class:`TrainState` (what ``last/`` saves) and :class:`_Run`; the log and the ``last/`` checkpoint writers."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
+import math
 import random
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,10 @@ import numpy as np
 
 from .._types import PathLike
 from ..config import PathM3Config, TrainConfig
-from ..errors import PathM3Error
-from ._state import save_trainer_state
-from .data import BagDataset, BagRecord, SlideBag
+from ..errors import CheckpointError, PathM3Error
+from . import ddp
+from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
+from .data import BagDataset, BagRecord, SlideBag, collate_bags
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +108,181 @@ def _build_model(model_or_config: Any, config: TrainConfig, device: Any, train_d
     if overrides:
         model.config = dataclasses.replace(model.config, **overrides)
     return model.to(device).train()
+
+
+@dataclass
+class TrainState:
+    """What a run has done so far: saved with ``last/`` (trainer_state.json) and restored on resume."""
+
+    epoch: int = 0
+    step: int = 0
+    best_metric: float = float("nan")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_meta(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def restore(self, meta: dict[str, Any]) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in meta:
+                setattr(self, f.name, meta[f.name])
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between its phases (prepare -> epochs -> validate-and-checkpoint)."""
+
+    config: TrainConfig
+    out: Path
+    device: Any
+    dist: Any
+    core: Any  # the PathM3Model
+    model: Any  # ``core``, or its DistributedDataParallel wrapper
+    optimizer: Any
+    loader: Any
+    sampler: Any
+    train_ds: Any
+    val_ds: Any
+    micro: int  # bags per micro-batch and process
+    steps_per_epoch: int
+    total: int  # optimiser steps of the whole run
+    warmup: int
+    metric_name: str
+    captioned: bool  # the model is trained to caption and there are captions to judge it by
+    gen_val: bool  # validation generates captions (for BLEU)
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        o = self.core.config.optim
+        return dict(
+            lr=o.lr, warmup_lr=o.warmup_lr, warmup=self.warmup, total=self.total, min_lr=self.config.min_lr
+        )
+
+
+def _device_and_processes(config: TrainConfig) -> tuple[Any, Any]:
+    """The device and the process group (one CUDA device per process under ``torchrun``)."""
+    import torch
+
+    from ..model.device import resolve_device
+
+    device = resolve_device(config.device)
+    dist = ddp.init_distributed(device.type)
+    if dist.distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device, dist
+
+
+def _prepare(
+    model_or_config: Any,
+    train_set: Any,
+    val_set: Any,
+    config: TrainConfig,
+    out: Path,
+    features_dir: PathLike | None,
+    device: Any,
+    dist: Any,
+) -> _Run:
+    """Datasets, model, loader, optimiser and learning-rate schedule of a run."""
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    _seed_all(config.seed)
+    is_config = isinstance(model_or_config, PathM3Config)
+    names = model_or_config.class_names if is_config else model_or_config.config.class_names
+    train_ds = _as_dataset(train_set, names, features_dir, max_patches=config.max_patches, seed=config.seed)
+    core = _build_model(model_or_config, config, device, train_ds)
+    mcfg, optim_cfg = core.config, core.config.optim
+    val_ds = _as_dataset(val_set, names, features_dir)
+    world, accum = dist.world_size, config.grad_accum_steps
+    global_batch = config.batch_size or optim_cfg.batch_size
+    if global_batch % (world * accum):
+        raise ValueError(
+            f"batch_size: {global_batch} bags per step must be divisible by processes x grad_accum_steps "
+            f"= {world} x {accum}"
+        )
+    micro = global_batch // (world * accum)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=dist.rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(
+        train_ds, batch_size=micro, sampler=sampler, collate_fn=collate_bags, num_workers=config.num_workers
+    )
+    steps_per_epoch = math.ceil(len(loader) / accum)
+    total = config.epochs * steps_per_epoch
+    groups = core.optimizer_param_groups() if hasattr(core, "optimizer_param_groups") else core.parameters()
+    optimizer = torch.optim.AdamW(
+        groups,
+        lr=optim_cfg.lr,
+        betas=tuple(optim_cfg.betas),
+        eps=optim_cfg.eps,
+        weight_decay=optim_cfg.weight_decay,
+    )
+    metric_name = config.val_metric if val_ds is not None else "loss"
+    captioned = mcfg.alpha < 1.0 and bool(_captions_of(val_ds if val_ds is not None else train_ds))
+    return _Run(
+        config=config,
+        out=out,
+        device=device,
+        dist=dist,
+        core=core,
+        model=_distributed(core, device, dist),
+        optimizer=optimizer,
+        loader=loader,
+        sampler=sampler,
+        train_ds=train_ds,
+        val_ds=val_ds,
+        micro=micro,
+        steps_per_epoch=steps_per_epoch,
+        total=total,
+        warmup=min(optim_cfg.warmup_steps, max(1, int(config.warmup_max_fraction * total))),
+        metric_name=metric_name,
+        captioned=captioned,
+        gen_val=captioned and metric_name in ("combined", "bleu_4"),
+    )
+
+
+def _remove_old_best(out: Path) -> None:
+    """A fresh run must not leave an older run's best checkpoint behind (only ever a checkpoint of ours)."""
+    from ..model.checkpoint import is_checkpoint_dir
+
+    if is_checkpoint_dir(out / "best"):
+        shutil.rmtree(out / "best", ignore_errors=True)
+
+
+def _distributed(core: Any, device: Any, dist: Any) -> Any:
+    """``core`` wrapped for DistributedDataParallel under ``torchrun`` (else as it is)."""
+    if not dist.distributed:
+        return core
+    from torch.nn.parallel import DistributedDataParallel
+
+    # image mode leaves the Q-Former's text side unused
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(core, device_ids=ids, find_unused_parameters=True)
+
+
+def _resume(run: _Run) -> bool:
+    """Model, optimiser, RNG and progress from ``out/last`` when a trainer state is there (then True)."""
+    from ..model.checkpoint import load_tensors
+
+    last_dir = run.out / "last"
+    if not (last_dir / STATE_JSON).is_file():
+        log.info("no trainer state in %s: starting from scratch", last_dir)
+        return False
+    tensors, meta = load_trainer_state(last_dir)
+    weights = load_tensors(last_dir)
+    unexpected = set(weights) - set(run.core.state_dict())
+    if unexpected:
+        raise CheckpointError(
+            f"{last_dir}: weights of another model ({sorted(unexpected)[:3]}); use a new out_dir"
+        )
+    run.core.load_state_dict(weights, strict=False)
+    run.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+    set_rng_state(tensors, meta["rng"])
+    run.state.restore(meta)
+    if meta.get("train_config") != json.loads(run.config.to_json()):
+        log.warning("resuming %s with a different TrainConfig than it was started with", last_dir)
+    log.info("resumed from %s at epoch %d, step %d", last_dir, run.state.epoch, run.state.step)
+    return True
