@@ -82,6 +82,8 @@ class PathM3Model(nn.Module):
         self.config = config
         #: the folder :meth:`from_pretrained` loaded this model from (None for a model built in memory)
         self.checkpoint_dir: Path | None = None
+        #: the training verdict of a model trained in this process (else read from beside the checkpoint)
+        self.training_verdict: dict[str, Any] | None = None
         self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
         self.correlation = CorrelationModule(
             config.feature_dim, config.correlation, use_attention=config.use_correlation
