@@ -104,7 +104,7 @@ def model_warnings(model: PathM3Model) -> tuple[str, ...]:
     checkpoint, or the verdict of a model trained in this process)."""
     from .training.verdict import read_verdict
 
-    verdict = getattr(model, "_pathm3_verdict", None) or read_verdict(getattr(model, "checkpoint_dir", None))
+    verdict = getattr(model, "training_verdict", None) or read_verdict(getattr(model, "checkpoint_dir", None))
     return tuple(str(w) for w in (verdict or {}).get("warnings", ()))
 
 

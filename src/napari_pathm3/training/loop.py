@@ -326,7 +326,7 @@ def _finish(run: _Run) -> TrainResult:
         run.captioned,
         where=where,
     )
-    core._pathm3_verdict = verdict  # inference on this in-memory model reads its warnings
+    core.training_verdict = verdict  # inference on this in-memory model reads its warnings
     return TrainResult(
         out_dir=out,
         best_dir=out / "best",
