@@ -26,11 +26,30 @@ def test_caption_writes_json_png_csv_geojson(synthetic_slide: Path, tiny_ckpt: P
     from PIL import Image
 
     out, png = tmp_path / "result.json", tmp_path / "heatmap.png"
-    rc = main([
-        "caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--out", str(out), "--heatmap", str(png),
-        "--csv", str(tmp_path / "p.csv"), "--geojson", str(tmp_path / "top.geojson"), "--device", "cpu",
-        "--cache-dir", str(tmp_path / "cache"), "--top-k", "4", "--thumbnail-size", "400",
-    ])  # fmt: skip
+    rc = main(
+        [
+            "caption",
+            str(synthetic_slide),
+            "--model",
+            str(tiny_ckpt),
+            "--out",
+            str(out),
+            "--heatmap",
+            str(png),
+            "--csv",
+            str(tmp_path / "p.csv"),
+            "--geojson",
+            str(tmp_path / "top.geojson"),
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--top-k",
+            "4",
+            "--thumbnail-size",
+            "400",
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     assert set(data["probabilities"]) == {"tumour", "normal"}
@@ -98,8 +117,23 @@ def test_info_and_caption_count_the_same_grid_of_an_old_checkpoint(
     assert main(["info", str(synthetic_slide)]) == 0
     default = json.loads(capsys.readouterr().out)
     out = tmp_path / "r.json"
-    assert main(["caption", str(synthetic_slide), "--model", str(ckpt), "--out", str(out), "--quiet",
-                 "--no-cache", "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "caption",
+                str(synthetic_slide),
+                "--model",
+                str(ckpt),
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-cache",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert info["patches"] == json.loads(out.read_text())["num_patches"] == 4 * default["patches"]
     assert info["grid"]["patch_size"] == 112 and "small" in info["grid"]["source"]
     assert "pass --model" in default["grid"]["source"]

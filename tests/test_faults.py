@@ -103,8 +103,9 @@ def bogus_mpp_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Reported: 300×250 px, 4 levels, 352.9 µm/px -> 367,097 patches of 1 px, hours of extraction."""
     img = np.full((250, 300, 3), 230, np.uint8)
     img[60:180, 80:220] = (200, 110, 170)
-    return _write_tiff(tmp_path_factory.mktemp("bogus") / "bogus.tif", _pyramid(img, 4), mpp=352.9,
-                       photometric="rgb")  # fmt: skip
+    return _write_tiff(
+        tmp_path_factory.mktemp("bogus") / "bogus.tif", _pyramid(img, 4), mpp=352.9, photometric="rgb"
+    )
 
 
 def _no_tissue_detection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,8 +210,9 @@ def test_one_cache_shared_by_8_threads_and_4_processes(synthetic_slide: Path, tm
 N, D, ROWS = 10, 6, 4
 COORDS = np.stack([np.arange(N) * 224, np.zeros(N)], axis=1).astype(np.int64)
 FEATS = np.random.default_rng(0).normal(size=(N, D)).astype(np.float32)
-META = bag_meta(slide_id="s", fingerprint="fp", encoder={"name": "e", "dim": D}, grid={"patch_size": 224},
-                coords=COORDS)  # fmt: skip
+META = bag_meta(
+    slide_id="s", fingerprint="fp", encoder={"name": "e", "dim": D}, grid={"patch_size": 224}, coords=COORDS
+)
 
 
 def _fill(path: Path) -> BagWriter:
@@ -235,7 +237,9 @@ def _truncate(p: Path) -> None:
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage", [_garbage, _flip, Path.unlink, _truncate], ids=["garbage", "flip", "deleted", "truncated"])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage", [_garbage, _flip, Path.unlink, _truncate], ids=["garbage", "flip", "deleted", "truncated"]
+)
 def test_damaged_chunk_is_reported_and_recomputed(
     tmp_path: Path, damage, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -293,8 +297,13 @@ def test_training_stops_at_first_non_finite_loss_and_saves_nothing(tmp_path: Pat
     bags[1] = SlideBag(np.full((5, 8), np.nan, np.float32), 1, None, "nan-bag")
     cfg = PathM3Config.tiny(feature_dim=8, class_names=("a", "b"))
     with pytest.raises(NonFiniteError, match="loss is nan.*nan-bag"):
-        train(cfg, bags, None, TrainConfig(epochs=2, batch_size=1, device="cpu", mode="image", alpha=1.0),
-              out_dir=tmp_path / "run")  # fmt: skip
+        train(
+            cfg,
+            bags,
+            None,
+            TrainConfig(epochs=2, batch_size=1, device="cpu", mode="image", alpha=1.0),
+            out_dir=tmp_path / "run",
+        )
     assert not (tmp_path / "run" / "best").exists() and not (tmp_path / "run" / "last").exists()
 
 
@@ -342,12 +351,22 @@ def test_result_json_is_always_valid_json(tmp_path: Path) -> None:
 RNG = np.random.default_rng(3)
 IMAGES = {
     "rgb": (RNG.integers(0, 255, (96, 128, 3), dtype=np.uint8), "rgb", {}, (96, 128, 3), np.uint8),
-    "rgba": (RNG.integers(0, 255, (96, 128, 4), dtype=np.uint8), "rgb", {"extrasamples": ["unassalpha"]},
-             (96, 128, 3), np.uint8),
+    "rgba": (
+        RNG.integers(0, 255, (96, 128, 4), dtype=np.uint8),
+        "rgb",
+        {"extrasamples": ["unassalpha"]},
+        (96, 128, 3),
+        np.uint8,
+    ),
     "grey16": (RNG.integers(100, 4000, (96, 128), dtype=np.uint16), "minisblack", {}, (96, 128), np.uint16),
-    "fluorescence": (RNG.integers(0, 3000, (5, 96, 128), dtype=np.uint16), "minisblack",
-                     {"planarconfig": "separate"}, (96, 128, 5), np.uint16),
-}  # fmt: skip
+    "fluorescence": (
+        RNG.integers(0, 3000, (5, 96, 128), dtype=np.uint16),
+        "minisblack",
+        {"planarconfig": "separate"},
+        (96, 128, 5),
+        np.uint16,
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=list(IMAGES))
@@ -448,8 +467,18 @@ def test_cli_disk_full_on_out(
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
 
     monkeypatch.setattr(gj.tempfile, "mkstemp", full)
-    argv = ["caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--out", str(tmp_path / "out.json"),
-            "--no-cache", "--quiet", "--device", "cpu"]  # fmt: skip
+    argv = [
+        "caption",
+        str(synthetic_slide),
+        "--model",
+        str(tiny_ckpt),
+        "--out",
+        str(tmp_path / "out.json"),
+        "--no-cache",
+        "--quiet",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(argv) == 1
     assert "No space left on device (the disk is full" in _one_line(capsys)
     assert cli.main(["-v", *argv]) == 1

@@ -69,11 +69,20 @@ def test_png_figure_has_colour_bar_and_text(synthetic_slide) -> None:
     n = len(grid)
     att = np.full(n, 1.0 / n, np.float32)
     res = SlideResult(
-        slide_path=str(synthetic_slide), slide_dimensions=dims, mpp_xy=(0.5, 0.5), label="tumour",
-        probabilities={"tumour": 0.8, "normal": 0.2}, caption="a long caption " * 12, attention=att,
-        query_attention=att[None], grid=grid, tissue=tissue, top_indices=np.arange(3), top_scores=att[:3],
+        slide_path=str(synthetic_slide),
+        slide_dimensions=dims,
+        mpp_xy=(0.5, 0.5),
+        label="tumour",
+        probabilities={"tumour": 0.8, "normal": 0.2},
+        caption="a long caption " * 12,
+        attention=att,
+        query_attention=att[None],
+        grid=grid,
+        tissue=tissue,
+        top_indices=np.arange(3),
+        top_scores=att[:3],
         warnings=("this model has not learned to caption",),
-    )  # fmt: skip
+    )
     lines = [t for t, _ in result_lines(res, note="NOT diagnostic")]
     assert lines[0] == "Class: tumour (80.0%)" and any("not learned to caption" in t for t in lines)
     assert any(t.startswith("Caption (unreliable)") for t in lines) and lines[-1] == "NOT diagnostic"

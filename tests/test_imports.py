@@ -7,8 +7,16 @@ import sys
 
 import pytest
 
-CORE = ["napari_pathm3", "napari_pathm3.config", "napari_pathm3.io.slide", "napari_pathm3.io.pyramid",
-        "napari_pathm3.tiling", "napari_pathm3.cli"]  # fmt: skip
+CORE = [
+    "napari_pathm3",
+    "napari_pathm3.config",
+    "napari_pathm3.io.slide",
+    "napari_pathm3.io.pyramid",
+    "napari_pathm3.tiling",
+    "napari_pathm3.cli",
+    "napari_pathm3.api",
+    "napari_pathm3.demo",
+]
 
 
 @pytest.mark.parametrize("module", CORE)

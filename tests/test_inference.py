@@ -37,9 +37,13 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def result(synthetic_slide: Path, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> SlideResult:
     stages: list[str] = []
     res = caption_slide(
-        synthetic_slide, model=tiny_ckpt, device="cpu", top_k=5,
-        cache_dir=tmp_path_factory.mktemp("cache"), progress=lambda e: stages.append(e.within or e.stage),
-    )  # fmt: skip
+        synthetic_slide,
+        model=tiny_ckpt,
+        device="cpu",
+        top_k=5,
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        progress=lambda e: stages.append(e.within or e.stage),
+    )
     STAGES_SEEN[:] = stages
     return res
 

@@ -161,8 +161,14 @@ def test_feature_bag_validation() -> None:
             features=np.zeros(3), coords=None, patch_size=None, mpp=None, encoder_name="", slide_id="x"
         )
     with pytest.raises(ValueError, match="coords"):
-        FeatureBag(features=np.zeros((3, 2)), coords=np.zeros((2, 2)), patch_size=None, mpp=None, encoder_name="",
-                   slide_id="x")  # fmt: skip
+        FeatureBag(
+            features=np.zeros((3, 2)),
+            coords=np.zeros((2, 2)),
+            patch_size=None,
+            mpp=None,
+            encoder_name="",
+            slide_id="x",
+        )
 
 
 def test_format1_store_is_ours_and_recomputed(tmp_path: Path) -> None:

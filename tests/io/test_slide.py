@@ -31,7 +31,7 @@ CASES = [
         1,
         (2967, 2220),
         0.499,
-    ),  # fmt: skip
+    ),
     Case("kidney-48-5.tif", "tiffslide", 1, (901, 1493), None),
 ]
 

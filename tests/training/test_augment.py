@@ -11,8 +11,10 @@ from napari_pathm3.training.data import SlideBag
 def test_mixed_bags_take_class_and_caption_of_their_majority() -> None:
     rng = np.random.default_rng(0)
     # class 0 patches have feature 0, class 1 patches feature 1: the mix's composition is readable
-    bags = [SlideBag(np.full((n, 3), float(y), np.float32), y, f"caption {y}", f"r{i}")
-            for i, (n, y) in enumerate([(9, 0), (5, 0), (7, 1), (12, 1)])]  # fmt: skip
+    bags = [
+        SlideBag(np.full((n, 3), float(y), np.float32), y, f"caption {y}", f"r{i}")
+        for i, (n, y) in enumerate([(9, 0), (5, 0), (7, 1), (12, 1)])
+    ]
     mixed = mixed_bags(bags, 50, seed=int(rng.integers(100)))
     assert len(mixed) == 50
     for bag in mixed:

@@ -33,8 +33,15 @@ def test_learns_synthetic_task(tmp_path, bag_factory):
     train_bags, val_bags = bag_factory(24, seed=0), bag_factory(12, seed=1)
     seen = []
     cfg = TrainConfig(epochs=8, patience=None, device="cpu", alpha=1.0, val_metric="loss")
-    res = train(tiny(), train_bags, val_bags, cfg, out_dir=tmp_path, metrics_callback=seen.append,
-                progress=lambda *a: None)  # fmt: skip
+    res = train(
+        tiny(),
+        train_bags,
+        val_bags,
+        cfg,
+        out_dir=tmp_path,
+        metrics_callback=seen.append,
+        progress=lambda *a: None,
+    )
     first, best = res.history[0], min(h["val_loss"] for h in res.history)
     assert best < 0.6 * first["val_loss"]
     assert max(h["val_accuracy"] for h in res.history[-3:]) >= 0.9
@@ -100,5 +107,10 @@ def test_text_modes_train_and_reload(tmp_path, bag_factory, mode):
 
 def test_bad_batch_geometry(tmp_path, bag_factory):
     with pytest.raises(ValueError, match="divisible"):
-        train(tiny(), bag_factory(4, seed=0), None, TrainConfig(epochs=1, batch_size=3, grad_accum_steps=2,
-                                                                   device="cpu"), out_dir=tmp_path)  # fmt: skip
+        train(
+            tiny(),
+            bag_factory(4, seed=0),
+            None,
+            TrainConfig(epochs=1, batch_size=3, grad_accum_steps=2, device="cpu"),
+            out_dir=tmp_path,
+        )

@@ -66,8 +66,15 @@ def test_empty_region_skipped_and_tuple_input(slide_features):
 def test_feature_store_bag_patch_size_from_grid_attrs(slide_features):
     from napari_pathm3.io.feature_store import FeatureBag
 
-    bag = FeatureBag(features=slide_features.features, coords=slide_features.coords, patch_size=224, mpp=0.5,
-                     encoder_name="x", slide_id="s", attrs={"grid": {"size_level0": 100.0}})  # fmt: skip
+    bag = FeatureBag(
+        features=slide_features.features,
+        coords=slide_features.coords,
+        patch_size=224,
+        mpp=0.5,
+        encoder_name="x",
+        slide_id="s",
+        attrs={"grid": {"size_level0": 100.0}},
+    )
     square = np.array([[0, 0], [199, 0], [199, 199], [0, 199]], float)
     out = bags_from_regions(bag, [Region(label=0, polygon=square)])
     assert out[0].features[:, 0].tolist() == [0, 1, 4, 5]

@@ -21,9 +21,11 @@ BLOB2 = np.array([[1110, 2000], [1110, 2480], [1800, 2480], [1800, 2000]], float
 
 def _annotations(viewer, mpp: float):
     return viewer.add_shapes(
-        [BLOB1 * mpp, BLOB2 * mpp], shape_type="polygon", name="annotations",
+        [BLOB1 * mpp, BLOB2 * mpp],
+        shape_type="polygon",
+        name="annotations",
         features={"class": ["tumour", "normal"], "caption": ["a tumour region.", ""]},
-    )  # fmt: skip
+    )
 
 
 def test_train_then_caption_with_new_model(
@@ -77,8 +79,12 @@ def test_regions_from_shapes_and_labels(make_napari_viewer, add_slide, synthetic
     labels = np.zeros((512, 768), np.int32)
     labels[1120 // 4 : 1792 // 4, 2016 // 4 : 2464 // 4] = 2
     s = 4 * mpp
-    lay = viewer.add_labels(labels, scale=(s, s), translate=(1.5 * mpp, 1.5 * mpp),
-                            features={"index": [0, 2], "class": ["", "normal"]})  # fmt: skip
+    lay = viewer.add_labels(
+        labels,
+        scale=(s, s),
+        translate=(1.5 * mpp, 1.5 * mpp),
+        features={"index": [0, 2], "class": ["", "normal"]},
+    )
     (reg,) = regions_from_layer(lay, (mpp, mpp))
     assert reg.label == "normal"
     inside = reg.contains(np.array([[2017.0, 1121.0], [2462.0, 1790.0], [2015.0, 1121.0], [100.0, 100.0]]))
