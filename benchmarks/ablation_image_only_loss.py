@@ -25,8 +25,11 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from _common import emit, load_average, machine  # noqa: E402
 
 CLASSES = ("well", "moderately", "poorly")
-PHRASES = ("well differentiated tubular adenocarcinoma", "moderately differentiated tubular adenocarcinoma",
-           "poorly differentiated adenocarcinoma")  # fmt: skip
+PHRASES = (
+    "well differentiated tubular adenocarcinoma",
+    "moderately differentiated tubular adenocarcinoma",
+    "poorly differentiated adenocarcinoma",
+)
 DIM = 16
 
 
@@ -86,10 +89,13 @@ def run(seed: int, image_only_path: bool, steps: int, signal: float) -> dict[str
     with torch.no_grad():
         img = model.classify(x, mask).logits.argmax(-1)
         txt = model.classify(x, mask, text=vc).logits.argmax(-1)
-    return {"seed": seed, "train_image_only_path": image_only_path,
-            "acc_image_only": round(float((img == vy).float().mean()), 4),
-            "acc_image_text": round(float((txt == vy).float().mean()), 4),
-            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    return {
+        "seed": seed,
+        "train_image_only_path": image_only_path,
+        "acc_image_only": round(float((img == vy).float().mean()), 4),
+        "acc_image_text": round(float((txt == vy).float().mean()), 4),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:
@@ -111,16 +117,30 @@ def main() -> None:
         summary[str(flag)] = {
             k: round(statistics.mean(r[k] for r in rs), 4) for k in ("acc_image_only", "acc_image_text")
         }
-    emit({"benchmark": "ablation_image_only_loss", "machine": machine(), "load_average": load, "steps": steps,
-          "signal": a.signal, "runs": runs, "mean": summary})  # fmt: skip
+    emit(
+        {
+            "benchmark": "ablation_image_only_loss",
+            "machine": machine(),
+            "load_average": load,
+            "steps": steps,
+            "signal": a.signal,
+            "runs": runs,
+            "mean": summary,
+        }
+    )
 
 
 def to_markdown(record: dict[str, Any]) -> str:
     """Results table from the measured runs."""
-    lines = ["## Extra image-only cross-entropy (`ablation_image_only_loss.py`)", "",
-             f"Tiny model, synthetic bags, {record.get('steps')} steps, signal {record.get('signal')}, "
-             f"load average {record.get('load_average')}.", "",
-             "| train_image_only_path | seed | accuracy image-only | accuracy image & text |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Extra image-only cross-entropy (`ablation_image_only_loss.py`)",
+        "",
+        f"Tiny model, synthetic bags, {record.get('steps')} steps, signal {record.get('signal')}, "
+        f"load average {record.get('load_average')}.",
+        "",
+        "| train_image_only_path | seed | accuracy image-only | accuracy image & text |",
+        "|---|---|---|---|",
+    ]
     for r in record.get("runs", []):
         lines.append(
             f"| {r['train_image_only_path']} | {r['seed']} | {r['acc_image_only']:.3f} | {r['acc_image_text']:.3f} |"

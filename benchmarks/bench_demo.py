@@ -34,8 +34,17 @@ def run_demo(epochs: int | None, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pathm3-bench-demo-") as tmp:
         env = {**os.environ, "NAPARI_PATHM3_CACHE": str(Path(tmp) / "cache")}
         env.setdefault("PYTHONPATH", str(REPO / "src"))
-        cmd = [sys.executable, "-m", "napari_pathm3.cli", "demo", "--headless", "--out", str(Path(tmp) / "out"),
-               "--device", "cpu"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "napari_pathm3.cli",
+            "demo",
+            "--headless",
+            "--out",
+            str(Path(tmp) / "out"),
+            "--device",
+            "cpu",
+        ]
         if epochs is not None:
             cmd += ["--epochs", str(epochs)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -80,10 +89,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs = [run_demo(epochs, args.timeout) for _ in range(1 if args.quick else max(1, args.repeat))]
         walls = [r["wall_s"] for r in runs]
         results[name] = {
-            "busy_processes": n_busy, "load_average": load, "runs": runs, "wall_s": spread(walls),
-            "cpu_s": spread([r["cpu_s"] for r in runs]), "all_ok": all(r["ok"] for r in runs),
+            "busy_processes": n_busy,
+            "load_average": load,
+            "runs": runs,
+            "wall_s": spread(walls),
+            "cpu_s": spread([r["cpu_s"] for r in runs]),
+            "all_ok": all(r["ok"] for r in runs),
             "within_target": all(r["ok"] for r in runs) and max(walls) <= TARGETS_S[name],
-        }  # fmt: skip
+        }
     record["conditions"] = results
     emit(record)
     return record
@@ -93,12 +106,14 @@ def to_markdown(record: dict[str, Any]) -> str:
     """The docs/benchmarks.md section: one row per condition, measured figures only."""
     m = record.get("machine", {})
     lines = [
-        "## Cold demo (`bench_demo.py`: `napari-pathm3 demo --headless` from an empty cache)", "",
+        "## Cold demo (`bench_demo.py`: `napari-pathm3 demo --headless` from an empty cache)",
+        "",
         f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}."
-        + (" Quick smoke run (1 epoch): not a measurement." if record.get("quick") else ""), "",
+        + (" Quick smoke run (1 epoch): not a measurement." if record.get("quick") else ""),
+        "",
         "| condition | load avg | runs | wall s (min / median / max) | CPU s (median) | target | met |",
         "|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for name, r in record.get("conditions", {}).items():
         w, c = r["wall_s"], r["cpu_s"]
         cond = "quiet" if not r["busy_processes"] else f"{r['busy_processes']} busy processes"

@@ -228,12 +228,13 @@ def write_slide(
                     resolution=(1e4 / level_mpp, 1e4 / level_mpp),
                     resolutionunit="CENTIMETER",
                     subfiletype=1 if level else 0,
-                    description=f"napari-pathm3 synthetic benchmark slide, level {level}" if level else
-                    f"napari-pathm3 synthetic benchmark slide {width}x{height} mpp={mpp}",
+                    description=f"napari-pathm3 synthetic benchmark slide, level {level}"
+                    if level
+                    else f"napari-pathm3 synthetic benchmark slide {width}x{height} mpp={mpp}",
                     metadata=None,
                     maxworkers=workers,
                     buffersize=64 << 20,  # tiles are encoded in groups of at most 64 MB
-                )  # fmt: skip
+                )
                 if progress:
                     print(f"level {level}: {w}x{h} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         os.replace(tmp, path)
@@ -283,9 +284,16 @@ def main() -> None:
     args = ap.parse_args()
     t = time.perf_counter()
     path = large_slide(
-        width=args.width, height=args.height, mpp=args.mpp, tile=args.tile, quality=args.quality, seed=args.seed,
-        out=args.out, force=args.force, progress=True,
-    )  # fmt: skip
+        width=args.width,
+        height=args.height,
+        mpp=args.mpp,
+        tile=args.tile,
+        quality=args.quality,
+        seed=args.seed,
+        out=args.out,
+        force=args.force,
+        progress=True,
+    )
     print(f"{path} ({path.stat().st_size / 2**20:.0f} MiB, {time.perf_counter() - t:.1f} s)", file=sys.stderr)
     print(path)
 

@@ -25,14 +25,29 @@ def test_to_markdown_reports_each_condition_against_its_target() -> None:
     bench = _module()
     run = {"wall_s": 50.0, "cpu_s": 40.0, "ok": True}
     record = {
-        "bench": "demo", "quick": False, "targets_s": bench.TARGETS_S, "machine": {"cpu": "x", "cores": 2},
+        "bench": "demo",
+        "quick": False,
+        "targets_s": bench.TARGETS_S,
+        "machine": {"cpu": "x", "cores": 2},
         "conditions": {
-            "quiet": {"busy_processes": 0, "load_average": 0.1, "runs": [run], "wall_s": bench.spread([50.0]),
-                      "cpu_s": bench.spread([40.0]), "within_target": True},
-            "busy": {"busy_processes": 2, "load_average": 2.0, "runs": [run], "wall_s": bench.spread([130.0]),
-                     "cpu_s": bench.spread([41.0]), "within_target": False},
+            "quiet": {
+                "busy_processes": 0,
+                "load_average": 0.1,
+                "runs": [run],
+                "wall_s": bench.spread([50.0]),
+                "cpu_s": bench.spread([40.0]),
+                "within_target": True,
+            },
+            "busy": {
+                "busy_processes": 2,
+                "load_average": 2.0,
+                "runs": [run],
+                "wall_s": bench.spread([130.0]),
+                "cpu_s": bench.spread([41.0]),
+                "within_target": False,
+            },
         },
-    }  # fmt: skip
+    }
     md = bench.to_markdown(record)
     assert "| quiet | 0.1 | 1 | 50.0 / 50.0 / 50.0 | 40.0 | ≤ 60 s | yes |" in md
     assert "| 2 busy processes | 2.0 | 1 | 130.0 / 130.0 / 130.0 | 41.0 | ≤ 120 s | NO |" in md
@@ -40,8 +55,9 @@ def test_to_markdown_reports_each_condition_against_its_target() -> None:
 
 @pytest.mark.slow  # trains the demo model for one epoch in a fresh process: ~10-30 s
 def test_quick_cold_demo_run(cmu_slide_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_demo.py"), "--quick"], capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_demo.py"), "--quick"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
     quiet = record["conditions"]["quiet"]

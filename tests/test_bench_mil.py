@@ -17,8 +17,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.mark.slow
 def test_bench_mil_quick_learns_both_heads(tmp_path: Path) -> None:
     env = {**os.environ, "NAPARI_PATHM3_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(BENCH / "bench_mil.py"), "--quick", "--keep", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_mil.py"), "--quick", "--keep", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rec = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
     run = rec["runs"][0]

@@ -55,9 +55,12 @@ def test_regions_to_caption_cli(cmu_slide_path: Path, tmp_path: Path) -> None:
     assert sum(len(b.features) for b in bags) == len(grid)
 
     config = PathM3Config.tiny(
-        feature_dim=encoder.dim, class_names=CLASSES, encoder_name=ENCODER, mode="image",
+        feature_dim=encoder.dim,
+        class_names=CLASSES,
+        encoder_name=ENCODER,
+        mode="image",
         optim=AdamWConfig(lr=3e-3, warmup_lr=1e-4, batch_size=2),
-    )  # fmt: skip
+    )
     result = train(
         config, bags, bags, TrainConfig(epochs=3, patience=None, device="cpu"), out_dir=tmp_path / "run"
     )
@@ -72,8 +75,24 @@ def test_regions_to_caption_cli(cmu_slide_path: Path, tmp_path: Path) -> None:
     assert 0.0 <= metrics["bleu_4"] <= 1.0 and 0.0 <= metrics["cider_d"] <= 10.0
 
     out, png, geo = tmp_path / "cmu.json", tmp_path / "cmu.png", tmp_path / "top.geojson"
-    rc = main(["caption", str(cmu_slide_path), "--model", str(best), "--out", str(out), "--heatmap", str(png),
-               "--geojson", str(geo), "--device", "cpu", "--quiet", "--no-cache"])  # fmt: skip
+    rc = main(
+        [
+            "caption",
+            str(cmu_slide_path),
+            "--model",
+            str(best),
+            "--out",
+            str(out),
+            "--heatmap",
+            str(png),
+            "--geojson",
+            str(geo),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--no-cache",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["label"] in CLASSES

@@ -51,15 +51,25 @@ def test_readme_cli_lines_parse() -> None:
 
 @pytest.mark.slow  # trains the demo model and a tiny model: about a minute of CPU
 def test_readme_cli_examples_run_offline(shared_data: Path, tmp_path: Path) -> None:
-    script = re.sub(r"^export NAPARI_PATHM3_DATA=.*$", f"export NAPARI_PATHM3_DATA={shlex.quote(str(shared_data))}",
-                    cli_block(), flags=re.M)  # fmt: skip
+    script = re.sub(
+        r"^export NAPARI_PATHM3_DATA=.*$",
+        f"export NAPARI_PATHM3_DATA={shlex.quote(str(shared_data))}",
+        cli_block(),
+        flags=re.M,
+    )
     prelude = (
         f'set -euo pipefail\nnapari-pathm3() {{ {shlex.quote(sys.executable)} -m napari_pathm3.cli "$@"; }}\n'
     )
-    env = {**os.environ, "NAPARI_PATHM3_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "NAPARI_PATHM3_THREADS": os.environ.get("NAPARI_PATHM3_THREADS", "2")}  # fmt: skip
-    proc = subprocess.run(["bash", "-c", prelude + script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=1200)  # fmt: skip
+    env = {
+        **os.environ,
+        "NAPARI_PATHM3_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "NAPARI_PATHM3_THREADS": os.environ.get("NAPARI_PATHM3_THREADS", "2"),
+    }
+    proc = subprocess.run(
+        ["bash", "-c", prelude + script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for out in ("cmu.json", "cmu.png", "top.geojson", "features", "runs/mine/best", "mine.json", "mine.png"):
         assert (tmp_path / out).exists(), out

@@ -18,8 +18,12 @@ def _pytest(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedPr
     env.update({"NAPARI_PATHM3_DATA": str(tmp_path / "nowhere"), **env_extra})
     return subprocess.run(
         [sys.executable, "-m", "pytest", TARGET, "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:randomly"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("ci", ["true", ""])
@@ -38,10 +42,22 @@ def test_gui_test_without_display_is_skipped_not_aborted(tmp_path: Path) -> None
     """Plain ``pytest`` with no display: a GUI test is skipped with the reason; Qt never aborts the run."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/_napari/test_reader.py::test_multiscale_layer_from_pyramid",
-         "-q", "-rs", "-p", "no:cacheprovider"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/_napari/test_reader.py::test_multiscale_layer_from_pyramid",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = proc.stdout + proc.stderr
     if sys.platform in ("darwin", "win32"):
         pytest.skip("macOS and Windows always have a display")

@@ -38,8 +38,14 @@ def test_extract_many_reports_bad_slide_and_continues(
 ) -> None:
     seen: list[tuple[int, int, str]] = []
     jobs = [slides_dir / "broken.svs", slides_dir / "CMU-1-Small-Region.svs"]
-    results = extract_many(jobs, f"hf:{tiny_hf_dir}", tmp_path / "store", tiling=TILING, device="cpu",
-                           progress=lambda e: seen.append((e.done, e.total, e.stage)))  # fmt: skip
+    results = extract_many(
+        jobs,
+        f"hf:{tiny_hf_dir}",
+        tmp_path / "store",
+        tiling=TILING,
+        device="cpu",
+        progress=lambda e: seen.append((e.done, e.total, e.stage)),
+    )
     assert [r.ok for r in results] == [False, True]
     assert "broken.svs" in (results[0].error or "")
     assert results[1].n_patches > 0 and results[1].dim == 32
@@ -52,10 +58,13 @@ def test_extract_many_reports_bad_slide_and_continues(
 
 def test_distributed_two_slides_two_workers(slides_dir: Path, tmp_path: Path, tiny_hf_dir: Path) -> None:
     pytest.importorskip("distributed")
-    jobs = [SlideJob(str(slides_dir / "CMU-1-Small-Region.svs"), "svs"),
-            SlideJob(str(slides_dir / "CMU-1-Small-Region-dicom"), "dicom")]  # fmt: skip
-    results = extract_many(jobs, f"hf:{tiny_hf_dir}", tmp_path / "store", tiling=TILING, device="cpu", workers=2,
-                           processes=False)  # fmt: skip
+    jobs = [
+        SlideJob(str(slides_dir / "CMU-1-Small-Region.svs"), "svs"),
+        SlideJob(str(slides_dir / "CMU-1-Small-Region-dicom"), "dicom"),
+    ]
+    results = extract_many(
+        jobs, f"hf:{tiny_hf_dir}", tmp_path / "store", tiling=TILING, device="cpu", workers=2, processes=False
+    )
     assert all(r.ok for r in results), [r.error for r in results]
     store = FeatureStore(tmp_path / "store")
     assert store.keys() == ["dicom", "svs"]
@@ -72,14 +81,36 @@ def test_cli_extract(
         f"slide,slide_id\n{slides_dir / 'CMU-1-Small-Region.svs'},cmu\n{slides_dir / 'broken.svs'},bad\n"
     )
     out = tmp_path / "store"
-    args = ["extract", "--manifest", str(csv), "--encoder", f"hf:{tiny_hf_dir}", "--out", str(out),
-            "--target-mpp", "1.0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    args = [
+        "extract",
+        "--manifest",
+        str(csv),
+        "--encoder",
+        f"hf:{tiny_hf_dir}",
+        "--out",
+        str(out),
+        "--target-mpp",
+        "1.0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main(args) == 1  # one slide failed
     text = capsys.readouterr().out
     assert "1 of 2 slides extracted" in text and "FAILED bad" in text
     assert FeatureStore(out).keys() == ["cmu"]
-    ok = ["extract", str(slides_dir / "CMU-1-Small-Region.svs"), "--encoder", f"hf:{tiny_hf_dir}", "--out", str(out),
-          "--target-mpp", "1.0", "--device", "cpu"]  # fmt: skip
+    ok = [
+        "extract",
+        str(slides_dir / "CMU-1-Small-Region.svs"),
+        "--encoder",
+        f"hf:{tiny_hf_dir}",
+        "--out",
+        str(out),
+        "--target-mpp",
+        "1.0",
+        "--device",
+        "cpu",
+    ]
     assert main(ok) == 0
     assert FeatureStore(out).keys() == ["CMU-1-Small-Region", "cmu"]
     assert main(["extract", "--list-encoders"]) == 0

@@ -52,8 +52,14 @@ def sub_grid(cmu_grid):
 
 def test_builtin_on_cmu_matches_grid(cmu_slide, cmu_grid) -> None:
     calls: list[tuple[int, int, str]] = []
-    bag = extract_features(cmu_slide, cmu_grid, "builtin:colorstats", batch_size=32, device="cpu",
-                           progress=lambda e: calls.append((e.done, e.total, e.stage)))  # fmt: skip
+    bag = extract_features(
+        cmu_slide,
+        cmu_grid,
+        "builtin:colorstats",
+        batch_size=32,
+        device="cpu",
+        progress=lambda e: calls.append((e.done, e.total, e.stage)),
+    )
     assert bag.features.shape == (53, 94) and bag.features.dtype == np.float32
     np.testing.assert_array_equal(bag.coords, cmu_grid.coords)
     assert (bag.patch_size, bag.mpp, bag.encoder_name) == (224, cmu_grid.mpp, "builtin:colorstats")
@@ -125,14 +131,31 @@ def test_cancel_then_resume_is_identical(
             flag.set()
 
     with pytest.raises(Cancelled):
-        extract_features(cmu_slide, sub_grid, enc, store=store, batch_size=8, chunk_rows=8, device="cpu",
-                         progress=stop_after_two_chunks, cancel=flag)  # fmt: skip
+        extract_features(
+            cmu_slide,
+            sub_grid,
+            enc,
+            store=store,
+            batch_size=8,
+            chunk_rows=8,
+            device="cpu",
+            progress=stop_after_two_chunks,
+            cancel=flag,
+        )
     state, _ = inspect_bag(store, full.attrs | {"done": 0, "complete": False})
     assert state == "partial"
     assert read_bag(store, allow_partial=True).features.shape[0] == 16
     seen: list[int] = []
-    resumed = extract_features(cmu_slide, sub_grid, enc, store=store, batch_size=8, chunk_rows=8, device="cpu",
-                               progress=lambda e: seen.append(e.done))  # fmt: skip
+    resumed = extract_features(
+        cmu_slide,
+        sub_grid,
+        enc,
+        store=store,
+        batch_size=8,
+        chunk_rows=8,
+        device="cpu",
+        progress=lambda e: seen.append(e.done),
+    )
     assert seen[0] == 16  # started where it stopped
     np.testing.assert_array_equal(resumed.features, full.features)
 
@@ -163,9 +186,19 @@ def test_sigkill_mid_run_then_resume_is_identical(
     store, flag = tmp_path / "killed.zarr", tmp_path / "flag"
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(cmu_slide_path), str(store), str(flag), str(N_SUB),
-                             f"hf:{tiny_hf_dir}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(cmu_slide_path),
+            str(store),
+            str(flag),
+            str(N_SUB),
+            f"hf:{tiny_hf_dir}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not flag.exists():
@@ -209,8 +242,17 @@ def test_stale_stores_are_recomputed(
     def recomputed(**kw: Any) -> Any:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="napari_pathm3.io.feature_store"):
-            bag = extract_features(**{"slide": cmu_slide, "grid": sub_grid, "encoder": enc, "store": store,
-                                      "device": "cpu", "batch_size": 8, **kw})  # fmt: skip
+            bag = extract_features(
+                **{
+                    "slide": cmu_slide,
+                    "grid": sub_grid,
+                    "encoder": enc,
+                    "store": store,
+                    "device": "cpu",
+                    "batch_size": 8,
+                    **kw,
+                }
+            )
         assert "recomputing" in caplog.text
         return bag
 

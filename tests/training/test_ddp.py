@@ -43,8 +43,13 @@ CFG = TrainConfig(epochs=1, patience=None, device="cpu", seed=3)
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from napari_pathm3.training.loop import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     tr, va = _data()
     train(_model(), tr, va, CFG, out_dir=out_dir)

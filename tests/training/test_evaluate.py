@@ -105,8 +105,19 @@ def test_evaluate_cli_headline_first_text_conditioned_last(tmp_path, capsys):
         np.save(feats / f"{bag.slide_id}.npy", bag.features)
         rows.append(f"{bag.slide_id},{'ab'[bag.label]},{bag.caption}")
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-    rc = main(["evaluate", str(tmp_path / "ckpt"), "--manifest", str(tmp_path / "m.csv"), "--features", str(feats),
-               "--device", "cpu", "--no-generate"])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            str(tmp_path / "ckpt"),
+            "--manifest",
+            str(tmp_path / "m.csv"),
+            "--features",
+            str(feats),
+            "--device",
+            "cpu",
+            "--no-generate",
+        ]
+    )
     assert rc == 0
     keys = list(json.loads(capsys.readouterr().out))
     assert keys[:5] == ["mode", "classification_inputs", "n", "loss", "accuracy"]

@@ -36,8 +36,13 @@ def _words_cfg(**kw):
 
 
 def test_word_vocabulary_model_saves_and_reloads_offline(tmp_path, bag_factory):
-    res = train(_words_cfg(), bag_factory(8, seed=0), None,
-                TrainConfig(epochs=1, batch_size=4, device="cpu"), out_dir=tmp_path)  # fmt: skip
+    res = train(
+        _words_cfg(),
+        bag_factory(8, seed=0),
+        None,
+        TrainConfig(epochs=1, batch_size=4, device="cpu"),
+        out_dir=tmp_path,
+    )
     vocab = res.model.lm_tokenizer.get_vocab()
     assert "glands" in vocab and len(vocab) < 20  # the captions' words, not a 30k WordPiece table
     from napari_pathm3.model import PathM3Model
@@ -59,17 +64,28 @@ def test_early_stopping_waits_for_min_epochs_and_best_uses_both_heads(tmp_path, 
 
 
 def _pred(labels, probs, refs, caps):
-    return Predictions(slide_ids=[str(i) for i in range(len(labels))], labels=np.asarray(labels),
-                       probabilities=np.asarray(probs, float), references=refs, captions=caps)  # fmt: skip
+    return Predictions(
+        slide_ids=[str(i) for i in range(len(labels))],
+        labels=np.asarray(labels),
+        probabilities=np.asarray(probs, float),
+        references=refs,
+        captions=caps,
+    )
 
 
 def test_verdict_flags_chance_and_collapsed_captions():
-    bad = judge(_pred([0, 1, 0, 1], [[0.6, 0.4]] * 4, ["a x", "b y", "a x", "b y"], ["a x"] * 4),
-                where="validation", captions_trained=True)  # fmt: skip
+    bad = judge(
+        _pred([0, 1, 0, 1], [[0.6, 0.4]] * 4, ["a x", "b y", "a x", "b y"], ["a x"] * 4),
+        where="validation",
+        captions_trained=True,
+    )
     assert not bad["learned_to_classify"] and not bad["learned_to_caption"]
     assert bad["warnings"][0].startswith(NOT_CLASSIFYING) and bad["warnings"][1].startswith(NOT_CAPTIONING)
-    good = judge(_pred([0, 1, 0, 1], [[0.9, 0.1], [0.1, 0.9]] * 2, ["a x", "b y"] * 2, ["a x", "b y"] * 2),
-                 where="validation", captions_trained=True)  # fmt: skip
+    good = judge(
+        _pred([0, 1, 0, 1], [[0.9, 0.1], [0.1, 0.9]] * 2, ["a x", "b y"] * 2, ["a x", "b y"] * 2),
+        where="validation",
+        captions_trained=True,
+    )
     assert good["learned_to_classify"] and good["learned_to_caption"] and good["warnings"] == []
 
 

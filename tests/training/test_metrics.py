@@ -61,8 +61,11 @@ def test_tokenize_paper_is_lowercase_whitespace():
         ".",
     ]
     assert M.tokenize("Well-differentiated, TUBULAR adenocarcinoma.", "words") == [
-        "well", "differentiated", "tubular", "adenocarcinoma",
-    ]  # fmt: skip
+        "well",
+        "differentiated",
+        "tubular",
+        "adenocarcinoma",
+    ]
     with pytest.raises(ValueError, match="tokenizer"):
         M.tokenize("x", "ptb")
 

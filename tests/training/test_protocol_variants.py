@@ -61,8 +61,15 @@ def _needs_switch(name):
 )
 def test_classification_variants_run(tmp_path, synthetic_pg, name):
     model, train = _configs()
-    res = run_patchgastric(synthetic_pg / "features", out_dir=tmp_path, captions_csv=synthetic_pg / "captions.csv",
-                           model_config=model, train_config=train, seeds=(0,), variants=(name,))  # fmt: skip
+    res = run_patchgastric(
+        synthetic_pg / "features",
+        out_dir=tmp_path,
+        captions_csv=synthetic_pg / "captions.csv",
+        model_config=model,
+        train_config=train,
+        seeds=(0,),
+        variants=(name,),
+    )
     (run,) = res.runs[name]
     key = VARIANTS[name].row_metric
     assert 0.0 <= run[key] <= 1.0 and res.summary[name][key][0] == pytest.approx(run[key])
@@ -84,8 +91,15 @@ def test_caption_variants_report_caption_metrics(tmp_path, synthetic_pg, name):
     model = dataclasses.replace(
         model, language=dataclasses.replace(model.language, max_caption_tokens=8)
     )  # short generation
-    res = run_patchgastric(synthetic_pg / "features", out_dir=tmp_path, captions_csv=synthetic_pg / "captions.csv",
-                           model_config=model, train_config=train, seeds=(0,), variants=(name,))  # fmt: skip
+    res = run_patchgastric(
+        synthetic_pg / "features",
+        out_dir=tmp_path,
+        captions_csv=synthetic_pg / "captions.csv",
+        model_config=model,
+        train_config=train,
+        seeds=(0,),
+        variants=(name,),
+    )
     (run,) = res.runs[name]
     assert {"bleu_4", "meteor_nltk", "rouge_l", "cider_d", "caption_tokenizer"} <= set(run)
     if name == "image_text":

@@ -9,11 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "SlideBag": "data", "BagRecord": "data", "BagDataset": "data", "read_manifest": "data",
-    "collate_bags": "data", "Region": "regions", "bags_from_regions": "regions",
-    "regions_from_labels": "regions", "train": "loop", "TrainResult": "loop",
-    "evaluate_model": "evaluate", "run_patchgastric": "protocol",
-}  # fmt: skip
+    "SlideBag": "data",
+    "BagRecord": "data",
+    "BagDataset": "data",
+    "read_manifest": "data",
+    "collate_bags": "data",
+    "Region": "regions",
+    "bags_from_regions": "regions",
+    "regions_from_labels": "regions",
+    "train": "loop",
+    "TrainResult": "loop",
+    "evaluate_model": "evaluate",
+    "run_patchgastric": "protocol",
+}
 
 __all__ = sorted(_LAZY)
 

@@ -93,10 +93,15 @@ def read_manifest(path: PathLike) -> list[BagRecord]:
                 return v.strip() if v is not None and v.strip() != "" else None
 
             return [
-                BagRecord(key=str(get(row, key_c)), label=get(row, label_c), caption=get(row, cap_c),
-                          split=(get(row, split_c) or "").lower() or None)
-                for row in reader if get(row, key_c)
-            ]  # fmt: skip
+                BagRecord(
+                    key=str(get(row, key_c)),
+                    label=get(row, label_c),
+                    caption=get(row, cap_c),
+                    split=(get(row, split_c) or "").lower() or None,
+                )
+                for row in reader
+                if get(row, key_c)
+            ]
     except OSError as err:
         raise PathM3Error(f"cannot read manifest {path}: {err}") from err
 
@@ -287,9 +292,13 @@ class Batch:
 
     def to(self, device: Any) -> Batch:
         return Batch(
-            self.features.to(device, non_blocking=True), self.mask.to(device, non_blocking=True),
-            self.labels.to(device, non_blocking=True), self.captions, self.slide_ids, self.indices,
-        )  # fmt: skip
+            self.features.to(device, non_blocking=True),
+            self.mask.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+            self.captions,
+            self.slide_ids,
+            self.indices,
+        )
 
 
 def collate_bags(bags: Sequence[SlideBag]) -> Batch:

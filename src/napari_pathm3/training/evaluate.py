@@ -78,8 +78,13 @@ def _with_captions(batch: Batch) -> tuple[list[int], Batch | None]:
         return rows, None
     if len(rows) == len(batch.captions):
         return rows, batch
-    sub = Batch(batch.features[rows], batch.mask[rows], batch.labels[rows],
-                [batch.captions[j] for j in rows], [batch.slide_ids[j] for j in rows])  # fmt: skip
+    sub = Batch(
+        batch.features[rows],
+        batch.mask[rows],
+        batch.labels[rows],
+        [batch.captions[j] for j in rows],
+        [batch.slide_ids[j] for j in rows],
+    )
     return rows, sub
 
 
@@ -147,8 +152,9 @@ def predict(
                 if tprobs is not None:
                     have, sub = _with_captions(batch)
                     if sub is not None:
-                        tp, loss = _run(core, model_inputs(sub, mode, core.config.alpha, device=device),
-                                        device, bf16)  # fmt: skip
+                        tp, loss = _run(
+                            core, model_inputs(sub, mode, core.config.alpha, device=device), device, bf16
+                        )
                         tprobs[have] = tp
                         if loss is not None:
                             sums["text"][0] += loss * len(have)
@@ -161,8 +167,17 @@ def predict(
                         )
                     )
                 for j, idx in enumerate(batch.indices):
-                    rows.append((idx, batch.slide_ids[j], int(batch.labels[j]), probs[j],
-                                 None if tprobs is None else tprobs[j], batch.captions[j], gen[j]))  # fmt: skip
+                    rows.append(
+                        (
+                            idx,
+                            batch.slide_ids[j],
+                            int(batch.labels[j]),
+                            probs[j],
+                            None if tprobs is None else tprobs[j],
+                            batch.captions[j],
+                            gen[j],
+                        )
+                    )
     finally:
         core.train(was_training)
     parts = gather_objects((rows, sums), dist)
@@ -262,8 +277,15 @@ def evaluate_model(
         if isinstance(data, BagDataset)
         else BagDataset(list(data), model.config.class_names, features_dir)
     )
-    pred = predict(model, ds, batch_size=batch_size, generate=generate, device=dev, cancel=cancel,
-                   generate_kwargs=generate_kwargs)  # fmt: skip
+    pred = predict(
+        model,
+        ds,
+        batch_size=batch_size,
+        generate=generate,
+        device=dev,
+        cancel=cancel,
+        generate_kwargs=generate_kwargs,
+    )
     out = metrics_of(pred, model.config.num_classes, tokenizer=tokenizer)
     out["mode"] = model.config.mode
     out["classification_inputs"] = (
@@ -293,9 +315,13 @@ def _prediction_row(pred: Predictions, i: int) -> dict[str, Any]:
     def probs(p: np.ndarray | None) -> list[float] | None:
         return None if p is None or np.isnan(p[i]).any() else p[i].tolist()
 
-    row: dict[str, Any] = {"slide_id": pred.slide_ids[i], "label": int(pred.labels[i]),
-                           "probabilities": probs(pred.probabilities), "reference": pred.references[i],
-                           "caption": None if pred.captions is None else pred.captions[i]}  # fmt: skip
+    row: dict[str, Any] = {
+        "slide_id": pred.slide_ids[i],
+        "label": int(pred.labels[i]),
+        "probabilities": probs(pred.probabilities),
+        "reference": pred.references[i],
+        "caption": None if pred.captions is None else pred.captions[i],
+    }
     if pred.text_probabilities is not None:
         row[f"{TEXT_PREFIX}probabilities"] = probs(pred.text_probabilities)
     return row

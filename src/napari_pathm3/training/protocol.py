@@ -91,8 +91,11 @@ def patchgastric_subset(captions_csv: PathLike, *, captions: str = "paper") -> l
     return out
 
 
-_KEYWORDS = ((re.compile(r"\bwell\b"), 0), (re.compile(r"\bmoderately\b"), 1),
-             (re.compile(r"\bpoorly\b|\bsolid\b"), 2))  # fmt: skip
+_KEYWORDS = (
+    (re.compile(r"\bwell\b"), 0),
+    (re.compile(r"\bmoderately\b"), 1),
+    (re.compile(r"\bpoorly\b|\bsolid\b"), 2),
+)
 
 
 def keyword_rule(text: str | None) -> int | None:
@@ -174,29 +177,77 @@ class Variant:
     paper: str = ""  # the paper's table row and value
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (
-    Variant("image", "image", paper="Tables 1, 3: image only, correlation, multi-task: 71.48 ± 1.30"),
-    Variant("image_single_task", "image", alpha=1.0,
-            paper="Table 3: image only, correlation, single-task: 70.88 ± 1.85"),
-    Variant("image_no_correlation", "image", use_correlation=False,
-            paper="Table 3: image only, no correlation, multi-task: 69.07 ± 1.46"),
-    Variant("image_no_correlation_single_task", "image", use_correlation=False, alpha=1.0,
-            paper="Table 3: image only, no correlation, single-task: 68.59 ± 0.72"),
-    Variant("image_text", "image_text", row_metric="text_conditioned_accuracy", captions=True,
-            paper="Tables 1, 3: image & text, correlation: 86.40 ± 0.21; Tables 2, 4: BLEU@4 0.520 ± 0.011"),
-    Variant("image_text_no_correlation", "image_text", use_correlation=False,
-            row_metric="text_conditioned_accuracy", captions=True,
-            paper="Table 3: image & text, no correlation: 84.60 ± 0.91; Table 4 (multi-task only): BLEU@4 0.508"),
-    Variant("text", "text", alpha=1.0, row_metric="text_conditioned_accuracy",
-            paper="Table 3: text only: 79.79 ± 1.25"),
-    Variant("captions_single_task", "image", alpha=0.0, row_metric="bleu_4", captions=True,
-            paper="Table 4: correlation, single-task: BLEU@4 0.508"),
-    Variant("captions_single_task_no_correlation", "image", use_correlation=False, alpha=0.0,
-            row_metric="bleu_4", captions=True, paper="Table 4: no correlation, single-task: BLEU@4 0.503"),
-)}  # fmt: skip
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("image", "image", paper="Tables 1, 3: image only, correlation, multi-task: 71.48 ± 1.30"),
+        Variant(
+            "image_single_task",
+            "image",
+            alpha=1.0,
+            paper="Table 3: image only, correlation, single-task: 70.88 ± 1.85",
+        ),
+        Variant(
+            "image_no_correlation",
+            "image",
+            use_correlation=False,
+            paper="Table 3: image only, no correlation, multi-task: 69.07 ± 1.46",
+        ),
+        Variant(
+            "image_no_correlation_single_task",
+            "image",
+            use_correlation=False,
+            alpha=1.0,
+            paper="Table 3: image only, no correlation, single-task: 68.59 ± 0.72",
+        ),
+        Variant(
+            "image_text",
+            "image_text",
+            row_metric="text_conditioned_accuracy",
+            captions=True,
+            paper="Tables 1, 3: image & text, correlation: 86.40 ± 0.21; Tables 2, 4: BLEU@4 0.520 ± 0.011",
+        ),
+        Variant(
+            "image_text_no_correlation",
+            "image_text",
+            use_correlation=False,
+            row_metric="text_conditioned_accuracy",
+            captions=True,
+            paper="Table 3: image & text, no correlation: 84.60 ± 0.91; Table 4 (multi-task only): BLEU@4 0.508",
+        ),
+        Variant(
+            "text",
+            "text",
+            alpha=1.0,
+            row_metric="text_conditioned_accuracy",
+            paper="Table 3: text only: 79.79 ± 1.25",
+        ),
+        Variant(
+            "captions_single_task",
+            "image",
+            alpha=0.0,
+            row_metric="bleu_4",
+            captions=True,
+            paper="Table 4: correlation, single-task: BLEU@4 0.508",
+        ),
+        Variant(
+            "captions_single_task_no_correlation",
+            "image",
+            use_correlation=False,
+            alpha=0.0,
+            row_metric="bleu_4",
+            captions=True,
+            paper="Table 4: no correlation, single-task: BLEU@4 0.503",
+        ),
+    )
+}
 DEFAULT_VARIANTS = ("image", "image_text")
-CAPTION_ROWS = (("BLEU@4", "bleu_4"), ("METEOR (nltk, exact)", "meteor_nltk"), ("ROUGE-L (β=1.2)", "rouge_l"),
-                ("CIDEr-D", "cider_d"))  # fmt: skip
+CAPTION_ROWS = (
+    ("BLEU@4", "bleu_4"),
+    ("METEOR (nltk, exact)", "meteor_nltk"),
+    ("ROUGE-L (β=1.2)", "rouge_l"),
+    ("CIDEr-D", "cider_d"),
+)
 
 
 def variant_configs(variant: Variant, model_config: Any, train_config: Any, *, seed: int) -> tuple[Any, Any]:
@@ -237,10 +288,12 @@ class ProtocolResult:
             mean, std = self.summary.get(mode, {}).get(key, (float("nan"), float("nan")))
             return f"{mean * 100:.2f} ± {std * 100:.2f}" if pct else f"{mean:.3f} ± {std:.3f}"
 
-        lines = [f"captions: {CAPTION_STYLE_TEXT[self.captions]}",
-                 f"keyword rule on the test captions alone: {self.keyword_rule_accuracy * 100:.1f} % accuracy",
-                 "accuracy = image-only inputs; text-conditioned accuracy = the reference caption is an input",
-                 f"{'variant':<38}{'metric':<34}{'mean ± std':>18}"]  # fmt: skip
+        lines = [
+            f"captions: {CAPTION_STYLE_TEXT[self.captions]}",
+            f"keyword rule on the test captions alone: {self.keyword_rule_accuracy * 100:.1f} % accuracy",
+            "accuracy = image-only inputs; text-conditioned accuracy = the reference caption is an input",
+            f"{'variant':<38}{'metric':<34}{'mean ± std':>18}",
+        ]
         for name in self.runs:
             v = VARIANTS[name]
             rows = [(v.row_metric, v.row_metric != "bleu_4")]
@@ -257,11 +310,13 @@ class ProtocolResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "captions": self.captions, "captions_preprocessing": CAPTION_STYLE_TEXT[self.captions],
+            "captions": self.captions,
+            "captions_preprocessing": CAPTION_STYLE_TEXT[self.captions],
             "keyword_rule_accuracy": self.keyword_rule_accuracy,
             "variants": {n: dataclasses.asdict(VARIANTS[n]) for n in self.runs},
-            "runs": self.runs, "summary": self.summary,
-        }  # fmt: skip
+            "runs": self.runs,
+            "summary": self.summary,
+        }
 
 
 def run_patchgastric(
@@ -316,12 +371,24 @@ def run_patchgastric(
                 tr, va = [r for r in tr if r.caption], [r for r in va if r.caption]
             run_dir = out / f"seed{seed}" / name
             log.info("protocol: seed %d, variant %s (captions %s) -> %s", seed, name, captions, run_dir)
-            res = train(mcfg, tr, va, cfg, out_dir=run_dir,
-                        features_dir=features_dir, progress=progress, cancel=cancel)  # fmt: skip
+            res = train(
+                mcfg,
+                tr,
+                va,
+                cfg,
+                out_dir=run_dir,
+                features_dir=features_dir,
+                progress=progress,
+                cancel=cancel,
+            )
             metrics = evaluate_model(
-                res.best_dir, splits["test"], features_dir=features_dir,
-                generate=generate and VARIANTS[name].captions, device=cfg.device, cancel=cancel,
-            )  # fmt: skip
+                res.best_dir,
+                splits["test"],
+                features_dir=features_dir,
+                generate=generate and VARIANTS[name].captions,
+                device=cfg.device,
+                cancel=cancel,
+            )
             metrics["seed"] = seed
             result.runs.setdefault(name, []).append(metrics)
     result.keyword_rule_accuracy = keyword_rule_accuracy(test_records)

@@ -94,8 +94,19 @@ def read_verdict(folder: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def judge_best(core: Any, out: Path, dataset: Any, batch: int, mode: str, device: Any, config: Any,
-             dist: Any, captioned: bool, *, where: str) -> dict[str, Any]:  # fmt: skip
+def judge_best(
+    core: Any,
+    out: Path,
+    dataset: Any,
+    batch: int,
+    mode: str,
+    device: Any,
+    config: Any,
+    dist: Any,
+    captioned: bool,
+    *,
+    where: str,
+) -> dict[str, Any]:
     """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
     in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
     import torch
@@ -108,8 +119,16 @@ def judge_best(core: Any, out: Path, dataset: Any, batch: int, mode: str, device
     try:
         if best.is_dir():
             core.load_state_dict(load_tensors(best), strict=False)
-        pred = predict(core, dataset, batch_size=batch, mode=mode, device=device, bf16=config.bf16, dist=dist,
-                       generate=captioned)  # fmt: skip
+        pred = predict(
+            core,
+            dataset,
+            batch_size=batch,
+            mode=mode,
+            device=device,
+            bf16=config.bf16,
+            dist=dist,
+            generate=captioned,
+        )
     finally:
         with torch.no_grad():
             core.load_state_dict(last_state)
