@@ -47,8 +47,8 @@ class _Level:
     tile_w: int
     tile_h: int
     tiles_x: int
-    offsets: tuple[int, ...]
-    counts: tuple[int, ...]
+    offsets: np.ndarray  # (tiles,) int64 file offsets of the tiles, row-major
+    counts: np.ndarray  # (tiles,) int64 byte counts (0: missing tile)
     decode: Callable[..., Any]
     jpegtables: bytes | None
 
@@ -136,7 +136,8 @@ class TiffTiles:
                 return tile
         if index >= len(lv.counts) or lv.counts[index] == 0:
             return None  # missing tile: OpenSlide makes it transparent, the slide composites it
-        data = os.pread(self._descriptor(), lv.counts[index], lv.offsets[index])  # no shared position
+        count, offset = int(lv.counts[index]), int(lv.offsets[index])
+        data = os.pread(self._descriptor(), count, offset)  # no shared file position
         decoded = lv.decode(data, index, jpegtables=lv.jpegtables)[0]
         if decoded is None:
             return None
@@ -191,8 +192,8 @@ def _level(page: Any, dims: tuple[int, int]) -> _Level | None:
         tile_w=tw,
         tile_h=th,
         tiles_x=-(-int(page.imagewidth) // tw),
-        offsets=tuple(int(v) for v in page.dataoffsets),
-        counts=tuple(int(v) for v in page.databytecounts),
+        offsets=np.asarray(page.dataoffsets, np.int64),
+        counts=np.asarray(page.databytecounts, np.int64),
         decode=page.decode,
         jpegtables=page.jpegtables,
     )
