@@ -78,7 +78,7 @@ class TiffTiles:
         self._cached = 0
 
     @classmethod
-    def for_slide(cls, slide: Any) -> TiffTiles | None:
+    def for_slide(cls, slide: Any, *, cache_bytes: int = CACHE_BYTES) -> TiffTiles | None:
         """A decoder for ``slide`` when its levels are plain tiled RGB TIFF pages, else ``None``."""
         file = getattr(slide, "_file", None)
         if file is None or not getattr(slide, "is_rgb", True):
@@ -90,7 +90,7 @@ class TiffTiles:
         elif backend != "tiffslide":
             return None
         try:
-            tiles = cls(Path(file), list(slide.level_dimensions))
+            tiles = cls(Path(file), list(slide.level_dimensions), cache_bytes=cache_bytes)
         except Exception as err:  # noqa: BLE001 - not a TIFF tifffile maps exactly: the slide reads it
             log.debug("%s: no direct tile decoding (%s)", file, err)
             return None
