@@ -92,3 +92,23 @@ def test_other_backends_and_formats_are_not_decoded_here(cmu_slide_path: Path, t
             assert TiffTiles.for_slide(slide) is None
     with open_slide(cmu_slide_path) as slide:
         assert PatchReader(slide, make_grid(slide, TilingConfig()), fast=False)._tiles is None
+
+
+def test_a_tile_the_decoder_rejects_is_read_through_the_slide(
+    pyramid: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_pathm3.io.pyramid import multiscale
+
+    def broken(self, level, lv, index):  # noqa: ANN001
+        raise ValueError("corrupt JPEG data")
+
+    with open_slide(pyramid) as slide:
+        grid = make_grid(slide, TilingConfig(min_tissue_fraction=0.0, patch_size=96))
+        want = _slow(slide, grid)
+        direct = multiscale(slide)[0]
+        monkeypatch.setattr(TiffTiles, "_tile", broken)
+        _, got = _tiles_read(slide, grid)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(
+            direct[:200, :300].compute(), slide.read_level_region(0, 0, 0, 300, 200)
+        )

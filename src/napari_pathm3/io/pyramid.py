@@ -100,9 +100,15 @@ class _TileLevel:
         y0, y1, _ = key[0].indices(self.shape[0])
         x0, x1, _ = key[1].indices(self.shape[1])
         out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
-        if out.size and not self.tiles.read_into(self.level, x0, y0, out):  # a missing tile: OpenSlide
+        if out.size and not self._read(x0, y0, out):  # a missing or undecodable tile: OpenSlide reads it
             out = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
         return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+    def _read(self, x: int, y: int, out: np.ndarray) -> bool:
+        try:
+            return self.tiles.read_into(self.level, x, y, out)
+        except Exception:  # noqa: BLE001 - the slide's read raises the proper SlideReadError, if any
+            return False
 
 
 def _tiff_levels(slide: Slide) -> list[da.Array] | None:

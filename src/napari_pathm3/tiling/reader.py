@@ -261,8 +261,12 @@ class PatchReader:
     def _read_block(self, block: _Block, out: np.ndarray) -> None:
         g = self.grid
         rs = g.read_size
-        if self._tiles is not None and self._read_tiles(block, out):
-            return
+        if self._tiles is not None:
+            try:
+                if self._read_tiles(block, out):
+                    return
+            except Exception as err:  # noqa: BLE001 - a tile the decoder rejects: OpenSlide reads it (or says why)
+                log.debug("direct tile read failed (%s); reading through OpenSlide", err)
         bgra = None
         if self._pixels is not None:
             try:
