@@ -130,15 +130,14 @@ def extract_features(
         if writer.complete:
             report(progress, n, n, STAGE)
             return writer.read()
-    start = writer.done if writer is not None else 0
-    feats = np.empty((n, enc.dim), np.float32) if writer is None else None
-    sink = writer.append if writer is not None else _memory_sink(feats, start)
-    _encode_patches(slide, grid, enc, start, sink, batch_size=batch_size, prefetch=prefetch,
-                    workers=num_workers or policy.threads, progress=progress, cancel=cancel)  # fmt: skip
+    feats = np.empty((n, enc.dim if writer is None else 0), np.float32)  # the in-memory result
+    sink = writer.append if writer is not None else _memory_sink(feats)
+    _encode_patches(slide, grid, enc, writer.done if writer is not None else 0, sink, batch_size=batch_size,
+                    prefetch=prefetch, workers=num_workers or policy.threads, progress=progress,
+                    cancel=cancel)  # fmt: skip
     if writer is not None:
         writer.finish()
         return writer.read()
-    assert feats is not None
     return FeatureBag(
         features=feats, coords=grid.coords.copy(), patch_size=grid.patch_size, mpp=grid.mpp,
         encoder_name=enc.name, slide_id=slide_id, fingerprint=fingerprint, attrs=meta,
@@ -152,10 +151,9 @@ def _check_args(batch_size: int, dtype: str) -> None:
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
 
 
-def _memory_sink(feats: np.ndarray | None, start: int) -> Callable[[np.ndarray], None]:
-    """``sink(rows)`` that fills ``feats`` in order from row ``start``."""
-    assert feats is not None
-    pos = start
+def _memory_sink(feats: np.ndarray) -> Callable[[np.ndarray], None]:
+    """``sink(rows)`` that fills the ``(n, d)`` array ``feats`` in order from its first row."""
+    pos = 0
 
     def sink(rows: np.ndarray) -> None:
         nonlocal pos
