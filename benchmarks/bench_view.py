@@ -11,7 +11,7 @@ Each mode runs in its own process (fresh RSS, cold caches) under Xvfb, with a sh
 Measured: open -> layer added -> first frame drawn (``viewer.screenshot`` forces the draw); RSS after
 the first frame and after a scripted sweep (``--steps`` camera moves over the tissue at 1:1 and coarser
 zooms, each drawn); pixels read through ``Slide.read_region`` (to show no full level is read; plain tiled
-TIFF/SVS pyramids read their tiles through tifffile's zarr view instead, so no calls show there). The modes run
+TIFF/SVS pyramids decode their tiles directly instead, so no calls show there). The modes run
 interleaved ``--repeat`` times (ours, zarr, ours, zarr, ...), quiet and beside busy processes; figures are
 min/median/max over the repeats. Prints one JSON line.
 

@@ -38,6 +38,20 @@ def fill(path: Path, *, upto: int = N, m: dict | None = None, chunk_rows: int = 
     return w
 
 
+@pytest.mark.parametrize("pieces", [[3, 3, 3, 1], [1] * 10, [10], [5, 5], [4, 6]])
+def test_append_writes_whole_chunks_then_the_tail(tmp_path: Path, pieces: list[int]) -> None:
+    w = BagWriter.open(tmp_path / "a.zarr", meta=meta(), coords=COORDS, dim=D, chunk_rows=4)
+    pos = 0
+    for k in pieces:
+        w.append(FEATS[pos : pos + k])
+        pos += k
+        assert w.done % 4 == 0 or w.done == N  # only whole chunks (or the tail) reach the store
+        assert pos - w.done < 4 or pos == N
+    assert w.done == N
+    w.finish()
+    np.testing.assert_array_equal(read_bag(tmp_path / "a.zarr").features, FEATS)
+
+
 def test_write_read_roundtrip(tmp_path: Path) -> None:
     fill(tmp_path / "a.zarr")
     bag = read_bag(tmp_path / "a.zarr")

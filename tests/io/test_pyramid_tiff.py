@@ -1,4 +1,4 @@
-"""Plain tiled RGB TIFF/SVS pyramids are shown through tifffile's zarr view: same pixels as OpenSlide,
+"""Plain tiled RGB TIFF/SVS pyramids are shown from directly decoded tiles: same pixels as OpenSlide,
 tile-aligned chunks, nothing read until a chunk is computed; other files keep the OpenSlide path."""
 
 from __future__ import annotations

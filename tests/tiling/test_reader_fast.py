@@ -28,11 +28,13 @@ def _slow(slide, grid: PatchGrid) -> np.ndarray:  # noqa: ANN001
 def test_fast_path_equals_slide_read_region(cmu_slide_path: Path, config: TilingConfig) -> None:
     with open_slide(cmu_slide_path) as slide:
         grid = make_grid(slide, config)
-        reader = PatchReader(slide, grid, num_workers=2)
+        reader = PatchReader(slide, grid, num_workers=2, direct_tiles=False)
         assert reader._pixels is not None  # CMU opens with OpenSlide: the fast path is on
         got = np.concatenate([b for _, b in reader.iter_batches(batch_size=16)])
         np.testing.assert_array_equal(got, _slow(slide, grid))
-        np.testing.assert_array_equal(PatchReader(slide, grid, block_size=0).read_batch([3, 0]), got[[3, 0]])
+        np.testing.assert_array_equal(
+            PatchReader(slide, grid, block_size=0, direct_tiles=False).read_batch([3, 0]), got[[3, 0]]
+        )
 
 
 def test_transparent_blocks_are_composited_on_white(cmu_slide_path: Path) -> None:
@@ -42,7 +44,7 @@ def test_transparent_blocks_are_composited_on_white(cmu_slide_path: Path) -> Non
         # patches hanging over the right and bottom edges: OpenSlide returns transparent pixels there
         coords = np.array([[w - 100, 0], [0, h - 50], [w - 10, h - 10]], np.int64)
         edge = dataclasses.replace(grid.subset(np.arange(3)), coords=coords)
-        got = PatchReader(slide, edge, block_size=0).read_batch([0, 1, 2])
+        got = PatchReader(slide, edge, block_size=0, direct_tiles=False).read_batch([0, 1, 2])
         want = _slow(slide, edge)
         np.testing.assert_array_equal(got, want)
         assert (got[0, :, 150:] == 255).all()  # outside the slide: white
@@ -60,7 +62,7 @@ def test_reader_threads_have_their_own_handles(cmu_slide_path: Path, monkeypatch
     monkeypatch.setattr(reader_mod._OpenSlidePixels, "read", spy)
     with open_slide(cmu_slide_path) as slide:
         grid = make_grid(slide, TilingConfig(min_tissue_fraction=0.0))
-        reader = PatchReader(slide, grid, num_workers=2, block_size=0)
+        reader = PatchReader(slide, grid, num_workers=2, block_size=0, direct_tiles=False)
         for _ in reader.iter_batches(batch_size=8):
             pass
     handles = [h for hs in seen.values() for h in hs]

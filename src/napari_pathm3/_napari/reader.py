@@ -32,14 +32,32 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
     if not p.exists() or not _claims(p):
         return None
     try:  # opening reads only the header and one tiny tile: cheap enough to decide
-        open_slide(p).close()
+        slide = open_slide(p)
     except (SlideReadError, OSError) as err:
         log.info("napari-pathm3 does not read %s: %s", p, err)
         # a file with a slide's extension that no backend opens: say why (napari shows warnings as
         # notifications), then decline so that other readers may still try it
         warnings.warn(cannot_open_message(p, err), UserWarning, stacklevel=2)
         return None
-    return read_slide
+    return _OpenedReader(slide, str(path))
+
+
+class _OpenedReader:
+    """``read_slide`` that hands over the slide ``napari_get_reader`` already opened (napari calls the reader
+    right after: the file is not opened and parsed twice before the first frame); later calls open anew."""
+
+    def __init__(self, slide: Slide, path: str) -> None:
+        self._slide: Slide | None = slide
+        self._path = path
+
+    def __call__(self, path: str | list[str]) -> list[LayerData]:
+        p = path[0] if isinstance(path, list) else path
+        slide, self._slide = self._slide, None
+        if slide is not None and str(p) == self._path:
+            return [slide_layer_data(slide)]
+        if slide is not None:
+            slide.close()
+        return read_slide(path)
 
 
 def cannot_open_message(path: Path, err: BaseException) -> str:

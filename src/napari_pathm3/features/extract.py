@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -111,10 +112,7 @@ def extract_features(
         EncoderError: the encoder cannot be loaded or does not fit in memory even one patch at a time.
         Cancelled: ``cancel`` was set.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    _check_args(batch_size, dtype)
     n = len(grid)
     if n == 0:
         raise NoTissueError(f"{getattr(slide, 'path', slide)}: the patch grid is empty (no tissue found)")
@@ -125,69 +123,90 @@ def extract_features(
     fingerprint = getattr(slide, "fingerprint", None)
     meta = bag_meta(slide_id=slide_id, fingerprint=fingerprint, encoder=enc.describe(), grid=grid.params(),
                     coords=grid.coords, dtype=dtype)  # fmt: skip
-
-    writer: BagWriter | None = None
-    start = 0
+    writer = None
     if store is not None:
-        rows = chunk_rows or default_chunk_rows(batch_size)
-        writer = BagWriter.open(
-            store, meta=meta, coords=grid.coords, dim=enc.dim, chunk_rows=rows, overwrite=overwrite
-        )
+        writer = BagWriter.open(store, meta=meta, coords=grid.coords, dim=enc.dim, overwrite=overwrite,
+                                chunk_rows=chunk_rows or default_chunk_rows(batch_size))  # fmt: skip
         if writer.complete:
             report(progress, n, n, STAGE)
             return writer.read()
-        start = writer.done
-    feats = np.empty((n, enc.dim), np.float32) if writer is None else None
-    buf: list[np.ndarray] = []  # rows of the chunk being filled (store mode)
-    buf_start = start
-    done = start
-    report(progress, done, n, STAGE)
-
-    def consume(out: Any) -> None:
-        nonlocal done, buf_start
-        host = out.cpu().numpy()  # waits for the device; by now the next batch is already queued
-        if writer is None:
-            assert feats is not None
-            feats[done : done + len(host)] = host
-        else:
-            buf.append(host)
-            rows_buffered = done + len(host) - buf_start
-            while rows_buffered >= writer.chunk_rows or (done + len(host) == n and rows_buffered > 0):
-                block = np.concatenate(buf) if len(buf) > 1 else buf[0]
-                take = min(writer.chunk_rows, rows_buffered)
-                writer.write(buf_start, block[:take].astype(dtype, copy=False))
-                rest = block[take:]
-                buf[:] = [rest] if len(rest) else []
-                buf_start += take
-                rows_buffered -= take
-        done += len(host)
-        report(progress, done, n, STAGE)
-
-    # Reader workers: the whole budget. They sleep whenever the prefetch window is full, and on the CPU they
-    # run at a lower priority (nice +5) than torch's threads, so decoding fills the gaps the encoder leaves on
-    # the cores (its single-threaded steps) instead of pre-empting it. Measured on 2 free cores with the
-    # built-in encoder (bench_extract.py): pipeline / encoder alone 0.96-0.98 this way, 0.90 with one reader.
-    reader = PatchReader(slide, grid, num_workers=num_workers or policy.threads)
-    if enc.device.type == "cpu":
-        reader.nice = READER_NICE
-    max_batch = batch_size
-    pending = None
-    for _idx, patches in reader.iter_batches(
-        np.arange(start, n), batch_size=batch_size, prefetch=prefetch, cancel=cancel
-    ):
-        check_cancel(cancel)
-        out, max_batch = _encode_with_backoff(enc, patches, max_batch)
-        if pending is not None:
-            consume(pending)
-        pending = out
-    if pending is not None:
-        consume(pending)
-
+    feats = np.empty((n, enc.dim if writer is None else 0), np.float32)  # the in-memory result
+    sink = writer.append if writer is not None else _memory_sink(feats)
+    _encode_patches(slide, grid, enc, writer.done if writer is not None else 0, sink, batch_size=batch_size,
+                    prefetch=prefetch, workers=num_workers or policy.threads, progress=progress,
+                    cancel=cancel)  # fmt: skip
     if writer is not None:
         writer.finish()
         return writer.read()
-    assert feats is not None
     return FeatureBag(
         features=feats, coords=grid.coords.copy(), patch_size=grid.patch_size, mpp=grid.mpp,
         encoder_name=enc.name, slide_id=slide_id, fingerprint=fingerprint, attrs=meta,
     )  # fmt: skip
+
+
+def _check_args(batch_size: int, dtype: str) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+
+
+def _memory_sink(feats: np.ndarray) -> Callable[[np.ndarray], None]:
+    """``sink(rows)`` that fills the ``(n, d)`` array ``feats`` in order from its first row."""
+    pos = 0
+
+    def sink(rows: np.ndarray) -> None:
+        nonlocal pos
+        feats[pos : pos + len(rows)] = rows
+        pos += len(rows)
+
+    return sink
+
+
+def _encode_patches(
+    slide: Any,
+    grid: PatchGrid,
+    enc: FrozenEncoder,
+    start: int,
+    sink: Callable[[np.ndarray], None],
+    *,
+    batch_size: int,
+    prefetch: int,
+    workers: int,
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+) -> None:
+    """Encode patches ``start..n-1`` in order, handing each batch's features (host float32) to ``sink``.
+
+    Reader workers get the whole budget: they sleep whenever the prefetch window is full, and beside a CPU
+    encoder they run at a lower priority (nice +5) than torch's threads, so decoding fills the gaps the
+    encoder leaves on the cores (its single-threaded steps) instead of pre-empting it. On CUDA batch *k*'s
+    features are copied to the host only after batch *k+1* is queued, so the GPU never waits for Python.
+    """
+    n = len(grid)
+    done = start
+    report(progress, done, n, STAGE)
+
+    def deliver(out: Any) -> None:
+        nonlocal done
+        host = out.cpu().numpy()  # waits for the device; by now the next batch is already queued
+        sink(host)
+        done += len(host)
+        report(progress, done, n, STAGE)
+
+    reader = PatchReader(slide, grid, num_workers=workers)
+    if enc.device.type == "cpu":
+        reader.nice = READER_NICE
+    max_batch = batch_size
+    pending = None
+    batches = reader.iter_batches(
+        np.arange(start, n), batch_size=batch_size, prefetch=prefetch, cancel=cancel
+    )
+    for _idx, patches in batches:
+        check_cancel(cancel)
+        out, max_batch = _encode_with_backoff(enc, patches, max_batch)
+        if pending is not None:
+            deliver(pending)
+        pending = out
+    if pending is not None:
+        deliver(pending)

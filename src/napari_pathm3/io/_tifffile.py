@@ -9,6 +9,7 @@ tifffile's zarr view (one chunk per native tile).
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,16 @@ def is_non_rgb_tiff(path: Path) -> bool:
     """True when ``path`` is a TIFF whose main image is not 8-bit RGB(A) (e.g. fluorescence, 16-bit grey)."""
     if not path.name.lower().endswith(TIFF_SUFFIXES):
         return False
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    # remembered per file version: napari and the widgets open the same slide several times
+    return _is_non_rgb_tiff(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_non_rgb_tiff(path: str, _mtime_ns: int, _size: int) -> bool:
     import tifffile
 
     try:

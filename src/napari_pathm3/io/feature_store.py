@@ -233,6 +233,7 @@ class BagWriter:
         self.complete = bool(attrs.get("complete", False))
         self._dtype = np.dtype(attrs["dtype"])
         self._bag = None if loaded is None else _bag(self.path, attrs, *loaded)
+        self._pending: list[np.ndarray] = []  # rows given to append() not yet written (less than a chunk)
 
     @classmethod
     def open(
@@ -308,6 +309,19 @@ class BagWriter:
                 group.attrs.update({"chunk_digests": [*digests, _digest(block)], "done": stop})
             # else another writer already stored these rows (same slide, grid and encoder): keep them
         self.done = stop
+
+    def append(self, rows: np.ndarray) -> None:
+        """Add the next rows (any number, in order after :attr:`done`): each chunk is written once it is
+        full, the tail once the last row arrives. Buffered rows are lost when a run stops early; a resume
+        starts again at :attr:`done`."""
+        self._pending.append(np.asarray(rows))
+        buffered = sum(len(r) for r in self._pending)
+        while buffered and (buffered >= self.chunk_rows or self.done + buffered >= self.n):
+            block = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            take = min(self.chunk_rows, len(block))
+            self.write(self.done, block[:take])
+            self._pending = [block[take:]] if len(block) > take else []
+            buffered -= take
 
     def finish(self) -> None:
         import zarr

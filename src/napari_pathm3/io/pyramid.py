@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import dask.array as da
 
     from .slide import Slide
+    from .tiff_tiles import TiffTiles
 
 #: Chunk edge for untiled (stripped) images, whose "native tile" would be the whole level.
 UNTILED_CHUNK = 1024
@@ -77,45 +78,65 @@ def level_array(slide: Slide, level: int) -> da.Array:
 def multiscale(slide: Slide, *, direct_tiff: bool = True) -> list[da.Array]:
     """One lazy dask array per pyramid level, largest first. Levels smaller than a pixel are dropped.
 
-    ``direct_tiff``: plain tiled RGB TIFF/SVS pyramids read their tiles through tifffile's zarr view (same
-    pixels, less CPU per tile); ``False`` reads every chunk through ``Slide.read_region``."""
+    ``direct_tiff``: plain tiled RGB TIFF/SVS pyramids decode their tiles directly (same pixels, less CPU
+    per tile); ``False`` reads every chunk through ``Slide.read_region``."""
     levels = _tiff_levels(slide) if direct_tiff else None
     return levels or [level_array(slide, i) for i in range(slide.level_count)]
 
 
-#: Plain tiled RGB TIFF pyramids (generic TIFF, Aperio SVS) are shown through tifffile's zarr view, whose
-#: tiles imagecodecs decodes directly: the same pixels as OpenSlide (checked in tests) for ~30% less CPU per
-#: tile than OpenSlide's decode + composite (benchmarks/bench_view.py). Every other file goes through OpenSlide.
-_TIFF_SUFFIXES = (".tif", ".tiff", ".svs")
+#: Plain tiled RGB TIFF pyramids (generic TIFF, Aperio SVS) serve their chunks from tiles decoded directly
+#: (:class:`~.tiff_tiles.TiffTiles`: imagecodecs, the same pixels as OpenSlide, checked in tests): per chunk one
+#: ``pread`` and one decode, with less Python per chunk than a tifffile-zarr store (zarr's async codec
+#: pipeline) and a fraction of OpenSlide's CPU per tile (benchmarks/bench_view.py). Other files: OpenSlide.
+class _TileLevel:
+    """Array-like view of one plain tiled TIFF level (dask calls ``__getitem__`` with one chunk's slices)."""
+
+    def __init__(self, slide: Slide, tiles: TiffTiles, level: int) -> None:
+        self.slide, self.tiles, self.level = slide, tiles, level
+        w, h = slide.level_dimensions[level]
+        self.shape: tuple[int, ...] = (h, w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        y0, y1, _ = key[0].indices(self.shape[0])
+        x0, x1, _ = key[1].indices(self.shape[1])
+        out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
+        if out.size and not self._read(x0, y0, out):  # a missing or undecodable tile: OpenSlide reads it
+            out = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
+        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+
+    def _read(self, x: int, y: int, out: np.ndarray) -> bool:
+        try:
+            return self.tiles.read_into(self.level, x, y, out)
+        except Exception:  # noqa: BLE001 - the slide's read raises the proper SlideReadError, if any
+            return False
 
 
 def _tiff_levels(slide: Slide) -> list[da.Array] | None:
-    file = getattr(slide, "_file", None)
-    if slide.backend != "openslide" or file is None or file.suffix.lower() not in _TIFF_SUFFIXES:
+    if slide.backend != "openslide" or not slide.is_rgb:  # non-RGB samples keep their own path
         return None
-    if not getattr(slide, "is_rgb", True):  # non-RGB samples keep their own path
-        return None
-    try:
-        import dask.array as da
-        import tifffile
-        import zarr
+    from .tiff_tiles import TiffTiles
 
-        tif = tifffile.TiffFile(file)  # closed with the arrays that hold it (napari layers keep it open)
-        levels = tif.series[0].levels
-        if len(levels) != slide.level_count or not all(
-            lv.shape == (h, w, 3) and lv.dtype == np.uint8 and lv.keyframe.is_tiled
-            for lv, (w, h) in zip(levels, slide.level_dimensions, strict=True)
-        ):
-            tif.close()
-            return None
-        node = zarr.open(tif.series[0].aszarr(), mode="r")
-        arrays = [node] if len(levels) == 1 else [node[str(i)] for i in range(len(levels))]
-        return [
-            da.from_zarr(a, chunks=(*level_chunks(slide, i), 3), name=f"pathm3-tiff-{slide.fingerprint}-{i}")
-            for i, a in enumerate(arrays)
-        ]
-    except Exception:  # noqa: BLE001 - anything tifffile cannot map exactly goes through OpenSlide
+    # no tile cache: napari asks for each chunk once and keeps what it shows; one tile per level is kept
+    tiles = TiffTiles.for_slide(slide, cache_bytes=0)
+    if tiles is None or not all(tiles.supports(i) for i in range(slide.level_count)):
+        if tiles is not None:
+            tiles.close()
         return None
+    import dask.array as da
+
+    return [
+        da.from_array(
+            _TileLevel(slide, tiles, i),
+            chunks=(*level_chunks(slide, i), 3),
+            asarray=False,
+            lock=False,
+            fancy=False,
+            name=f"pathm3-tiff-{slide.fingerprint}-{i}",
+        )  # fmt: skip
+        for i in range(slide.level_count)
+    ]
 
 
 def contrast_limits(slide: Slide) -> list[tuple[float, float]]:
