@@ -1,0 +1,106 @@
+"""A saved tokenizer folder (``tokenizer.json`` + ``tokenizer_config.json``) read with the ``tokenizers``
+package directly, without importing transformers (about 2 s of start-up).
+
+:class:`FastTokenizer` offers the part of ``PreTrainedTokenizerFast`` this package calls: ``tok(texts, ...)``
+with padding/truncation, the special token ids, ``len(tok)``, ``batch_decode`` and ``save_pretrained``. It
+gives the same ids and texts as ``AutoTokenizer.from_pretrained`` on the same folder
+(tests/model/test_native_lm.py); a folder it cannot read (no tokenizer.json) is left to transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["FastTokenizer", "load_saved_tokenizer"]
+
+_SPECIAL_NAMES = ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
+
+
+class FastTokenizer:
+    """``tokenizers.Tokenizer`` plus the special tokens named in ``tokenizer_config.json``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self._tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self._tok.no_padding()  # the saved file may fix padding/truncation; each call sets its own
+        self._tok.no_truncation()
+        self.init_kwargs: dict[str, Any] = json.loads(
+            (self.folder / "tokenizer_config.json").read_text(encoding="utf-8")
+        )
+        for name in _SPECIAL_NAMES:
+            token = self.init_kwargs.get(f"{name}_token")
+            if isinstance(token, dict):  # AddedToken serialised as a dict
+                token = token.get("content")
+            setattr(self, f"{name}_token", token)
+            setattr(self, f"{name}_token_id", None if token is None else self._tok.token_to_id(token))
+        self.model_max_length = int(self.init_kwargs.get("model_max_length", 10**30))
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        *,
+        add_special_tokens: bool = True,
+        padding: bool = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+    ) -> dict[str, Any]:
+        """``input_ids`` and ``attention_mask``: lists (one text) or lists of lists, tensors with ``"pt"``."""
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        if truncation:
+            limit = max_length if max_length is not None else self.model_max_length
+            self._tok.enable_truncation(limit)
+        if padding:
+            self._tok.enable_padding(pad_id=self.pad_token_id or 0, pad_token=self.pad_token or "[PAD]")
+        try:
+            enc = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+        finally:
+            self._tok.no_padding()
+            self._tok.no_truncation()
+        ids = [e.ids for e in enc]
+        mask = [e.attention_mask for e in enc]
+        if return_tensors == "pt":
+            return {"input_ids": torch.tensor(ids, dtype=torch.long), "attention_mask": torch.tensor(mask)}
+        if single:
+            return {"input_ids": ids[0], "attention_mask": mask[0]}
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def batch_decode(
+        self, sequences: Any, *, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool = False
+    ) -> list[str]:
+        """Texts of token id rows (a 2-d tensor or lists)."""
+        if clean_up_tokenization_spaces:
+            raise NotImplementedError("clean_up_tokenization_spaces=True: use the transformers tokenizer")
+        rows = sequences.tolist() if isinstance(sequences, torch.Tensor) else [list(r) for r in sequences]
+        return self._tok.decode_batch(rows, skip_special_tokens=skip_special_tokens)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Copy the two files, so transformers and this class both read the folder back."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            if (self.folder / name).resolve() != (out / name).resolve():
+                shutil.copyfile(self.folder / name, out / name)
+
+
+def load_saved_tokenizer(folder: str | Path) -> Any:
+    """A tokenizer saved in a checkpoint: :class:`FastTokenizer` when the folder has a ``tokenizer.json``,
+    transformers' ``AutoTokenizer`` otherwise (slow-only tokenizers)."""
+    path = Path(folder)
+    if (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file():
+        return FastTokenizer(path)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
