@@ -132,14 +132,27 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
 
 
 def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None:
-    """The config dict of a scratch LM built with this package's plain-torch implementation (T5), or None
-    (pretrained LMs and other architectures use transformers)."""
+    """The config dict of a scratch LM this package runs in plain torch (T5, GPT-2), or None (pretrained
+    LMs and other architectures use transformers)."""
     if cfg.name is not None or hf_config is None:
         return None
-    from .t5 import supports_t5
-
     data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
-    return data if supports_t5(data) else None
+    return data if _native_class(data) is not None else None
+
+
+def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
+    from .gpt2 import NativeGPT2, supports_gpt2
+    from .t5 import NativeT5, supports_t5
+
+    if supports_t5(data):
+        return NativeT5
+    return NativeGPT2 if supports_gpt2(data) else None
+
+
+def _build_native(data: dict[str, Any]) -> nn.Module:
+    cls = _native_class(data)
+    assert cls is not None  # checked by _native_config
+    return cls(data)  # type: ignore[call-arg]
 
 
 def load_saved_lm_config(folder: str | Path, cfg: LanguageConfig) -> Any:
@@ -194,9 +207,7 @@ def build_language_model(
         tokenizer = load_tokenizer(source)
     native = _native_config(cfg, hf_config)
     if native is not None:  # from a checkpoint: its weights are loaded afterwards
-        from .t5 import NativeT5
-
-        model: nn.Module = NativeT5(native)
+        model: nn.Module = _build_native(native)
     else:
         model = _build_hf(cfg, tokenizer, hf_config, load_weights)
     if not cfg.trainable:
@@ -222,10 +233,10 @@ def _build_hf(cfg: LanguageConfig, tokenizer: Any, hf_config: Any, load_weights:
     native = _native_config(cfg, model.config)
     if native is None:
         return model
-    from .t5 import NativeT5
-
-    # a new scratch T5: transformers draws the initial weights (same seed, same model as before), ours runs it
-    out = NativeT5(native)
+    # a new scratch LM: transformers draws the initial weights (same seed, same model as before), ours runs
+    # it; building ours must not advance the random state the later parts of the model are drawn from
+    with torch.random.fork_rng(devices=[]):
+        out = _build_native(native)
     out.load_state_dict(model.state_dict())
     return out
 
@@ -335,19 +346,28 @@ def generate_captions(
 
 
 def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
-    """Token ids from the plain-torch T5: the prefix is encoded once, the decoder starts from its start id."""
+    """Token ids from a plain-torch LM. T5: the prefix is encoded once and the decoder starts from its start
+    id (returned first, as transformers does); GPT-2: the prefix embeddings come first and only the new
+    tokens are returned."""
     from .generation import decode
 
-    att = torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device)
-    encoded = lm.encode(emb, att)  # type: ignore[operator]
-    start = torch.full(
-        (emb.shape[0], 1), lm.settings.decoder_start_token_id, dtype=torch.long, device=emb.device
-    )  # type: ignore[union-attr]
+    b, device = emb.shape[0], emb.device
+    att = torch.ones(emb.shape[:2], dtype=torch.long, device=device)
+    if getattr(lm, "kind", "") == "causal":
+        embed = lm.get_input_embeddings()  # type: ignore[operator]
 
-    def next_logits(ids: Tensor, rows: Tensor) -> Tensor:
+        def next_logits(ids: Tensor, rows: Tensor) -> Tensor:
+            seq = torch.cat([emb[rows], embed(ids).to(emb.dtype)], dim=1)
+            return lm.logits(seq)[:, -1]  # type: ignore[operator]
+
+        return decode(next_logits, torch.zeros(b, 0, dtype=torch.long, device=device), opts)
+    encoded = lm.encode(emb, att)  # type: ignore[operator]
+    start = torch.full((b, 1), lm.settings.decoder_start_token_id, dtype=torch.long, device=device)  # type: ignore[union-attr]
+
+    def next_t5_logits(ids: Tensor, rows: Tensor) -> Tensor:
         return lm.decode(ids, encoded[rows], att[rows])[:, -1]  # type: ignore[operator]
 
-    return decode(next_logits, start, opts)
+    return decode(next_t5_logits, start, opts)
 
 
 def _hf_generate(lm: nn.Module, tok: Any, kind: str, emb: Tensor, **options: Any) -> Tensor:

@@ -23,40 +23,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NativeT5", "T5Settings", "supports_t5"]
+__all__ = ["NativeT5", "SavedConfig", "T5Settings", "supports_t5"]
 
 _MIN = torch.finfo(torch.float32).min
 
 
 @dataclass(frozen=True)
 class T5Settings:
-    """The fields of an HF ``T5Config`` this implementation uses (read from its config.json)."""
+    """The fields of an HF ``T5Config`` this implementation uses (read from its config.json; a missing field
+    takes T5Config's default)."""
 
-    vocab_size: int
-    d_model: int
-    d_kv: int
-    d_ff: int
-    num_layers: int
-    num_decoder_layers: int
-    num_heads: int
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: int | None = None  # None: num_layers
+    num_heads: int = 8
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     dropout_rate: float = 0.1
     layer_norm_epsilon: float = 1e-6
     tie_word_embeddings: bool = True
-    scale_decoder_outputs: bool = True
+    scale_decoder_outputs: bool = True  # tied embeddings: decoder output times d_model ** -0.5
     pad_token_id: int = 0
     eos_token_id: int = 1
     decoder_start_token_id: int = 0
 
 
-class _Config:
+class SavedConfig:
     """Stands in for the HF config object: ``save_pretrained`` writes the config.json it was read from."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self._data = dict(data)
         self.model_type = data.get("model_type")
-        self.is_encoder_decoder = True
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._data)
@@ -77,8 +77,7 @@ def supports_t5(data: dict[str, Any]) -> bool:
 
 def _settings(data: dict[str, Any]) -> T5Settings:
     fields = T5Settings.__dataclass_fields__
-    kw = {k: data[k] for k in fields if k in data and data[k] is not None}
-    kw.setdefault("num_decoder_layers", data["num_layers"])
+    kw = {k: data[k] for k in fields if data.get(k) is not None}
     return T5Settings(**kw)
 
 
@@ -223,7 +222,7 @@ class _Stack(nn.Module):
         super().__init__()
         self.embed_tokens = shared  # tied: stored once in the state dict (checkpoint aliases)
         self.decoder = decoder
-        n = s.num_decoder_layers if decoder else s.num_layers
+        n = (s.num_decoder_layers or s.num_layers) if decoder else s.num_layers
         self.block = nn.ModuleList(_Block(s, first=i == 0, decoder=decoder) for i in range(n))
         self.final_layer_norm = _LayerNorm(s.d_model, s.layer_norm_epsilon)
         self.dropout = nn.Dropout(s.dropout_rate)
@@ -273,7 +272,7 @@ class NativeT5(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         s = _settings(config)
-        self.settings, self.config = s, _Config(config)
+        self.settings, self.config = s, SavedConfig(config)
         self.shared = nn.Embedding(s.vocab_size, s.d_model)
         self.encoder = _Stack(s, self.shared, decoder=False)
         self.decoder = _Stack(s, self.shared, decoder=True)
