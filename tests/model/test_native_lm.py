@@ -185,7 +185,7 @@ def test_saved_tokenizers_read_without_transformers_give_the_same_ids(tmp_path: 
             FastTokenizer(tmp_path / sub),
             transformers.AutoTokenizer.from_pretrained(str(tmp_path / sub)),
         )
-        assert len(ours) == len(ref)
+        assert len(ours) == len(ref) and ours.get_vocab() == ref.get_vocab()
         for name in ("pad", "eos", "bos", "unk"):
             assert getattr(ours, f"{name}_token_id") == getattr(ref, f"{name}_token_id"), name
         kw = dict(padding=True, truncation=True, max_length=16, return_tensors="pt")

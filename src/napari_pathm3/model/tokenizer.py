@@ -46,6 +46,10 @@ class FastTokenizer:
     def __len__(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
+    def get_vocab(self) -> dict[str, int]:
+        """Token -> id, added tokens included."""
+        return self._tok.get_vocab(with_added_tokens=True)
+
     def __call__(
         self,
         text: str | Sequence[str],
