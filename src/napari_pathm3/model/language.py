@@ -132,12 +132,11 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
 
 
 def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None:
-    """The config dict of a scratch LM this package runs in plain torch (T5, GPT-2), or None (pretrained
-    LMs and other architectures use transformers)."""
-    if cfg.name is not None or hf_config is None:
+    """The config dict (read from a checkpoint) of a scratch LM this package runs in plain torch (T5, GPT-2),
+    or None (new models, pretrained LMs and other architectures use transformers)."""
+    if cfg.name is not None or not isinstance(hf_config, dict):
         return None
-    data = hf_config if isinstance(hf_config, dict) else hf_config.to_dict()
-    return data if _native_class(data) is not None else None
+    return hf_config if _native_class(hf_config) is not None else None
 
 
 def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
@@ -182,9 +181,11 @@ def build_language_model(
 ) -> tuple[nn.Module, Any]:
     """The caption LM and its tokenizer.
 
-    A scratch T5 (``cfg.name`` None, the default presets) is the plain-torch :class:`~.t5.NativeT5`: from a
-    checkpoint's config dict it is built without importing transformers; a new one takes its initial weights
-    from transformers' ``T5ForConditionalGeneration`` (so a seed gives the same model as before).
+    A scratch LM read from a checkpoint (``cfg.name`` None and ``hf_config`` its config.json as a dict: T5,
+    the default presets, or GPT-2) is the plain-torch :class:`~.t5.NativeT5` / :class:`~.gpt2.NativeGPT2`,
+    built without importing transformers. A new model for training is transformers' own, exactly as before
+    (same seed, same weights, same training run to the last bit: the plain-torch forward agrees only to float
+    rounding under autograd); it saves in the same format, and the two give the same captions.
 
     Args:
         cfg: language settings. ``cfg.name`` None builds a small model from ``scratch_*`` sizes.
@@ -230,15 +231,7 @@ def _build_hf(cfg: LanguageConfig, tokenizer: Any, hf_config: Any, load_weights:
         model = auto.from_config(hf_config)
     else:
         model = auto.from_pretrained(resolve_pretrained(cfg.name))  # type: ignore[arg-type]
-    native = _native_config(cfg, model.config)
-    if native is None:
-        return model
-    # a new scratch LM: transformers draws the initial weights (same seed, same model as before), ours runs
-    # it; building ours must not advance the random state the later parts of the model are drawn from
-    with torch.random.fork_rng(devices=[]):
-        out = _build_native(native)
-    out.load_state_dict(model.state_dict())
-    return out
+    return model
 
 
 def _prompt_ids(tok: Any, prompt: str, b: int, device: torch.device) -> Tensor:

@@ -140,7 +140,9 @@ class _Attention(nn.Module):
     def forward(
         self, x: Tensor, context: Tensor | None, mask: Tensor | None, bias: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        """x (b, t, D) attends to context (b, s, D) (itself when None); mask additive (b|1, 1, t, s)."""
+        """x (b, t, D) attends to context (b, s, D) (itself when None); mask bool (b|1, 1, t|1, s), True =
+        attend, or None. The bias goes where the mask allows, float min elsewhere (as transformers' SDPA path
+        builds it: the same values bit for bit, in training too)."""
         b, t, _ = x.shape
         src = x if context is None else context
         q = self.q(x).view(b, t, -1, self.s.d_kv).transpose(1, 2)  # (b, h, t, d)
@@ -151,7 +153,7 @@ class _Attention(nn.Module):
                 bias = self.compute_bias(t, k.shape[2], x.device)
             else:
                 bias = torch.zeros(1, self.heads, t, k.shape[2], device=x.device, dtype=q.dtype)
-        full = bias if mask is None else bias + mask
+        full = bias if mask is None else torch.where(mask, bias, _MIN)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=full.contiguous(), dropout_p=self.s.dropout_rate if self.training else 0.0,
             scale=1.0,
@@ -234,7 +236,7 @@ class _Stack(nn.Module):
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
     ) -> Tensor:
-        """x (b, t, D) embeddings; mask/context_mask additive (b|1, 1, t|1, t|s) or None."""
+        """x (b, t, D) embeddings; mask/context_mask bool (b|1, 1, t|1, t|s), True = attend, or None."""
         h = self.dropout(x)
         bias = cross_bias = None
         for block in self.block:
@@ -245,16 +247,16 @@ class _Stack(nn.Module):
         return self.dropout(self.final_layer_norm(h))
 
 
-def _padding_mask(attention_mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """(b, s) 1/0 -> additive (b, 1, 1, s); None when every position is real."""
+def _padding_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """(b, s) 1/0 -> bool (b, 1, 1, s); None when every position is real."""
     if attention_mask is None or bool(attention_mask.bool().all()):
         return None
-    return torch.where(attention_mask.bool()[:, None, None, :], 0.0, _MIN).to(dtype)
+    return attention_mask.bool()[:, None, None, :]
 
 
-def _causal_mask(t: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    keep = torch.arange(t, device=device)[:, None] >= torch.arange(t, device=device)[None, :]
-    return torch.where(keep, 0.0, _MIN).to(dtype)[None, None]
+def _causal_mask(t: int, device: torch.device) -> Tensor:
+    """(1, 1, t, t) bool, True on and below the diagonal."""
+    return (torch.arange(t, device=device)[:, None] >= torch.arange(t, device=device)[None, :])[None, None]
 
 
 @dataclass
@@ -285,13 +287,12 @@ class NativeT5(nn.Module):
 
     def encode(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(b, s, D) encoder states."""
-        return self.encoder(inputs_embeds, _padding_mask(attention_mask, inputs_embeds.dtype))
+        return self.encoder(inputs_embeds, _padding_mask(attention_mask))
 
     def decode(self, decoder_ids: Tensor, encoded: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Logits (b, t, vocab) of every decoder position, causal over ``decoder_ids`` (b, t)."""
         x = self.shared(decoder_ids)
-        h = self.decoder(x, _causal_mask(x.shape[1], x.device, x.dtype), encoded,
-                         _padding_mask(attention_mask, x.dtype))  # fmt: skip
+        h = self.decoder(x, _causal_mask(x.shape[1], x.device), encoded, _padding_mask(attention_mask))
         if self.settings.scale_decoder_outputs:
             h = h * (self.settings.d_model**-0.5)
         return self.lm_head(h)
