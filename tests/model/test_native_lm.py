@@ -242,6 +242,12 @@ def test_checkpoint_saved_with_transformers_loads_and_captions_identically(
         ref = reloaded_old.generate_captions(x, mask, max_new_tokens=8, **options)
         assert new.generate_captions(x, mask, max_new_tokens=8, **options) == ref
     torch.testing.assert_close(new.classify(x, mask).probabilities, old.classify(x, mask).probabilities)
+    text = [
+        "Fibrous stroma, pink collagen.",
+        None,
+    ]  # the Q-Former's BERT tokenizer, read without transformers
+    torch.testing.assert_close(new.classify(x, mask, text=text).probabilities,
+                               reloaded_old.classify(x, mask, text=text).probabilities)  # fmt: skip
     # and a checkpoint re-saved from the plain-torch model still loads with transformers
     folder2 = new.save_pretrained(tmp_path / "ckpt2")
     with monkeypatch.context() as m:
