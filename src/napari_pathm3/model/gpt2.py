@@ -111,6 +111,25 @@ class _Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class _Transformer(nn.Module):
+    """``GPT2Model``'s parameters: token and position embeddings, blocks, final LayerNorm."""
+
+    def __init__(self, s: GPT2Settings) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(s.vocab_size, s.n_embd)
+        self.wpe = nn.Embedding(s.n_positions, s.n_embd)
+        self.drop = nn.Dropout(s.embd_pdrop)
+        self.h = nn.ModuleList(_Block(s) for _ in range(s.n_layer))
+        self.ln_f = nn.LayerNorm(s.n_embd, eps=s.layer_norm_epsilon)
+
+    def forward(self, inputs_embeds: Tensor, mask: Tensor) -> Tensor:
+        t = inputs_embeds.shape[1]
+        h = self.drop(inputs_embeds + self.wpe(torch.arange(t, device=inputs_embeds.device))[None])
+        for block in self.h:
+            h = block(h, mask)
+        return self.ln_f(h)
+
+
 @dataclass
 class CausalOutput:
     logits: Tensor  # (b, t, vocab)
@@ -128,31 +147,25 @@ class NativeGPT2(nn.Module):
         fields = GPT2Settings.__dataclass_fields__
         s = GPT2Settings(**{k: config[k] for k in fields if config.get(k) is not None})
         self.settings, self.config = s, SavedConfig(config)
-        self.transformer = nn.Module()
-        self.transformer.wte = nn.Embedding(s.vocab_size, s.n_embd)
-        self.transformer.wpe = nn.Embedding(s.n_positions, s.n_embd)
-        self.transformer.drop = nn.Dropout(s.embd_pdrop)
-        self.transformer.h = nn.ModuleList(_Block(s) for _ in range(s.n_layer))
-        self.transformer.ln_f = nn.LayerNorm(s.n_embd, eps=s.layer_norm_epsilon)
+        self.transformer = _Transformer(s)
         self.lm_head = nn.Linear(s.n_embd, s.vocab_size, bias=False)
         if s.tie_word_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.transformer.wte  # type: ignore[return-value]
+        return self.transformer.wte
 
     def logits(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(b, t, vocab) next-token logits at every position of ``inputs_embeds`` (b, t, D)."""
-        tr = self.transformer
         b, t, _ = inputs_embeds.shape
-        h = tr.drop(inputs_embeds + tr.wpe(torch.arange(t, device=inputs_embeds.device))[None])
-        keep = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()[None, None]  # (1, 1, t, t)
+        keep = torch.ones(t, t, dtype=torch.bool, device=inputs_embeds.device).tril()[
+            None, None
+        ]  # (1, 1, t, t)
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             keep = keep & attention_mask.bool()[:, None, None, :]
-        mask = torch.where(keep, 0.0, torch.finfo(h.dtype).min).to(h.dtype)
-        for block in tr.h:
-            h = block(h, mask)
-        return self.lm_head(tr.ln_f(h))
+        dtype = inputs_embeds.dtype
+        mask = torch.where(keep, 0.0, torch.finfo(dtype).min).to(dtype)
+        return self.lm_head(self.transformer(inputs_embeds, mask))
 
     def forward(
         self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None

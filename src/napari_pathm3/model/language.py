@@ -355,7 +355,8 @@ def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
 
         return decode(next_logits, torch.zeros(b, 0, dtype=torch.long, device=device), opts)
     encoded = lm.encode(emb, att)  # type: ignore[operator]
-    start = torch.full((b, 1), lm.settings.decoder_start_token_id, dtype=torch.long, device=device)  # type: ignore[union-attr]
+    start_id = int(lm.settings.decoder_start_token_id)  # type: ignore[union-attr]
+    start = torch.full((b, 1), start_id, dtype=torch.long, device=device)
 
     def next_t5_logits(ids: Tensor, rows: Tensor) -> Tensor:
         return lm.decode(ids, encoded[rows], att[rows])[:, -1]  # type: ignore[operator]

@@ -218,6 +218,22 @@ class _Block(nn.Module):
             self.layer.append(_CrossAttentionLayer(s))
         self.layer.append(_FeedForwardLayer(s))
 
+    def forward(
+        self,
+        h: Tensor,
+        mask: Tensor | None,
+        bias: Tensor | None,
+        context: Tensor | None,
+        context_mask: Tensor | None,
+        cross_bias: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Self-attention, cross-attention (decoder, with ``context``), feed-forward; the biases the first
+        block computes are passed on to the others."""
+        h, bias = self.layer[0](h, mask, bias)
+        if len(self.layer) == 3 and context is not None:
+            h, cross_bias = self.layer[1](h, context, context_mask, cross_bias)
+        return self.layer[-1](h), bias, cross_bias
+
 
 class _Stack(nn.Module):
     def __init__(self, s: T5Settings, shared: nn.Embedding, *, decoder: bool) -> None:
@@ -240,10 +256,7 @@ class _Stack(nn.Module):
         h = self.dropout(x)
         bias = cross_bias = None
         for block in self.block:
-            h, bias = block.layer[0](h, mask, bias)
-            if self.decoder and context is not None:
-                h, cross_bias = block.layer[1](h, context, context_mask, cross_bias)
-            h = block.layer[-1](h)
+            h, bias, cross_bias = block(h, mask, bias, context, context_mask, cross_bias)
         return self.dropout(self.final_layer_norm(h))
 
 

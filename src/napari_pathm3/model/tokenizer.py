@@ -25,6 +25,13 @@ _SPECIAL_NAMES = ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
 class FastTokenizer:
     """``tokenizers.Tokenizer`` plus the special tokens named in ``tokenizer_config.json``."""
 
+    pad_token: str | None
+    pad_token_id: int | None
+    eos_token: str | None
+    eos_token_id: int | None
+    bos_token: str | None
+    bos_token_id: int | None
+
     def __init__(self, folder: str | Path) -> None:
         from tokenizers import Tokenizer
 
