@@ -3,8 +3,8 @@ package directly, without importing transformers (about 2 s of start-up).
 
 :class:`FastTokenizer` offers the part of ``PreTrainedTokenizerFast`` this package calls: ``tok(texts, ...)``
 with padding/truncation, the special token ids, ``len(tok)``, ``batch_decode`` and ``save_pretrained``. It
-gives the same ids and texts as ``AutoTokenizer.from_pretrained`` on the same folder
-(tests/model/test_native_lm.py); a folder it cannot read (no tokenizer.json) is left to transformers.
+gives the same ids and texts as ``AutoTokenizer.from_pretrained`` on the same folder for the tokenizer
+classes this package saves itself (tests/model/test_native_lm.py); other folders are left to transformers.
 """
 
 from __future__ import annotations
@@ -106,11 +106,23 @@ class FastTokenizer:
                 shutil.copyfile(self.folder / name, out / name)
 
 
+#: tokenizer classes whose saved ``tokenizer.json`` alone gives transformers' ids and texts (checked in
+#: tests/model/test_native_lm.py): the word vocabulary of scratch LMs and BERT WordPiece (the Q-Former's)
+VERIFIED_CLASSES = frozenset(
+    {"TokenizersBackend", "PreTrainedTokenizerFast", "BertTokenizer", "BertTokenizerFast"}
+)
+
+
 def load_saved_tokenizer(folder: str | Path) -> Any:
-    """A tokenizer saved in a checkpoint: :class:`FastTokenizer` when the folder has a ``tokenizer.json``,
-    transformers' ``AutoTokenizer`` otherwise (slow-only tokenizers)."""
+    """A tokenizer saved in a checkpoint: :class:`FastTokenizer` for the classes in :data:`VERIFIED_CLASSES`
+    with a ``tokenizer.json``, transformers' ``AutoTokenizer`` for any other (e.g. GPT-2's or T5's own, whose
+    classes add their own behaviour on top of the file)."""
     path = Path(folder)
-    if (path / "tokenizer.json").is_file() and (path / "tokenizer_config.json").is_file():
+    try:
+        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    if (path / "tokenizer.json").is_file() and config.get("tokenizer_class") in VERIFIED_CLASSES:
         return FastTokenizer(path)
     from transformers import AutoTokenizer
 
