@@ -271,3 +271,28 @@ def test_loading_a_scratch_checkpoint_imports_no_transformers(tiny_model, tmp_pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**__import__("os").environ, "PYTHONPATH": src})  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("old_file", [False, True])
+def test_t5_config_files_read_as_transformers_reads_them(tie: bool, old_file: bool, tmp_path: Path):
+    """T5 v1.1 configs (tie_word_embeddings false) and files without scale_decoder_outputs (older
+    transformers): the decoder-output scaling must follow transformers' reading of the same file."""
+    import json
+
+    _t5_config(tie_word_embeddings=tie).save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    if old_file:
+        data.pop("scale_decoder_outputs", None)
+        data["tie_word_embeddings"] = tie
+        (tmp_path / "config.json").write_text(json.dumps(data))
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForSeq2SeqLM.from_config(
+        transformers.AutoConfig.from_pretrained(str(tmp_path))
+    )
+    native = NativeT5(data)
+    native.load_state_dict(hf.state_dict())
+    emb, labels = torch.randn(2, 4, 32), torch.randint(4, VOCAB, (2, 3))
+    with torch.no_grad():
+        ref = hf.eval()(inputs_embeds=emb, labels=labels).logits
+        torch.testing.assert_close(native.eval()(inputs_embeds=emb, labels=labels).logits, ref)

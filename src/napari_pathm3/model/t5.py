@@ -78,6 +78,11 @@ def supports_t5(data: dict[str, Any]) -> bool:
 def _settings(data: dict[str, Any]) -> T5Settings:
     fields = T5Settings.__dataclass_fields__
     kw = {k: data[k] for k in fields if data.get(k) is not None}
+    # as transformers 5 reads a saved T5 config: embeddings always tied; the decoder output scaled as the
+    # file says, or (older files) unless it says tie_word_embeddings false (T5 v1.1)
+    if "scale_decoder_outputs" not in data:
+        kw["scale_decoder_outputs"] = data.get("tie_word_embeddings") is not False
+    kw["tie_word_embeddings"] = True
     return T5Settings(**kw)
 
 
