@@ -5,6 +5,9 @@
    stage of the median run, torch threads, peak RSS growth.
 2. ``cli``: ``napari-pathm3 caption CMU --model demo`` in a fresh process (imports, model load, cached
    features as shipped): wall seconds over ``--repeat`` runs and the largest child's peak RSS.
+   ``cli_imports``: one more quiet run under ``python -X importtime``: the packages that cost most to import
+   (cumulative seconds of one run) and whether transformers was imported at all (it should not be: the
+   demo model's Q-Former, T5 and tokenizers load without it).
 3. ``--sizes``: optional square regions of the large synthetic slide (patch counts), quiet only.
 
 The demo model is trained once and cached before any clock starts. Prints one JSON line.
@@ -34,6 +37,7 @@ from _common import (  # noqa: E402
     condition_label,
     emit,
     fmt_spread,
+    load_average,
     machine,
     progress,
     rss_mb,
@@ -114,6 +118,34 @@ def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
     return {"seconds": spread(secs), "peak_rss_mb_max_child": round(peak)}
 
 
+def cli_imports(path: Path, out_dir: Path, top: int = 8) -> dict[str, Any]:
+    """One CLI run under ``-X importtime``: the costliest top-level imports (s) and whether transformers loaded."""
+    import re
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
+    }
+    cmd = [sys.executable, "-X", "importtime", "-m", "napari_pathm3.cli", "caption", str(path), "--model", "demo",
+           "--out", str(out_dir / "caption.json"), "--quiet"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip()[-800:]}
+    total: dict[str, float] = {}
+    names = set()
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if not m:
+            continue
+        names.add(m[3].split(".")[0])
+        if len(m[2]) == 1:  # imported from the program itself (not inside another import)
+            pkg = m[3].split(".")[0]
+            total[pkg] = total.get(pkg, 0.0) + int(m[1]) / 1e6
+    costly = sorted(total.items(), key=lambda kv: -kv[1])[:top]
+    return {"load_average": round(load_average(), 2), "all_s": round(sum(total.values()), 2),
+            "top": [[k, round(v, 3)] for k, v in costly], "transformers_imported": "transformers" in names}  # fmt: skip
+
+
 def square_regions(slide: Any, sizes: list[int], model: Any) -> list[tuple[int, list[np.ndarray]]]:
     """For each target patch count, a square around the densest tissue holding about that many patches."""
     from napari_pathm3.config import TilingConfig
@@ -168,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             record["cli"] = under_conditions(
                 lambda: cli_runs(Path(args.slide), repeat, Path(tmp)), args.quick
             )
+            record["cli_imports"] = cli_imports(Path(args.slide), Path(tmp))
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if sizes:
         from make_large_slide import large_slide
@@ -218,6 +251,12 @@ def to_markdown(record: dict[str, Any]) -> str:
             continue
         lines.append(f"| {condition_label(cond)} | CLI, fresh process | {fmt_spread(cond.get('seconds'))} | "
                      f"| | | {cond.get('peak_rss_mb_max_child')} (largest child) |")  # fmt: skip
+    imports = record.get("cli_imports") or {}
+    if imports.get("top"):
+        costly = ", ".join(f"{k} {v:g}" for k, v in imports["top"])
+        lines += ["", f"Imports of one quiet CLI run (`python -X importtime`, load {imports.get('load_average')}): "
+                  f"{imports.get('all_s')} s in all; costliest (cumulative s): {costly}; transformers "
+                  f"{'imported' if imports.get('transformers_imported') else 'not imported'}."]  # fmt: skip
     regions = record.get("large", {}).get("regions", [])
     if regions:
         lines += ["", f"Regions of `{record['large']['slide']}` (quiet, one run each):", "",

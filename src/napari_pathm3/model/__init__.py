@@ -5,7 +5,11 @@
 >>> out = model(features, mask, captions=captions, labels=labels, text=captions)  # doctest: +SKIP
 >>> out.loss.backward()  # doctest: +SKIP
 
-Importing this package imports torch, but not transformers (loaded when a model is built).
+Importing this package imports torch, but not transformers. Loading a checkpoint whose caption LM was built
+from scratch (T5 or GPT-2, the default presets) does not import it either: the Q-Former, the LM, its decoding
+and the saved tokenizers are plain torch / ``tokenizers`` (:mod:`.t5`, :mod:`.gpt2`, :mod:`.generation`,
+:mod:`.tokenizer`). transformers is imported to build a new model (its initial weights) and for pretrained LMs
+or BERT initialisations.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "build_word_tokenizer",
     "caption_loss",
     "generate_captions",
+    "load_saved_lm_config",
     "load_tokenizer",
     "resolve_pretrained",
 ]
@@ -130,6 +131,46 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
     )
 
 
+def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None:
+    """The config dict (read from a checkpoint) of a scratch LM this package runs in plain torch (T5, GPT-2),
+    or None (new models, pretrained LMs and other architectures use transformers)."""
+    if cfg.name is not None or not isinstance(hf_config, dict):
+        return None
+    return hf_config if _native_class(hf_config) is not None else None
+
+
+def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
+    from .gpt2 import NativeGPT2, supports_gpt2
+    from .t5 import NativeT5, supports_t5
+
+    if supports_t5(data):
+        return NativeT5
+    return NativeGPT2 if supports_gpt2(data) else None
+
+
+def _build_native(data: dict[str, Any]) -> nn.Module:
+    cls = _native_class(data)
+    assert cls is not None  # checked by _native_config
+    return cls(data)  # type: ignore[call-arg]
+
+
+def load_saved_lm_config(folder: str | Path, cfg: LanguageConfig) -> Any:
+    """A checkpoint's ``language_model/`` config: the config.json dict for a scratch LM we run in plain torch
+    (no transformers import), a transformers config otherwise."""
+    import json
+
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise OSError(f"{path}: unreadable LM config ({err})") from err
+    if _native_config(cfg, data) is not None:
+        return data
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(folder))
+
+
 def build_language_model(
     cfg: LanguageConfig,
     *,
@@ -140,19 +181,23 @@ def build_language_model(
 ) -> tuple[nn.Module, Any]:
     """The caption LM and its tokenizer.
 
+    A scratch LM read from a checkpoint (``cfg.name`` None and ``hf_config`` its config.json as a dict: T5,
+    the default presets, or GPT-2) is the plain-torch :class:`~.t5.NativeT5` / :class:`~.gpt2.NativeGPT2`,
+    built without importing transformers. A new model for training is transformers' own, exactly as before
+    (same seed, same weights, same training run to the last bit: the plain-torch forward agrees only to float
+    rounding under autograd); it saves in the same format, and the two give the same captions.
+
     Args:
         cfg: language settings. ``cfg.name`` None builds a small model from ``scratch_*`` sizes.
         fallback_tokenizer: tokenizer source of a scratch LM (the Q-Former's BERT WordPiece tokenizer).
         tokenizer: an already loaded tokenizer (from a checkpoint) instead of ``cfg.tokenizer``.
-        hf_config: an HF config (from a checkpoint): build the architecture without downloading anything.
+        hf_config: the LM config (from a checkpoint: a transformers config or its config.json as a dict):
+            build the architecture without downloading anything.
         load_weights: with ``cfg.name`` and no ``hf_config``, load the pretrained weights.
 
     Returns:
         (model, tokenizer). A frozen model has ``requires_grad=False`` and stays in eval mode.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    auto = AutoModelForSeq2SeqLM if cfg.kind == "seq2seq" else AutoModelForCausalLM
     if tokenizer is None and cfg.tokenizer == WORDS:
         raise ValueError(
             "language.tokenizer='words' builds its vocabulary from the training captions: train the model "
@@ -161,6 +206,21 @@ def build_language_model(
     if tokenizer is None:
         source = cfg.tokenizer or cfg.name or fallback_tokenizer
         tokenizer = load_tokenizer(source)
+    native = _native_config(cfg, hf_config)
+    if native is not None:  # from a checkpoint: its weights are loaded afterwards
+        model: nn.Module = _build_native(native)
+    else:
+        model = _build_hf(cfg, tokenizer, hf_config, load_weights)
+    if not cfg.trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model, tokenizer
+
+
+def _build_hf(cfg: LanguageConfig, tokenizer: Any, hf_config: Any, load_weights: bool) -> nn.Module:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if cfg.kind == "seq2seq" else AutoModelForCausalLM
     if hf_config is None and cfg.name is None:
         hf_config = _scratch_config(cfg, tokenizer)
     if hf_config is not None or not load_weights:
@@ -171,10 +231,7 @@ def build_language_model(
         model = auto.from_config(hf_config)
     else:
         model = auto.from_pretrained(resolve_pretrained(cfg.name))  # type: ignore[arg-type]
-    if not cfg.trainable:
-        model.requires_grad_(False)
-        model.eval()
-    return model, tokenizer
+    return model
 
 
 def _prompt_ids(tok: Any, prompt: str, b: int, device: torch.device) -> Tensor:
@@ -250,25 +307,6 @@ def generate_captions(
     b = prefix.shape[0]
     device = prefix.device
     emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
-    kwargs: dict[str, Any] = dict(
-        inputs_embeds=emb,
-        attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=device),
-        max_new_tokens=max_new_tokens,
-        num_beams=num_beams,
-        do_sample=do_sample,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    if do_sample:
-        kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0)
-    if repetition_penalty is not None:
-        kwargs["repetition_penalty"] = repetition_penalty
-    if no_repeat_ngram_size:
-        kwargs["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
-    if length_penalty is not None and num_beams > 1:
-        kwargs["length_penalty"] = float(length_penalty)
-    if kind == "causal" and tok.bos_token_id is not None:
-        kwargs["bos_token_id"] = tok.bos_token_id
     rng = (
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
         if seed is not None
@@ -277,8 +315,77 @@ def generate_captions(
     with rng:
         if seed is not None:
             torch.manual_seed(seed)
-        out = lm.generate(**kwargs)  # type: ignore[operator]
+        if getattr(lm, "is_native", False):
+            from .generation import DecodeOptions
+
+            opts = DecodeOptions(
+                max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                num_beams=num_beams, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                top_p=top_p, repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=int(no_repeat_ngram_size) if no_repeat_ngram_size else None,
+                length_penalty=float(length_penalty) if length_penalty is not None and num_beams > 1 else 1.0,
+            )  # fmt: skip
+            out = _native_generate(lm, emb, opts)
+        else:
+            out = _hf_generate(
+                lm, tok, kind, emb, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
+                temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
+            )  # fmt: skip
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
     # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
     texts = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
     return [" ".join(t.split()) for t in texts]
+
+
+def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
+    """Token ids from a plain-torch LM. T5: the prefix is encoded once and the decoder starts from its start
+    id (returned first, as transformers does); GPT-2: the prefix embeddings come first and only the new
+    tokens are returned."""
+    from .generation import decode
+
+    b, device = emb.shape[0], emb.device
+    att = torch.ones(emb.shape[:2], dtype=torch.long, device=device)
+    if getattr(lm, "kind", "") == "causal":
+        embed = lm.get_input_embeddings()  # type: ignore[operator]
+
+        def next_logits(ids: Tensor, rows: Tensor) -> Tensor:
+            seq = torch.cat([emb[rows], embed(ids).to(emb.dtype)], dim=1)
+            return lm.logits(seq)[:, -1]  # type: ignore[operator]
+
+        return decode(next_logits, torch.zeros(b, 0, dtype=torch.long, device=device), opts)
+    encoded = lm.encode(emb, att)  # type: ignore[operator]
+    start_id = int(lm.settings.decoder_start_token_id)  # type: ignore[union-attr]
+    start = torch.full((b, 1), start_id, dtype=torch.long, device=device)
+
+    def next_t5_logits(ids: Tensor, rows: Tensor) -> Tensor:
+        return lm.decode(ids, encoded[rows], att[rows])[:, -1]  # type: ignore[operator]
+
+    return decode(next_t5_logits, start, opts)
+
+
+def _hf_generate(lm: nn.Module, tok: Any, kind: str, emb: Tensor, **options: Any) -> Tensor:
+    """transformers' ``generate`` with our options (pretrained and non-T5 LMs)."""
+    kwargs: dict[str, Any] = dict(
+        inputs_embeds=emb,
+        attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
+        max_new_tokens=options["max_new_tokens"],
+        num_beams=options["num_beams"],
+        do_sample=options["do_sample"],
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    if options["do_sample"]:
+        top_k, top_p = options["top_k"], options["top_p"]
+        kwargs.update(
+            temperature=options["temperature"], top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0
+        )
+    if options["repetition_penalty"] is not None:
+        kwargs["repetition_penalty"] = options["repetition_penalty"]
+    if options["no_repeat_ngram_size"]:
+        kwargs["no_repeat_ngram_size"] = int(options["no_repeat_ngram_size"])
+    if options["length_penalty"] is not None and options["num_beams"] > 1:
+        kwargs["length_penalty"] = float(options["length_penalty"])
+    if kind == "causal" and tok.bos_token_id is not None:
+        kwargs["bos_token_id"] = tok.bos_token_id
+    return lm.generate(**kwargs)  # type: ignore[operator]

@@ -2,12 +2,14 @@
 text is given), then cross-attend to the correlated patch features every ``cross_attention_frequency``
 layers.
 
-The parameters live in ``transformers``' ``Blip2QFormerModel`` layers (same names and state-dict keys as
-BLIP-2: ``query_tokens``, ``layernorm``, ``encoder.layer.i.attention|crossattention|intermediate_query|...``).
-The forward pass is written here rather than calling ``Blip2QFormerModel.forward`` because we need (a) the
-per-query cross-attention weights over patches for heatmaps, computed without the eager/SDPA switch, (b) a
-text-only mode whose cross-attention layers are skipped (BLIP-2 raises without image features), and (c) one
-forward that does not change with the transformers release.
+The parameters are plain ``torch.nn`` modules laid out like ``transformers``' ``Blip2QFormerModel`` (same
+attribute names, so the same state-dict keys as BLIP-2: ``query_tokens``, ``layernorm``,
+``encoder.layer.i.attention|crossattention|intermediate_query|...``), built without importing transformers
+(about 2 s of the CLI's start-up). The forward pass is written here rather than calling
+``Blip2QFormerModel.forward`` because we need (a) the per-query cross-attention weights over patches for
+heatmaps, computed without the eager/SDPA switch, (b) a text-only mode whose cross-attention layers are
+skipped (BLIP-2 raises without image features), and (c) one forward that does not change with the
+transformers release.
 """
 
 from __future__ import annotations
@@ -136,6 +138,82 @@ def cross_attend(
     return out, weights
 
 
+#: BERT's LayerNorm epsilon (Blip2QFormerConfig.layer_norm_eps)
+_LN_EPS = 1e-12
+
+
+class _MultiHeadAttention(nn.Module):
+    """Blip2QFormerMultiHeadAttention's parameters: query, key, value (key/value from the patch width in
+    cross-attention layers)."""
+
+    def __init__(self, hidden: int, context: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(context, hidden)
+        self.value = nn.Linear(context, hidden)
+
+
+class _Output(nn.Module):
+    """dense -> dropout -> LayerNorm(x + residual): BERT's post-LN sub-layer output (Blip2QFormerSelfOutput
+    and Blip2QFormerOutput)."""
+
+    def __init__(self, width_in: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(width_in, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=_LN_EPS)  # noqa: N815 - BLIP-2 / BERT state-dict name
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, hidden: int, context: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = _MultiHeadAttention(hidden, context)
+        self.output = _Output(hidden, hidden, dropout)
+
+
+class _Intermediate(nn.Module):
+    """dense -> exact GELU (BERT's intermediate layer)."""
+
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, inner)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        return F.gelu(self.dense(hidden_states))
+
+
+class _QFormerLayer(nn.Module):
+    """Blip2QFormerLayer's parameters, text FFN (``intermediate``/``output``) included."""
+
+    def __init__(self, config: QFormerConfig, index: int, encoder_hidden_size: int) -> None:
+        super().__init__()
+        h, inner, p = config.hidden_size, config.intermediate_size, config.hidden_dropout_prob
+        self.attention = _Attention(h, h, p)
+        self.has_cross_attention = index % config.cross_attention_frequency == 0
+        if self.has_cross_attention:
+            self.crossattention = _Attention(h, encoder_hidden_size, p)
+        self.intermediate = _Intermediate(h, inner)
+        self.output = _Output(inner, h, p)
+        self.intermediate_query = _Intermediate(h, inner)
+        self.output_query = _Output(inner, h, p)
+
+
+@torch.no_grad()
+def _init_blip2_(module: nn.Module, std: float = 0.02) -> None:
+    """BLIP-2's initialisation (Blip2PreTrainedModel._init_weights): linear weights N(0, 0.02), biases 0,
+    LayerNorms 1/0, in module order."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class QFormer(nn.Module):
     """Learned queries + optional text tokens -> (b, q, H) query outputs (and cross-attention maps)."""
 
@@ -149,29 +227,17 @@ class QFormer(nn.Module):
         chunk_size: int = PATCH_CHUNK_SIZE,
     ) -> None:
         super().__init__()
-        from transformers import Blip2QFormerConfig, Blip2QFormerModel
-
         self.config = config
         self.chunk_size = (
             chunk_size  # patches per cross-attention chunk (PathM3Config.correlation.chunk_size)
         )
-        hf_config = Blip2QFormerConfig(
-            vocab_size=vocab_size,
-            hidden_size=config.hidden_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_dropout_prob=config.hidden_dropout_prob,
-            attention_probs_dropout_prob=config.attention_probs_dropout_prob,
-            max_position_embeddings=config.max_position_embeddings,
-            cross_attention_frequency=config.cross_attention_frequency,
-            encoder_hidden_size=encoder_hidden_size,
-            pad_token_id=pad_token_id,
-            use_qformer_text_input=True,  # text FFN (intermediate/output) beside the query FFN
+        # construction order and initialisation as Blip2QFormerModel's: the same seed gives the same weights
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=_LN_EPS)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(
+            _QFormerLayer(config, i, encoder_hidden_size) for i in range(config.num_hidden_layers)
         )
-        hf = Blip2QFormerModel(hf_config)
-        self.layernorm = hf.layernorm
-        self.encoder = hf.encoder
+        _init_blip2_(self.encoder)
         self.query_tokens = nn.Parameter(torch.empty(1, config.num_query_tokens, config.hidden_size))
         nn.init.normal_(self.query_tokens, std=0.02)  # BLIP-2 / LAVIS initialisation
         # BERT-style text embeddings (InstructBLIP's Q-Former text input): word + absolute position.
