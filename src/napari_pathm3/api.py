@@ -47,19 +47,21 @@ def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = Non
     return _open_slide(path, backend=backend, mpp=mpp)  # type: ignore[arg-type]
 
 
-def load_model(model: PathLike | PathM3Model, *, device: str = "auto") -> PathM3Model:
+def load_model(model: PathLike | PathM3Model, *, device: str = "auto", text_side: bool = True) -> PathM3Model:
     """Load a PathM3 checkpoint folder, or ``"demo"`` for the offline demo model (trained on first use).
 
     Args:
         model: checkpoint folder (``config.json`` + ``model.safetensors``), ``"demo"``, or a loaded model.
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cuda"``, ``"mps"`` or ``"cpu"``.
+        text_side: False skips the Q-Former's text-only weights (~300 MB at paper sizes): enough for
+            :func:`caption_slide` and classification from images; the model then refuses text input.
 
     Returns:
         The model in eval mode. Raises ``CheckpointError`` when the folder is not a usable checkpoint.
     """
     from .inference import load_model as _load
 
-    return _load(resolve_demo(model, device=device), device=device)
+    return _load(resolve_demo(model, device=device), device=device, text_side=text_side)
 
 
 def resolve_demo(

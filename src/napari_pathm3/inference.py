@@ -45,9 +45,10 @@ STAGES = (Stage.TISSUE, Stage.PATCHES, Stage.FEATURES, Stage.MODEL, Stage.CAPTIO
 # ------------------------------------------------------------------------------------------------ model
 
 
-def load_model(model: PathM3Model | PathLike, *, device: str = "auto") -> PathM3Model:
+def load_model(model: PathM3Model | PathLike, *, device: str = "auto", text_side: bool = True) -> PathM3Model:
     """A ``PathM3Model`` (moved to ``device`` unless that is ``"auto"``) or a checkpoint folder -> the
-    model in eval mode. ``"demo"`` is not resolved here: :func:`napari_pathm3.api.load_model` does that."""
+    model in eval mode. ``"demo"`` is not resolved here: :func:`napari_pathm3.api.load_model` does that.
+    ``text_side=False``: a folder is loaded without the Q-Former's text-only weights (image-only use)."""
     from .device import resolve_device
     from .model.pathm3 import PathM3Model
 
@@ -64,7 +65,7 @@ def load_model(model: PathM3Model | PathLike, *, device: str = "auto") -> PathM3
             f"{path}: not a folder; pick a checkpoint folder written by save_pretrained{hint}"
         )
     try:
-        return PathM3Model.from_pretrained(path, device=resolve_device(device))
+        return PathM3Model.from_pretrained(path, device=resolve_device(device), text_side=text_side)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # corrupt files surface as many types
@@ -236,7 +237,7 @@ def caption_slide(
         )
     timings: dict[str, float] = {}
     check_cancel(cancel)
-    pm = load_model(model, device=device)
+    pm = load_model(model, device=device, text_side=False)  # captions never feed text
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
     polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
@@ -392,7 +393,7 @@ def caption_feature_bag(
     from .io.interop import read_feature_file
 
     timings: dict[str, float] = {}
-    pm = load_model(model, device=device)
+    pm = load_model(model, device=device, text_side=False)  # captions never feed text
     report(progress, 2, len(STAGES), Stage.FEATURES)
     with _timed(timings, Stage.FEATURES):
         bag = read_feature_file(path)

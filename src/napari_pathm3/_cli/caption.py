@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if not bag and changes_grid(args):  # the model's own grid with the user's tissue fraction / level
         from ..config import TilingConfig
 
-        model = api.load_model(args.model, device=args.device)
+        model = api.load_model(args.model, device=args.device, text_side=False)
         tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
     try:
         if bag:  # precomputed features (.h5 / .zarr / ...): no slide to open

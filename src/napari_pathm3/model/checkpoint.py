@@ -220,20 +220,23 @@ def read_tiling(directory: PathLike) -> TilingConfig | None:
         ) from err
 
 
-def load_tensors(directory: PathLike) -> dict[str, Tensor]:
-    """All tensors of ``model.safetensors`` on CPU, with tied aliases restored."""
+def load_tensors(directory: PathLike, *, skip: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
+    """The tensors of ``model.safetensors`` on CPU, with tied aliases restored; names for which ``skip``
+    is true are not read at all."""
     from safetensors import safe_open
 
     path = Path(directory).expanduser() / WEIGHTS_NAME
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+            names = [k for k in f.keys() if skip is None or not skip(k)]  # noqa: SIM118 - no items()
+            tensors = {k: f.get_tensor(k) for k in names}
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
     try:
         for alias, name in json.loads(meta.get("aliases", "{}")).items():
-            tensors[alias] = tensors[name]
+            if skip is None or not skip(alias):
+                tensors[alias] = tensors[name]
     except (ValueError, KeyError, AttributeError, TypeError) as err:
         raise CheckpointError(f"{path}: damaged tensor aliases ({err}); re-save the checkpoint") from err
     bad = non_finite_tensors(tensors)

@@ -22,7 +22,7 @@ from .correlation import CorrelationModule
 from .device import autocast, resolve_device
 from .heads import QueryClassifier, classification_loss
 from .language import build_language_model, caption_loss, generate_captions, load_tokenizer
-from .qformer import QFormer, QFormerOutput, load_bert_text_weights
+from .qformer import QFormer, QFormerOutput, is_text_side_key, load_bert_text_weights
 
 __all__ = ["Classification", "PathM3Model", "PathM3Output"]
 
@@ -58,6 +58,10 @@ def _present(items: Sequence[str | None]) -> list[bool]:
     return [s is not None and str(s).strip() != "" for s in items]
 
 
+def _qformer_text_key(name: str) -> bool:
+    return name.startswith("qformer.") and is_text_side_key(name[len("qformer.") :])
+
+
 class PathM3Model(nn.Module):
     """The PathM3 model; build with :func:`napari_pathm3.model.build_model` or :meth:`from_pretrained`."""
 
@@ -69,6 +73,7 @@ class PathM3Model(nn.Module):
         lm_tokenizer: Any | None = None,
         lm_hf_config: Any | None = None,
         pretrained_init: bool = True,
+        qformer_text_side: bool = True,
     ) -> None:
         """Build every part from ``config``.
 
@@ -94,6 +99,7 @@ class PathM3Model(nn.Module):
             vocab_size=len(self.qformer_tokenizer),
             pad_token_id=self.qformer_tokenizer.pad_token_id or 0,
             chunk_size=config.correlation.chunk_size,  # one chunk size for the whole model
+            text_side=qformer_text_side,
         )
         if pretrained_init and config.qformer.text_init:
             load_bert_text_weights(self.qformer, config.qformer.text_init)
@@ -367,6 +373,11 @@ class PathM3Model(nn.Module):
         A frozen pretrained LM is stored too unless ``config.language.save_frozen_weights`` is False; then
         only its id is kept and :meth:`from_pretrained` reloads it from ``config.language.name``.
         """
+        if not self.qformer.text_side:
+            raise ValueError(
+                "this model was loaded without the Q-Former's text side (text_side=False): load the checkpoint "
+                "with text_side=True to save or train it"
+            )
         state = self.state_dict()
         if not self._stores_lm():
             state = {k: v for k, v in state.items() if not k.startswith(_LM_PREFIX)}
@@ -390,6 +401,7 @@ class PathM3Model(nn.Module):
         expected_encoder: str | None = None,
         expected_classes: tuple[str, ...] | list[str] | None = None,
         device: str | torch.device = "cpu",
+        text_side: bool = True,
     ) -> PathM3Model:
         """Load a checkpoint written by :meth:`save_pretrained` (offline unless the LM was stored by id).
 
@@ -398,6 +410,9 @@ class PathM3Model(nn.Module):
             expected_feature_dim, expected_encoder, expected_classes: fail with a :class:`CheckpointError`
                 when the checkpoint does not fit them (the error names the mismatch and the fix).
             device: "auto", "cpu", "cuda", ...
+            text_side: False leaves out the Q-Former's text-only weights (not even read from disk): for
+                image-only classification and captioning, ~300 MB less at paper sizes; feeding such a model
+                text raises.
 
         Returns:
             The model in eval mode on ``device``.
@@ -430,9 +445,15 @@ class PathM3Model(nn.Module):
                 f"{path}: tokenizer or LM config missing ({err}); re-save the checkpoint"
             ) from err
         model = cls(
-            config, qformer_tokenizer=q_tok, lm_tokenizer=lm_tok, lm_hf_config=lm_cfg, pretrained_init=False
+            config,
+            qformer_tokenizer=q_tok,
+            lm_tokenizer=lm_tok,
+            lm_hf_config=lm_cfg,
+            pretrained_init=False,
+            qformer_text_side=text_side,
         )
-        tensors = ckpt.load_tensors(path)
+        skip = None if text_side else _qformer_text_key
+        tensors = ckpt.load_tensors(path, skip=skip)
         stored_lm = any(k.startswith(_LM_PREFIX) for k in tensors)
         ckpt.check_state_dict(
             model.state_dict(), tensors, path=path, optional_prefix=None if stored_lm else _LM_PREFIX

@@ -15,6 +15,7 @@ transformers release.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from ..config import PATCH_CHUNK_SIZE, QFormerConfig
 
-__all__ = ["QFormer", "QFormerOutput", "cross_attend", "load_bert_text_weights"]
+__all__ = ["QFormer", "QFormerOutput", "cross_attend", "is_text_side_key", "load_bert_text_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,14 @@ def cross_attend(
     return out, weights
 
 
+_TEXT_SIDE_KEY = re.compile(r"^(embeddings\.|encoder\.layer\.\d+\.(intermediate|output)\.)")
+
+
+def is_text_side_key(name: str) -> bool:
+    """True for a QFormer state-dict key (relative to the QFormer) that only text tokens use."""
+    return _TEXT_SIDE_KEY.match(name) is not None
+
+
 #: BERT's LayerNorm epsilon (Blip2QFormerConfig.layer_norm_eps)
 _LN_EPS = 1e-12
 
@@ -186,17 +195,20 @@ class _Intermediate(nn.Module):
 
 
 class _QFormerLayer(nn.Module):
-    """Blip2QFormerLayer's parameters, text FFN (``intermediate``/``output``) included."""
+    """Blip2QFormerLayer's parameters, text FFN (``intermediate``/``output``) included with ``text_side``."""
 
-    def __init__(self, config: QFormerConfig, index: int, encoder_hidden_size: int) -> None:
+    def __init__(
+        self, config: QFormerConfig, index: int, encoder_hidden_size: int, *, text_side: bool = True
+    ) -> None:
         super().__init__()
         h, inner, p = config.hidden_size, config.intermediate_size, config.hidden_dropout_prob
         self.attention = _Attention(h, h, p)
         self.has_cross_attention = index % config.cross_attention_frequency == 0
         if self.has_cross_attention:
             self.crossattention = _Attention(h, encoder_hidden_size, p)
-        self.intermediate = _Intermediate(h, inner)
-        self.output = _Output(inner, h, p)
+        if text_side:
+            self.intermediate = _Intermediate(h, inner)
+            self.output = _Output(inner, h, p)
         self.intermediate_query = _Intermediate(h, inner)
         self.output_query = _Output(inner, h, p)
 
@@ -225,9 +237,14 @@ class QFormer(nn.Module):
         vocab_size: int,
         pad_token_id: int = 0,
         chunk_size: int = PATCH_CHUNK_SIZE,
+        text_side: bool = True,
     ) -> None:
+        """``text_side=False`` leaves out what only text tokens use (word/position embeddings and each layer's
+        text FFN, ~40 % of a BERT-base Q-Former's weights): enough for image-only classification and captioning,
+        which never feed text to the Q-Former."""
         super().__init__()
         self.config = config
+        self.text_side = text_side
         self.chunk_size = (
             chunk_size  # patches per cross-attention chunk (PathM3Config.correlation.chunk_size)
         )
@@ -235,13 +252,16 @@ class QFormer(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=_LN_EPS)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(
-            _QFormerLayer(config, i, encoder_hidden_size) for i in range(config.num_hidden_layers)
+            _QFormerLayer(config, i, encoder_hidden_size, text_side=text_side)
+            for i in range(config.num_hidden_layers)
         )
         _init_blip2_(self.encoder)
         self.query_tokens = nn.Parameter(torch.empty(1, config.num_query_tokens, config.hidden_size))
         nn.init.normal_(self.query_tokens, std=0.02)  # BLIP-2 / LAVIS initialisation
         # BERT-style text embeddings (InstructBLIP's Q-Former text input): word + absolute position.
         self.embeddings = nn.Module()
+        if not text_side:
+            return
         self.embeddings.word_embeddings = nn.Embedding(
             vocab_size, config.hidden_size, padding_idx=pad_token_id
         )
@@ -274,6 +294,11 @@ class QFormer(nn.Module):
         cfg = self.config
         if patches is None and text_ids is None:
             raise ValueError("QFormer needs patch features, text, or both")
+        if text_ids is not None and not self.text_side:
+            raise ValueError(
+                "this Q-Former was loaded without its text side (image-only inference): load the checkpoint "
+                "with PathM3Model.from_pretrained(..., text_side=True) to feed it text"
+            )
         b = patches.shape[0] if patches is not None else text_ids.shape[0]  # type: ignore[union-attr]
         nq = cfg.num_query_tokens
         x = self.query_tokens.expand(b, -1, -1)
