@@ -172,8 +172,11 @@ def spread(values: list[float], nd: int = 3) -> dict[str, float]:
     """``{"min", "median", "max"}`` of repeated measurements (every figure is reported with its spread)."""
     if not values:
         return {}
-    return {"min": round(min(values), nd), "median": round(statistics.median(values), nd),
-            "max": round(max(values), nd)}  # fmt: skip
+    return {
+        "min": round(min(values), nd),
+        "median": round(statistics.median(values), nd),
+        "max": round(max(values), nd),
+    }
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -213,8 +216,16 @@ def under_conditions(measure: Callable[[], dict[str, Any]], quick: bool = False)
             start = load_average()
             headroom = parallel_headroom(0.1 if quick else 0.3)
             result = measure()
-            out.append({"condition": label, "busy_processes": n, "load_start": start,
-                        "load_end": load_average(), "parallel_headroom": headroom, **result})  # fmt: skip
+            out.append(
+                {
+                    "condition": label,
+                    "busy_processes": n,
+                    "load_start": start,
+                    "load_end": load_average(),
+                    "parallel_headroom": headroom,
+                    **result,
+                }
+            )
     return out
 
 

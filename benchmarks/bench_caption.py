@@ -84,9 +84,14 @@ def run_once(api: Any, slide: Any, model: Any, region: list[np.ndarray] | None =
         t = time.perf_counter()
         result = api.caption_slide(slide, model=model, device="cpu", region=region)
         wall = time.perf_counter() - t
-    return {"seconds": wall, "patches": result.num_patches, "torch_threads": torch.get_num_threads(),
-            "timings": {k: round(v, 3) for k, v in result.timings.items()},
-            "peak_rss_growth_mb": round(mem.growth), "label": result.label}  # fmt: skip
+    return {
+        "seconds": wall,
+        "patches": result.num_patches,
+        "torch_threads": torch.get_num_threads(),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "peak_rss_growth_mb": round(mem.growth),
+        "label": result.label,
+    }
 
 
 def inprocess(api: Any, model: Any, path: Path, repeat: int) -> dict[str, Any]:
@@ -95,9 +100,14 @@ def inprocess(api: Any, model: Any, path: Path, repeat: int) -> dict[str, Any]:
         runs = [run_once(api, slide, model) for _ in range(repeat)]
     secs = [r["seconds"] for r in runs]
     median_run = runs[int(np.argsort(secs)[len(secs) // 2])]
-    return {"seconds": spread(secs), "patches": median_run["patches"], "timings": median_run["timings"],
-            "torch_threads": median_run["torch_threads"], "label": median_run["label"],
-            "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs)}  # fmt: skip
+    return {
+        "seconds": spread(secs),
+        "patches": median_run["patches"],
+        "timings": median_run["timings"],
+        "torch_threads": median_run["torch_threads"],
+        "label": median_run["label"],
+        "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
+    }
 
 
 def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
@@ -105,8 +115,18 @@ def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
     }
-    cmd = [sys.executable, "-m", "napari_pathm3.cli", "caption", str(path), "--model", "demo",
-           "--out", str(out_dir / "caption.json"), "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_pathm3.cli",
+        "caption",
+        str(path),
+        "--model",
+        "demo",
+        "--out",
+        str(out_dir / "caption.json"),
+        "--quiet",
+    ]
     secs = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -126,8 +146,20 @@ def cli_imports(path: Path, out_dir: Path, top: int = 8) -> dict[str, Any]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
     }
-    cmd = [sys.executable, "-X", "importtime", "-m", "napari_pathm3.cli", "caption", str(path), "--model", "demo",
-           "--out", str(out_dir / "caption.json"), "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "napari_pathm3.cli",
+        "caption",
+        str(path),
+        "--model",
+        "demo",
+        "--out",
+        str(out_dir / "caption.json"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-800:]}
@@ -142,8 +174,12 @@ def cli_imports(path: Path, out_dir: Path, top: int = 8) -> dict[str, Any]:
             pkg = m[3].split(".")[0]
             total[pkg] = total.get(pkg, 0.0) + int(m[1]) / 1e6
     costly = sorted(total.items(), key=lambda kv: -kv[1])[:top]
-    return {"load_average": round(load_average(), 2), "all_s": round(sum(total.values()), 2),
-            "top": [[k, round(v, 3)] for k, v in costly], "transformers_imported": "transformers" in names}  # fmt: skip
+    return {
+        "load_average": round(load_average(), 2),
+        "all_s": round(sum(total.values()), 2),
+        "top": [[k, round(v, 3)] for k, v in costly],
+        "transformers_imported": "transformers" in names,
+    }
 
 
 def square_regions(slide: Any, sizes: list[int], model: Any) -> list[tuple[int, list[np.ndarray]]]:
@@ -185,9 +221,15 @@ def main(argv: list[str] | None = None) -> None:
 
     t = time.perf_counter()
     model = api.load_model(ensure_demo_model(device="cpu"), device="cpu")
-    record: dict[str, Any] = {"bench": "caption", "machine": machine(), "device": "cpu", "repeat": repeat,
-                              "slide": Path(args.slide).name, "demo_model_setup_s": round(time.perf_counter() - t, 2),
-                              "quick": args.quick}  # fmt: skip
+    record: dict[str, Any] = {
+        "bench": "caption",
+        "machine": machine(),
+        "device": "cpu",
+        "repeat": repeat,
+        "slide": Path(args.slide).name,
+        "demo_model_setup_s": round(time.perf_counter() - t, 2),
+        "quick": args.quick,
+    }
     progress("in-process caption, warm")
     record["inprocess"] = under_conditions(
         lambda: inprocess(api, model, Path(args.slide), repeat), args.quick
@@ -221,14 +263,24 @@ def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     for cond in record.get("inprocess", []):
         s = cond.get("seconds")
-        out.append((f"Caption slide, CMU, warm in-process, {cond['condition']}", fmt_spread(s, " s"),
-                    target_verdict(s["median"] if s else None, INPROCESS_TARGET_S, at_most=True)))  # fmt: skip
+        out.append(
+            (
+                f"Caption slide, CMU, warm in-process, {cond['condition']}",
+                fmt_spread(s, " s"),
+                target_verdict(s["median"] if s else None, INPROCESS_TARGET_S, at_most=True),
+            )
+        )
     for cond in record.get("cli", []):
         if cond["condition"] != "quiet":
             continue
         s = cond.get("seconds")
-        out.append(("`napari-pathm3 caption` CLI, CMU, whole process, quiet", fmt_spread(s, " s"),
-                    target_verdict(s["median"] if s else None, CLI_TARGET_S, at_most=True)))  # fmt: skip
+        out.append(
+            (
+                "`napari-pathm3 caption` CLI, CMU, whole process, quiet",
+                fmt_spread(s, " s"),
+                target_verdict(s["median"] if s else None, CLI_TARGET_S, at_most=True),
+            )
+        )
     return out
 
 
@@ -242,28 +294,42 @@ def to_markdown(record: dict[str, Any]) -> str:
     ]
     for cond in record.get("inprocess", []):
         stages = ", ".join(f"{k} {v:g}" for k, v in cond.get("timings", {}).items())
-        lines.append(f"| {condition_label(cond)} | in-process, warm | {fmt_spread(cond.get('seconds'))} | "
-                     f"{cond.get('patches')} | {cond.get('torch_threads')} | {stages} | "
-                     f"+{cond.get('peak_rss_growth_mb')} |")  # fmt: skip
+        lines.append(
+            f"| {condition_label(cond)} | in-process, warm | {fmt_spread(cond.get('seconds'))} | "
+            f"{cond.get('patches')} | {cond.get('torch_threads')} | {stages} | "
+            f"+{cond.get('peak_rss_growth_mb')} |"
+        )
     for cond in record.get("cli", []):
         if "error" in cond:
             lines.append(f"| {condition_label(cond)} | CLI | error: {cond['error'][:200]} ||||||")
             continue
-        lines.append(f"| {condition_label(cond)} | CLI, fresh process | {fmt_spread(cond.get('seconds'))} | "
-                     f"| | | {cond.get('peak_rss_mb_max_child')} (largest child) |")  # fmt: skip
+        lines.append(
+            f"| {condition_label(cond)} | CLI, fresh process | {fmt_spread(cond.get('seconds'))} | "
+            f"| | | {cond.get('peak_rss_mb_max_child')} (largest child) |"
+        )
     imports = record.get("cli_imports") or {}
     if imports.get("top"):
         costly = ", ".join(f"{k} {v:g}" for k, v in imports["top"])
-        lines += ["", f"Imports of one quiet CLI run (`python -X importtime`, load {imports.get('load_average')}): "
-                  f"{imports.get('all_s')} s in all; costliest (cumulative s): {costly}; transformers "
-                  f"{'imported' if imports.get('transformers_imported') else 'not imported'}."]  # fmt: skip
+        lines += [
+            "",
+            f"Imports of one quiet CLI run (`python -X importtime`, load {imports.get('load_average')}): "
+            f"{imports.get('all_s')} s in all; costliest (cumulative s): {costly}; transformers "
+            f"{'imported' if imports.get('transformers_imported') else 'not imported'}.",
+        ]
     regions = record.get("large", {}).get("regions", [])
     if regions:
-        lines += ["", f"Regions of `{record['large']['slide']}` (quiet, one run each):", "",
-                  "| target patches | patches | seconds | patches/s | peak RSS growth MB |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Regions of `{record['large']['slide']}` (quiet, one run each):",
+            "",
+            "| target patches | patches | seconds | patches/s | peak RSS growth MB |",
+            "|---|---|---|---|---|",
+        ]
         for r in regions:
-            lines.append(f"| {r['target']} | {r['patches']} | {r['seconds']} | "
-                         f"{round(r['patches'] / r['seconds'], 1)} | +{r['peak_rss_growth_mb']} |")  # fmt: skip
+            lines.append(
+                f"| {r['target']} | {r['patches']} | {r['seconds']} | "
+                f"{round(r['patches'] / r['seconds'], 1)} | +{r['peak_rss_growth_mb']} |"
+            )
     lines += ["", "| check | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks(record)]
     return "\n".join(lines) + "\n"

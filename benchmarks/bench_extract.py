@@ -53,8 +53,14 @@ def build_encoder(name: str) -> Any:
     from napari_pathm3.features._loaders import _hf_pool
 
     hidden, heads = SIZES[name]
-    cfg = ViTConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=4 * hidden,
-                    num_hidden_layers=12, image_size=224, patch_size=16)  # fmt: skip
+    cfg = ViTConfig(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=12,
+        image_size=224,
+        patch_size=16,
+    )
     torch.manual_seed(0)
     model = ViTModel(cfg, add_pooling_layer=False)
     return FrozenEncoder(model, name=f"bench:{name}", input_size=224, pool=_hf_pool).prepare("cpu")
@@ -130,9 +136,19 @@ def main(argv: list[str] | None = None) -> None:
     path, grid = patch_grid(args)
     progress(f"{path.name}: {len(grid)} patches, encoder {enc.name}")
     conds = under_conditions(lambda: measure(path, grid, enc, args), args.quick)
-    emit({"bench": "extract", "machine": machine(), "encoder": enc.name, "slide": path.name,
-          "patches": len(grid), "batch_size": args.batch_size, "repeat": args.repeat, "quick": args.quick,
-          "conditions": conds})  # fmt: skip
+    emit(
+        {
+            "bench": "extract",
+            "machine": machine(),
+            "encoder": enc.name,
+            "slide": path.name,
+            "patches": len(grid),
+            "batch_size": args.batch_size,
+            "repeat": args.repeat,
+            "quick": args.quick,
+            "conditions": conds,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -140,8 +156,13 @@ def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
     for cond in record.get("conditions", []):
         ratio = cond["variants"]["pipeline"].get("ratio")
-        out.append((f"extraction ÷ encoder alone ({record.get('encoder')}), {cond['condition']}",
-                    fmt_spread(ratio, "×"), target_verdict(ratio["median"] if ratio else None, TARGET)))  # fmt: skip
+        out.append(
+            (
+                f"extraction ÷ encoder alone ({record.get('encoder')}), {cond['condition']}",
+                fmt_spread(ratio, "×"),
+                target_verdict(ratio["median"] if ratio else None, TARGET),
+            )
+        )
     return out
 
 
@@ -158,8 +179,10 @@ def to_markdown(record: dict[str, Any]) -> str:
     for cond in record.get("conditions", []):
         th = cond.get("threads") or [{}]
         for name, v in cond["variants"].items():
-            lines.append(f"| {condition_label(cond)} | {name} | {th[0].get('torch_threads', '–')} | "
-                         f"{fmt_spread(v['per_s'])} | {fmt_spread(v.get('ratio'), '×')} |")  # fmt: skip
+            lines.append(
+                f"| {condition_label(cond)} | {name} | {th[0].get('torch_threads', '–')} | "
+                f"{fmt_spread(v['per_s'])} | {fmt_spread(v.get('ratio'), '×')} |"
+            )
     lines += ["", "| check | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks(record)]
     return "\n".join(lines) + "\n"

@@ -90,8 +90,9 @@ def error_worker(n: int, feature_dim: int) -> list[dict[str, Any]]:
                     else None
                 )
                 qs, ks, vs = (t if perm is None else t[:, :, perm] for t in (q * sharp, k * sharp, v))
-                approx = nystrom_attention(qs, ks, vs, num_landmarks=cfg.num_landmarks,
-                                           pinv_iterations=cfg.pinv_iterations)  # fmt: skip
+                approx = nystrom_attention(
+                    qs, ks, vs, num_landmarks=cfg.num_landmarks, pinv_iterations=cfg.pinv_iterations
+                )
                 if perm is not None:
                     approx = approx[:, :, torch.argsort(perm)]
                 err = float((approx - ref).norm() / ref.norm())
@@ -121,8 +122,15 @@ def timing_worker(method: str, n: int, feature_dim: int, device: str, repeats: i
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         del out
-    return {"method": method, "n": n, "min_s": round(min(times), 4), "median_s": round(statistics.median(times), 4),
-            "max_s": round(max(times), 4), "repeats": repeats, "torch_threads": threads}  # fmt: skip
+    return {
+        "method": method,
+        "n": n,
+        "min_s": round(min(times), 4),
+        "median_s": round(statistics.median(times), 4),
+        "max_s": round(max(times), 4),
+        "repeats": repeats,
+        "torch_threads": threads,
+    }
 
 
 def _memory_config(feature_dim: int, size: str) -> Any:
@@ -191,16 +199,24 @@ def memory_worker(
     del out
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return {
-        "what": what, "size": size, "n": n, "feature_dim": feature_dim, "peak_mb": round(peak, 1),
-        "torch_import_mb": round(import_mb, 1), "params_mb": round(params_mb, 1),
-        "input_mb": round(n * feature_dim * 4 / 2**20, 1), "before_forward_mb": round(base, 1),
+        "what": what,
+        "size": size,
+        "n": n,
+        "feature_dim": feature_dim,
+        "peak_mb": round(peak, 1),
+        "torch_import_mb": round(import_mb, 1),
+        "params_mb": round(params_mb, 1),
+        "input_mb": round(n * feature_dim * 4 / 2**20, 1),
+        "before_forward_mb": round(base, 1),
         # the correlated embeddings E (n, hidden) float32: every cross-attention layer reads all of them, so
         # they are resident beside the input and the weights until the Q-Former ends
         "embeddings_mb": round(n * hidden * 4 / 2**20, 1),
         "floor_mb": round(base + n * hidden * 4 / 2**20, 1),
-        "forward_extra_mb": round(peak - base, 1), "seconds": round(seconds, 2),
-        "under_2gb": peak < TARGET_MB, "load_average": load_average(),
-    }  # fmt: skip
+        "forward_extra_mb": round(peak - base, 1),
+        "seconds": round(seconds, 2),
+        "under_2gb": peak < TARGET_MB,
+        "load_average": load_average(),
+    }
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -267,11 +283,21 @@ def main() -> None:
         saved = _sub(["save", "0", fd, ckpt_dir, size])
         memory = [saved] if "error" in saved else [_sub(["memory", str(large), fd, "full", size, ckpt_dir])]
     memory += [_sub(["memory", str(large), fd, what, size]) for what in ("full_training", "correlation")]
-    emit({
-        "benchmark": "model", "machine": machine(), "device": args.device, "feature_dim": args.feature_dim,
-        "quick": quick, "hidden_size": 1408, "num_landmarks": 256, "errors": errors, "timing": timing,
-        "memory": memory, "target_mb": TARGET_MB,
-    })  # fmt: skip
+    emit(
+        {
+            "benchmark": "model",
+            "machine": machine(),
+            "device": args.device,
+            "feature_dim": args.feature_dim,
+            "quick": quick,
+            "hidden_size": 1408,
+            "num_landmarks": 256,
+            "errors": errors,
+            "timing": timing,
+            "memory": memory,
+            "target_mb": TARGET_MB,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -318,8 +344,12 @@ def to_markdown(record: dict[str, Any]) -> str:
         lines.append(
             f"| {r['n']} | {r['order']} | {_f(r['sharpness'], 0)} | {100 * r['relative_error']:.1f} % |"
         )
-    lines += ["", f"Correlation module forward ({record.get('device')}, feature dim {record.get('feature_dim')}, "
-              "min / median / max of the repeats):", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Correlation module forward ({record.get('device')}, feature dim {record.get('feature_dim')}, "
+        "min / median / max of the repeats):",
+        "",
+    ]
     lines += [
         "| condition | load avg | method | patches | torch threads | min s | median s | max s |",
         "|---|---|---|---|---|---|---|---|",
@@ -329,25 +359,33 @@ def to_markdown(record: dict[str, Any]) -> str:
             if "error" in r:
                 lines.append(f"| {name} | {_f(cond.get('load_average'))} | failed: {r['error']} | | | | | |")
                 continue
-            lines.append(f"| {name} ({cond['busy_processes']} busy) | {_f(cond.get('load_average'))} | {r['method']} | "
-                         f"{r['n']} | {r.get('torch_threads', '–')} | {_f(r['min_s'], 3)} | {_f(r['median_s'], 3)} | {_f(r['max_s'], 3)} |")  # fmt: skip
-    lines += ["", f"Peak memory of one no-grad forward on CPU (target for the full model: < {record.get('target_mb')} MB):",
-              "`before forward`: torch, the other imports, the weights and the input, resident before the forward;",
-              "`+ E`: that plus the correlated embeddings E (n × hidden float32), which every cross-attention layer",
-              "reads in full, so a forward that keeps E cannot peak below it; the rest of the peak is working memory.", "",
-              "| part | patches | peak RSS MB | torch import MB | weights MB | input MB | before forward MB | "
-              "before forward + E MB | seconds | load avg | < 2 GB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {name} ({cond['busy_processes']} busy) | {_f(cond.get('load_average'))} | {r['method']} | "
+                f"{r['n']} | {r.get('torch_threads', '–')} | {_f(r['min_s'], 3)} | {_f(r['median_s'], 3)} | {_f(r['max_s'], 3)} |"
+            )
+    lines += [
+        "",
+        f"Peak memory of one no-grad forward on CPU (target for the full model: < {record.get('target_mb')} MB):",
+        "`before forward`: torch, the other imports, the weights and the input, resident before the forward;",
+        "`+ E`: that plus the correlated embeddings E (n × hidden float32), which every cross-attention layer",
+        "reads in full, so a forward that keeps E cannot peak below it; the rest of the peak is working memory.",
+        "",
+        "| part | patches | peak RSS MB | torch import MB | weights MB | input MB | before forward MB | "
+        "before forward + E MB | seconds | load avg | < 2 GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in record.get("memory", []):
         if "error" in r:
             lines.append(f"| failed: {r['error']} | | | | | | | | | | |")
             continue
         part = MEMORY_PARTS.get(r["what"], r["what"])
         part += " (tiny config)" if r.get("size") == "tiny" else ""
-        lines.append(f"| {part} | {r['n']} | {_f(r['peak_mb'], 0)} | {_f(r['torch_import_mb'], 0)} | "
-                     f"{_f(r['params_mb'], 0)} | {_f(r['input_mb'], 0)} | {_f(r.get('before_forward_mb'), 0)} | "
-                     f"{_f(r.get('floor_mb'), 0)} | {_f(r['seconds'], 1)} | "
-                     f"{_f(r['load_average'])} | {'yes' if r['under_2gb'] else 'no'} |")  # fmt: skip
+        lines.append(
+            f"| {part} | {r['n']} | {_f(r['peak_mb'], 0)} | {_f(r['torch_import_mb'], 0)} | "
+            f"{_f(r['params_mb'], 0)} | {_f(r['input_mb'], 0)} | {_f(r.get('before_forward_mb'), 0)} | "
+            f"{_f(r.get('floor_mb'), 0)} | {_f(r['seconds'], 1)} | "
+            f"{_f(r['load_average'])} | {'yes' if r['under_2gb'] else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,7 @@ from _common import (  # noqa: E402
     rates,
     target_verdict,
     under_conditions,
-)  # fmt: skip
+)
 
 #: the issue's target: reader >= this x cores x the naive loop on the non-overlapping grid, quiet
 QUIET_TARGET_PER_CORE = 0.85
@@ -122,8 +122,15 @@ def grids(args: argparse.Namespace) -> list[dict[str, Any]]:
             g = make_grid(s, TilingConfig())
         n = min(len(g), 48 if args.quick else args.large_patches)
         start = max(0, len(g) // 2 - n // 2)  # a run of tissue patches in grid order from the middle
-        out.append({"slide": big.name, "path": big, "grid": "tiled", "stride": 224,
-                    "g": g.subset(np.arange(start, start + n))})  # fmt: skip
+        out.append(
+            {
+                "slide": big.name,
+                "path": big,
+                "grid": "tiled",
+                "stride": 224,
+                "g": g.subset(np.arange(start, start + n)),
+            }
+        )
     return out
 
 
@@ -146,10 +153,26 @@ def main(argv: list[str] | None = None) -> None:
         conds = under_conditions(
             lambda item=item: measure_grid(item["path"], item["g"], workers, repeat), args.quick
         )
-        rows.append({"slide": item["slide"], "grid": item["grid"], "stride": item["stride"],
-                     "patches": len(item["g"]), "patch_size": item["g"].read_size, "conditions": conds})  # fmt: skip
-    emit({"bench": "read", "machine": machine(), "workers": workers, "repeat": repeat, "quick": args.quick,
-          "rows": rows})  # fmt: skip
+        rows.append(
+            {
+                "slide": item["slide"],
+                "grid": item["grid"],
+                "stride": item["stride"],
+                "patches": len(item["g"]),
+                "patch_size": item["g"].read_size,
+                "conditions": conds,
+            }
+        )
+    emit(
+        {
+            "bench": "read",
+            "machine": machine(),
+            "workers": workers,
+            "repeat": repeat,
+            "quick": args.quick,
+            "rows": rows,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -165,8 +188,13 @@ def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
             quiet = cond["condition"] == "quiet"
             target = QUIET_TARGET_PER_CORE * cores if quiet else 1.0
             med = ratio["median"] if ratio else None
-            out.append((f"reader ÷ naive, {row['slide']}, non-overlapping, {cond['condition']}",
-                        fmt_spread(ratio, "×"), target_verdict(med, target)))  # fmt: skip
+            out.append(
+                (
+                    f"reader ÷ naive, {row['slide']}, non-overlapping, {cond['condition']}",
+                    fmt_spread(ratio, "×"),
+                    target_verdict(med, target),
+                )
+            )
     return out
 
 
@@ -181,9 +209,13 @@ def to_markdown(record: dict[str, Any]) -> str:
         "",
     ]
     for row in record.get("rows", []):
-        lines += [f"**{row['slide']}**, {row['grid']} grid (stride {row['stride']}), {row['patches']} patches "
-                  f"of {row['patch_size']} px", "",
-                  "| condition | variant | patches/s | × naive |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"**{row['slide']}**, {row['grid']} grid (stride {row['stride']}), {row['patches']} patches "
+            f"of {row['patch_size']} px",
+            "",
+            "| condition | variant | patches/s | × naive |",
+            "|---|---|---|---|",
+        ]
         for cond in row["conditions"]:
             label = condition_label(cond)
             dw = cond.get("default_workers") or []
@@ -196,8 +228,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     cks = checks(record)
     if cks:
         cores = record.get("machine", {}).get("cores")
-        lines += [f"Targets: reader ≥ {QUIET_TARGET_PER_CORE} × cores ({cores}) × naive when quiet, ≥ naive when busy.",
-                  "", "| check | measured | verdict |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            f"Targets: reader ≥ {QUIET_TARGET_PER_CORE} × cores ({cores}) × naive when quiet, ≥ naive when busy.",
+            "",
+            "| check | measured | verdict |",
+            "|---|---|---|",
+        ]
         lines += [f"| {a} | {b} | {c} |" for a, b, c in cks]
         lines.append("")
     return "\n".join(lines)

@@ -142,8 +142,15 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
 
         group = zarr.open(tifffile.TiffFile(path).aszarr(), mode="r")
         data = [da.from_zarr(group[k]) for k in sorted(group.keys(), key=int)]
-        kwargs = {"rgb": True, "contrast_limits": (0, 255), "scale": (mpp, mpp), "units": ("um", "um"),
-                  "name": "zarr", "multiscale": True, "cache": False}  # fmt: skip
+        kwargs = {
+            "rgb": True,
+            "contrast_limits": (0, 255),
+            "scale": (mpp, mpp),
+            "units": ("um", "um"),
+            "name": "zarr",
+            "multiscale": True,
+            "cache": False,
+        }
     elif mode == "naive_level":
         import tifffile
 
@@ -216,8 +223,17 @@ def child(mode: str, path: Path, steps: int, naive_level: int, shot: Path | None
 
 # ------------------------------------------------------------------------------------------ parent process
 def run_mode(mode: str, path: Path, args: argparse.Namespace, *, screenshot: bool = True) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), str(path), "--child", mode, "--steps", str(args.steps),
-           "--naive-level", str(args.naive_level)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        str(path),
+        "--child",
+        mode,
+        "--steps",
+        str(args.steps),
+        "--naive-level",
+        str(args.naive_level),
+    ]
     if args.screenshots and mode == "ours" and screenshot:
         cmd += ["--shot", str(Path(args.screenshots) / f"bench_view_{mode}.png")]
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -290,8 +306,18 @@ def main(argv: list[str] | None = None) -> None:
     modes = [m for m in args.modes.split(",") if m]
     conds = under_conditions(lambda: sweep(path, modes, args), args.quick)
     shot = "bench_view_ours.png" if args.screenshots and "ours" in modes else None
-    emit({"bench": "view", "slide": path.name, "machine": machine(), "steps": args.steps, "repeat": args.repeat,
-          "quick": args.quick, "conditions": conds, "screenshot": shot})  # fmt: skip
+    emit(
+        {
+            "bench": "view",
+            "slide": path.name,
+            "machine": machine(),
+            "steps": args.steps,
+            "repeat": args.repeat,
+            "quick": args.quick,
+            "conditions": conds,
+            "screenshot": shot,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -303,12 +329,22 @@ def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
         for key, what in (("first_frame_s", "first frame s"), ("step_ms_median", "ms per view")):
             if key in ours and key in base:
                 o, b = ours[key]["median"], base[key]["median"]
-                out.append((f"napari {what}, ours vs tifffile-zarr, {c}", f"{o:g} vs {b:g}",
-                            target_verdict(o, b, at_most=True)))  # fmt: skip
+                out.append(
+                    (
+                        f"napari {what}, ours vs tifffile-zarr, {c}",
+                        f"{o:g} vs {b:g}",
+                        target_verdict(o, b, at_most=True),
+                    )
+                )
         if "rss_peak_growth_mb" in ours:
             g = ours["rss_peak_growth_mb"]
-            out.append((f"napari RSS growth over the sweep, ours, {c}", fmt_spread(g, " MB"),
-                        target_verdict(g["max"], RSS_GROWTH_LIMIT_MB, at_most=True)))  # fmt: skip
+            out.append(
+                (
+                    f"napari RSS growth over the sweep, ours, {c}",
+                    fmt_spread(g, " MB"),
+                    target_verdict(g["max"], RSS_GROWTH_LIMIT_MB, at_most=True),
+                )
+            )
     return out
 
 

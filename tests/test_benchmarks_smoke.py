@@ -136,8 +136,21 @@ def test_bench_view_quick(tmp_path: Path) -> None:
 def test_run_all_collects_and_writes_the_page(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
     doc = tmp_path / "docs" / "benchmarks.md"
-    out = _run([str(BENCH / "run_all.py"), "--quick", "--only", "read,nosuch", "--out", str(results),
-                "--doc", str(doc), "--provisional", "smoke test"], tmp_path)  # fmt: skip
+    out = _run(
+        [
+            str(BENCH / "run_all.py"),
+            "--quick",
+            "--only",
+            "read,nosuch",
+            "--out",
+            str(results),
+            "--doc",
+            str(doc),
+            "--provisional",
+            "smoke test",
+        ],
+        tmp_path,
+    )
     assert set(out["results"]) == {"read", "nosuch"}
     saved = json.loads(results.read_text())
     assert saved["results"]["read"]["bench"] == "read" and "skipped" in saved["results"]["nosuch"]

@@ -28,14 +28,33 @@ EOS, PAD, VOCAB = 3, 0, 24
 
 
 def _t5_config(**kw):
-    base = dict(vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-                pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)  # fmt: skip
+    base = dict(
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        decoder_start_token_id=PAD,
+    )
     return transformers.T5Config(**{**base, **kw})
 
 
 def _gpt2_config(**kw):
-    base = dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_inner=64, n_positions=64,
-                bos_token_id=2, eos_token_id=EOS, pad_token_id=PAD)  # fmt: skip
+    base = dict(
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_inner=64,
+        n_positions=64,
+        bos_token_id=2,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
     return transformers.GPT2Config(**{**base, **kw})
 
 
@@ -60,14 +79,26 @@ def _pair(kind: str, seed: int, eos_boost: float = 0.0, **config):
 
 
 def test_qformer_matches_blip2_parameters_and_forward():
-    cfg = QFormerConfig(num_query_tokens=4, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                        intermediate_size=64, max_text_length=16, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)  # fmt: skip
+    cfg = QFormerConfig(
+        num_query_tokens=4,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_text_length=16,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     hf_cfg = transformers.Blip2QFormerConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-        cross_attention_frequency=cfg.cross_attention_frequency, encoder_hidden_size=24,
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        cross_attention_frequency=cfg.cross_attention_frequency,
+        encoder_hidden_size=24,
         use_qformer_text_input=True,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     hf = transformers.Blip2QFormerModel(hf_cfg).eval()
     torch.manual_seed(0)
@@ -80,8 +111,11 @@ def test_qformer_matches_blip2_parameters_and_forward():
     mask = torch.ones(2, 40, dtype=torch.bool)
     mask[1, 25:] = False
     with torch.no_grad():
-        ref = hf(query_embeds=ours.query_tokens.expand(2, -1, -1), encoder_hidden_states=patches,
-                 encoder_attention_mask=mask.long()).last_hidden_state  # fmt: skip
+        ref = hf(
+            query_embeds=ours.query_tokens.expand(2, -1, -1),
+            encoder_hidden_states=patches,
+            encoder_attention_mask=mask.long(),
+        ).last_hidden_state
         out = ours(patches, mask).query_output
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
@@ -134,8 +168,14 @@ def _hf_ids(hf, emb, kind: str, case: dict, max_new: int):
         kw["do_sample"] = False
     if kind == "gpt2":
         kw["bos_token_id"] = 2
-    return hf.generate(inputs_embeds=emb, attention_mask=torch.ones(emb.shape[:2], dtype=torch.long),
-                       max_new_tokens=max_new, eos_token_id=EOS, pad_token_id=PAD, **kw)  # fmt: skip
+    return hf.generate(
+        inputs_embeds=emb,
+        attention_mask=torch.ones(emb.shape[:2], dtype=torch.long),
+        max_new_tokens=max_new,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("kind", ["t5", "gpt2"])
@@ -148,8 +188,9 @@ def test_decoding_gives_the_ids_of_transformers_generate(kind: str, seed: int):
         torch.manual_seed(11)
         with torch.no_grad():
             ref = _hf_ids(hf, emb, kind, case, max_new=12)
-        opts = DecodeOptions(max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD,
-                             **{k: v for k, v in case.items()})  # fmt: skip
+        opts = DecodeOptions(
+            max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, **{k: v for k, v in case.items()}
+        )
         torch.manual_seed(11)
         with torch.no_grad():
             out = language._native_generate(native, emb, opts)
@@ -209,10 +250,15 @@ def _transformers_only(monkeypatch) -> None:
     from napari_pathm3.model import pathm3
 
     monkeypatch.setattr(language, "_native_config", lambda cfg, hf_config: None)
-    monkeypatch.setattr(language, "load_saved_lm_config",
-                        lambda folder, cfg: transformers.AutoConfig.from_pretrained(str(folder)))  # fmt: skip
-    monkeypatch.setattr("napari_pathm3.model.tokenizer.load_saved_tokenizer",
-                        lambda folder: transformers.AutoTokenizer.from_pretrained(str(folder)))  # fmt: skip
+    monkeypatch.setattr(
+        language,
+        "load_saved_lm_config",
+        lambda folder, cfg: transformers.AutoConfig.from_pretrained(str(folder)),
+    )
+    monkeypatch.setattr(
+        "napari_pathm3.model.tokenizer.load_saved_tokenizer",
+        lambda folder: transformers.AutoTokenizer.from_pretrained(str(folder)),
+    )
     assert pathm3  # imported so that from_pretrained's function-level imports see the patches
 
 
@@ -245,8 +291,10 @@ def test_checkpoint_saved_with_transformers_loads_and_captions_identically(
         "Fibrous stroma, pink collagen.",
         None,
     ]  # the Q-Former's BERT tokenizer, read without transformers
-    torch.testing.assert_close(new.classify(x, mask, text=text).probabilities,
-                               reloaded_old.classify(x, mask, text=text).probabilities)  # fmt: skip
+    torch.testing.assert_close(
+        new.classify(x, mask, text=text).probabilities,
+        reloaded_old.classify(x, mask, text=text).probabilities,
+    )
     # and a checkpoint re-saved from the plain-torch model still loads with transformers
     folder2 = new.save_pretrained(tmp_path / "ckpt2")
     with monkeypatch.context() as m:
@@ -268,8 +316,13 @@ def test_loading_a_scratch_checkpoint_imports_no_transformers(tiny_model, tmp_pa
         "print(sorted(k for k in sys.modules if k.split('.')[0] == 'transformers'))\n"
     )
     src = str(Path(__file__).resolve().parents[2] / "src")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "PYTHONPATH": src})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**__import__("os").environ, "PYTHONPATH": src},
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
 
 

@@ -22,9 +22,12 @@ def _slow(slide, grid: PatchGrid) -> np.ndarray:  # noqa: ANN001
 
 @pytest.mark.parametrize(
     "config",
-    [TilingConfig(min_tissue_fraction=0.0), TilingConfig(min_tissue_fraction=0.0, stride=112),
-     TilingConfig(min_tissue_fraction=0.0, target_mpp=0.75, patch_size=64)],
-)  # fmt: skip
+    [
+        TilingConfig(min_tissue_fraction=0.0),
+        TilingConfig(min_tissue_fraction=0.0, stride=112),
+        TilingConfig(min_tissue_fraction=0.0, target_mpp=0.75, patch_size=64),
+    ],
+)
 def test_fast_path_equals_slide_read_region(cmu_slide_path: Path, config: TilingConfig) -> None:
     with open_slide(cmu_slide_path) as slide:
         grid = make_grid(slide, config)

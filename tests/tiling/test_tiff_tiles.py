@@ -29,9 +29,12 @@ def _tiles_read(slide, grid, **kw) -> tuple[PatchReader, np.ndarray]:  # noqa: A
 
 @pytest.mark.parametrize(
     "config",
-    [TilingConfig(min_tissue_fraction=0.0), TilingConfig(min_tissue_fraction=0.0, stride=112),
-     TilingConfig(min_tissue_fraction=0.0, target_mpp=0.75, patch_size=64)],
-)  # fmt: skip
+    [
+        TilingConfig(min_tissue_fraction=0.0),
+        TilingConfig(min_tissue_fraction=0.0, stride=112),
+        TilingConfig(min_tissue_fraction=0.0, target_mpp=0.75, patch_size=64),
+    ],
+)
 def test_svs_tiles_equal_openslide(cmu_slide_path: Path, config: TilingConfig) -> None:
     with open_slide(cmu_slide_path) as slide:
         grid = make_grid(slide, config)

@@ -121,27 +121,54 @@ def extract_features(
     enc = get_encoder(encoder, device=device) if isinstance(encoder, str) else encoder.prepare(device)
     slide_id = slide_id or slide_id_for(getattr(slide, "path", "slide"))
     fingerprint = getattr(slide, "fingerprint", None)
-    meta = bag_meta(slide_id=slide_id, fingerprint=fingerprint, encoder=enc.describe(), grid=grid.params(),
-                    coords=grid.coords, dtype=dtype)  # fmt: skip
+    meta = bag_meta(
+        slide_id=slide_id,
+        fingerprint=fingerprint,
+        encoder=enc.describe(),
+        grid=grid.params(),
+        coords=grid.coords,
+        dtype=dtype,
+    )
     writer = None
     if store is not None:
-        writer = BagWriter.open(store, meta=meta, coords=grid.coords, dim=enc.dim, overwrite=overwrite,
-                                chunk_rows=chunk_rows or default_chunk_rows(batch_size))  # fmt: skip
+        writer = BagWriter.open(
+            store,
+            meta=meta,
+            coords=grid.coords,
+            dim=enc.dim,
+            overwrite=overwrite,
+            chunk_rows=chunk_rows or default_chunk_rows(batch_size),
+        )
         if writer.complete:
             report(progress, n, n, STAGE)
             return writer.read()
     feats = np.empty((n, enc.dim if writer is None else 0), np.float32)  # the in-memory result
     sink = writer.append if writer is not None else _memory_sink(feats)
-    _encode_patches(slide, grid, enc, writer.done if writer is not None else 0, sink, batch_size=batch_size,
-                    prefetch=prefetch, workers=num_workers or policy.threads, progress=progress,
-                    cancel=cancel)  # fmt: skip
+    _encode_patches(
+        slide,
+        grid,
+        enc,
+        writer.done if writer is not None else 0,
+        sink,
+        batch_size=batch_size,
+        prefetch=prefetch,
+        workers=num_workers or policy.threads,
+        progress=progress,
+        cancel=cancel,
+    )
     if writer is not None:
         writer.finish()
         return writer.read()
     return FeatureBag(
-        features=feats, coords=grid.coords.copy(), patch_size=grid.patch_size, mpp=grid.mpp,
-        encoder_name=enc.name, slide_id=slide_id, fingerprint=fingerprint, attrs=meta,
-    )  # fmt: skip
+        features=feats,
+        coords=grid.coords.copy(),
+        patch_size=grid.patch_size,
+        mpp=grid.mpp,
+        encoder_name=enc.name,
+        slide_id=slide_id,
+        fingerprint=fingerprint,
+        attrs=meta,
+    )
 
 
 def _check_args(batch_size: int, dtype: str) -> None:

@@ -70,9 +70,13 @@ def level_array(slide: Slide, level: int) -> da.Array:
     ch, cw = level_chunks(slide, level)
     reader = _LevelReader(slide, level)
     return da.from_array(
-        reader, chunks=(ch, cw, *reader.shape[2:]), asarray=False, lock=False, fancy=False,
+        reader,
+        chunks=(ch, cw, *reader.shape[2:]),
+        asarray=False,
+        lock=False,
+        fancy=False,
         name=f"pathm3-{slide.fingerprint}-{level}",
-    )  # fmt: skip
+    )
 
 
 def multiscale(slide: Slide, *, direct_tiff: bool = True) -> list[da.Array]:
@@ -134,7 +138,7 @@ def _tiff_levels(slide: Slide) -> list[da.Array] | None:
             lock=False,
             fancy=False,
             name=f"pathm3-tiff-{slide.fingerprint}-{i}",
-        )  # fmt: skip
+        )
         for i in range(slide.level_count)
     ]
 

@@ -319,19 +319,35 @@ def generate_captions(
             from .generation import DecodeOptions
 
             opts = DecodeOptions(
-                max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                num_beams=num_beams, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                top_p=top_p, repetition_penalty=repetition_penalty,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id,
+                num_beams=num_beams,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
                 no_repeat_ngram_size=int(no_repeat_ngram_size) if no_repeat_ngram_size else None,
                 length_penalty=float(length_penalty) if length_penalty is not None and num_beams > 1 else 1.0,
-            )  # fmt: skip
+            )
             out = _native_generate(lm, emb, opts)
         else:
             out = _hf_generate(
-                lm, tok, kind, emb, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=do_sample,
-                temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size, length_penalty=length_penalty,
-            )  # fmt: skip
+                lm,
+                tok,
+                kind,
+                emb,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                no_repeat_ngram_size=no_repeat_ngram_size,
+                length_penalty=length_penalty,
+            )
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
     # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
     texts = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)

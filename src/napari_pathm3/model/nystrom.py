@@ -260,8 +260,15 @@ class NystromAttention(nn.Module):
                 why += f": Nyström needs >= {self.num_landmarks} patches (num_landmarks)"
             level = logging.DEBUG if kind in self._logged else logging.INFO
             self._logged.add(kind)
-            log.log(level, "correlation self-attention: %s for %d bag(s) of %d-%d patches (%s)",
-                    kind, len(sizes), min(sizes), max(sizes), why)  # fmt: skip
+            log.log(
+                level,
+                "correlation self-attention: %s for %d bag(s) of %d-%d patches (%s)",
+                kind,
+                len(sizes),
+                min(sizes),
+                max(sizes),
+                why,
+            )
 
     def _nystrom_chunked(
         self, x: Tensor, mask: Tensor, norm: Callable[[Tensor], Tensor], *, out: Tensor | None

@@ -138,8 +138,12 @@ class _Attention(nn.Module):
     def compute_bias(self, t: int, s_len: int, device: torch.device) -> Tensor:
         """(1, h, t, s) bias from the bucketed relative positions."""
         rel = torch.arange(s_len, device=device)[None, :] - torch.arange(t, device=device)[:, None]
-        bucket = _bucket(rel, bidirectional=not self.decoder, num_buckets=self.s.relative_attention_num_buckets,
-                         max_distance=self.s.relative_attention_max_distance)  # fmt: skip
+        bucket = _bucket(
+            rel,
+            bidirectional=not self.decoder,
+            num_buckets=self.s.relative_attention_num_buckets,
+            max_distance=self.s.relative_attention_max_distance,
+        )
         return self.relative_attention_bias(bucket).permute([2, 0, 1]).unsqueeze(0)
 
     def forward(
@@ -160,9 +164,13 @@ class _Attention(nn.Module):
                 bias = torch.zeros(1, self.heads, t, k.shape[2], device=x.device, dtype=q.dtype)
         full = bias if mask is None else torch.where(mask, bias, _MIN)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=full.contiguous(), dropout_p=self.s.dropout_rate if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=full.contiguous(),
+            dropout_p=self.s.dropout_rate if self.training else 0.0,
             scale=1.0,
-        )  # fmt: skip
+        )
         return self.o(out.transpose(1, 2).reshape(b, t, -1)), bias
 
 
