@@ -73,111 +73,99 @@ def result_layers(
         per_query: include the per-query attention stack.
     """
     prefix = name if name is not None else result.slide_name
-    slide_scale = result.slide_scale
     units = ("um", "um") if result.mpp_xy is not None else None
-    summary = result.summary()
     meta = {
-        "pathm3": summary,
-        "slide_scale": slide_scale,
+        "pathm3": result.summary(),
+        "slide_scale": result.slide_scale,
         "slide_path": result.slide_path,
         "pathm3_overlay": overlay_text(result),
     }
-    layers: list[LayerDataTuple] = []
-
-    tissue = tissue_raster(result.tissue)
-    scale, translate = tissue.transform(slide_scale)
-    colormap = {0: (0, 0, 0, 0), 1: TISSUE_COLOR, None: (0, 0, 0, 0)}
-    layers.append(
-        (
-            tissue.data,
-            {
-                "name": f"{prefix} tissue",
-                "scale": scale,
-                "translate": translate,
-                "opacity": 0.25,
-                "colormap": colormap,
-                "visible": False,
-                "metadata": {**meta, "kind": "tissue"},
-                **_units(units, 2),
-            },
-            "labels",
-        )
-    )
-
+    layers = [_tissue_layer(result, prefix, meta, units)]
     # one fixed scale (log2 of attention relative to uniform 1/N) for every heatmap: near-uniform attention
     # stays one colour instead of being stretched into invented hotspots (see napari_pathm3.heatmaps)
-    spread = attention_spread(result.attention)
     meta["scale"] = ATTENTION_SCALE_LABEL
-    meta["spread"] = spread_text(spread)
-    heat = attention_raster(_log2_attention(result.attention), result.grid)
-    scale, translate = heat.transform(slide_scale)
-    layers.append(
-        (
-            heat.data,
-            {
-                "name": f"{prefix} attention",
-                "scale": scale,
-                "translate": translate,
-                "contrast_limits": RELATIVE_LOG2_RANGE,
-                "interpolation2d": "nearest",
-                "metadata": {**meta, "kind": "attention"},
-                **HEATMAP_STYLE,
-                **_units(units, 2),
-            },
-            "image",
-        )
-    )
-
+    meta["spread"] = spread_text(attention_spread(result.attention))
+    layers.append(_attention_layer(result, prefix, meta, units))
     if per_query and result.query_attention.size:
-        stack = attention_raster(_log2_attention(result.query_attention), result.grid)
-        scale, translate = stack.transform(slide_scale)
-        layers.append(
-            (
-                stack.data,
-                {
-                    "name": f"{prefix} attention per query",
-                    "scale": scale,
-                    "translate": translate,
-                    # each query's attention is compared with its own uniform level: one fixed range for the stack
-                    "contrast_limits": RELATIVE_LOG2_RANGE,
-                    "interpolation2d": "nearest",
-                    "axis_labels": ("query", "y", "x"),
-                    "visible": False,
-                    "metadata": {**meta, "kind": "query_attention"},
-                    **HEATMAP_STYLE,
-                    **_units(units, 3),
-                },
-                "image",
-            )
-        )
+        layers.append(_query_attention_layer(result, prefix, meta, units))
+    layers.append(_top_patches_layer(result, prefix, meta, units))
+    return layers
 
-    boxes = patch_boxes(result.grid, result.top_indices)
-    edge_width = max(1.0, 0.04 * float(result.grid.size_level0))
+
+def _tissue_layer(result: SlideResult, prefix: str, meta: dict, units: tuple | None) -> LayerDataTuple:
+    tissue = tissue_raster(result.tissue)
+    scale, translate = tissue.transform(result.slide_scale)
+    colormap = {0: (0, 0, 0, 0), 1: TISSUE_COLOR, None: (0, 0, 0, 0)}
+    kwargs = {
+        "name": f"{prefix} tissue",
+        "scale": scale,
+        "translate": translate,
+        "opacity": 0.25,
+        "colormap": colormap,
+        "visible": False,
+        "metadata": {**meta, "kind": "tissue"},
+        **_units(units, 2),
+    }
+    return tissue.data, kwargs, "labels"
+
+
+def _attention_layer(result: SlideResult, prefix: str, meta: dict, units: tuple | None) -> LayerDataTuple:
+    heat = attention_raster(_log2_attention(result.attention), result.grid)
+    scale, translate = heat.transform(result.slide_scale)
+    kwargs = {
+        "name": f"{prefix} attention",
+        "scale": scale,
+        "translate": translate,
+        "contrast_limits": RELATIVE_LOG2_RANGE,
+        "interpolation2d": "nearest",
+        "metadata": {**meta, "kind": "attention"},
+        **HEATMAP_STYLE,
+        **_units(units, 2),
+    }
+    return heat.data, kwargs, "image"
+
+
+def _query_attention_layer(
+    result: SlideResult, prefix: str, meta: dict, units: tuple | None
+) -> LayerDataTuple:
+    stack = attention_raster(_log2_attention(result.query_attention), result.grid)
+    scale, translate = stack.transform(result.slide_scale)
+    kwargs = {
+        "name": f"{prefix} attention per query",
+        "scale": scale,
+        "translate": translate,
+        # each query's attention is compared with its own uniform level: one fixed range for the stack
+        "contrast_limits": RELATIVE_LOG2_RANGE,
+        "interpolation2d": "nearest",
+        "axis_labels": ("query", "y", "x"),
+        "visible": False,
+        "metadata": {**meta, "kind": "query_attention"},
+        **HEATMAP_STYLE,
+        **_units(units, 3),
+    }
+    return stack.data, kwargs, "image"
+
+
+def _top_patches_layer(result: SlideResult, prefix: str, meta: dict, units: tuple | None) -> LayerDataTuple:
     features = {
         "rank": np.arange(1, len(result.top_indices) + 1, dtype=np.int64),
         "attention": np.asarray(result.top_scores, dtype=np.float64),
         "index": np.asarray(result.top_indices, dtype=np.int64),
     }
-    layers.append(
-        (
-            list(boxes),
-            {
-                "name": f"{prefix} top patches",
-                "shape_type": "rectangle",
-                "scale": slide_scale,
-                "edge_color": TOP_K_COLOR,
-                "face_color": "transparent",
-                "edge_width": edge_width,
-                "features": features,
-                # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
-                "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
-                "metadata": {**meta, "kind": "top_patches"},
-                **_units(units, 2),
-            },
-            "shapes",
-        )
-    )
-    return layers
+    kwargs = {
+        "name": f"{prefix} top patches",
+        "shape_type": "rectangle",
+        "scale": result.slide_scale,
+        "edge_color": TOP_K_COLOR,
+        "face_color": "transparent",
+        "edge_width": max(1.0, 0.04 * float(result.grid.size_level0)),
+        "features": features,
+        # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
+        "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
+        "metadata": {**meta, "kind": "top_patches"},
+        **_units(units, 2),
+    }
+    return list(patch_boxes(result.grid, result.top_indices)), kwargs, "shapes"
 
 
 def style_added_layer(layer: Any) -> None:

@@ -212,37 +212,80 @@ def _print(obj) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.protocol:
+        return _run_protocol(args)
+    from ..threads import apply_thread_policy
+    from ..training.loop import train
+
+    records, class_names, train_recs, val_recs = _records(args)
+    model_or_cfg = _model_or_config(args, class_names, records)
+    apply_thread_policy()
+    tcfg = _train_config(args)
+    epoch_log = _EpochLog(tcfg.epochs)
+    try:
+        result = train(
+            model_or_cfg,
+            train_recs,
+            val_recs or None,
+            tcfg,
+            out_dir=args.out,
+            features_dir=args.features,
+            resume=args.resume,
+            epoch_log=epoch_log,
+        )
+    finally:
+        epoch_log.close()
+    last = result.history[-1] if result.history else {}
+    _print(
+        {
+            "best_dir": str(result.best_dir),
+            "best_epoch": result.best_epoch,
+            "best_metric": result.best_metric,
+            "val_metric": tcfg.val_metric,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "warnings": result.warnings,
+            "last": {k: v for k, v in last.items() if not isinstance(v, list)},
+        }
+    )
+    for w in result.warnings:
+        print(f"napari-pathm3 train: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _run_protocol(args: argparse.Namespace) -> int:
+    """``--protocol patchgastric``: the paper's subset, splits and seeds."""
+    from ..errors import PathM3Error
+    from ..training.protocol import PATCHGASTRIC_CLASSES, patchgastric_subset, run_patchgastric
+
+    captions = (
+        args.captions or Path(os.environ.get("NAPARI_PATHM3_DATA", "")) / "patchgastric" / "captions.csv"
+    )
+    if not Path(captions).is_file():
+        raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
+    dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
+    result = run_patchgastric(
+        args.features,
+        out_dir=args.out,
+        captions_csv=captions,
+        seeds=args.seeds,
+        model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim),
+        train_config=_train_config(args),
+        generate=not args.no_generate,
+        variants=args.variants,
+        captions=args.caption_style,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.table())
+    return 0
+
+
+def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list[Any], list[Any]]:
+    """All rows, class names and the train / validation records of ``--manifest`` (a stratified validation split of
+    the training rows when the manifest has none and ``--val-fraction`` > 0)."""
     from ..errors import PathM3Error
     from ..training.data import class_names_from, read_manifest, split_records
-    from ..training.loop import train
-    from ..training.protocol import (
-        PATCHGASTRIC_CLASSES,
-        patchgastric_subset,
-        run_patchgastric,
-        stratified_split,
-    )
-
-    if args.protocol:
-        captions = (
-            args.captions or Path(os.environ.get("NAPARI_PATHM3_DATA", "")) / "patchgastric" / "captions.csv"
-        )
-        if not Path(captions).is_file():
-            raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
-        dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
-        result = run_patchgastric(
-            args.features,
-            out_dir=args.out,
-            captions_csv=captions,
-            seeds=args.seeds,
-            model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim),
-            train_config=_train_config(args),
-            generate=not args.no_generate,
-            variants=args.variants,
-            captions=args.caption_style,
-        )
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(result.table())
-        return 0
+    from ..training.protocol import stratified_split
 
     records = read_manifest(args.manifest)
     if not records:
@@ -262,55 +305,21 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
-    # the grid the features were cut with travels in the model's config: `caption` cuts new slides the same way
+    return records, class_names, train_recs, val_recs
+
+
+def _model_or_config(args: argparse.Namespace, class_names: tuple[str, ...], records: list[Any]) -> Any:
+    """The config of a new model, or the ``--init`` checkpoint to fine-tune; either carries the grid the
+    features were cut with, so `caption` cuts new slides the same way."""
     tiling = _store_tiling(args.features)
-    cfg = _model_config(args, class_names, _feature_dim(records, args.features))
-    cfg = dataclasses.replace(cfg, tiling=tiling or cfg.tiling)
-    model_or_cfg = cfg
     if args.init:
         from ..model import PathM3Model
 
-        model_or_cfg = PathM3Model.from_pretrained(
-            args.init, expected_classes=class_names, device=args.device
-        )
-        model_or_cfg.config = dataclasses.replace(
-            model_or_cfg.config, tiling=tiling or model_or_cfg.config.tiling
-        )
-    from ..threads import apply_thread_policy
-
-    apply_thread_policy()
-    tcfg = _train_config(args)
-    epoch_log = _EpochLog(tcfg.epochs)
-    try:
-        result = train(
-            model_or_cfg,
-            train_recs,
-            val_recs or None,
-            tcfg,
-            out_dir=args.out,
-            features_dir=args.features,
-            resume=args.resume,
-            epoch_log=epoch_log,
-        )
-    finally:
-        epoch_log.close()
-    _print(
-        {
-            "best_dir": str(result.best_dir),
-            "best_epoch": result.best_epoch,
-            "best_metric": result.best_metric,
-            "val_metric": tcfg.val_metric,
-            "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early,
-            "warnings": result.warnings,
-            "last": {k: v for k, v in result.history[-1].items() if not isinstance(v, list)}
-            if result.history
-            else {},
-        }
-    )
-    for w in result.warnings:
-        print(f"napari-pathm3 train: warning: {w}", file=sys.stderr)
-    return 0
+        model = PathM3Model.from_pretrained(args.init, expected_classes=class_names, device=args.device)
+        model.config = dataclasses.replace(model.config, tiling=tiling or model.config.tiling)
+        return model
+    cfg = _model_config(args, class_names, _feature_dim(records, args.features))
+    return dataclasses.replace(cfg, tiling=tiling or cfg.tiling)
 
 
 def _store_tiling(features_dir: str) -> Any:

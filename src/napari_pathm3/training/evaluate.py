@@ -126,61 +126,67 @@ def predict(
     dist = dist or DistInfo()
     core = getattr(model, "module", model)
     mode = mode or core.config.mode
-    device = device or core.device
-    c = core.config.num_classes
     sampler = DistributedSampler(
         _Indexed(dataset), num_replicas=dist.world_size, rank=dist.rank, shuffle=False
     )
     loader = DataLoader(_Indexed(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate_indexed)
+    run = _BatchRun(core, mode, device or core.device, bf16, generate, generate_kwargs or {})
     was_training = core.training
     core.eval()
-    rows: list[tuple] = []
-    sums = {"image": [0.0, 0], "text": [0.0, 0]}
     try:
         with torch.no_grad():
             for batch in loader:
                 check_cancel(cancel)
-                b = len(batch.indices)
-                probs = np.full((b, c), np.nan)
-                tprobs = np.full((b, c), np.nan) if mode in TEXT_INPUTS else None
-                if mode != "text":  # the image-only pass: what a new slide gets
-                    kw = model_inputs(batch, "image", core.config.alpha, device=device)
-                    probs, loss = _run(core, kw, device, bf16)
-                    if loss is not None:
-                        sums["image"][0] += loss * b
-                        sums["image"][1] += b
-                if tprobs is not None:
-                    have, sub = _with_captions(batch)
-                    if sub is not None:
-                        tp, loss = _run(
-                            core, model_inputs(sub, mode, core.config.alpha, device=device), device, bf16
-                        )
-                        tprobs[have] = tp
-                        if loss is not None:
-                            sums["text"][0] += loss * len(have)
-                            sums["text"][1] += len(have)
-                gen: list[str | None] = [None] * b
-                if generate:
-                    gen = list(
-                        core.generate_captions(
-                            batch.features.to(device), batch.mask.to(device), **(generate_kwargs or {})
-                        )
-                    )
-                for j, idx in enumerate(batch.indices):
-                    rows.append(
-                        (
-                            idx,
-                            batch.slide_ids[j],
-                            int(batch.labels[j]),
-                            probs[j],
-                            None if tprobs is None else tprobs[j],
-                            batch.captions[j],
-                            gen[j],
-                        )
-                    )
+                run.add(batch)
     finally:
         core.train(was_training)
-    parts = gather_objects((rows, sums), dist)
+    return _gathered(run, dist, mode, generate, core.config.num_classes)
+
+
+class _BatchRun:
+    """Per-bag rows and loss sums of :func:`predict`, one batch at a time."""
+
+    def __init__(
+        self, core: Any, mode: str, device: Any, bf16: bool, generate: bool, generate_kwargs: dict[str, Any]
+    ) -> None:
+        self.core, self.mode, self.device, self.bf16 = core, mode, device, bf16
+        self.generate, self.generate_kwargs = generate, generate_kwargs
+        self.rows: list[tuple] = []
+        self.sums = {"image": [0.0, 0], "text": [0.0, 0]}
+
+    def _loss(self, key: str, loss: float | None, count: int) -> None:
+        if loss is not None:
+            self.sums[key][0] += loss * count
+            self.sums[key][1] += count
+
+    def add(self, batch: Any) -> None:
+        core, device = self.core, self.device
+        b, c = len(batch.indices), core.config.num_classes
+        probs = np.full((b, c), np.nan)
+        tprobs = np.full((b, c), np.nan) if self.mode in TEXT_INPUTS else None
+        if self.mode != "text":  # the image-only pass: what a new slide gets
+            kw = model_inputs(batch, "image", core.config.alpha, device=device)
+            probs, loss = _run(core, kw, device, self.bf16)
+            self._loss("image", loss, b)
+        if tprobs is not None:
+            have, sub = _with_captions(batch)
+            if sub is not None:
+                kw = model_inputs(sub, self.mode, core.config.alpha, device=device)
+                tprobs[have], loss = _run(core, kw, device, self.bf16)
+                self._loss("text", loss, len(have))
+        gen: list[str | None] = [None] * b
+        if self.generate:
+            features, mask = batch.features.to(device), batch.mask.to(device)
+            gen = list(core.generate_captions(features, mask, **self.generate_kwargs))
+        for j, idx in enumerate(batch.indices):
+            text_p = None if tprobs is None else tprobs[j]
+            label = int(batch.labels[j])
+            self.rows.append((idx, batch.slide_ids[j], label, probs[j], text_p, batch.captions[j], gen[j]))
+
+
+def _gathered(run: _BatchRun, dist: DistInfo, mode: str, generate: bool, c: int) -> Predictions:
+    """Every process's rows (DDP shards) merged in dataset order."""
+    parts = gather_objects((run.rows, run.sums), dist)
     merged = {r[0]: r for p in parts for r in p[0]}  # DistributedSampler pads by repeating bags: de-duplicate
     ordered = [merged[i] for i in sorted(merged)]
 
@@ -188,16 +194,17 @@ def predict(
         n = sum(p[1][key][1] for p in parts)
         return sum(p[1][key][0] for p in parts) / n if n else float("nan")
 
+    def stacked(k: int) -> np.ndarray:
+        return np.stack([r[k] for r in ordered]) if ordered else np.zeros((0, c))
+
     return Predictions(
         slide_ids=[r[1] for r in ordered],
         labels=np.asarray([r[2] for r in ordered], dtype=np.int64),
-        probabilities=np.stack([r[3] for r in ordered]) if ordered else np.zeros((0, c)),
+        probabilities=stacked(3),
         references=[r[5] for r in ordered],
         captions=[r[6] or "" for r in ordered] if generate else None,
         loss=mean_loss("image"),
-        text_probabilities=(np.stack([r[4] for r in ordered]) if ordered else np.zeros((0, c)))
-        if mode in TEXT_INPUTS
-        else None,
+        text_probabilities=stacked(4) if mode in TEXT_INPUTS else None,
         text_loss=mean_loss("text"),
         mode=mode,
     )
