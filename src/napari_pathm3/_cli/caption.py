@@ -102,56 +102,69 @@ class _Bar:
 
 def run(args: argparse.Namespace) -> int:
     from .. import api
-    from ..heatmap_png import save_heatmap_png
-    from ..io.jsonfile import json_text, write_json_atomic
-    from ..paths import user_cache_dir
 
     bar = _Bar(disable=args.quiet)
-    cache = None if args.no_cache else (args.cache_dir or user_cache_dir("features"))
-    from ..inference import is_feature_bag
-
-    bag = is_feature_bag(args.slide)
-    if bag and args.heatmap is not None:
-        from ..errors import PathM3Error
-
-        raise PathM3Error(f"{args.slide}: a heatmap needs the slide; caption the slide file for --heatmap")
-    model: Any = args.model
-    tiling = None
-    if not bag and changes_grid(args):  # the model's own grid with the user's tissue fraction / level
-        from ..config import TilingConfig
-
-        model = api.load_model(args.model, device=args.device, text_side=False)
-        tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
     try:
-        if bag:  # precomputed features (.h5 / .zarr / ...): no slide to open
-            result = api.caption_slide(
-                args.slide,
-                model=args.model,
-                device=args.device,
-                text=args.text,
-                top_k=args.top_k,
-                progress=bar,
-            )
-        else:
-            with api.open_slide(args.slide, mpp=args.mpp) as slide:
-                result = api.caption_slide(
-                    slide,
-                    model=model,
-                    encoder=args.encoder,
-                    device=args.device,
-                    text=args.text,
-                    tiling=tiling,
-                    tissue=tissue_config(args),
-                    cache_dir=cache,
-                    top_k=args.top_k,
-                    progress=bar,
-                )
+        result = _caption(args, bar)
     finally:
         bar.close()
     if args.model == api.DEMO:
         from ..demo import DEMO_MODEL_NAME
 
         result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+    _write_outputs(args, result)
+    if args.out is not None:
+        p = result.probabilities[result.label]
+        print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
+    for w in result.warnings:
+        print(f"napari-pathm3 caption: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _caption(args: argparse.Namespace, bar: Any) -> Any:
+    """Caption the slide (or the precomputed feature bag) named on the command line."""
+    from .. import api
+    from ..inference import is_feature_bag
+    from ..paths import user_cache_dir
+
+    if is_feature_bag(args.slide):  # precomputed features (.h5 / .zarr / ...): no slide to open
+        if args.heatmap is not None:
+            from ..errors import PathM3Error
+
+            raise PathM3Error(
+                f"{args.slide}: a heatmap needs the slide; caption the slide file for --heatmap"
+            )
+        return api.caption_slide(
+            args.slide, model=args.model, device=args.device, text=args.text, top_k=args.top_k, progress=bar
+        )
+    model: Any = args.model
+    tiling = None
+    if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
+        from ..config import TilingConfig
+
+        model = api.load_model(args.model, device=args.device, text_side=False)
+        tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
+    with api.open_slide(args.slide, mpp=args.mpp) as slide:
+        return api.caption_slide(
+            slide,
+            model=model,
+            encoder=args.encoder,
+            device=args.device,
+            text=args.text,
+            tiling=tiling,
+            tissue=tissue_config(args),
+            cache_dir=None if args.no_cache else (args.cache_dir or user_cache_dir("features")),
+            top_k=args.top_k,
+            progress=bar,
+        )
+
+
+def _write_outputs(args: argparse.Namespace, result: Any) -> None:
+    """The result JSON (file or stdout), and the heatmap PNG / CSV / GeoJSON asked for."""
+    from .. import api
+    from ..heatmap_png import save_heatmap_png
+    from ..io.jsonfile import json_text, write_json_atomic
+
     data = result.to_dict(per_patch=args.per_patch)
     if args.model == api.DEMO:
         from ..demo import DISCLAIMER
@@ -162,17 +175,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(json_text(data))  # strict JSON: NaN/Inf is an error, never a NaN literal
     if args.heatmap is not None:
-        note = data.get("disclaimer")
-        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=note)
+        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=data.get("disclaimer"))
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
         result.save_geojson(args.geojson)
-    for warning in getattr(result, "warnings", ()) or ():
-        print(f"warning: {warning}", file=sys.stderr)
-    if args.out is not None:
-        p = result.probabilities[result.label]
-        print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
-    for w in getattr(result, "warnings", ()):
-        print(f"napari-pathm3 caption: warning: {w}", file=sys.stderr)
-    return 0
