@@ -66,6 +66,13 @@ class CaptionWidget(Container):
         self.result: SlideResult | None = None
         self._job: Job | None = None
 
+        self._build_inputs()
+        self._build_tissue_inputs()
+        self._build_outputs()
+        self._connect(viewer)
+        self._on_model_changed()
+
+    def _build_inputs(self) -> None:
         self._slide = ComboBox(label="slide", choices=self._slide_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_dir = FileEdit(
@@ -80,6 +87,8 @@ class CaptionWidget(Container):
         )
         self._text = LineEdit(label="text", tooltip="optional text for text-conditioned classification")
         self._top_k = SpinBox(label="top patches", value=8, min=1, max=200)
+
+    def _build_tissue_inputs(self) -> None:
         self._tissue_threshold = FloatSpinBox(
             label="tissue threshold",
             value=0.0,
@@ -105,6 +114,9 @@ class CaptionWidget(Container):
             step=0.05,
             tooltip="keep a patch when at least this fraction of it is tissue",
         )
+
+    def _build_outputs(self) -> None:
+        """Run/cancel, progress, the result text and export buttons; then every widget in display order."""
         self._threads = threads_widget()
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -153,6 +165,7 @@ class CaptionWidget(Container):
             ]
         )
 
+    def _connect(self, viewer: napari.viewer.Viewer) -> None:
         self._run.changed.connect(self._on_run)
         self._cancel.changed.connect(self._on_cancel)
         self._model_dir.changed.connect(self._on_model_dir)
@@ -166,7 +179,6 @@ class CaptionWidget(Container):
             ev.connect(self._on_layers_changed)
         # a new plain layer (e.g. shapes for a region) gets the slides' µm: no "Inconsistent units" toasts
         viewer.layers.events.inserted.connect(lambda e: match_slide_units(viewer, e.value), position="first")
-        self._on_model_changed()
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:

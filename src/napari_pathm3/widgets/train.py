@@ -124,7 +124,14 @@ class TrainWidget(Container):
         self.model_name: str | None = None
         self.history: list[dict[str, Any]] = []
         self._job: Job | None = None
-        tc, oc, mc, tl = TrainConfig(), AdamWConfig(), PathM3Config, TilingConfig()
+        self._build_inputs()
+        self._build_training_inputs()
+        self._build_outputs()
+        self._connect(viewer)
+
+    def _build_inputs(self) -> None:
+        """Slides, annotations, encoder, device, model size and mode."""
+        tc, mc = TrainConfig(), PathM3Config
 
         self._slides = Select(label="slides", choices=self._slide_choices)
         self._annotations = Select(
@@ -141,6 +148,10 @@ class TrainWidget(Container):
             tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)",
         )
         self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
+
+    def _build_training_inputs(self) -> None:
+        """Epochs, learning rate, batch, alpha, sub-bags and the patch grid."""
+        tc, oc, tl = TrainConfig(), AdamWConfig(), TilingConfig()
         self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
         lr0, alpha0 = _preset_lr_alpha("tiny")
         self._lr = FloatSpinBox(
@@ -172,6 +183,9 @@ class TrainWidget(Container):
         self._mpp = FloatSpinBox(
             label="patch µm/px", value=tl.target_mpp or 0.5, min=0.05, max=32.0, step=0.05
         )
+
+    def _build_outputs(self) -> None:
+        """Output folder, threads, train/cancel, progress and the loss plot; then every widget in order."""
         self._out = FileEdit(
             label="save to", mode="d", value=user_cache_dir("models", time.strftime("pathm3-%Y%m%d-%H%M%S"))
         )
@@ -205,6 +219,8 @@ class TrainWidget(Container):
             ]
         )
         self.native.layout().addWidget(self._plot.widget)
+
+    def _connect(self, viewer: napari.viewer.Viewer) -> None:
         self._size.changed.connect(self._on_size)
         self._train.changed.connect(self._on_train)
         self._cancel.changed.connect(self._on_cancel)
