@@ -269,6 +269,11 @@ class PathM3Config(_JsonMixin):
     # text), L_C = (CE_text + CE_image) / 2, so inference without text is a trained path. Measured on
     # synthetic bags in docs/method.md §6; False = the paper's L_C (text-conditioned CE only).
     train_image_only_path: bool = True
+    # Not in the paper (an extension from BLIP-2's stage 1): weight of an image-text contrastive loss (ITC)
+    # between the image-only query outputs and the caption read by the Q-Former's text side, added to
+    # eq. (4). It makes the queries carry what tells captions apart (e.g. content only the caption names),
+    # which the caption loss alone did not on some seeds (docs/training.md, ablation). 0 = the paper's loss.
+    itc_weight: float = 0.0
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
@@ -282,6 +287,7 @@ class PathM3Config(_JsonMixin):
         _check(self.mode in ("image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
         _check(isinstance(self.use_correlation, bool), "use_correlation", "must be True or False")
         _check(isinstance(self.train_image_only_path, bool), "train_image_only_path", "must be True or False")
+        _check(self.itc_weight >= 0.0, "itc_weight", "must be >= 0")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
 
     @property

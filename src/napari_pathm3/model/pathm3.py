@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._types import PathLike
@@ -20,7 +21,7 @@ from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from .correlation import CorrelationModule
 from .device import autocast, resolve_device
-from .heads import QueryClassifier, classification_loss
+from .heads import CONTRAST_DIM, TEMP_INIT, TEMP_RANGE, QueryClassifier, classification_loss, contrastive_loss
 from .language import build_language_model, caption_loss, generate_captions, load_tokenizer
 from .qformer import QFormer, QFormerOutput, load_bert_text_weights
 
@@ -41,6 +42,9 @@ class PathM3Output:
     loss_caption: Tensor | None  # L_G: LM token cross-entropy over the bags that have a caption
     query_attention: Tensor | None  # (b, q, n): cross-attention over patches (heads and layers averaged)
     query_output: Tensor | None = None  # (b, q, H) query outputs of the classification pass
+    loss_itc: Tensor | None = (
+        None  # image-text contrastive loss (``config.itc_weight`` > 0; not in the paper)
+    )
 
 
 @dataclass
@@ -103,6 +107,10 @@ class PathM3Model(nn.Module):
         )
         lm_width = self.language_model.get_input_embeddings().weight.shape[1]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
+        if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
+            self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
+            self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
+            self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -220,8 +228,9 @@ class PathM3Model(nn.Module):
                 ``image_text`` a None entry makes that bag's queries see no text (its image-only path).
 
         Returns:
-            :class:`PathM3Output`. ``loss`` = α·L_C + (1 − α)·L_G with α fixed: a term whose targets are all
-            absent (no label, or no caption in the batch) is left out, the other keeps its weight.
+            :class:`PathM3Output`. ``loss`` = α·L_C + (1 − α)·L_G (+ ``itc_weight``·L_ITC) with α fixed: a term
+            whose targets are all absent (no label, or no caption in the batch) is left out, the others keep
+            their weights.
         """
         mode = self.config.mode
         patches = None
@@ -234,31 +243,61 @@ class PathM3Model(nn.Module):
         text = self._classification_text(mode, text, captions, patches)
         cls_out = self._run_qformer(*((None, None) if mode == "text" else (patches, mask)), text)
         logits = self.classifier(cls_out.query_output)
-        cap_out = cls_out if text is None else None  # image-only queries, reused by the caption branch
+        # the image-only pass (queries that never saw text): what inference runs, and the only source of the
+        # LM prefix and of the ITC image side, so no caption loss can be lowered through text-read queries
+        image_only = cls_out if text is None else None
         loss_cls = None
         if labels is not None:
             targets = labels.to(self.device)
             loss_cls = classification_loss(logits, targets)
             if text is not None and mode == "image_text" and self.config.train_image_only_path:
-                cap_out = self._run_qformer(patches, mask, None)
-                loss_img = classification_loss(self.classifier(cap_out.query_output), targets)
+                image_only = self._run_qformer(patches, mask, None)
+                loss_img = classification_loss(self.classifier(image_only.query_output), targets)
                 loss_cls = 0.5 * (loss_cls + loss_img)
-        loss_caption = None
+        loss_caption = loss_itc = None
         if captions is not None and any(_present(captions)):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
-            cap_out = cap_out if cap_out is not None else self._run_qformer(patches, mask, None)
-            loss_caption = self._caption_loss(cap_out.query_output, captions)
-        a = self.config.alpha  # eq. (4), fixed weights whatever targets the batch holds
-        terms = [w * t for w, t in ((a, loss_cls), (1 - a, loss_caption)) if t is not None]
+            image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
+            loss_caption = self._caption_loss(image_only.query_output, captions)
+            loss_itc = self._contrastive_loss(image_only.query_output, captions)
         return PathM3Output(
             logits=logits,
-            loss=terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else None),
+            loss=self._total_loss(loss_cls, loss_caption, loss_itc),
             loss_cls=loss_cls,
             loss_caption=loss_caption,
-            query_attention=(cap_out if cap_out is not None else cls_out).cross_attention,
+            query_attention=(image_only if image_only is not None else cls_out).cross_attention,
             query_output=cls_out.query_output,
+            loss_itc=loss_itc,
         )
+
+    def _total_loss(
+        self, loss_cls: Tensor | None, loss_caption: Tensor | None, loss_itc: Tensor | None
+    ) -> Tensor | None:
+        """eq. (4) with fixed weights whatever targets the batch holds, plus the ITC term when enabled."""
+        a = self.config.alpha
+        weighted = ((a, loss_cls), (1 - a, loss_caption), (self.config.itc_weight, loss_itc))
+        terms = [w * t for w, t in weighted if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def _contrastive_loss(self, query_output: Tensor, captions: Sequence[str | None]) -> Tensor | None:
+        """L_ITC between image-only query outputs and the captions read by the Q-Former's text side (no
+        patches: the queries read only the caption, as in ``mode="text"``, and their mean is its embedding).
+        None when disabled or when the batch holds fewer than two different captions."""
+        if self.config.itc_weight <= 0:
+            return None
+        keep = [i for i, p in enumerate(_present(captions)) if p]
+        texts = [str(captions[i]).strip() for i in keep]
+        if len(set(texts)) < 2:
+            return None
+        ids, tmask = self._tokenize_text(texts)
+        text_out = self.qformer(None, None, ids, tmask, need_weights=False).query_output.mean(dim=1)  # (b, H)
+        image = F.normalize(self.vision_proj(query_output[keep]), dim=-1)  # (b, q, e)
+        txt = F.normalize(self.text_proj(text_out), dim=-1)  # (b, e)
+        groups = torch.as_tensor([texts.index(t) for t in texts], device=self.device)
+        with torch.no_grad():
+            self.temp.clamp_(*TEMP_RANGE)
+        return contrastive_loss(image, txt, groups, self.temp)
 
     def _classification_text(
         self,
