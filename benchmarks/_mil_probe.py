@@ -66,7 +66,8 @@ def probes(model: Any, train: list[Any], test: list[Any], train_digits: list, te
 
 
 def prefix_use(model: Any, bags: list[Any], *, batch: int = 16, seed: int = 0) -> dict[str, float]:
-    """Caption loss (nats/token) with each bag's own query prefix and with a shuffled bag's prefix."""
+    """Caption loss (nats/token) with each bag's own query prefix and with a shuffled bag's prefix, and the
+    prefix's spread across bags (per-dimension std over bags / mean absolute value)."""
     import torch
 
     from napari_pathm3.model.language import caption_loss
@@ -74,19 +75,28 @@ def prefix_use(model: Any, bags: list[Any], *, batch: int = 16, seed: int = 0) -
 
     rng = np.random.default_rng(seed)
     lang = model.config.language
-    own, shuf = [], []
+    own, shuf, prefixes = [], [], []
     model.eval()
     with torch.no_grad():
         for s in range(0, len(bags), batch):
             bt = collate_bags(bags[s : s + batch])
             patches = model.correlation(bt.features, bt.mask)
-            prefix = model.language_projection(model.qformer(patches, bt.mask, need_weights=False).query_output)
+            prefix = model.language_projection(
+                model.qformer(patches, bt.mask, need_weights=False).query_output
+            )
             caps = [str(c) for c in bt.captions]
+            prefixes.append(prefix.reshape(len(caps), -1))
             perm = torch.as_tensor(rng.permutation(len(caps)))
             for store, p in ((own, prefix), (shuf, prefix[perm])):
                 store.append(float(caption_loss(model.language_model, model.lm_tokenizer, lang.kind, p, caps,
                                                 prompt=lang.prompt, max_tokens=lang.max_caption_tokens)))  # fmt: skip
-    return {"own_prefix": float(np.mean(own)), "shuffled_prefix": float(np.mean(shuf))}
+    p = torch.cat(prefixes)  # (bags, q * H)
+    spread = float(p.std(dim=0).mean() / p.abs().mean())  # how much the prefix differs between bags
+    return {
+        "own_prefix": float(np.mean(own)),
+        "shuffled_prefix": float(np.mean(shuf)),
+        "prefix_spread": spread,
+    }
 
 
 def grad_norms(model: Any, bags: list[Any]) -> dict[str, dict[str, float]]:
@@ -106,13 +116,19 @@ def grad_norms(model: Any, bags: list[Any]) -> dict[str, dict[str, float]]:
     batch = collate_bags(bags)
     model.train()
     out: dict[str, dict[str, float]] = {}
-    for key in ("loss_cls", "loss_caption"):
+    for key in ("loss_cls", "loss_caption", "loss_itc"):
         model.zero_grad(set_to_none=True)
         outp = model(**model_inputs(batch, model.config.mode, model.config.alpha, device="cpu"))
+        if getattr(outp, key, None) is None:
+            continue
         getattr(outp, key).backward()
         norms = {}
         for mod, match in modules.items():
-            sq = [float(p.grad.pow(2).sum()) for n, p in model.named_parameters() if match(n) and p.grad is not None]
+            sq = [
+                float(p.grad.pow(2).sum())
+                for n, p in model.named_parameters()
+                if match(n) and p.grad is not None
+            ]
             norms[mod] = float(np.sqrt(sum(sq))) if sq else 0.0
         out[key] = norms
     model.zero_grad(set_to_none=True)
