@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _common import emit, load_average, machine  # noqa: E402
@@ -46,9 +44,11 @@ HISTORY = (
 Change = Callable[[Any, Any], tuple[Any, Any]]
 
 
-def _set(model: dict[str, Any] | None = None, train: str | None = None) -> Change:
+def _set(
+    model: dict[str, Any] | None = None, train: dict[str, Any] | None = None, *, seed_offset: int = 0
+) -> Change:
     def change(cfg: Any, tcfg: Any) -> tuple[Any, Any]:
-        tcfg = dataclasses.replace(tcfg, seed=tcfg.seed + 100) if train == "seed+100" else tcfg
+        tcfg = dataclasses.replace(tcfg, **(train or {}), seed=tcfg.seed + seed_offset)
         return dataclasses.replace(cfg, **(model or {})), tcfg
 
     return change
@@ -59,7 +59,9 @@ VARIANTS: dict[str, tuple[str, Change]] = {
     "default": ("the default recipe (`--size small`: α 0.1, ITC weight 0.5, mode image_text)", _set()),
     "no_itc": ("no contrastive loss (ITC weight 0: the recipe before this change)", _set({"itc_weight": 0.0})),
     "no_itc_other_init": ("no contrastive loss, another initialisation (training seed + 100)",
-                          _set({"itc_weight": 0.0}, "seed+100")),
+                          _set({"itc_weight": 0.0}, seed_offset=100)),
+    "no_itc_no_early_stop": ("no contrastive loss, no early stopping",
+                             _set({"itc_weight": 0.0}, {"patience": None})),
     "itc_0.1": ("ITC weight 0.1", _set({"itc_weight": 0.1})),
     "itc_1": ("ITC weight 1", _set({"itc_weight": 1.0})),
     "mode_image": ("classify from the image only (mode image: no caption text in the Q-Former)",
@@ -156,39 +158,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return record
 
 
+def _row(r: dict[str, Any], desc: str) -> str:
+    ph = " / ".join(f"{r['phrase_accuracy'][k]:.2f}" for k in ("threes", "sevens", "zeros"))
+    z = r["probes"]["zeros"]
+    cl = r["caption_loss"]
+    hist = r.get("history") or [{}]
+    last = hist[-1].get("train_loss_caption")
+    return (
+        f"| {r['seed']} | {desc} | {r['accuracy']:.3f} | {r['bleu_4']:.3f} | {r['distinct_captions']} / "
+        f"{r['distinct_references']} | {ph} | {z['probe']:.2f} ({z['base_rate']:.2f}) | "
+        f"{cl['own_prefix']:.3f} / {cl['shuffled_prefix']:.3f} | {'-' if last is None else f'{last:.3f}'} | "
+        f"{r['best_epoch']} / {r['epochs_run']} |"
+    )
+
+
 def to_markdown(record: dict[str, Any]) -> str:
-    """Per variant: per-seed accuracy / BLEU-4 / distinct, and the mean phrase and probe accuracies."""
+    """One row per run (seed, variant): test accuracy, BLEU-4, distinct captions, phrase accuracy, the probe for
+    0s, the caption loss with own / shuffled prefix, the last epoch's training caption loss, best epoch."""
     runs = record.get("runs", [])
     if not runs:
         return "_not measured_\n"
-    seeds = record.get("seeds", [])
+    order = {n: i for i, n in enumerate(VARIANTS)}
+    descs = record.get("descriptions", {})
     head = (
-        "| change | " + " | ".join(f"seed {s}: acc / BLEU-4 / distinct" for s in seeds)
-        + " | phrase acc 3s / 7s / 0s (mean) | probe 0s (base) | caption loss own / shuffled |\n"
-        + "|---|" + "---|" * (len(seeds) + 3) + "\n"
-    )  # fmt: skip
-    rows = []
-    for name in record.get("variants", []):
-        mine = {r["seed"]: r for r in runs if r["variant"] == name}
-        cells = [
-            f"{mine[s]['accuracy']:.3f} / {mine[s]['bleu_4']:.3f} / {mine[s]['distinct_captions']}" if s in mine else "-"
-            for s in seeds
-        ]  # fmt: skip
-        rs = list(mine.values())
-        ph = " / ".join(
-            f"{np.mean([r['phrase_accuracy'][k] for r in rs]):.2f}" for k in ("threes", "sevens", "zeros")
-        )
-        pz = f"{np.mean([r['probes']['zeros']['probe'] for r in rs]):.2f} ({np.mean([r['probes']['zeros']['base_rate'] for r in rs]):.2f})"
-        cl = f"{np.mean([r['caption_loss']['own_prefix'] for r in rs]):.3f} / {np.mean([r['caption_loss']['shuffled_prefix'] for r in rs]):.3f}"
-        desc = record.get("descriptions", {}).get(name, name)
-        rows.append(f"| {desc} | " + " | ".join(cells) + f" | {ph} | {pz} | {cl} |")
+        "| seed | change | acc | BLEU-4 | distinct gen / ref | phrase acc 3s / 7s / 0s | probe 0s (base) | "
+        "caption loss own / shuffled prefix | final train L_G | best / last epoch |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = [
+        _row(r, descs.get(r["variant"], VARIANTS.get(r["variant"], (r["variant"],))[0]))
+        for r in sorted(runs, key=lambda r: (r["seed"], order.get(r["variant"], 99)))
+    ]
     sizes = record.get("sizes", {})
     note = (
         f"\nBags train/val/test {sizes.get('train')}/{sizes.get('val')}/{sizes.get('test')} per seed (bench_mil's); "
         f"test figures of each run's best checkpoint; whole ablation {record.get('seconds')} s, load average "
-        f"{record.get('load_average')}. Probe: logistic regression on the image-only query outputs (fit on "
-        "training bags), for \"the bag holds a 0\"; base = the test share of the most frequent answer.\n"
-    )  # fmt: skip
+        f"{record.get('load_average')}. Phrase acc: share of test bags whose caption has the reference's phrase. "
+        'Probe: logistic regression on the image-only query outputs (fit on training bags) for "the bag holds a '
+        '0"; base = the test share of the most frequent answer. Own / shuffled prefix: caption loss (nats/token) '
+        "given each bag's query prefix or another bag's (equal = the LM ignores the prefix).\n"
+    )
     return head + "\n".join(rows) + "\n" + note
 
 

@@ -32,4 +32,4 @@ def test_bench_mil_ablation_quick_runs_and_renders() -> None:
     finally:
         sys.path.remove(str(BENCH))
     table = bench_mil_ablation.to_markdown(rec)
-    assert "seed 0: acc / BLEU-4 / distinct" in table and "default recipe" in table
+    assert "| 0 | the default recipe" in table and "probe 0s" in table
