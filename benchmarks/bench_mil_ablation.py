@@ -64,6 +64,7 @@ VARIANTS: dict[str, tuple[str, Change]] = {
                              _set({"itc_weight": 0.0}, {"patience": None})),
     "itc_0.1": ("ITC weight 0.1", _set({"itc_weight": 0.1})),
     "itc_1": ("ITC weight 1", _set({"itc_weight": 1.0})),
+    "itc_2": ("ITC weight 2", _set({"itc_weight": 2.0})),
     "mode_image": ("classify from the image only (mode image: no caption text in the Q-Former)",
                    _set({"mode": "image"})),
     "no_itc_mode_image": ("no contrastive loss, mode image", _set({"itc_weight": 0.0, "mode": "image"})),
