@@ -54,6 +54,13 @@ def _set(
     return change
 
 
+def _qformer(**changes: Any) -> Change:
+    def change(cfg: Any, tcfg: Any) -> tuple[Any, Any]:
+        return dataclasses.replace(cfg, qformer=dataclasses.replace(cfg.qformer, **changes)), tcfg
+
+    return change
+
+
 #: variant name -> (what it changes, the change). "default" is the recipe as shipped.
 VARIANTS: dict[str, tuple[str, Change]] = {
     "default": ("the default recipe (`--size small`: α 0.1, ITC weight 0.5, mode image_text)", _set()),
@@ -65,6 +72,8 @@ VARIANTS: dict[str, tuple[str, Change]] = {
     "itc_0.1": ("ITC weight 0.1", _set({"itc_weight": 0.1})),
     "itc_1": ("ITC weight 1", _set({"itc_weight": 1.0})),
     "itc_2": ("ITC weight 2", _set({"itc_weight": 2.0})),
+    "xattn_4_layers": ("4 Q-Former layers, cross-attention in every layer (input-dependent queries from layer 2)",
+                       _qformer(num_hidden_layers=4, cross_attention_frequency=1)),
     "mode_image": ("classify from the image only (mode image: no caption text in the Q-Former)",
                    _set({"mode": "image"})),
     "no_itc_mode_image": ("no contrastive loss, mode image", _set({"itc_weight": 0.0, "mode": "image"})),
