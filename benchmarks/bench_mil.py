@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, load_average, machine  # noqa: E402
 from _mil_baselines import abmil, class_captions, constant_caption, mean_pool_logreg  # noqa: E402
 from _mil_data import CLASSES, caption_of, label_of, make_bags, write_bags  # noqa: E402
+from _mil_probe import phrase_accuracy  # noqa: E402
 
 FULL = {"train": 300, "val": 100, "test": 200}
 QUICK = {"train": 120, "val": 40, "test": 80}
@@ -63,10 +64,27 @@ def run_seed(seed: int, sizes: dict[str, int], work: Path, *, quick: bool, threa
     extra = ["--epochs", "12"] if quick else []
     t0 = time.perf_counter()
     train = subprocess.Popen(
-        [sys.executable, "-m", "napari_pathm3.cli", "train", "--manifest", str(manifest), "--features", str(data),
-         "--out", str(run), "--seed", str(seed), "--threads", str(threads), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "napari_pathm3.cli",
+            "train",
+            "--manifest",
+            str(manifest),
+            "--features",
+            str(data),
+            "--out",
+            str(run),
+            "--seed",
+            str(seed),
+            "--threads",
+            str(threads),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # baselines run meanwhile (one more core)
     feats = {s: [f for f, _ in b] for s, b in bags.items()}
     ys = {s: np.asarray([CLASSES.index(label_of(d)) for _, d in b]) for s, b in bags.items()}
@@ -74,11 +92,21 @@ def run_seed(seed: int, sizes: dict[str, int], work: Path, *, quick: bool, threa
     labs = {s: [label_of(d) for _, d in b] for s, b in bags.items()}
     tb = time.perf_counter()
     base = {
-        "mean_pool_logreg_accuracy": mean_pool_logreg(feats["train"], feats["val"], feats["test"], ys["train"],
-                                                      ys["val"], ys["test"]),
-        "abmil_accuracy": abmil(feats["train"], feats["val"], feats["test"], ys["train"], ys["val"], ys["test"],
-                                classes=len(CLASSES), seed=seed, epochs=10 if quick else 30),
-    }  # fmt: skip
+        "mean_pool_logreg_accuracy": mean_pool_logreg(
+            feats["train"], feats["val"], feats["test"], ys["train"], ys["val"], ys["test"]
+        ),
+        "abmil_accuracy": abmil(
+            feats["train"],
+            feats["val"],
+            feats["test"],
+            ys["train"],
+            ys["val"],
+            ys["test"],
+            classes=len(CLASSES),
+            seed=seed,
+            epochs=10 if quick else 30,
+        ),
+    }
     const = constant_caption(caps["train"])
     per_class = class_captions(caps["train"], labs["train"])
     base["constant_caption_bleu_4"] = _bleu4(caps["test"], [const] * len(caps["test"]))
@@ -90,17 +118,36 @@ def run_seed(seed: int, sizes: dict[str, int], work: Path, *, quick: bool, threa
     train_s = time.perf_counter() - t0
     summary = json.loads(out)
     test_json = run / "test.json"
-    _cli("evaluate", str(run / "best"), "--manifest", str(manifest), "--features", str(data), "--split", "test",
-         "--predictions", "--out", str(test_json), threads=threads)  # fmt: skip
+    _cli(
+        "evaluate",
+        str(run / "best"),
+        "--manifest",
+        str(manifest),
+        "--features",
+        str(data),
+        "--split",
+        "test",
+        "--predictions",
+        "--out",
+        str(test_json),
+        threads=threads,
+    )
     ev = json.loads(test_json.read_text())
     gen = [p["caption"] for p in ev["predictions"]]
     refs = [p["reference"] for p in ev["predictions"]]
     pathm3 = {
-        "accuracy": ev["accuracy"], "bleu_4": ev["bleu_4"], "whitespace_bleu_4": _bleu4(refs, gen),
-        "distinct_captions": len(set(gen)), "distinct_references": len(set(refs)),
-        "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"], "warnings": summary["warnings"],
-        "train_seconds": round(train_s, 1), "examples": sorted(set(gen))[:5],
-    }  # fmt: skip
+        "accuracy": ev["accuracy"],
+        "bleu_4": ev["bleu_4"],
+        "whitespace_bleu_4": _bleu4(refs, gen),
+        "distinct_captions": len(set(gen)),
+        "distinct_references": len(set(refs)),
+        "phrase_accuracy": phrase_accuracy(refs, gen),
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": summary["epochs_run"],
+        "warnings": summary["warnings"],
+        "train_seconds": round(train_s, 1),
+        "examples": sorted(set(gen))[:5],
+    }
     targets = {
         "accuracy": pathm3["accuracy"] >= base["abmil_accuracy"] + 0.05,
         "bleu_4": pathm3["bleu_4"] >= base["class_caption_bleu_4"] + 0.05,
@@ -127,14 +174,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = args.keep or Path(tmp)
         runs = [run_seed(s, sizes, work, quick=args.quick, threads=args.threads) for s in seeds]
     record = {
-        "bench": "mil", "quick": args.quick, "sizes": sizes, "seeds": seeds, "runs": runs,
+        "bench": "mil",
+        "quick": args.quick,
+        "sizes": sizes,
+        "seeds": seeds,
+        "runs": runs,
         "recipe": "napari-pathm3 train --manifest M --features F --out R --seed S (defaults)"
         + (" --epochs 12" if args.quick else ""),
         "all_targets_met": all(all(r["targets_met"].values()) for r in runs),
-        "seconds": round(time.perf_counter() - t0, 1), "load_average": load_average(), "machine": machine(),
-    }  # fmt: skip
+        "seconds": round(time.perf_counter() - t0, 1),
+        "load_average": load_average(),
+        "machine": machine(),
+    }
     emit(record)
     return record
+
+
+def _phrases(p: dict[str, Any]) -> str:
+    """Share of test captions with the reference's phrase for the 3s, 7s and 0s ("-" in older records)."""
+    ph = p.get("phrase_accuracy")
+    return " / ".join(f"{ph[k]:.2f}" for k in ("threes", "sevens", "zeros")) if ph else "-"
 
 
 def _mean(vals: list[float]) -> str:
@@ -146,9 +205,11 @@ def to_markdown(record: dict[str, Any]) -> str:
     runs = record.get("runs", [])
     if not runs:
         return "_not measured_\n"
-    head = ("| seed | PathM3 acc | ABMIL acc | mean-pool LR acc | PathM3 BLEU-4 | class-caption BLEU-4 | "
-            "constant BLEU-4 | distinct captions (gen / ref) | targets met (acc, BLEU, distinct) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| seed | PathM3 acc | ABMIL acc | mean-pool LR acc | PathM3 BLEU-4 | class-caption BLEU-4 | "
+        "constant BLEU-4 | distinct captions (gen / ref) | phrase acc 3s / 7s / 0s | targets met (acc, BLEU, distinct) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for r in runs:
         p, b, t = r["pathm3"], r["baselines"], r["targets_met"]
@@ -156,7 +217,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         rows.append(
             f"| {r['seed']} | {p['accuracy']:.3f} | {b['abmil_accuracy']:.3f} | {b['mean_pool_logreg_accuracy']:.3f} | "
             f"{p['bleu_4']:.3f} | {b['class_caption_bleu_4']:.3f} | {b['constant_caption_bleu_4']:.3f} | "
-            f"{p['distinct_captions']} / {p['distinct_references']} | {mark} |"
+            f"{p['distinct_captions']} / {p['distinct_references']} | {_phrases(p)} | {mark} |"
         )
     col = lambda f: [f(r) for r in runs]  # noqa: E731
     rows.append(
@@ -165,6 +226,7 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"{_mean(col(lambda r: r['baselines']['class_caption_bleu_4']))} | "
         f"{_mean(col(lambda r: r['baselines']['constant_caption_bleu_4']))} | "
         f"{_mean(col(lambda r: r['pathm3']['distinct_captions']))} / {_mean(col(lambda r: r['pathm3']['distinct_references']))} | "
+        "| "
         f"{'all met' if record.get('all_targets_met') else 'not all met'} |"
     )
     sizes = record.get("sizes", {})
@@ -172,7 +234,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         f"\nBags train/val/test {sizes.get('train')}/{sizes.get('val')}/{sizes.get('test')}; recipe: "
         f"`{record.get('recipe')}`; whole run {record.get('seconds')} s, load average {record.get('load_average')}. "
         "Targets per seed: accuracy >= ABMIL + 0.05, BLEU-4 >= class-caption + 0.05, distinct generated test "
-        "captions >= half the distinct references.\n"
+        "captions >= half the distinct references. Phrase acc: share of test captions with the reference's phrase for "
+        "the number of 3s, of 7s and the presence of 0s (0.5 on 0s = chance).\n"
     )
     return head + "\n".join(rows) + "\n" + notes
 

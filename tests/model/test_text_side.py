@@ -22,7 +22,9 @@ def test_image_only_load_gives_the_same_results_with_fewer_weights(tiny_model, m
     a, b = full.classify(x, mask), lean.classify(x, mask)
     torch.testing.assert_close(a.probabilities, b.probabilities, rtol=0, atol=0)
     torch.testing.assert_close(a.query_attention, b.query_attention, rtol=0, atol=0)
-    assert full.generate_captions(x, mask, max_new_tokens=6) == lean.generate_captions(x, mask, max_new_tokens=6)
+    assert full.generate_captions(x, mask, max_new_tokens=6) == lean.generate_captions(
+        x, mask, max_new_tokens=6
+    )
 
     dropped = [k for k in full.qformer.state_dict() if is_text_side_key(k)]
     assert dropped and not any(is_text_side_key(k) for k in lean.qformer.state_dict())

@@ -20,8 +20,9 @@ from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from .correlation import CorrelationModule
 from .device import autocast, resolve_device
-from .heads import QueryClassifier, classification_loss
-from .language import build_language_model, caption_loss, generate_captions, load_tokenizer
+from .heads import CONTRAST_DIM, TEMP_INIT, QueryClassifier, classification_loss
+from .language import build_language_model, generate_captions, load_tokenizer
+from .objectives import caption_objective, classification_text, contrastive_objective, present, total_loss
 from .qformer import QFormer, QFormerOutput, is_text_side_key, load_bert_text_weights
 
 __all__ = ["Classification", "PathM3Model", "PathM3Output"]
@@ -41,6 +42,9 @@ class PathM3Output:
     loss_caption: Tensor | None  # L_G: LM token cross-entropy over the bags that have a caption
     query_attention: Tensor | None  # (b, q, n): cross-attention over patches (heads and layers averaged)
     query_output: Tensor | None = None  # (b, q, H) query outputs of the classification pass
+    loss_itc: Tensor | None = (
+        None  # image-text contrastive loss (``config.itc_weight`` > 0; not in the paper)
+    )
 
 
 @dataclass
@@ -51,11 +55,6 @@ class Classification:
     logits: Tensor  # (b, C)
     query_attention: Tensor | None  # (b, q, n); None in text mode
     class_names: tuple[str, ...]
-
-
-def _present(items: Sequence[str | None]) -> list[bool]:
-    """Which entries hold text (None and blank strings are missing)."""
-    return [s is not None and str(s).strip() != "" for s in items]
 
 
 def _qformer_text_key(name: str) -> bool:
@@ -113,6 +112,10 @@ class PathM3Model(nn.Module):
         )
         lm_width = self.language_model.get_input_embeddings().weight.shape[1]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
+        if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
+            self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
+            self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
+            self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -172,41 +175,24 @@ class PathM3Model(nn.Module):
     def _tokenize_text(self, text: Sequence[str | None]) -> tuple[Tensor, Tensor]:
         """Q-Former token ids and mask; a missing text (None or blank) gets an all-zero mask row, so that
         bag's queries attend to no text token: exactly the image-only path."""
-        present = _present(text)
+        has = present(text)
         enc = self.qformer_tokenizer(
-            [t if p else "" for t, p in zip(text, present, strict=True)],
+            [t if p else "" for t, p in zip(text, has, strict=True)],
             padding=True,
             truncation=True,
             max_length=self.config.qformer.max_text_length,
             return_tensors="pt",
         )
-        tmask = enc["attention_mask"] * torch.tensor(present, dtype=enc["attention_mask"].dtype)[:, None]
+        tmask = enc["attention_mask"] * torch.tensor(has, dtype=enc["attention_mask"].dtype)[:, None]
         return enc["input_ids"].to(self.device), tmask.to(self.device)
 
     def _run_qformer(
         self, patches: Tensor | None, mask: Tensor | None, text: Sequence[str | None] | None
     ) -> QFormerOutput:
-        if text is not None and not any(_present(text)):
+        if text is not None and not any(present(text)):
             text = None  # no bag has text: the image-only pass, without tokenizing
         ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
         return self.qformer(patches, mask, ids, tmask)
-
-    def _caption_loss(self, query_output: Tensor, captions: Sequence[str | None]) -> Tensor | None:
-        """L_G over the bags that have a caption (None when none has): per-bag masking."""
-        keep = [i for i, p in enumerate(_present(captions)) if p]
-        if not keep:
-            return None
-        rows = query_output if len(keep) == len(captions) else query_output[keep]
-        lang = self.config.language
-        return caption_loss(
-            self.language_model,
-            self.lm_tokenizer,
-            lang.kind,
-            self.language_projection(rows),
-            [str(captions[i]) for i in keep],
-            prompt=lang.prompt,
-            max_tokens=lang.max_caption_tokens,
-        )
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
@@ -230,69 +216,68 @@ class PathM3Model(nn.Module):
                 ``image_text`` a None entry makes that bag's queries see no text (its image-only path).
 
         Returns:
-            :class:`PathM3Output`. ``loss`` = α·L_C + (1 − α)·L_G with α fixed: a term whose targets are all
-            absent (no label, or no caption in the batch) is left out, the other keeps its weight.
+            :class:`PathM3Output`. ``loss`` = α·L_C + (1 − α)·L_G (+ ``itc_weight``·L_ITC) with α fixed: a term
+            whose targets are all absent (no label, or no caption in the batch) is left out, the others keep
+            their weights.
         """
         mode = self.config.mode
-        patches = None
-        if features is not None:
-            mask = self._check_inputs(features, mask)
-            patches = self.correlation(features.to(self.device), mask.to(self.device))
-            mask = mask.to(self.device)
-        elif mode != "text":
-            raise ValueError(f"features are required in mode {mode!r}")
-        text = self._classification_text(mode, text, captions, patches)
+        patches, mask = self._encode(features, mask, mode)
+        b = patches.shape[0] if patches is not None else None
+        text = classification_text(mode, text, captions, b)
         cls_out = self._run_qformer(*((None, None) if mode == "text" else (patches, mask)), text)
         logits = self.classifier(cls_out.query_output)
-        cap_out = cls_out if text is None else None  # image-only queries, reused by the caption branch
+        # the image-only pass (queries that never saw text): what inference runs, and the only source of the
+        # LM prefix and of the ITC image side, so no caption loss can be lowered through text-read queries
+        image_only = cls_out if text is None else None
         loss_cls = None
         if labels is not None:
-            targets = labels.to(self.device)
-            loss_cls = classification_loss(logits, targets)
-            if text is not None and mode == "image_text" and self.config.train_image_only_path:
-                cap_out = self._run_qformer(patches, mask, None)
-                loss_img = classification_loss(self.classifier(cap_out.query_output), targets)
-                loss_cls = 0.5 * (loss_cls + loss_img)
-        loss_caption = None
-        if captions is not None and any(_present(captions)):
+            loss_cls, image_only = self._classification_loss(logits, labels, text, patches, mask, image_only)
+        loss_caption = loss_itc = None
+        if captions is not None and any(present(captions)):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
-            cap_out = cap_out if cap_out is not None else self._run_qformer(patches, mask, None)
-            loss_caption = self._caption_loss(cap_out.query_output, captions)
-        a = self.config.alpha  # eq. (4), fixed weights whatever targets the batch holds
-        terms = [w * t for w, t in ((a, loss_cls), (1 - a, loss_caption)) if t is not None]
+            image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
+            loss_caption = caption_objective(self, image_only.query_output, captions)
+            loss_itc = contrastive_objective(self, image_only.query_output, captions)
         return PathM3Output(
             logits=logits,
-            loss=terms[0] + terms[1] if len(terms) == 2 else (terms[0] if terms else None),
+            loss=total_loss(self.config, loss_cls, loss_caption, loss_itc),
             loss_cls=loss_cls,
             loss_caption=loss_caption,
-            query_attention=(cap_out if cap_out is not None else cls_out).cross_attention,
+            query_attention=(image_only if image_only is not None else cls_out).cross_attention,
             query_output=cls_out.query_output,
+            loss_itc=loss_itc,
         )
 
-    def _classification_text(
+    def _encode(
+        self, features: Tensor | None, mask: Tensor | None, mode: str
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Correlated patch features (b, n, D) and the bool mask on the model's device (None, None: text mode)."""
+        if features is None:
+            if mode != "text":
+                raise ValueError(f"features are required in mode {mode!r}")
+            return None, None
+        mask = self._check_inputs(features, mask).to(self.device)
+        return self.correlation(features.to(self.device), mask), mask
+
+    def _classification_loss(
         self,
-        mode: str,
+        logits: Tensor,
+        labels: Tensor,
         text: Sequence[str | None] | None,
-        captions: Sequence[str | None] | None,
         patches: Tensor | None,
-    ) -> Sequence[str | None] | None:
-        """Check lengths and return the Q-Former text of the classification pass (None: image only)."""
-        if mode == "text" and text is None:
-            raise ValueError("text is required in mode 'text' (text-only classification)")
-        b = patches.shape[0] if patches is not None else len(text or [])
-        for name, items in (("captions", captions), ("text", text if mode != "image" else None)):
-            if items is not None and len(items) != b:
-                raise ValueError(f"{name}: got {len(items)} for a batch of {b} bags")
-        if mode == "text":
-            missing = [i for i, p in enumerate(_present(text or [])) if not p]
-            if missing:
-                raise ValueError(
-                    f"mode 'text' classifies from text alone: every bag needs one (missing for bags {missing}); "
-                    "use mode 'image_text' or 'image' for bags without captions"
-                )
-            return text
-        return text if mode == "image_text" and text is not None and any(_present(text)) else None
+        mask: Tensor | None,
+        image_only: QFormerOutput | None,
+    ) -> tuple[Tensor, QFormerOutput | None]:
+        """L_C, eq. (3); in ``image_text`` training with text also the image-only cross-entropy
+        (``train_image_only_path``): L_C = ½ (CE_text + CE_image). Returns L_C and the image-only pass."""
+        targets = labels.to(self.device)
+        loss_cls = classification_loss(logits, targets)
+        if text is not None and self.config.mode == "image_text" and self.config.train_image_only_path:
+            image_only = self._run_qformer(patches, mask, None)
+            loss_img = classification_loss(self.classifier(image_only.query_output), targets)
+            loss_cls = 0.5 * (loss_cls + loss_img)
+        return loss_cls, image_only
 
     # ------------------------------------------------------------------------------------ inference
     @torch.no_grad()
