@@ -159,6 +159,7 @@ class _EpochLog:
         ("train_loss", "loss"),
         ("train_loss_cls", "cls"),
         ("train_loss_caption", "cap"),
+        ("train_loss_itc", "itc"),
         ("val_accuracy", "val_acc"),
         ("val_bleu_4", "val_bleu4"),
         ("val_distinct_captions", "val_distinct"),
@@ -177,7 +178,7 @@ class _EpochLog:
         parts = {
             short: (f"{record[k]:.4g}" if isinstance(record[k], float) else str(record[k]))
             for k, short in self.KEYS
-            if k in record
+            if k in record and record[k] == record[k]  # NaN: a term this model does not train (e.g. itc)
         }
         if self.bar is not None:
             self.bar.set_postfix(parts, refresh=False)

@@ -168,7 +168,7 @@ def _train_epoch(
         run.train_ds.reseed(epoch)
     core.train()
     optimizer.zero_grad(set_to_none=True)
-    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_caption": 0.0}
+    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_caption": 0.0, "loss_itc": 0.0}
     counts = dict.fromkeys(sums, 0)
     accum, n_micro = config.grad_accum_steps, len(run.loader)
     for i, batch in enumerate(run.loader):
