@@ -41,6 +41,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "view": (["--repeat", "3", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
     "model": ([], ["--quick"]),
     "mil": ([], ["--quick"]),
+    "mil_ablation": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
 }
 TITLES = {
@@ -50,6 +51,7 @@ TITLES = {
     "view": "Viewing a large slide in napari",
     "model": "Model: correlation module and memory",
     "mil": "Learning (MIL baselines)",
+    "mil_ablation": "Learning: ablation of the caption recipe",
     "demo": "Demo",
 }
 
