@@ -110,23 +110,18 @@ def inprocess(api: Any, model: Any, path: Path, repeat: int) -> dict[str, Any]:
     }
 
 
-def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
+def _cli(path: Path, out_dir: Path, *python_flags: str) -> tuple[list[str], dict[str, str]]:
+    """The `napari-pathm3 caption` command on ``path`` with the demo model, and its environment."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "napari_pathm3.cli",
-        "caption",
-        str(path),
-        "--model",
-        "demo",
-        "--out",
-        str(out_dir / "caption.json"),
-        "--quiet",
-    ]
+    args = ["caption", str(path), "--model", "demo", "--out", str(out_dir / "caption.json"), "--quiet"]
+    return [sys.executable, *python_flags, "-m", "napari_pathm3.cli", *args], env
+
+
+def cli_runs(path: Path, repeat: int, out_dir: Path) -> dict[str, Any]:
+    cmd, env = _cli(path, out_dir)
     secs = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -142,24 +137,7 @@ def cli_imports(path: Path, out_dir: Path, top: int = 8) -> dict[str, Any]:
     """One CLI run under ``-X importtime``: the costliest top-level imports (s) and whether transformers loaded."""
     import re
 
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p),
-    }
-    cmd = [
-        sys.executable,
-        "-X",
-        "importtime",
-        "-m",
-        "napari_pathm3.cli",
-        "caption",
-        str(path),
-        "--model",
-        "demo",
-        "--out",
-        str(out_dir / "caption.json"),
-        "--quiet",
-    ]
+    cmd, env = _cli(path, out_dir, "-X", "importtime")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-800:]}

@@ -115,15 +115,7 @@ def read_npy_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise FeatureStoreError(f"{path}: not a readable .npy array ({err})") from err
-    return FeatureBag(
-        features=_as_features(arr, path),
-        coords=None,
-        patch_size=None,
-        mpp=None,
-        encoder_name="",
-        slide_id=slide_id or path.stem,
-        attrs={"source": str(path)},
-    )
+    return _foreign_bag(_as_features(arr, path), None, path, slide_id)
 
 
 def read_pt_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -146,15 +138,7 @@ def read_pt_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
         feats = _as_features(_np(obj), path)
     else:
         raise FeatureStoreError(f"{path}: expected a tensor or a dict of tensors, got {type(obj).__name__}")
-    return FeatureBag(
-        features=feats,
-        coords=coords,
-        patch_size=None,
-        mpp=None,
-        encoder_name="",
-        slide_id=slide_id or path.stem,
-        attrs={"source": str(path)},
-    )
+    return _foreign_bag(feats, coords, path, slide_id)
 
 
 def read_safetensors_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -170,6 +154,13 @@ def read_safetensors_bag(path: PathLike, *, slide_id: str | None = None) -> Feat
         raise FeatureStoreError(f"{path}: no 'features' tensor (found {sorted(tensors)})")
     feats = _as_features(tensors["features"], path)
     coords = _as_coords(tensors["coords"], len(feats), path) if "coords" in tensors else None
+    return _foreign_bag(feats, coords, path, slide_id)
+
+
+def _foreign_bag(
+    feats: np.ndarray, coords: np.ndarray | None, path: Path, slide_id: str | None
+) -> FeatureBag:
+    """A bag read from another toolkit's file: no patch size, mpp or encoder recorded."""
     return FeatureBag(
         features=feats,
         coords=coords,
