@@ -168,7 +168,10 @@ def memory_worker(
     """
     import torch
 
+    from napari_pathm3.threads import apply_thread_policy
+
     import_mb = _rss_mb()  # torch alone
+    apply_thread_policy()  # as every package entry point: threads, and the allocator's reuse of freed buffers
     torch.manual_seed(0)
     config = _memory_config(feature_dim, size)
     if what == "full":

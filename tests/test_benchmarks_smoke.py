@@ -103,11 +103,15 @@ def test_bench_read_quick(tmp_path: Path) -> None:
 
 
 def test_bench_extract_quick(tmp_path: Path) -> None:
-    out = _run([str(BENCH / "bench_extract.py"), "--quick"], tmp_path)
+    out = _run([str(BENCH / "bench_extract.py"), "--quick", "--heavy-patches", "2"], tmp_path)
     assert out["bench"] == "extract" and out["encoder"] == "builtin:colorstats"
     for cond in out["conditions"]:
         assert cond["variants"]["pipeline"]["ratio"]["median"] > 0
-    assert "encoder alone" in _markdown("extract", out)
+        assert cond["cpu_s"]["read"]["median"] > 0
+        assert set(cond["page_faults"]) == {"encoder", "pipeline", "read"}
+    assert out["heavy"]["encoder"] == "bench:vit-s" and out["heavy"]["patches"] == 2
+    text = _markdown("extract", out)
+    assert "encoder alone" in text and "read share" in text and "not the default" in text
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from napari_pathm3 import threads
@@ -48,3 +50,26 @@ def test_cli_threads_flag_validated(capsys):
         main(["info", "--threads", "zero"])
     assert exc.value.code == 2
     assert "--threads" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="Linux /proc only")
+def test_own_busy_threads_are_not_other_processes_work():
+    """A thread of ours still computing (e.g. OpenMP workers spinning after a torch call) is not "another
+    process keeping a core busy": counted as one, it halved the next call's thread budget."""
+    import hashlib
+    import threading
+
+    data = b"x" * (400 << 20)
+    started = threading.Event()
+
+    def work() -> None:  # hashlib releases the GIL: a runnable thread of this process for ~1 s
+        started.set()
+        hashlib.sha256(data).digest()
+
+    alone = threads._own_running()
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait()
+    busy = max(threads._own_running() for _ in range(20))
+    worker.join()
+    assert alone >= 1 and busy >= alone + 1

@@ -17,6 +17,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from .allocator import keep_freed_memory
+
 __all__ = [
     "ENV_VAR",
     "ThreadPolicy",
@@ -93,13 +95,34 @@ def _run_queue_others(samples: int = 3) -> float | None:
         for i in range(samples):
             with open("/proc/loadavg") as fh:
                 running = int(fh.read().split()[3].split("/")[0])  # "1.20 0.90 0.70 3/512 12345"
-            counts.append(max(0, running - 1))  # the thread reading the file is running
+            # minus this process's own runnable threads: the one reading the file, and OpenMP workers still
+            # spinning after the previous torch call (counted as "others", they halved the next run's budget)
+            counts.append(max(0, running - max(1, _own_running())))
             if i + 1 < samples:
                 time.sleep(0.001)
     except (OSError, ValueError, IndexError):
         return None
     counts.sort()
     return float(counts[len(counts) // 2])
+
+
+def _own_running() -> int:
+    """Runnable threads of this process (state ``R`` in ``/proc/self/task/*/stat``); 0 where unreadable."""
+    count = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as fh:
+                stat = fh.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        # "pid (comm) S ...": the state follows the last ")" (comm may itself hold ")" or spaces)
+        if stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] == "R":
+            count += 1
+    return count
 
 
 def _parse(value: int | str | None, where: str) -> int | None:
@@ -139,7 +162,8 @@ _current: ThreadPolicy | None = None
 
 
 def apply_thread_policy(threads: int | str | None = None) -> ThreadPolicy:
-    """Resolve the budget and apply it to torch (intra-op threads; inter-op one, when still settable).
+    """Resolve the budget and apply it to torch (intra-op threads; inter-op one, when still settable), and
+    let the C allocator reuse freed buffers (:func:`napari_pathm3.allocator.keep_freed_memory`).
 
     Call once at the start of a command, a training run or a widget job; calling again re-applies (the
     budget may change when the machine gets busier). Returns the policy for the reader and loaders.
@@ -159,6 +183,7 @@ def apply_thread_policy(threads: int | str | None = None) -> ThreadPolicy:
         policy = _current
     else:
         policy = resolve_threads(threads)
+    keep_freed_memory()  # torch's per-op buffers reused instead of faulted in afresh (see .allocator)
     import torch
 
     if torch.get_num_threads() != policy.torch_threads:

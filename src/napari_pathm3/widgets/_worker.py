@@ -17,6 +17,7 @@ from typing import Any
 from qtpy.QtCore import QObject, Signal
 
 from .._types import CancelFlag, Progress
+from ..allocator import release_free_memory
 from ..errors import Cancelled, PathM3Error
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Job:
 
     def _finished(self) -> None:
         self.done = True
+        release_free_memory()  # the job's buffers were kept for reuse between batches; napari needs them no more
 
     def _errored(self, err: BaseException) -> None:
         self.error = err
