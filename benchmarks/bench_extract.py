@@ -150,9 +150,15 @@ def measure(path: Path, grid: Any, enc: Any, args: argparse.Namespace) -> dict[s
         )
         for _ in range(args.repeat):
             counted("read", read)()
+    # the encoder alone's CPU seconds per wall second per torch thread, round by round (1.0: its threads never idle)
+    core_use = [
+        cpu / (wall * th["torch_threads"])
+        for (cpu, _), wall, th in zip(usage["encoder"], times["encoder"], seen, strict=True)
+    ]
     return {
         "variants": rates(times, len(grid), baseline="encoder"),
         "threads": seen,
+        "encoder_core_use": spread(core_use),
         "cpu_s": {k: spread([c for c, _ in v]) for k, v in usage.items()},
         "page_faults": {k: spread([f for _, f in v], 0) for k, v in usage.items()},
     }
@@ -165,11 +171,9 @@ def cpu_arithmetic(cond: dict[str, Any]) -> dict[str, float] | None:
     if not cpu or not cpu.get("read"):
         return None
     enc_cpu, read_cpu = cpu["encoder"]["median"], cpu["read"]["median"]
-    threads = (cond.get("threads") or [{}])[0].get("torch_threads") or 1
-    enc_wall = cond["variants"]["encoder"]["seconds"]["median"]
     return {
         "read_share": round(read_cpu / (enc_cpu + read_cpu), 3),
-        "encoder_core_use": round(enc_cpu / (enc_wall * threads), 3),
+        "encoder_core_use": cond.get("encoder_core_use", {}).get("median", float("nan")),
     }
 
 
@@ -247,15 +251,16 @@ def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _run_table(run: dict[str, Any]) -> list[str]:
     lines = [
-        "| condition | variant | torch threads | patches/s | × encoder alone | CPU s | page faults |",
+        "| condition | variant | torch threads per round | patches/s | × encoder alone | CPU s | page faults |",
         "|---|---|---|---|---|---|---|",
     ]
     for cond in run.get("conditions", []):
-        th = cond.get("threads") or [{}]
+        # every round's torch threads (the policy re-reads the free cores at each call)
+        th = "/".join(str(t.get("torch_threads", "–")) for t in cond.get("threads") or [{}])
         cpu, faults = cond.get("cpu_s", {}), cond.get("page_faults", {})
         for name, v in cond["variants"].items():
             lines.append(
-                f"| {condition_label(cond)} | {name} | {th[0].get('torch_threads', '–')} | "
+                f"| {condition_label(cond)} | {name} | {th} | "
                 f"{fmt_spread(v['per_s'])} | {fmt_spread(v.get('ratio'), '×')} | "
                 f"{fmt_spread(cpu.get(name))} | {fmt_spread(faults.get(name))} |"
             )

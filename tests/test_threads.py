@@ -73,3 +73,19 @@ def test_own_busy_threads_are_not_other_processes_work():
     busy = max(threads._own_running() for _ in range(20))
     worker.join()
     assert alone >= 1 and busy >= alone + 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux run queue only")
+def test_a_cpu_bound_process_is_seen_in_every_sample():
+    """The least of several samples ignores momentary wake-ups, but not a process that keeps a core busy."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert threads._run_queue_others() >= 1
+    finally:
+        proc.kill()
+        proc.wait()

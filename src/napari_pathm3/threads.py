@@ -74,9 +74,10 @@ def busy_cores() -> float:
     """Cores other processes keep busy.
 
     Where the OS shows its run queue (Linux ``/proc/loadavg``), the number of runnable threads *right now*
-    other than the caller (median of three samples over ~2 ms): it sees other work the moment it starts,
-    and this process's own threads are idle when a command starts. Elsewhere the 1-minute load average,
-    which lags by up to a minute and, later in a run, counts this process's own work too.
+    other than this process's own (the least of five samples over ~4 ms: a CPU-bound process is runnable in
+    every sample, a thread that wakes for a moment is not; a one-off spike once cost a whole job a core). It
+    sees other work the moment it starts. Elsewhere the 1-minute load average, which lags by up to a minute
+    and, later in a run, counts this process's own work too.
     """
     now = _run_queue_others()
     if now is not None:
@@ -87,7 +88,7 @@ def busy_cores() -> float:
         return 0.0
 
 
-def _run_queue_others(samples: int = 3) -> float | None:
+def _run_queue_others(samples: int = 5) -> float | None:
     import time
 
     counts = []
@@ -102,8 +103,7 @@ def _run_queue_others(samples: int = 3) -> float | None:
                 time.sleep(0.001)
     except (OSError, ValueError, IndexError):
         return None
-    counts.sort()
-    return float(counts[len(counts) // 2])
+    return float(min(counts))
 
 
 def _own_running() -> int:

@@ -36,7 +36,7 @@ def test_policy_follows_the_run_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(threads.ENV_VAR, raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: 4)
     busy = [0.0]
-    monkeypatch.setattr(threads, "_run_queue_others", lambda samples=3: busy[0])
+    monkeypatch.setattr(threads, "_run_queue_others", lambda samples=5: busy[0])
     before = torch.get_num_threads()
     try:
         assert threads.apply_thread_policy().threads == 4
