@@ -77,3 +77,31 @@ def test_reader_threads_lower_their_priority(cmu_slide, cmu_grid) -> None:  # no
         pass
     assert seen and all(p == min(19, base + 3) for p in seen)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller keeps its own
+
+
+def test_one_thread_budget_reads_in_the_calling_thread(cmu_slide, cmu_grid, monkeypatch) -> None:  # noqa: ANN001
+    """With one thread of budget and a CPU encoder, patches are read between encoder calls, in the caller's
+    thread: no reader thread competes with torch's for the one free core. The features are the same."""
+    import threading
+
+    grid = cmu_grid.subset(range(12))
+    before = torch.get_num_threads()
+    alive: list[list[str]] = []
+    try:
+        monkeypatch.setenv(threads.ENV_VAR, "2")
+        threaded = extract_features(cmu_slide, grid, "builtin:colorstats", device="cpu", batch_size=4)
+        monkeypatch.setenv(threads.ENV_VAR, "1")
+        inline = extract_features(
+            cmu_slide,
+            grid,
+            "builtin:colorstats",
+            device="cpu",
+            batch_size=4,
+            progress=lambda e: alive.append([t.name for t in threading.enumerate()]),
+        )
+    finally:
+        torch.set_num_threads(before)
+        threads._current = None
+    assert len(alive) == 4  # the start, then one event per batch
+    assert not any(name.startswith("pathm3-read") for names in alive for name in names)
+    assert (inline.features == threaded.features).all()
