@@ -22,6 +22,9 @@ costs its CPU share and extraction / encoder alone is bounded by ``1 - read shar
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,7 +104,7 @@ def _usage() -> tuple[float, int]:
     return ru.ru_utime + ru.ru_stime, ru.ru_minflt
 
 
-def measure(path: Path, grid: Any, enc: Any, args: argparse.Namespace) -> dict[str, Any]:
+def measure(path: Path, grid: Any, enc: Any, args: argparse.Namespace, untuned: Any = None) -> dict[str, Any]:
     import torch
 
     from napari_pathm3.features.extract import extract_features
@@ -155,13 +158,60 @@ def measure(path: Path, grid: Any, enc: Any, args: argparse.Namespace) -> dict[s
         cpu / (wall * th["torch_threads"])
         for (cpu, _), wall, th in zip(usage["encoder"], times["encoder"], seen, strict=True)
     ]
-    return {
+    out = {
         "variants": rates(times, len(grid), baseline="encoder"),
         "threads": seen,
         "encoder_core_use": spread(core_use),
         "cpu_s": {k: spread([c for c, _ in v]) for k, v in usage.items()},
         "page_faults": {k: spread([f for _, f in v], 0) for k, v in usage.items()},
     }
+    if untuned is not None:  # the encoder alone again, in a process that keeps glibc's allocator defaults
+        out["untuned_encoder"] = untuned()
+    return out
+
+
+def untuned_encoder(name: str, patches: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Encoder alone in a subprocess with ``NAPARI_PATHM3_MALLOC=0`` (the allocator tuning cannot be undone in
+    this process): what :mod:`napari_pathm3.allocator` changes. Same patches, batches and rounds."""
+    cmd = [sys.executable, __file__, "--untuned-worker", "--model", name, "--patches", str(patches)]
+    cmd += ["--batch-size", str(args.batch_size), "--repeat", str(args.repeat), "--slide", args.slide]
+    cmd += ["--quick"] * args.quick + ["--no-large"] * args.no_large
+    env = {**os.environ, "NAPARI_PATHM3_MALLOC": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _untuned_worker(args: argparse.Namespace) -> None:
+    from napari_pathm3.allocator import keep_freed_memory
+    from napari_pathm3.io.slide import open_slide
+    from napari_pathm3.threads import apply_thread_policy
+    from napari_pathm3.tiling import PatchReader
+
+    enc = build_encoder(args.model)
+    path, grid = patch_grid(args)
+    with open_slide(path) as slide:
+        patches = PatchReader(slide, grid).read_batch(np.arange(len(grid)))
+    rounds: list[tuple[float, float, int]] = []
+    for i in range(args.repeat + 1):  # the first round warms up, as the in-process variants' warm-up does
+        apply_thread_policy()
+        cpu, faults = _usage()
+        t = time.perf_counter()
+        for j in range(0, len(patches), args.batch_size):
+            enc.encode(patches[j : j + args.batch_size])
+        wall = time.perf_counter() - t
+        cpu2, faults2 = _usage()
+        if i:
+            rounds.append((wall, cpu2 - cpu, faults2 - faults))
+    print(
+        json.dumps(
+            {
+                "allocator_tuned": keep_freed_memory(),
+                "per_s": spread([len(grid) / w for w, _, _ in rounds], 1),
+                "cpu_s": spread([c for _, c, _ in rounds]),
+                "page_faults": spread([f for _, _, f in rounds], 0),
+            }
+        )
+    )
 
 
 def cpu_arithmetic(cond: dict[str, Any]) -> dict[str, float] | None:
@@ -177,15 +227,18 @@ def cpu_arithmetic(cond: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def run_encoder(name: str, patches: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_encoder(
+    name: str, patches: int, args: argparse.Namespace, *, untuned: bool = False
+) -> dict[str, Any]:
     enc = build_encoder(name)
     path, grid = patch_grid(argparse.Namespace(**{**vars(args), "patches": patches}))
     progress(f"{path.name}: {len(grid)} patches, encoder {enc.name}")
+    baseline = (lambda: untuned_encoder(name, patches, args)) if untuned else None
     return {
         "encoder": enc.name,
         "slide": path.name,
         "patches": len(grid),
-        "conditions": under_conditions(lambda: measure(path, grid, enc, args), args.quick),
+        "conditions": under_conditions(lambda: measure(path, grid, enc, args, baseline), args.quick),
     }
 
 
@@ -205,12 +258,15 @@ def main(argv: list[str] | None = None) -> None:
         "that dominates the CPU work",
     )
     ap.add_argument("--quick", action="store_true", help="tiny sizes for the test suite")
+    ap.add_argument("--untuned-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.repeat, args.batch_size = 1, 16
     else:
         args.repeat = max(3, args.repeat)
-    main_run = run_encoder(args.model, args.patches, args)
+    if args.untuned_worker:
+        return _untuned_worker(args)
+    main_run = run_encoder(args.model, args.patches, args, untuned=True)
     record = {
         "bench": "extract",
         "machine": machine(),
@@ -264,6 +320,12 @@ def _run_table(run: dict[str, Any]) -> list[str]:
                 f"{fmt_spread(v['per_s'])} | {fmt_spread(v.get('ratio'), '×')} | "
                 f"{fmt_spread(cpu.get(name))} | {fmt_spread(faults.get(name))} |"
             )
+        un = cond.get("untuned_encoder")
+        if un:
+            lines.append(
+                f"| {condition_label(cond)} | encoder, glibc allocator defaults (own process) | – | "
+                f"{fmt_spread(un['per_s'])} | – | {fmt_spread(un['cpu_s'])} | {fmt_spread(un['page_faults'])} |"
+            )
         if cpu.get("read"):
             lines.append(
                 f"| {condition_label(cond)} | read alone (1 thread) | – | – | – | {fmt_spread(cpu['read'])} | "
@@ -279,6 +341,8 @@ def to_markdown(record: dict[str, Any]) -> str:
         "encoder alone on the same patches in memory; `pipeline`: `extract_features` reading the slide. Both",
         "under the package thread policy. CPU s: this process's CPU time over the variant (all threads);",
         "`read alone`: the same patches read by one thread with a fresh tile cache (the reading's own cost).",
+        "`encoder, glibc allocator defaults`: the encoder alone in a separate process with",
+        "`NAPARI_PATHM3_MALLOC=0`, after the same rounds (not interleaved): what `napari_pathm3.allocator` changes.",
         "",
         *_run_table(record),
         "",

@@ -109,6 +109,7 @@ def test_bench_extract_quick(tmp_path: Path) -> None:
         assert cond["variants"]["pipeline"]["ratio"]["median"] > 0
         assert cond["cpu_s"]["read"]["median"] > 0
         assert set(cond["page_faults"]) == {"encoder", "pipeline", "read"}
+        assert cond["untuned_encoder"]["allocator_tuned"] is False and cond["untuned_encoder"]["per_s"]
     assert out["heavy"]["encoder"] == "bench:vit-s" and out["heavy"]["patches"] == 2
     text = _markdown("extract", out)
     assert "encoder alone" in text and "read share" in text and "not the default" in text
