@@ -4,9 +4,9 @@ Why: torch allocates every operation's output afresh. With glibc's defaults a bu
 (128 KiB, raised dynamically to at most 32 MiB) is mapped when allocated and unmapped when freed, and free memory
 at the top of the heap is handed back past a small trim threshold. The next operation's output then lands on
 fresh pages that the kernel must fault in and zero. Measured on the built-in encoder (512 patches of 224 px,
-batches of 64, 2 cores): about 600,000 page faults and a quarter of its CPU time. With both thresholds raised,
-freed buffers stay in the heap for the next batch: 0 faults and the same patches encode about 25 % faster
-(``benchmarks/bench_extract.py`` reports the faults of every variant).
+batches of 64, 2 cores, ``benchmarks/bench_extract.py``): about 500,000 page faults and a quarter of its CPU
+time. With both thresholds raised, freed buffers stay in the heap for the next batch: no faults, and the same
+patches encode about a third faster.
 
 Cost: a compute process keeps its peak working set mapped between batches instead of returning it to the OS.
 :func:`release_free_memory` hands the free part back; the napari widgets call it when a job ends.
