@@ -38,7 +38,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "read": (["--repeat", "3"], ["--quick"]),
     "extract": (["--repeat", "3", "--heavy-patches", "64"], ["--quick", "--heavy-patches", "4"]),
     "caption": (["--repeat", "3"], ["--quick", "--no-cli"]),
-    "view": (["--repeat", "3", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
+    "view": (["--repeat", "5", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
     "model": ([], ["--quick"]),
     "mil": ([], ["--quick"]),
     "mil_ablation": ([], ["--quick"]),
