@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_pathm3 import threads
 from napari_pathm3._types import CancelFlag, Progress
 from napari_pathm3.errors import Cancelled, EncoderError, NoTissueError
 from napari_pathm3.features.encoders import FrozenEncoder, get_encoder
@@ -21,6 +22,14 @@ from napari_pathm3.io.feature_store import inspect_bag, read_bag
 from napari_pathm3.tiling import PatchReader
 
 N_SUB = 40  # patches used by the store tests (of 53)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_thread_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One thread budget for every run here, subprocesses included. The automatic budget follows the machine's
+    load from call to call, and a matmul's rounding depends on its thread count: a resumed bag compared bit
+    for bit with a full one must not see the suite's other work (it did once, in a full-suite run)."""
+    monkeypatch.setenv(threads.ENV_VAR, "2")
 
 
 class MeanPool(torch.nn.Module):
