@@ -233,7 +233,7 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
         if name in viewer.layers:
             viewer.layers.remove(name)
         added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
-        style_added_layer(added[-1])
+        style_added_layer(added[-1], viewer)
     overlay = text_overlay(viewer)
     overlay.text = overlay_text(result)
     overlay.position = "top_left"  # bottom corners hold notifications and the scale bar

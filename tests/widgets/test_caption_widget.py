@@ -49,7 +49,9 @@ def test_run_adds_aligned_layers(
     assert set(kinds) == {"tissue", "attention", "query_attention", "top_patches"}
     assert type(kinds["tissue"]).__name__ == "Labels"
     assert type(kinds["attention"]).__name__ == "Image" and kinds["attention"].data.shape == (10, 14)
-    assert kinds["query_attention"].data.shape == (4, 10, 14)
+    # hidden per-query stack: one query in the layer (no slider), all four in its metadata
+    assert kinds["query_attention"].data.shape == (1, 10, 14)
+    assert kinds["query_attention"].metadata["query_stack"].shape == (4, 10, 14)
     assert type(kinds["top_patches"]).__name__ == "Shapes" and len(kinds["top_patches"].data) == 8
     # every result layer shares the slide's world units: a patch centre lands on the same world point
     mpp = np.asarray(slide_layer.scale)
