@@ -172,3 +172,28 @@ def test_progress_counts_epochs_not_steps(capsys: pytest.CaptureFixture) -> None
     assert "epochs" in tq.bar_format and "rate" not in tq.bar_format and tq.smoothing == 0
     bar.close()
     assert "demo model: training" in capsys.readouterr().err
+
+
+def test_stage_counter_moves_and_stages_with_counts_show_time_left(capsys: pytest.CaptureFixture) -> None:
+    """The stage line counts 0/5 … 5/5 as the pipeline moves (it stayed at ``tissue: 0/5`` … ``done: 0/5``);
+    a stage that reports counts (feature extraction: patches) gets a bar with the time left."""
+    from napari_pathm3._cli.progress import PIPELINE, StageProgress
+    from napari_pathm3._types import Progress, Stage
+    from napari_pathm3.inference import STAGES
+
+    assert PIPELINE == (*STAGES, Stage.DONE)
+    bar = StageProgress(disable=False)
+    seen = []
+    for i, stage in enumerate(STAGES):
+        bar(Progress(stage, i, len(STAGES)))
+        seen.append((bar.stages.n, bar.stages.postfix))
+        if stage is Stage.FEATURES:
+            for done in (0, 50, 100):
+                bar(Progress(Stage.EXTRACT, done, 100, within=Stage.FEATURES))
+            assert bar.bar.n == 100 and "{remaining}" in bar.bar.bar_format and "100/100 patches" in str(bar.bar)
+    bar(Progress(Stage.DONE, len(STAGES), len(STAGES)))
+    assert [n for n, _ in seen] == [0, 1, 2, 3, 4] and bar.stages.n == 5 and bar.bar is None
+    assert [p for _, p in seen] == [str(s) for s in STAGES]  # shown as ", <stage>" after the count
+    bar.close()
+    err = capsys.readouterr().err
+    assert "caption: 1/5 stages [00:00], patches" in err and "caption: 5/5 stages" in err

@@ -181,8 +181,8 @@ def style_added_layer(layer: Any, viewer: Any | None = None) -> None:
         colorbar.visible = True
     if kind == "query_attention":
         _follow_query_visibility(layer)
-    if viewer is not None and kind == "attention":
-        label_colorbar(viewer, layer)
+    if viewer is not None and kind in ("attention", "query_attention"):
+        label_colorbar(viewer, layer)  # the per-query stack's bar (hidden at first) reads the same
 
 
 # ------------------------------------------------------------------------------------------ colour bar

@@ -6,13 +6,11 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..device import DEVICES
 from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
-
-if TYPE_CHECKING:
-    from .._types import Progress
+from .progress import StageProgress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,58 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class _Bar:
-    """tqdm progress over the stages. Training shows epochs (``3.4/30 epochs``) with the average time per
-    epoch so far, never a per-step rate; other stages show their own counts (the feature stage: patches)."""
-
-    def __init__(self, disable: bool) -> None:
-        self.disable = disable
-        self.bar: Any = None
-        self.stage = ""
-
-    def __call__(self, event: Progress) -> None:
-        prefix = "demo model: " if event.demo else ""
-        if event.epochs:  # training: done/total = optimiser steps over the whole run
-            self._show(f"{prefix}training", event.epochs, event.epochs * (event.fraction or 0.0), True)
-        else:
-            self._show(f"{prefix}{event.within or event.stage}", event.total, event.done, False)
-
-    def _show(self, name: str, total: float, done: float, epochs: bool) -> None:
-        from tqdm.auto import tqdm
-
-        if name != self.stage:
-            self.close()
-            self.stage = name
-            fmt = (
-                "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}]"
-                if epochs
-                else "{desc}: {n_fmt}/{total_fmt} [{elapsed}]"
-                if total
-                else "{desc} [{elapsed}]"
-            )
-            # smoothing=0: the remaining time comes from the average rate since the stage began
-            self.bar = tqdm(
-                total=total or None,
-                desc=name,
-                leave=False,
-                disable=self.disable,
-                file=sys.stderr,
-                bar_format=fmt,
-                smoothing=0,
-            )
-        if self.bar is not None:
-            if total and self.bar.total != total:
-                self.bar.total = total
-            if done >= self.bar.n:
-                self.bar.update(done - self.bar.n)
-            else:
-                self.bar.n = done
-                self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+# stage counter + per-stage bars with time left (issue 27: the old bars stayed at 0/5)
+_Bar = StageProgress
 
 
 def run(args: argparse.Namespace) -> int:
