@@ -190,7 +190,9 @@ def test_stage_counter_moves_and_stages_with_counts_show_time_left(capsys: pytes
         if stage is Stage.FEATURES:
             for done in (0, 50, 100):
                 bar(Progress(Stage.EXTRACT, done, 100, within=Stage.FEATURES))
-            assert bar.bar.n == 100 and "{remaining}" in bar.bar.bar_format and "100/100 patches" in str(bar.bar)
+            assert (
+                bar.bar.n == 100 and "{remaining}" in bar.bar.bar_format and "100/100 patches" in str(bar.bar)
+            )
     bar(Progress(Stage.DONE, len(STAGES), len(STAGES)))
     assert [n for n, _ in seen] == [0, 1, 2, 3, 4] and bar.stages.n == 5 and bar.bar is None
     assert [p for _, p in seen] == [str(s) for s in STAGES]  # shown as ", <stage>" after the count
