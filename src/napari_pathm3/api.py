@@ -257,13 +257,19 @@ def _is_viewer(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "add_image")
 
 
-def slide_layers(viewer: Any) -> list[Any]:
-    """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``)."""
+def slide_layers(viewer: Any, *, brightfield: bool = False) -> list[Any]:
+    """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``).
+
+    Args:
+        brightfield: only RGB layers of brightfield slides, the ones the encoders can caption (not the
+            channel layers of a fluorescence slide, nor a greyscale one).
+    """
     return [
         lay
         for lay in viewer.layers
         if isinstance(getattr(lay, "metadata", None), dict)
         and isinstance(lay.metadata.get("pathm3_slide"), Slide)
+        and (not brightfield or (lay.metadata["pathm3_slide"].is_rgb and bool(getattr(lay, "rgb", False))))
     ]
 
 

@@ -32,7 +32,7 @@ from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, unwrap_proxy
+from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -45,6 +45,10 @@ MODEL_ENCODER = "(the model's encoder)"
 HEATMAP_NOTE = (
     "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
     "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
+)
+NOT_BRIGHTFIELD = (
+    "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
+    "16-bit images; the encoders take RGB H&E patches), so {them} {verb} not offered as the slide."
 )
 DEMO_NOTE = (
     "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
@@ -71,6 +75,7 @@ class CaptionWidget(Container):
         self._build_outputs()
         self._connect(viewer)
         self._on_model_changed()
+        self._on_layers_changed()
 
     def _build_inputs(self) -> None:
         self._slide = ComboBox(label="slide", choices=self._slide_choices)
@@ -182,7 +187,7 @@ class CaptionWidget(Container):
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+        return [(lay.name, lay) for lay in slide_layers(self._viewer, brightfield=True)]
 
     def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         shapes = [
@@ -204,6 +209,20 @@ class CaptionWidget(Container):
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slide.reset_choices()
         self._region.reset_choices()
+        self._run.enabled = not self.running and self._slide.value is not None
+        skipped = [lay.name for lay in slide_layers(self._viewer) if lay not in self._slide.choices]
+        if skipped and self._slide.value is None:  # say why the slide list is empty
+            self.show_error(_not_brightfield(skipped), toast=False)
+
+    def show_error(self, message: str, *, toast: bool = True) -> None:
+        """Put ``message`` in the result box in full (and, with ``toast``, in napari's notification too,
+        which truncates long messages)."""
+        from napari.utils.notifications import show_error
+
+        self._warning.visible = False
+        self._output.value = message if message.startswith(("ERROR", "Cancelled")) else f"ERROR: {message}"
+        if toast:
+            show_error(f"PathM3: {message}")
 
     def _on_model_dir(self, _value: Any = None) -> None:
         folder = self._model_dir.value
@@ -222,13 +241,16 @@ class CaptionWidget(Container):
         return self._job is not None and self._job.running
 
     def _on_run(self, _value: Any = None) -> Job | None:
-        from napari.utils.notifications import show_error
-
         if self.running:
             return self._job
         layer = self._slide.value
         if layer is None:
-            show_error("PathM3: no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)")
+            skipped = [lay.name for lay in slide_layers(self._viewer)]
+            self.show_error(
+                _not_brightfield(skipped)
+                if skipped
+                else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
+            )
             return None
         slide = unwrap_proxy(layer.metadata["pathm3_slide"])
         region_layer = self._region.value
@@ -236,7 +258,7 @@ class CaptionWidget(Container):
         if region_layer is not None:
             region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer))
             if not region:
-                show_error(f"PathM3: shapes layer {region_layer.name!r} has no shapes; draw a region first")
+                self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
         model_name = self._model.value
         encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
@@ -271,9 +293,18 @@ class CaptionWidget(Container):
         self._stage.value = "starting"
         self._progress.value = 0
         self._job = Job(
-            work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
+            work,
+            on_done=self._on_result,
+            on_progress=self._on_progress,
+            on_finished=self._on_finished,
+            on_error=self._on_error,
         )
         return self._job.start()
+
+    def _on_error(self, err: BaseException) -> None:
+        """The whole message in the result box (the job's toast is shown by the job itself)."""
+        self._warning.visible = False
+        self._output.value = error_text(err)
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
@@ -312,7 +343,7 @@ class CaptionWidget(Container):
             self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
 
     def _set_running(self, running: bool) -> None:
-        self._run.enabled = not running
+        self._run.enabled = not running and self._slide.value is not None
         self._cancel.enabled = running
 
     def _on_result(self, result: SlideResult) -> None:
@@ -363,6 +394,13 @@ class CaptionWidget(Container):
             show_info(f"PathM3: saved {self.export(path, kind)}")
         except (OSError, RuntimeError, ValueError) as err:
             show_error(f"PathM3: could not save {path}: {err}")
+
+
+def _not_brightfield(names: list[str]) -> str:
+    many = len(names) > 1
+    return NOT_BRIGHTFIELD.format(
+        names=", ".join(repr(n) for n in names), verb="are" if many else "is", them="they" if many else "it"
+    )
 
 
 def _slide_scale(layer: Any) -> tuple[float, float]:

@@ -35,7 +35,7 @@ from ..paths import user_cache_dir
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, unwrap_proxy
+from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -194,6 +194,7 @@ class TrainWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self._stage = Label(label="stage", value="idle")
+        self._stage.native.setWordWrap(True)  # an error is shown here in full (a toast truncates it)
         self._plot = LossPlot()
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
         self.extend(
@@ -231,7 +232,7 @@ class TrainWidget(Container):
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+        return [(lay.name, lay) for lay in slide_layers(self._viewer, brightfield=True)]  # RGB only
 
     def _annotation_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         return [
@@ -287,6 +288,7 @@ class TrainWidget(Container):
         try:
             regions = self.collect_regions()
         except PathM3Error as err:
+            self._stage.value = error_text(err)
             show_error(f"PathM3: {err}")
             return None
         kwargs = dict(
@@ -344,7 +346,8 @@ class TrainWidget(Container):
     def _on_finished(self) -> None:
         self._set_running(False)
         if self._job is not None and self._job.error is not None:
-            self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
+            err = self._job.error
+            self._stage.value = "cancelled" if isinstance(err, Cancelled) else error_text(err)
 
     def _set_running(self, running: bool) -> None:
         self._train.enabled = not running
