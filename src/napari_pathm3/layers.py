@@ -162,8 +162,9 @@ def _top_patches_layer(result: SlideResult, prefix: str, meta: dict, units: tupl
         "edge_width": max(1.0, 0.04 * float(result.grid.size_level0)),
         "features": features,
         # rank only: neighbouring boxes' labels would overlap; the attention is in the features table.
-        # Centred in its own box (a label above a box sat on the neighbouring box), 14 pt, fully opaque.
-        "text": {"string": "#{rank}", "color": TOP_K_TEXT_COLOR, "size": 14, "anchor": "center"},
+        # The rank alone, centred in its own box (a label above a box sat on the neighbouring box; "#6"
+        # overflowed the demo's small boxes into the next one), 12 pt, fully opaque.
+        "text": {"string": "{rank}", "color": TOP_K_TEXT_COLOR, "size": 12, "anchor": "center"},
         "opacity": 1.0,
         "metadata": {**meta, "kind": "top_patches"},
         **_units(units, 2),
@@ -181,8 +182,10 @@ def style_added_layer(layer: Any, viewer: Any | None = None) -> None:
         colorbar.visible = True
     if kind == "query_attention":
         _follow_query_visibility(layer)
-    if viewer is not None and kind in ("attention", "query_attention"):
-        label_colorbar(viewer, layer)  # the per-query stack's bar (hidden at first) reads the same
+    if viewer is not None and kind in ("attention", "query_attention") and colorbar is not None:
+        # napari makes a bar's visual when it is first shown (the per-query stack's is hidden at first)
+        if not label_colorbar(viewer, layer):
+            colorbar.events.visible.connect(lambda _e=None: label_colorbar(viewer, layer))
 
 
 # ------------------------------------------------------------------------------------------ colour bar

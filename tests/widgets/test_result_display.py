@@ -79,6 +79,16 @@ def test_colorbar_is_labelled_in_multiples_of_uniform(shown, qtbot) -> None:
     assert axis.axis_label_margin < width
 
 
+def test_per_query_colorbar_is_labelled_when_first_shown(shown, qtbot) -> None:
+    viewer, kinds = shown
+    per_query = kinds["query_attention"]
+    per_query.visible = True
+    per_query.colorbar.visible = True
+    qtbot.wait(50)
+    _, _, labels = _colorbar_axis(viewer, per_query).ticker._get_tick_frac_labels()
+    assert "8x" in labels and "3" not in labels
+
+
 def test_query_slider_only_while_the_per_query_layer_is_shown(shown, qtbot) -> None:
     viewer, kinds = shown
     per_query = kinds["query_attention"]
@@ -98,7 +108,7 @@ def test_top_patch_labels_centred_and_opaque(shown) -> None:
     _, kinds = shown
     top = kinds["top_patches"]
     assert top.opacity == 1.0 and top.text.size >= 12 and str(top.text.anchor.value) == "center"
-    assert list(top.text.values) == [f"#{r}" for r in range(1, 6)]
+    assert list(top.text.values) == [str(r) for r in range(1, 6)]
     np.testing.assert_allclose(top.text.color.constant, _rgba(TOP_K_TEXT_COLOR))
     np.testing.assert_allclose(top.edge_color[0], _rgba(TOP_K_COLOR))
 
