@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size",
         choices=MODEL_SIZES,
         default=None,
-        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
-        "'paper' needs the Flan-T5-XL weights)",
+        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; the Train "
+        "widget starts at tiny, for a few drawn regions; 'paper' needs the Flan-T5-XL weights)",
     )
     p.add_argument("--tiny", action="store_true", help="same as --size tiny")
     p.add_argument(

@@ -27,7 +27,15 @@ from magicgui.widgets import (
 
 from .._types import Progress, Stage
 from ..api import layer_kind, slide_layers
-from ..config import DEFAULT_ENCODER, MODEL_SIZES, AdamWConfig, PathM3Config, TilingConfig, TrainConfig
+from ..config import (
+    DEFAULT_ENCODER,
+    DEFAULT_SIZE,
+    MODEL_SIZES,
+    AdamWConfig,
+    PathM3Config,
+    TilingConfig,
+    TrainConfig,
+)
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..layers import match_slide_units, shapes_to_level0
@@ -107,6 +115,16 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
     raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
 
 
+#: The widget starts at ``tiny``, the CLI at ``small`` (config.DEFAULT_SIZE): a few regions drawn in napari make
+#: a few dozen bags, which the tiny model fits in under a minute on a CPU; a manifest of slides on the command
+#: line is what ``small`` is for. Both say so (tooltip here, ``train --help`` there; tests/test_docs_agree.py).
+WIDGET_SIZE = "tiny"
+SIZE_TOOLTIP = (
+    "starts at tiny (a few drawn regions train in under a minute on a CPU); the command line's default is "
+    f"{DEFAULT_SIZE}. tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)"
+)
+
+
 def _preset_lr_alpha(size: str) -> tuple[float, float]:
     """The learning rate and alpha of a model-size preset (torch-free: configs only)."""
     cfg = PathM3Config.preset(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
@@ -144,8 +162,8 @@ class TrainWidget(Container):
         self._size = ComboBox(
             label="model size",
             choices=MODEL_SIZES,
-            value="tiny",
-            tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)",
+            value=WIDGET_SIZE,
+            tooltip=SIZE_TOOLTIP,
         )
         self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
 
@@ -153,7 +171,7 @@ class TrainWidget(Container):
         """Epochs, learning rate, batch, alpha, sub-bags and the patch grid."""
         tc, oc, tl = TrainConfig(), AdamWConfig(), TilingConfig()
         self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
-        lr0, alpha0 = _preset_lr_alpha("tiny")
+        lr0, alpha0 = _preset_lr_alpha(WIDGET_SIZE)
         self._lr = FloatSpinBox(
             label="learning rate",
             value=lr0,
