@@ -77,6 +77,20 @@ def test_readme_cli_lines_parse() -> None:
             pytest.fail(f"README line does not parse ({err}): {line}")
 
 
+def test_foundation_model_section_parses() -> None:
+    """The commands from ``huggingface-cli login`` to captioning with a UNI-feature model exist as written."""
+    from napari_pathm3.cli import build_parser
+
+    block = README.split("### Using a foundation model", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [ln.split("  #")[0].strip() for ln in block.splitlines()]
+    assert any(ln.startswith("huggingface-cli login") for ln in lines)
+    cli = [ln for ln in lines if ln.startswith("napari-pathm3 ")]
+    assert [ln.split()[1] for ln in cli] == ["extract", "train", "caption"]
+    assert "--encoder timm:hf-hub:MahmoodLab/UNI" in cli[0]
+    for line in cli:
+        build_parser().parse_args(shlex.split(line)[1:])
+
+
 @pytest.mark.slow  # trains the demo model and a tiny model: about a minute of CPU
 def test_readme_cli_examples_run_offline(shared_data: Path, tmp_path: Path) -> None:
     script = re.sub(
