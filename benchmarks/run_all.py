@@ -36,7 +36,10 @@ IMAGES = REPO / "docs" / "images"
 #: ``bench_*.py`` found next to this file runs with no arguments (``--quick`` for a quick run).
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "read": (["--repeat", "3"], ["--quick"]),
-    "extract": (["--repeat", "3", "--heavy-patches", "64"], ["--quick", "--heavy-patches", "4"]),
+    "extract": (
+        ["--repeat", "3", "--heavy-patches", "64", "--class-patches", "8"],
+        ["--quick", "--heavy-patches", "4"],
+    ),
     "caption": (["--repeat", "3"], ["--quick", "--no-cli"]),
     "view": (["--repeat", "5", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
     "model": ([], ["--quick"]),
