@@ -60,6 +60,9 @@ def test_install_lines_pin_torch_and_name_the_wheel() -> None:
     build_parser().parse_args(demo)  # the demo part of command 1 parses
     run = (REPO / ".ci" / "run").read_text()
     assert 'PIP_RETRIES="${PIP_RETRIES:-1}"' in run  # an unreachable CPU index costs seconds in CI
+    guide = (REPO / "docs" / "user-guide.md").read_text(encoding="utf-8")
+    guide_cpu = [ln for ln in guide.splitlines() if ln.startswith("pip install torch")]
+    assert guide_cpu and all(f"--index-url {CPU_INDEX}" in ln for ln in guide_cpu)  # the guide's CPU line
 
 
 def test_readme_cli_lines_parse() -> None:
