@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from ..config import DEFAULT_ENCODER
 
@@ -77,14 +78,30 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
+    from .progress import COUNT_FORMAT
+
     bar = tqdm(total=len(jobs), unit="slide", desc="extract", disable=args.no_progress, file=sys.stderr)
+    # a slide's own bar in patches with the time left (with one slide the slide counter alone sat at 0/1)
+    patches: dict[str, Any] = {"bar": None, "slide": None}
 
     def on_slides(event: Progress) -> None:
         bar.update(event.done - bar.n)
 
     def on_patches(event: Progress) -> None:  # detail: the slide id
-        bar.set_postfix_str(f"{event.detail}: {event.done}/{event.total} patches", refresh=False)
-        bar.refresh()
+        if patches["slide"] != event.detail or patches["bar"] is None:
+            if patches["bar"] is not None:
+                patches["bar"].close()
+            patches["slide"] = event.detail
+            patches["bar"] = tqdm(
+                total=event.total or None,
+                desc=str(event.detail),
+                leave=False,
+                file=sys.stderr,
+                position=1,
+                smoothing=0,
+                bar_format=COUNT_FORMAT.replace("{unit}", " patches"),
+            )
+        patches["bar"].update(event.done - patches["bar"].n)
 
     try:
         results = extract_many(
@@ -104,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
             patch_progress=None if args.no_progress else on_patches,
         )
     finally:
+        if patches["bar"] is not None:
+            patches["bar"].close()
         bar.close()
     print(summarize(results))
     return 0 if all(r.ok for r in results) else 1
