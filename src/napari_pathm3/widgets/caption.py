@@ -30,6 +30,7 @@ from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
+from ._eta import TimeLeft
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._worker import Job, error_text, unwrap_proxy
@@ -69,6 +70,7 @@ class CaptionWidget(Container):
         self.cache_dir: Path = user_cache_dir("features")
         self.result: SlideResult | None = None
         self._job: Job | None = None
+        self._time_left = TimeLeft()
 
         self._build_inputs()
         self._build_tissue_inputs()
@@ -335,6 +337,8 @@ class CaptionWidget(Container):
         label = event.label()
         if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
             label = f"{label}: {event.done}/{event.total} patches"
+        if event.total:  # patches, demo-training steps: the time left once the stage has run a few seconds
+            label += self._time_left.text((event.demo, event.within or event.stage), event.done, event.total)
         self._stage.value = label
 
     def _on_finished(self) -> None:

@@ -40,6 +40,7 @@ from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
+from ._eta import TimeLeft
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
@@ -142,6 +143,7 @@ class TrainWidget(Container):
         self.model_name: str | None = None
         self.history: list[dict[str, Any]] = []
         self._job: Job | None = None
+        self._time_left = TimeLeft()
         self._build_inputs()
         self._build_training_inputs()
         self._build_outputs()
@@ -355,7 +357,8 @@ class TrainWidget(Container):
     def _on_progress(self, event: Progress) -> None:
         if event.stage is Stage.TRAIN and event.total:
             self._progress.value = min(100.0, 100.0 * (event.fraction or 0.0))
-        self._stage.value = event.label()
+        left = self._time_left.text(event.stage, event.done, event.total) if event.total else ""
+        self._stage.value = event.label() + left
 
     def _on_metrics(self, record: dict[str, Any]) -> None:
         self.history.append(record)
