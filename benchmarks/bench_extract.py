@@ -418,15 +418,23 @@ def classes_markdown(ct: dict[str, Any]) -> list[str]:
         f"Foundation-model sizes, the encoder alone ({ct.get('patches')} patches of 224 px in memory, batches of "
         f"{ct.get('batch_size')}, {ct.get('repeat')} interleaved rounds, random weights of the architecture):",
         "",
-        "| encoder class | device | condition | patches/s median (min–max) |",
-        "|---|---|---|---|",
+        "| encoder class | device | condition | patches/s median (min–max) | s per patch (median) |",
+        "|---|---|---|---|---|",
     ]
+    n = ct.get("patches") or 1
     for device, conds in ct.get("devices", {}).items():
         for cond in conds:
             label = condition_label(cond) if "load_start" in cond else cond.get("condition", "")
             for name, row in cond["variants"].items():
                 title = ct.get("classes", {}).get(name, name)
-                lines.append(f"| {title} | {device} | {label} | {fmt_spread(row['per_s'])} |")
+                sec = row.get("seconds") or {}
+                # from the seconds (3 significant digits): the rounded rates read 0.1 for every slow encoder
+                rate = (
+                    {k: float(f"{n / sec[k]:.3g}") for k in ("min", "median", "max")} if sec else row["per_s"]
+                )
+                rate = {"min": rate["max"], "median": rate["median"], "max": rate["min"]} if sec else rate
+                per = f"{sec['median'] / n:.3g}" if sec else "–"
+                lines.append(f"| {title} | {device} | {label} | {fmt_spread(rate)} | {per} |")
     if not gpu:
         lines += ["", "No GPU on the machine that ran this: GPU throughput not measured."]
     return lines

@@ -30,7 +30,10 @@ def test_classes_are_the_card_sizes(bench_extract) -> None:
 
 
 def test_classes_section_states_cpu_figures_and_a_missing_gpu(bench_extract) -> None:
-    row = {"per_s": {"min": 1.0, "median": 1.5, "max": 2.0}, "seconds": {}}
+    row = {
+        "per_s": {"min": 1.0, "median": 1.5, "max": 2.0},
+        "seconds": {"min": 2.0, "median": 2.5, "max": 4.0},
+    }
     cond = {
         "condition": "quiet",
         "busy_processes": 0,
@@ -47,7 +50,7 @@ def test_classes_section_states_cpu_figures_and_a_missing_gpu(bench_extract) -> 
         "devices": {"cpu": [{**cond, "variants": {"vit-b": row, "vit-l": row}}]},
     }
     text = bench_extract.to_markdown({"bench": "extract", "class_throughput": ct})
-    assert "ViT-B/16" in text and "ViT-L/16" in text and "| cpu |" in text and "1.5 (1–2)" in text
+    assert "ViT-B/16" in text and "ViT-L/16" in text and "| cpu |" in text and "1.6 (1–2) | 0.625 |" in text
     assert "No GPU" in text
     ct["gpu"] = "NVIDIA H100"
     ct["devices"]["cuda"] = [{"condition": "quiet", "busy_processes": 0, "variants": {"vit-b": row}}]
