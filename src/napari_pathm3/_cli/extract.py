@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .progress import COUNT_FORMAT
+    from .progress import COUNT_FORMAT, second_line
 
     bar = tqdm(total=len(jobs), unit="slide", desc="extract", disable=args.no_progress, file=sys.stderr)
     # a slide's own bar in patches with the time left (with one slide the slide counter alone sat at 0/1)
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 desc=str(event.detail),
                 leave=False,
                 file=sys.stderr,
-                position=1,
+                position=second_line(),
                 smoothing=0,
                 bar_format=COUNT_FORMAT.replace("{unit}", " patches"),
             )

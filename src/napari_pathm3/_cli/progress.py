@@ -9,6 +9,7 @@ training in epochs (``3.4/30 epochs [elapsed<remaining]``), never a per-step rat
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 from .._types import Progress, Stage
@@ -23,6 +24,12 @@ EPOCH_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{e
 UNITS = {Stage.EXTRACT: " patches", Stage.SLIDES: " slides", Stage.REGIONS: " slides"}
 
 
+def second_line(wanted: bool = True) -> int | None:
+    """tqdm ``position`` of a bar under another: 1 on a terminal; on a log file (CI) tqdm's cursor moves
+    would print as ``ESC[A`` noise, so bars follow each other there."""
+    return 1 if wanted and sys.stderr.isatty() else None
+
+
 class StageProgress:
     """``progress`` callback for :func:`napari_pathm3.api.caption_slide` and the demo (see module doc)."""
 
@@ -32,6 +39,7 @@ class StageProgress:
         self.stages: Any = None  # the stage counter
         self.bar: Any = None  # the current stage's own counts
         self.stage = ""  # the name of ``bar``
+        self._t0: float | None = None  # start of the pipeline (log mode)
 
     def __call__(self, event: Progress) -> None:
         prefix = "demo model: " if event.demo else ""
@@ -51,6 +59,16 @@ class StageProgress:
         from tqdm.auto import tqdm
 
         self.close_bar()
+        if not sys.stderr.isatty():  # a log (CI): one line per stage, no cursor moves between two bars
+            self._t0 = self._t0 if self._t0 is not None else time.monotonic()
+            if not self.disable:
+                now = f"{time.monotonic() - self._t0:.0f} s"
+                what = "" if event.stage is Stage.DONE else f", {event.stage}"
+                print(
+                    f"{self.name}: {min(event.done, event.total)}/{event.total} stages [{now}]{what}",
+                    file=sys.stderr,
+                )
+            return
         if self.stages is None:
             self.stages = tqdm(
                 total=event.total,
@@ -59,7 +77,6 @@ class StageProgress:
                 disable=self.disable,
                 file=sys.stderr,
                 bar_format=STAGES_FORMAT,
-                position=0,
             )
         self.stages.n = min(event.done, event.total)
         self.stages.set_postfix_str("" if event.stage is Stage.DONE else str(event.stage), refresh=False)
@@ -80,7 +97,7 @@ class StageProgress:
                 file=sys.stderr,
                 bar_format=fmt,
                 smoothing=0,
-                position=1 if self.stages is not None else 0,
+                position=second_line(self.stages is not None),
             )
         if self.bar is not None:
             if total and self.bar.total != total:
