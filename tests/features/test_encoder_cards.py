@@ -94,9 +94,11 @@ def test_apply_card_overrides_a_disagreeing_config_and_refuses_other_weights(
     from napari_pathm3.features.encoders import get_encoder
 
     enc = get_encoder(f"local:{tiny_hf_dir}")  # 32 px, ImageNet statistics, 32-d
+    before = enc.weights_hash
     card = dataclasses.replace(card_for("timm:hf-hub:bioptimus/H-optimus-0"), name=enc.name, dim=enc.dim)
     with caplog.at_level("WARNING"):
         apply_card(enc, card)
+    assert enc.weights_hash != before  # other preprocessing: cached features of the old one are stale
     assert "model card" in caplog.text
     assert enc.input_size == 224 and enc.mpp == 0.5
     np.testing.assert_allclose(enc.mean.flatten().numpy(), H_OPTIMUS[0], rtol=1e-6)

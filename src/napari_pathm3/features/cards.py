@@ -236,6 +236,9 @@ def apply_card(encoder: Any, card: EncoderCard | None = None) -> Any:
         encoder.input_size = card.input_size
         encoder.mean.copy_(encoder.mean.new_tensor(card.mean).view(1, 3, 1, 1))
         encoder.std.copy_(encoder.std.new_tensor(card.std).view(1, 3, 1, 1))
+        # other preprocessing, other features: part of the identity the feature cache checks
+        encoder.revision = f"{encoder.revision}|card:{card.input_size}:{card.mean}:{card.std}"
+        encoder._weights_hash = None
     if card.mpp is not None:
         encoder.mpp = float(card.mpp)
     return encoder
