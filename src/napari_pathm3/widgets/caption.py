@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
 HEATMAP_NOTE = (
-    "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
-    "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
+    "Heatmap colours: attention relative to uniform 1/N on a fixed log scale, 1/8x..8x as the colour bar reads "
+    "(log2 -3..+3; 1x = every patch equal): nearly uniform attention shows as one colour."
 )
 NOT_BRIGHTFIELD = (
     "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
