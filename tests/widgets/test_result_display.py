@@ -117,3 +117,14 @@ def _rgba(color: str) -> np.ndarray:
     from napari.utils.colormaps.standardize_color import transform_color
 
     return transform_color(color)[0]
+
+
+def test_without_a_qt_window_the_bar_stays_napari_s_and_nothing_breaks(synthetic_slide) -> None:
+    """Scripts with a plain ViewerModel (no Qt): label_colorbar says it could not relabel; api.show works."""
+    from napari.components import ViewerModel
+
+    from napari_pathm3.layers import label_colorbar
+
+    viewer = ViewerModel()
+    layer = viewer.add_image(np.zeros((4, 4), np.float32), contrast_limits=(-3, 3))
+    assert label_colorbar(viewer, layer) is False
