@@ -29,7 +29,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: print to stdout)")
     p.add_argument("--heatmap", type=Path, default=None, help="attention heatmap over a thumbnail (PNG)")
     p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
-    p.add_argument("--geojson", type=Path, default=None, help="top patches as GeoJSON (QuPath)")
+    p.add_argument(
+        "--geojson",
+        type=Path,
+        default=None,
+        help="QuPath GeoJSON: every tile with attention measurements (Measure > Show measurement maps), "
+        "top patches and the region as classified annotations",
+    )
+    p.add_argument(
+        "--spatialdata",
+        type=Path,
+        default=None,
+        help="SpatialData zarr in wsidata/LazySlide layout: tiles, features table with per-tile attention "
+        "(needs the [spatialdata] extra)",
+    )
+    p.add_argument(
+        "--with-pixels",
+        action="store_true",
+        help="--spatialdata: copy the slide's pixels into the store (default: referenced by path)",
+    )
+    p.add_argument(
+        "--ome-zarr",
+        type=Path,
+        default=None,
+        help="attention and per-query maps as an OME-Zarr multiscale image in µm, aligned with the slide",
+    )
     p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
@@ -103,16 +127,25 @@ class _Bar:
 def run(args: argparse.Namespace) -> int:
     from .. import api
 
-    bar = _Bar(disable=args.quiet)
-    try:
-        result = _caption(args, bar)
-    finally:
-        bar.close()
-    if args.model == api.DEMO:
-        from ..demo import DEMO_MODEL_NAME
+    import tempfile
 
-        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
-    _write_outputs(args, result)
+    from ..inference import is_feature_bag
+
+    bar = _Bar(disable=args.quiet)
+    with tempfile.TemporaryDirectory(prefix="pathm3-export-") as tmp:
+        # --spatialdata needs the features again: without a cache they go through a temporary one
+        if args.spatialdata is not None and args.no_cache and not is_feature_bag(args.slide):
+            args.no_cache, args.cache_dir = False, Path(tmp)
+        try:
+            result = _caption(args, bar)
+        finally:
+            bar.close()
+        if args.model == api.DEMO:
+            from ..demo import DEMO_MODEL_NAME
+
+            result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+        _write_outputs(args, result)
+        _write_exports(args, result)
     if args.out is not None:
         p = result.probabilities[result.label]
         print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
@@ -179,4 +212,37 @@ def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
-        result.save_geojson(args.geojson)
+        from ..exports import save_qupath_geojson
+
+        save_qupath_geojson(result, args.geojson)
+
+
+def _write_exports(args: argparse.Namespace, result: Any) -> None:
+    """``--spatialdata`` (with the features, from the bag or the feature cache) and ``--ome-zarr``."""
+    from .. import exports
+
+    if args.ome_zarr is not None:
+        exports.export_ome_zarr(result, args.ome_zarr)
+    if args.spatialdata is None:
+        return
+    from ..inference import is_feature_bag
+
+    if is_feature_bag(args.slide):
+        from ..io.interop import read_feature_file
+
+        exports.export_spatialdata(result, args.spatialdata, features=read_feature_file(args.slide).features)
+        return
+    from .. import api
+    from ..features.cache import cached_store
+    from ..io.feature_store import read_bag
+    from ..paths import user_cache_dir
+
+    with api.open_slide(args.slide, mpp=args.mpp) as slide:
+        store = cached_store(args.cache_dir or user_cache_dir("features"), slide, result.encoder_name, result.grid)
+        exports.export_spatialdata(
+            result,
+            args.spatialdata,
+            features=read_bag(store).features,
+            slide=slide,
+            include_image=args.with_pixels,
+        )

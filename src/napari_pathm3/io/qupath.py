@@ -1,0 +1,262 @@
+"""QuPath GeoJSON, both ways: measurement-map tiles and classified annotations out, annotations in.
+
+QuPath's rules (0.4+): coordinates are level-0 pixels, no CRS; ``properties.objectType`` is one of
+``annotation`` / ``detection`` / ``tile`` / ``cell``; ``classification`` is an object ``{"name", "color"}``
+(``color`` = ``[r, g, b]``); ``measurements`` is a flat ``{name: number}`` object (tiles that carry them drive
+*Measure > Show measurement maps*); ids are UUID strings. QuPath writes either a FeatureCollection or a bare
+list of Features; both are read. Older files (and QuPath < 0.4) give ``classification`` as a plain string.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._types import PathLike
+from ..errors import PathM3Error
+
+OBJECT_TYPES = ("annotation", "detection", "tile", "cell")
+#: a stable namespace: the same export gives the same ids (byte-reproducible files)
+_NS = uuid.UUID("8b0e7c1e-2f0a-4c55-9d4a-6a1c3f7e2b10")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Annotation:
+    """One object of a QuPath GeoJSON file.
+
+    Attributes:
+        polygon: ``(k, 2)`` outer-ring vertices ``(x, y)`` in level-0 pixels (not closed).
+        label: class name (``classification.name``), ``None`` when unclassified.
+        color: ``(r, g, b)`` of the class, when given.
+        object_type: ``annotation`` / ``detection`` / ``tile`` / ``cell``.
+        name, id: the object's name and id ("" when absent).
+        measurements: ``{name: value}``.
+    """
+
+    polygon: np.ndarray
+    label: str | None = None
+    color: tuple[int, int, int] | None = None
+    object_type: str = "annotation"
+    name: str = ""
+    id: str = ""
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+def object_id(*parts: object) -> str:
+    """A UUID string derived from ``parts`` (stable across runs)."""
+    return str(uuid.uuid5(_NS, "\x1f".join(map(str, parts))))
+
+
+def classification(name: str, color: Sequence[int] | None = None) -> dict[str, Any]:
+    """QuPath's classification object ``{"name", "color": [r, g, b]}``."""
+    out: dict[str, Any] = {"name": str(name)}
+    if color is not None:
+        out["color"] = [int(c) for c in color][:3]
+    return out
+
+
+def _ring(poly: np.ndarray) -> list[list[float]]:
+    ring = np.asarray(poly, dtype=float).reshape(-1, 2).tolist()
+    if ring and ring[0] != ring[-1]:
+        ring.append(ring[0])
+    return ring
+
+
+def _finite(measurements: Mapping[str, Any]) -> dict[str, float]:
+    """JSON has no NaN/Inf: QuPath shows a missing measurement as NaN, so non-finite values are left out."""
+    out = {}
+    for k, v in measurements.items():
+        f = float(v)
+        if math.isfinite(f):
+            out[str(k)] = f
+    return out
+
+
+def feature(
+    polygon: np.ndarray,
+    *,
+    object_type: str,
+    id: str,
+    name: str | None = None,
+    label: str | None = None,
+    color: Sequence[int] | None = None,
+    measurements: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One QuPath GeoJSON Feature (a Polygon in level-0 pixels)."""
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"object_type must be one of {OBJECT_TYPES}, got {object_type!r}")
+    props: dict[str, Any] = {"objectType": object_type}
+    if name:
+        props["name"] = name
+    if label is not None:
+        props["classification"] = classification(label, color)
+    if measurements:
+        props["measurements"] = _finite(measurements)
+    props.update(extra or {})
+    return {
+        "type": "Feature",
+        "id": id,
+        "geometry": {"type": "Polygon", "coordinates": [_ring(polygon)]},
+        "properties": props,
+    }
+
+
+def tile_features(
+    coords: np.ndarray,
+    size_level0: float,
+    measurements: Mapping[str, np.ndarray],
+    *,
+    id_prefix: str = "",
+) -> list[dict[str, Any]]:
+    """Square tiles ``objectType: "tile"`` with per-tile ``measurements`` (each a ``(n,)`` array)."""
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    n, s = len(coords), float(size_level0)
+    cols = {k: np.asarray(v, dtype=np.float64) for k, v in measurements.items()}
+    for k, v in cols.items():
+        if v.shape != (n,):
+            raise ValueError(f"measurement {k!r}: expected ({n},), got {v.shape}")
+    names = list(cols)
+    table = np.stack([cols[k] for k in names], 1) if names else np.zeros((n, 0))
+    out = []
+    for i, (x, y) in enumerate(coords.tolist()):
+        box = np.array([[x, y], [x + s, y], [x + s, y + s], [x, y + s]])
+        out.append(
+            feature(
+                box,
+                object_type="tile",
+                id=object_id(id_prefix, "tile", i),
+                measurements=dict(zip(names, table[i].tolist(), strict=True)),
+            )
+        )
+    return out
+
+
+def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "FeatureCollection", "features": features}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def _color(value: Any) -> tuple[int, int, int] | None:
+    if isinstance(value, (list, tuple)) and len(value) >= 3:
+        return int(value[0]), int(value[1]), int(value[2])
+    if isinstance(value, int):  # QuPath's packed ARGB integer (older exports)
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    return None
+
+
+def _label(props: Mapping[str, Any]) -> tuple[str | None, tuple[int, int, int] | None]:
+    cls = props.get("classification")
+    if isinstance(cls, Mapping):
+        name = cls.get("name")
+        if name is None and isinstance(cls.get("names"), list):  # derived classes: "Tumor: Positive"
+            name = ": ".join(map(str, cls["names"]))
+        return (None if name is None else str(name)), _color(cls.get("color", cls.get("colorRGB")))
+    if isinstance(cls, str) and cls:
+        return cls, None
+    if props.get("class") not in (None, ""):  # our earlier files
+        return str(props["class"]), None
+    return None, None
+
+
+def _outer_rings(geom: Mapping[str, Any]) -> list[np.ndarray]:
+    kind = geom.get("type")
+    coords = geom.get("coordinates") or []
+    polys = [coords] if kind == "Polygon" else coords if kind == "MultiPolygon" else []
+    out = []
+    for poly in polys:
+        if not poly:
+            continue
+        ring = np.asarray(poly[0], dtype=np.float64).reshape(-1, 2)
+        if len(ring) >= 2 and np.allclose(ring[0], ring[-1]):
+            ring = ring[:-1]
+        if len(ring) >= 3:
+            out.append(ring)
+    return out
+
+
+def parse_geojson(
+    data: Any, *, object_types: Sequence[str] | None = ("annotation",), source: str = "GeoJSON"
+) -> list[Annotation]:
+    """Objects of a QuPath (or our) GeoJSON document; MultiPolygons give one :class:`Annotation` per part.
+
+    Args:
+        data: a FeatureCollection, a Feature, or a list of Features (parsed JSON).
+        object_types: keep these ``objectType`` s (a missing one counts as ``annotation``); ``None``: all.
+
+    Raises:
+        PathM3Error: not GeoJSON features, or a non-polygon-only file.
+    """
+    if isinstance(data, list):
+        feats = data
+    elif isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
+        feats = data.get("features") or []
+    elif isinstance(data, Mapping) and data.get("type") == "Feature":
+        feats = [data]
+    else:
+        raise PathM3Error(f"{source}: not GeoJSON (expected a FeatureCollection or a list of Features)")
+    out: list[Annotation] = []
+    skipped_geometry = 0
+    for f in feats:
+        if not isinstance(f, Mapping) or f.get("type") != "Feature":
+            raise PathM3Error(f"{source}: an entry is not a GeoJSON Feature ({str(f)[:60]})")
+        props = f.get("properties") or {}
+        kind = str(props.get("objectType", "annotation"))
+        if object_types is not None and kind not in object_types:
+            continue
+        rings = _outer_rings(f.get("geometry") or {})
+        if not rings:
+            skipped_geometry += 1
+            continue
+        label, color = _label(props)
+        meas = props.get("measurements") or {}
+        if isinstance(meas, list):  # QuPath < 0.3: [{"name", "value"}]
+            meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, Mapping)}
+        for ring in rings:
+            out.append(
+                Annotation(
+                    polygon=ring,
+                    label=label,
+                    color=color,
+                    object_type=kind,
+                    name=str(props.get("name", "")),
+                    id=str(f.get("id", props.get("id", ""))),
+                    measurements={
+                        str(k): float(v) for k, v in meas.items() if isinstance(v, (int, float))
+                    },
+                )
+            )
+    if not out and skipped_geometry:
+        raise PathM3Error(f"{source}: no polygon objects ({skipped_geometry} points/lines are not regions)")
+    return out
+
+
+def read_geojson(path: PathLike, *, object_types: Sequence[str] | None = ("annotation",)) -> list[Annotation]:
+    """Read a ``.geojson`` / ``.json`` file written by QuPath or by this plugin (see :func:`parse_geojson`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise PathM3Error(f"{path}: not a readable GeoJSON file ({err})") from err
+    return parse_geojson(data, object_types=object_types, source=str(path))
+
+
+__all__ = [
+    "Annotation",
+    "classification",
+    "feature",
+    "feature_collection",
+    "object_id",
+    "parse_geojson",
+    "read_geojson",
+    "tile_features",
+]
