@@ -50,35 +50,38 @@ def tile_columns(result: SlideResult) -> dict[str, np.ndarray]:
     return cols
 
 
-def tile_spec(result: SlideResult) -> dict[str, Any]:
-    """wsidata ``TileSpec`` fields of the result's grid (``base_*``: level 0, ``ops_*``: the read level)."""
-    g = result.grid
-    size = int(g.patch_size)
-    down0 = float(g.size_level0) / size  # level-0 px per delivered patch px
-    stride = round(float(g.step_level0) / down0)
+def tile_spec(grid: Mapping[str, Any]) -> dict[str, Any]:
+    """wsidata ``TileSpec`` fields of a grid (``PatchGrid.params()``; ``base_*``: level 0, ``ops_*``: the
+    read level)."""
+    size = int(grid["patch_size"])
+    down0 = float(grid["size_level0"]) / size  # level-0 px per delivered patch px
+    stride = round(float(grid["step_level0"]) / down0)
     return {
         "height": size,
         "width": size,
         "stride_height": stride,
         "stride_width": stride,
-        "mpp": g.mpp,
-        "ops_level": int(g.read_level),
-        "ops_downsample": float(g.read_size) / size,
+        "mpp": grid.get("mpp"),
+        "ops_level": int(grid.get("read_level", 0)),
+        "ops_downsample": float(grid.get("read_size", size)) / size,
         "base_level": 0,
         "base_downsample": down0,
         "tissue_name": "tissues",
     }
 
 
-def slide_properties(result: SlideResult, slide: Any = None) -> dict[str, Any]:
-    """wsidata ``SlideProperties`` fields; pyramid levels come from ``slide`` when given."""
-    w, h = (int(v) for v in result.slide_dimensions)
+def slide_properties(
+    dimensions: tuple[int, int], mpp_xy: tuple[float, float] | None, slide: Any = None
+) -> dict[str, Any]:
+    """wsidata ``SlideProperties`` fields of a slide of level-0 ``(width, height)``; pyramid levels come from
+    ``slide`` when given."""
+    w, h = (int(v) for v in dimensions)
     if slide is not None:
         shapes = [[int(lh), int(lw)] for lw, lh in slide.level_dimensions]
         downs = [float(d) for d in slide.level_downsamples]
     else:
         shapes, downs = [[h, w]], [1.0]
-    mpp = None if result.mpp_xy is None else float(np.mean(result.mpp_xy))
+    mpp = None if mpp_xy is None else float(np.mean(mpp_xy))
     return {
         "shape": [h, w],
         "n_level": len(shapes),
@@ -146,13 +149,37 @@ def export_spatialdata(
         size_level0=float(result.grid.size_level0),
         features=features,
         encoder_name=result.encoder_name,
-        tile_spec=tile_spec(result),
-        slide_properties=slide_properties(result, slide),
+        tile_spec=tile_spec(result.grid.params()),
+        slide_properties=slide_properties(result.slide_dimensions, result.mpp_xy, slide),
         obs=tile_columns(result),
         uns=slide_uns(result),
         tissue_ids=None,
         slide_path=result.slide_path,
         image=_slide_image(result.slide_path) if include_image else None,
+        overwrite=overwrite,
+    )
+
+
+def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overwrite: bool = False) -> Path:
+    """A feature-store bag (tiles and features, no results) as a LazySlide-readable SpatialData zarr."""
+    from .io.spatialdata import write_spatialdata
+
+    grid = bag.attrs.get("grid") or {}
+    if not grid or bag.coords is None:
+        raise ValueError(f"bag {bag.slide_id!r}: no patch grid recorded; only feature-store bags export here")
+    dims = tuple(grid.get("slide_dimensions") or ())
+    if slide is not None:
+        dims = tuple(slide.dimensions)
+    mpp_xy = None if slide is None else slide.mpp_xy
+    return write_spatialdata(
+        path,
+        coords=bag.coords,
+        size_level0=float(grid["size_level0"]),
+        features=bag.features,
+        encoder_name=bag.encoder_name,
+        tile_spec=tile_spec(grid),
+        slide_properties=slide_properties(dims, mpp_xy, slide),  # type: ignore[arg-type]
+        slide_path=None if slide is None else str(slide.path),
         overwrite=overwrite,
     )
 
@@ -240,6 +267,7 @@ def export_ome_zarr(
 
 
 __all__ = [
+    "export_bag_spatialdata",
     "export_ome_zarr",
     "export_spatialdata",
     "qupath_geojson",
