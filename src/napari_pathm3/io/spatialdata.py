@@ -3,7 +3,8 @@
 On disk (what ``wsidata.open_wsi(slide, store=...)`` and ``spatialdata.read_zarr`` expect):
 
 * coordinate system ``"global"`` = level-0 pixels (every element gets the identity transform);
-* ``shapes[<tile_key>]``: one level-0 box per tile, columns ``tile_id, x, y, tissue_id``;
+* ``shapes[<tile_key>]``: one level-0 box per tile, columns ``tile_id, x, y, tissue_id`` and the per-tile
+  results (where LazySlide's own tile predictions go, so ``zs.pl.tiles(wsi, color="attention_rel")`` works);
 * ``tables["<encoder>_<tile_key>"]``: AnnData, ``X`` = features ``(n, d)``, ``obs`` = ``tile_id``,
   ``library_id`` (the region key) and any per-tile results, parsed with
   ``TableModel.parse(region=tile_key, region_key="library_id", instance_key="tile_id")``; slide-level
@@ -142,6 +143,8 @@ def write_spatialdata(
         if v.shape != (n,):
             raise FeatureStoreError(f"{path}: obs column {name!r} must be ({n},), got {v.shape}")
         columns[name] = v
+        if name not in tiles.columns:  # also on the tiles: where LazySlide keeps tile-level results
+            tiles[name] = v
     frame = pd.DataFrame(columns, index=tile_id.astype(str))
     frame[REGION_KEY] = pd.Categorical([tile_key] * n)
     table = ad.AnnData(X=features, obs=frame, uns=dict(uns or {}))
