@@ -30,7 +30,9 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
 
-    cfg = PathM3Config.tiny(feature_dim=DIM, encoder_name="builtin:colorstats", class_names=("tumour", "normal"))
+    cfg = PathM3Config.tiny(
+        feature_dim=DIM, encoder_name="builtin:colorstats", class_names=("tumour", "normal")
+    )
     return build_model(cfg).eval().save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
@@ -38,9 +40,24 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def exported(synthetic_slide: Path, tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The acceptance command: one caption run writes SpatialData, QuPath GeoJSON and OME-Zarr maps."""
     out = tmp_path_factory.mktemp("export")
-    paths = {k: out / n for k, n in [("json", "r.json"), ("sd", "slide.zarr"), ("geo", "slide.geojson"), ("ome", "maps.ome.zarr")]}
+    paths = {
+        k: out / n
+        for k, n in [
+            ("json", "r.json"),
+            ("sd", "slide.zarr"),
+            ("geo", "slide.geojson"),
+            ("ome", "maps.ome.zarr"),
+        ]
+    }
     args = ["caption", str(synthetic_slide), "--model", str(tiny_ckpt), "--out", str(paths["json"])]
-    args += ["--spatialdata", str(paths["sd"]), "--geojson", str(paths["geo"]), "--ome-zarr", str(paths["ome"])]
+    args += [
+        "--spatialdata",
+        str(paths["sd"]),
+        "--geojson",
+        str(paths["geo"]),
+        "--ome-zarr",
+        str(paths["ome"]),
+    ]
     assert main([*args, "--device", "cpu", "--no-cache", "--quiet", "--per-patch"]) == 0
     return {**paths, "result": json.loads(paths["json"].read_text())}
 
@@ -127,7 +144,9 @@ def _wsidata_store(slide: Path, store: Path, features: np.ndarray, xys: np.ndarr
     from wsidata.io import add_features, add_tiles
 
     wsi = wsidata.open_wsi(slide, store=str(store))
-    spec = TileSpec(height=224, width=224, stride_height=224, stride_width=224, mpp=0.5, tissue_name="tissues")
+    spec = TileSpec(
+        height=224, width=224, stride_height=224, stride_width=224, mpp=0.5, tissue_name="tissues"
+    )
     add_tiles(wsi, "tiles", xys, spec, np.zeros(len(xys), int))
     add_features(wsi, "resnet_tiles", "tiles", features)
     wsi.write()
@@ -152,13 +171,17 @@ def test_train_caption_evaluate_on_wsidata_stores(synthetic_slide: Path, tmp_pat
     train = ["train", *common, "--out", str(run), "--tiny", "--epochs", "2", "--batch-size", "2"]
     assert main([*train, "--mode", "image", "--alpha", "1"]) == 0
     out = tmp_path / "res.json"
-    rc = main(["caption", str(feats_dir / "s1.zarr"), "--model", str(run / "best"), "--out", str(out), "--quiet"])
+    rc = main(
+        ["caption", str(feats_dir / "s1.zarr"), "--model", str(run / "best"), "--out", str(out), "--quiet"]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["num_patches"] == len(xys) and res["patch_size_level0"] == 224.0
     assert {(p["x"], p["y"]) for p in res["top_patches"]} <= {tuple(v) for v in xys.tolist()}
     cohort = tmp_path / "cohort.h5ad"
-    rc = main(["evaluate", str(run / "best"), *common, "--split", "test", "--no-generate", "--cohort", str(cohort)])
+    rc = main(
+        ["evaluate", str(run / "best"), *common, "--split", "test", "--no-generate", "--cohort", str(cohort)]
+    )
     assert rc == 0
     table = anndata.read_h5ad(cohort)
     assert list(table.obs_names) == ["s4", "s5"] and table.n_vars > 0  # slide embeddings
@@ -168,7 +191,9 @@ def test_train_caption_evaluate_on_wsidata_stores(synthetic_slide: Path, tmp_pat
     assert cohort.with_suffix(".csv").read_text().count("\n") == 3
 
 
-def test_wsidata_store_with_two_feature_tables_needs_a_table_path(synthetic_slide: Path, tmp_path: Path) -> None:
+def test_wsidata_store_with_two_feature_tables_needs_a_table_path(
+    synthetic_slide: Path, tmp_path: Path
+) -> None:
     from wsidata.io import add_features
 
     from napari_pathm3.errors import FeatureStoreError

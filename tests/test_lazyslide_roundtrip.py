@@ -27,7 +27,9 @@ SCRIPT = Path(__file__).parent / "peers" / "lazyslide_roundtrip.py"
 
 def _lazyslide_python() -> Path:
     if not PEER.is_file():
-        pytest.skip(f"no LazySlide interpreter at {PEER} (set NAPARI_PATHM3_LAZYSLIDE_PYTHON to its venv's python)")
+        pytest.skip(
+            f"no LazySlide interpreter at {PEER} (set NAPARI_PATHM3_LAZYSLIDE_PYTHON to its venv's python)"
+        )
     probe = subprocess.run([str(PEER), "-c", "import lazyslide, wsidata"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"{PEER} cannot import lazyslide: {probe.stderr.strip().splitlines()[-1:]}")
@@ -35,7 +37,9 @@ def _lazyslide_python() -> Path:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-def test_lazyslide_reads_our_export_and_we_read_lazyslides_store(synthetic_slide: Path, tmp_path: Path) -> None:
+def test_lazyslide_reads_our_export_and_we_read_lazyslides_store(
+    synthetic_slide: Path, tmp_path: Path
+) -> None:
     python = _lazyslide_python()
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
@@ -63,7 +67,23 @@ def test_lazyslide_reads_our_export_and_we_read_lazyslides_store(synthetic_slide
     cfg48 = PathM3Config.tiny(feature_dim=48, encoder_name="tinycnn", class_names=("a", "b"))
     model48 = build_model(cfg48).eval().save_pretrained(tmp_path / "m48")
     out = tmp_path / "from-lazyslide.json"
-    assert main(["caption", str(store), "--model", str(model48), "--out", str(out), "--device", "cpu", "--per-patch", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                str(store),
+                "--model",
+                str(model48),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--per-patch",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["num_patches"] == len(peer["written_tiles"]) and res["patch_size_level0"] == 224.0
     got = sorted(zip(res["patches"]["x"], res["patches"]["y"], strict=True))

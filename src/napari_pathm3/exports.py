@@ -261,7 +261,11 @@ def export_ome_zarr(
         translate_yx=(translate[-2], translate[-1]),
         unit=None if result.mpp_xy is None else "micrometer",
         name=f"PathM3 maps of {result.slide_name}",
-        metadata={"slide": result.slide_path, "label": result.label, "values": "attention relative to uniform"},
+        metadata={
+            "slide": result.slide_path,
+            "label": result.label,
+            "values": "attention relative to uniform",
+        },
         overwrite=overwrite,
     )
 

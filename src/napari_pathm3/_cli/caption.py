@@ -125,10 +125,9 @@ class _Bar:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import api
-
     import tempfile
 
+    from .. import api
     from ..inference import is_feature_bag
 
     bar = _Bar(disable=args.quiet)
@@ -238,7 +237,9 @@ def _write_exports(args: argparse.Namespace, result: Any) -> None:
     from ..paths import user_cache_dir
 
     with api.open_slide(args.slide, mpp=args.mpp) as slide:
-        store = cached_store(args.cache_dir or user_cache_dir("features"), slide, result.encoder_name, result.grid)
+        store = cached_store(
+            args.cache_dir or user_cache_dir("features"), slide, result.encoder_name, result.grid
+        )
         exports.export_spatialdata(
             result,
             args.spatialdata,

@@ -75,7 +75,9 @@ def write_maps_ome_zarr(
     ty, tx = (float(v) for v in translate_yx)
     transforms = []
     for lvl in range(len(levels)):
-        f = 2.0**lvl  # a level-l pixel merges f x f level-0 map pixels: its centre moves by (f - 1) / 2 of them
+        f = (
+            2.0**lvl
+        )  # a level-l pixel merges f x f level-0 map pixels: its centre moves by (f - 1) / 2 of them
         transforms.append(
             [
                 {"type": "scale", "scale": [1.0, sy * f, sx * f]},
@@ -89,7 +91,12 @@ def write_maps_ome_zarr(
     omero = {
         "name": name,
         "channels": [
-            {"label": k, "active": i == 0, "color": "FFFFFF", "window": {"start": lo, "end": hi, "min": lo, "max": hi}}
+            {
+                "label": k,
+                "active": i == 0,
+                "color": "FFFFFF",
+                "window": {"start": lo, "end": hi, "min": lo, "max": hi},
+            }
             for i, k in enumerate(names)
         ],
     }

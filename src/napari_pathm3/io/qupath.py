@@ -230,9 +230,7 @@ def parse_geojson(
                     object_type=kind,
                     name=str(props.get("name", "")),
                     id=str(f.get("id", props.get("id", ""))),
-                    measurements={
-                        str(k): float(v) for k, v in meas.items() if isinstance(v, (int, float))
-                    },
+                    measurements={str(k): float(v) for k, v in meas.items() if isinstance(v, (int, float))},
                 )
             )
     if not out and skipped_geometry:

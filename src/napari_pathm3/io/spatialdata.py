@@ -152,7 +152,11 @@ def write_spatialdata(
     attrs = {
         TILE_SPEC_KEY: {tile_key: dict(tile_spec)},
         SLIDE_PROPERTIES_KEY: dict(slide_properties),
-        OWN_KEY: {"slide_path": slide_path, "encoder": encoder_name, "pixels": "copied" if image else "referenced"},
+        OWN_KEY: {
+            "slide_path": slide_path,
+            "encoder": encoder_name,
+            "pixels": "copied" if image else "referenced",
+        },
     }
     sdata = sd.SpatialData(
         shapes={tile_key: ShapesModel.parse(tiles)},
@@ -232,7 +236,9 @@ def _check_global_identity(shapes: Any, tile_key: str, path: Path) -> None:
         )
 
 
-def read_spatialdata_bag(path: PathLike, *, table_key: str | None = None, slide_id: str | None = None) -> FeatureBag:
+def read_spatialdata_bag(
+    path: PathLike, *, table_key: str | None = None, slide_id: str | None = None
+) -> FeatureBag:
     """Features and tile boxes of a SpatialData store (ours or LazySlide's) as a :class:`FeatureBag`.
 
     ``path`` may name the table: ``store.zarr/tables/<key>``. ``bag.attrs`` keeps ``patch_size_level0``,
@@ -248,7 +254,9 @@ def read_spatialdata_bag(path: PathLike, *, table_key: str | None = None, slide_
     try:
         sdata = sd.read_zarr(store, selection=("shapes", "tables"))
     except Exception as err:  # zarr / anndata / geopandas each raise their own errors
-        raise FeatureStoreError(f"{store}: not a readable SpatialData store ({type(err).__name__}: {err})") from err
+        raise FeatureStoreError(
+            f"{store}: not a readable SpatialData store ({type(err).__name__}: {err})"
+        ) from err
     key, table = _pick_table(sdata.tables, table_key, store)
     sd_attrs = table.uns.get("spatialdata_attrs", {})
     regions = sd_attrs.get("region")
