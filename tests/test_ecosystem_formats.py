@@ -208,3 +208,28 @@ def test_wsidata_store_with_two_feature_tables_needs_a_table_path(
         read_feature_file(store)
     bag = read_feature_file(store / "tables" / "uni_tiles")
     assert bag.features.shape == (2, 8) and bag.coords.tolist() == xys.tolist() and bag.mpp == 0.5
+
+
+def test_batch_captioning_writes_one_cohort_table(
+    exported: dict, synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A slide and a SpatialData feature bag captioned in one run: one .h5ad row each, embeddings as X."""
+    bag = tmp_path / "bag.zarr"
+    import shutil
+
+    shutil.copytree(exported["sd"], bag)
+    cohort = tmp_path / "cohort.h5ad"
+    args = ["caption", str(synthetic_slide), str(bag), "--model", str(tiny_ckpt), "--cohort", str(cohort)]
+    assert main([*args, "--device", "cpu", "--no-cache", "--quiet"]) == 0
+    table = anndata.read_h5ad(cohort)
+    assert list(table.obs_names) == ["blobs", "bag"] and table.n_vars == 32  # tiny Q-Former width
+    assert np.isfinite(table.X).all()
+    np.testing.assert_allclose(table.X[0], table.X[1], atol=1e-4)  # the same features, the same embedding
+    assert set(table.obs["prediction"]) <= {"tumour", "normal"}
+    np.testing.assert_allclose(table.obs["prob_tumour"] + table.obs["prob_normal"], 1.0, atol=1e-5)
+    assert list(table.obs["slide_path"]) == [str(synthetic_slide), str(bag)]
+    assert cohort.with_suffix(".csv").read_text().count("\n") == 3
+    bad = ["caption", str(synthetic_slide), str(bag), "--model", str(tiny_ckpt), "--out", "x.json"]
+    assert main([*bad, "--cohort", str(cohort)]) != 0
+    assert "with several slides use --cohort only" in capsys.readouterr().err
+    assert main(bad) != 0 and "pass --cohort OUT.h5ad" in capsys.readouterr().err
