@@ -227,9 +227,7 @@ def qupath_geojson(result: SlideResult, *, tiles: bool = True) -> dict[str, Any]
 
 
 def save_qupath_geojson(result: SlideResult, path: PathLike, *, tiles: bool = True) -> Path:
-    from .io.jsonfile import write_json_atomic
-
-    return write_json_atomic(path, qupath_geojson(result, tiles=tiles))
+    return qupath.write_geojson(path, qupath_geojson(result, tiles=tiles))
 
 
 def export_ome_zarr(

@@ -116,31 +116,60 @@ def tile_features(
     *,
     id_prefix: str = "",
 ) -> list[dict[str, Any]]:
-    """Square tiles ``objectType: "tile"`` with per-tile ``measurements`` (each a ``(n,)`` array)."""
+    """Square tiles ``objectType: "tile"`` with per-tile ``measurements`` (each a ``(n,)`` array).
+
+    Built column-wise (one ``tolist`` per column): 100k tiles take about a second, not a Python call per
+    value.
+    """
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     n, s = len(coords), float(size_level0)
-    cols = {k: np.asarray(v, dtype=np.float64) for k, v in measurements.items()}
+    cols = {str(k): np.asarray(v, dtype=np.float64) for k, v in measurements.items()}
     for k, v in cols.items():
         if v.shape != (n,):
             raise ValueError(f"measurement {k!r}: expected ({n},), got {v.shape}")
+    x0, y0 = coords[:, 0], coords[:, 1]
+    x1, y1 = x0 + s, y0 + s
+    rings = np.stack([x0, y0, x1, y0, x1, y1, x0, y1, x0, y0], 1).reshape(n, 5, 2).tolist()
     names = list(cols)
-    table = np.stack([cols[k] for k in names], 1) if names else np.zeros((n, 0))
+    values = np.stack([cols[k] for k in names], 1) if names else np.zeros((n, 0))
+    finite = np.isfinite(values)
+    rows, ok_rows = values.tolist(), finite.all(axis=1).tolist()
+    # one name-based UUID for the set with tile i in its low 48 bits (the node field): the version and
+    # variant bits stay, the ids are distinct and the same on every export (uuid5 per tile is 3x slower)
+    base = uuid.uuid5(_NS, f"{id_prefix}\x1ftiles").int & ~((1 << 48) - 1)
     out = []
-    for i, (x, y) in enumerate(coords.tolist()):
-        box = np.array([[x, y], [x + s, y], [x + s, y + s], [x, y + s]])
+    for i in range(n):
+        if ok_rows[i]:
+            meas = dict(zip(names, rows[i], strict=True))
+        else:  # JSON has no NaN: a missing measurement is left out (QuPath shows it as NaN)
+            meas = {k: v for k, v, ok in zip(names, rows[i], finite[i], strict=True) if ok}
         out.append(
-            feature(
-                box,
-                object_type="tile",
-                id=object_id(id_prefix, "tile", i),
-                measurements=dict(zip(names, table[i].tolist(), strict=True)),
-            )
+            {
+                "type": "Feature",
+                "id": str(uuid.UUID(int=base | i)),
+                "geometry": {"type": "Polygon", "coordinates": [rings[i]]},
+                "properties": {"objectType": "tile", "measurements": meas},
+            }
         )
     return out
 
 
 def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: PathLike, data: Mapping[str, Any]) -> Path:
+    """Compact strict JSON (no NaN), written beside ``path`` and renamed into place."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(data, separators=(",", ":"), allow_nan=False), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -257,4 +286,5 @@ __all__ = [
     "parse_geojson",
     "read_geojson",
     "tile_features",
+    "write_geojson",
 ]
