@@ -160,6 +160,35 @@ def export_spatialdata(
     )
 
 
+def cached_result_features(
+    result: SlideResult, cache_dir: PathLike, *, mpp: float | None = None
+) -> np.ndarray:
+    """The ``(n, d)`` features a slide result was computed from, read back from the feature cache (no
+    re-extraction): what :func:`export_spatialdata` puts in the table. A bag result reads its bag.
+
+    Raises:
+        FeatureStoreError: the features are not (or no longer) in ``cache_dir``.
+    """
+    from .errors import FeatureStoreError
+    from .features.cache import cached_store
+    from .io.feature_store import read_bag
+    from .io.interop import read_feature_file
+    from .io.slide import open_slide
+
+    path = Path(result.slide_path)
+    if path.suffix.lower() in (".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors", ".zarr") or (
+        path.parent.name == "tables"
+    ):
+        return read_feature_file(path).features
+    with open_slide(path, mpp=mpp) as slide:
+        store = cached_store(cache_dir, slide, result.encoder_name, result.grid)
+    if not store.exists():
+        raise FeatureStoreError(
+            f"{path.name}: its features are not in the cache {cache_dir}; caption it again with the cache on"
+        )
+    return read_bag(store).features
+
+
 def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overwrite: bool = False) -> Path:
     """A feature-store bag (tiles and features, no results) as a LazySlide-readable SpatialData zarr."""
     from .io.spatialdata import write_spatialdata
@@ -269,6 +298,7 @@ def export_ome_zarr(
 
 
 __all__ = [
+    "cached_result_features",
     "export_bag_spatialdata",
     "export_ome_zarr",
     "export_spatialdata",

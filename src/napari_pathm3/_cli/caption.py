@@ -268,19 +268,7 @@ def _write_exports(args: argparse.Namespace, result: Any) -> None:
 
 def result_features(args: argparse.Namespace, result: Any) -> Any:
     """The ``(n, d)`` features the result was computed from: the bag itself, or the slide's cache entry."""
-    from .. import api
-    from ..inference import is_feature_bag
-
-    if is_feature_bag(args.slide):
-        from ..io.interop import read_feature_file
-
-        return read_feature_file(args.slide).features
-    from ..features.cache import cached_store
-    from ..io.feature_store import read_bag
+    from ..exports import cached_result_features
     from ..paths import user_cache_dir
 
-    with api.open_slide(args.slide, mpp=args.mpp) as slide:
-        store = cached_store(
-            args.cache_dir or user_cache_dir("features"), slide, result.encoder_name, result.grid
-        )
-    return read_bag(store).features
+    return cached_result_features(result, args.cache_dir or user_cache_dir("features"), mpp=args.mpp)
