@@ -216,11 +216,19 @@ def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overw
 def qupath_geojson(result: SlideResult, *, tiles: bool = True) -> dict[str, Any]:
     """QuPath GeoJSON: every tile (``objectType: "tile"``, measurements ``PathM3 <column>``), the top patches
     and the region as classified annotations; level-0 pixels, UUID ids, no CRS."""
-    ident = result.slide_path
     feats: list[dict[str, Any]] = []
     if tiles:
         cols = {f"PathM3 {k}": v for k, v in tile_columns(result).items()}
-        feats += qupath.tile_features(result.coords, result.grid.size_level0, cols, id_prefix=ident)
+        feats += qupath.tile_features(
+            result.coords, result.grid.size_level0, cols, id_prefix=result.slide_path
+        )
+    return qupath.feature_collection(feats + _annotations(result))
+
+
+def _annotations(result: SlideResult) -> list[dict[str, Any]]:
+    """The top patches and the region as classified QuPath annotations."""
+    ident = result.slide_path
+    feats: list[dict[str, Any]] = []
     size = float(result.grid.size_level0)
     for p in result.top_patches():
         x, y = p["x"], p["y"]
@@ -252,11 +260,17 @@ def qupath_geojson(result: SlideResult, *, tiles: bool = True) -> dict[str, Any]
                 measurements={f"PathM3 prob_{_safe(c)}": p for c, p in result.probabilities.items()},
             )
         )
-    return qupath.feature_collection(feats)
+    return feats
 
 
 def save_qupath_geojson(result: SlideResult, path: PathLike, *, tiles: bool = True) -> Path:
-    return qupath.write_geojson(path, qupath_geojson(result, tiles=tiles))
+    """Write :func:`qupath_geojson` streamed tile by tile (no document of every tile held in memory)."""
+    lines = None
+    if tiles:
+        cols = {f"PathM3 {k}": v for k, v in tile_columns(result).items()}
+        size = result.grid.size_level0
+        lines = qupath.tile_feature_lines(result.coords, size, cols, id_prefix=result.slide_path)
+    return qupath.write_feature_collection(path, _annotations(result), tiles=lines)
 
 
 def export_ome_zarr(

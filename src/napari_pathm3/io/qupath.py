@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,81 @@ def tile_features(
     return out
 
 
+def _tile_template(names: list[str]) -> str:
+    """``%``-template of one tile Feature: id, 10 ring numbers, then the measurements, in JSON."""
+    # level-0 pixels to 0.01 px; measurements to 7 significant digits (float32 precision): %g is ~2x faster
+    # than repr's shortest round-trip digits, and QuPath stores measurements as float32 anyway
+    ring = ",".join(["[%.10g,%.10g]"] * 5)
+    meas = ",".join(f"{json.dumps(k).replace('%', '%%')}:%.7g" for k in names)
+    return (
+        '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":[[' + ring + "]]},"
+        '"properties":{"objectType":"tile","measurements":{' + meas + "}}}"
+    )
+
+
+def tile_feature_lines(
+    coords: np.ndarray, size_level0: float, measurements: Mapping[str, np.ndarray], *, id_prefix: str = ""
+) -> Iterator[str]:
+    """The JSON text of :func:`tile_features` (measurements to 7 significant digits), one Feature at a time,
+    formatted by one ``%`` per tile (faster than building and dumping dicts; what large exports stream)."""
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    n, s = len(coords), float(size_level0)
+    names = [str(k) for k in measurements]
+    values = np.stack([np.asarray(measurements[k], np.float64) for k in measurements], 1) if names else None
+    if values is not None and values.shape != (n, len(names)):
+        raise ValueError(f"measurements must be ({n},) each, got {values.shape}")
+    x0, y0 = coords[:, 0], coords[:, 1]
+    x1, y1 = x0 + s, y0 + s
+    ring = np.stack([x0, y0, x1, y0, x1, y1, x0, y1, x0, y0], 1)
+    table = ring if values is None else np.concatenate([ring, values], 1)
+    finite = np.ones(n, bool) if values is None else np.isfinite(values).all(1)
+    template = _tile_template(names)
+    base = uuid.uuid5(_NS, f"{id_prefix}\x1ftiles").int & ~((1 << 48) - 1)
+    for i, (row, ok) in enumerate(zip(table.tolist(), finite.tolist(), strict=True)):
+        uid = str(uuid.UUID(int=base | i))
+        if ok:
+            yield template % (uid, *row)
+        else:  # a row with NaN: the slow path leaves those measurements out
+            meas = {k: v for k, v in zip(names, row[10:], strict=True) if math.isfinite(v)}
+            ring_i = [row[j : j + 2] for j in range(0, 10, 2)]
+            yield json.dumps(
+                {
+                    "type": "Feature",
+                    "id": uid,
+                    "geometry": {"type": "Polygon", "coordinates": [ring_i]},
+                    "properties": {"objectType": "tile", "measurements": meas},
+                },
+                separators=(",", ":"),
+            )
+
+
+def write_feature_collection(
+    path: PathLike, features: Sequence[Mapping[str, Any]], *, tiles: Iterator[str] | None = None
+) -> Path:
+    """Stream a FeatureCollection to ``path`` (beside it, then renamed): ``tiles`` (JSON lines from
+    :func:`tile_feature_lines`) first, then ``features``. Strict JSON: NaN raises."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write('{"type":"FeatureCollection","features":[')
+            first = True
+            for text in tiles or ():
+                fh.write(text if first else "," + text)
+                first = False
+            for f in features:
+                text = json.dumps(f, separators=(",", ":"), allow_nan=False)
+                fh.write(text if first else "," + text)
+                first = False
+            fh.write("]}\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
@@ -285,6 +360,8 @@ __all__ = [
     "object_id",
     "parse_geojson",
     "read_geojson",
+    "tile_feature_lines",
     "tile_features",
+    "write_feature_collection",
     "write_geojson",
 ]
