@@ -233,3 +233,58 @@ def test_batch_captioning_writes_one_cohort_table(
     assert main([*bad, "--cohort", str(cohort)]) != 0
     assert "with several slides use --cohort only" in capsys.readouterr().err
     assert main(bad) != 0 and "pass --cohort OUT.h5ad" in capsys.readouterr().err
+
+
+def test_extract_format_spatialdata_is_found_by_slide_id(synthetic_slide: Path, tmp_path: Path) -> None:
+    from napari_pathm3.training.data import load_features, resolve_features
+
+    out = tmp_path / "sd"
+    args = ["extract", str(synthetic_slide), "--out", str(out), "--format", "spatialdata"]
+    assert main([*args, "--encoder", "builtin:colorstats", "--device", "cpu", "--no-progress"]) == 0
+    store = out / "blobs.zarr"
+    sdata = sd.read_zarr(store)
+    assert sdata.tables["colorstats_tiles"].shape == (18, DIM) and len(sdata.shapes["tiles"]) == 18
+    wsi = wsidata.open_wsi(synthetic_slide, store=str(store))
+    assert wsi.tile_spec("tiles").base_width == 224 and wsi.properties.mpp == pytest.approx(0.5)
+    feats, coords = load_features(resolve_features("blobs", out))  # what train/evaluate do with a key
+    assert feats.shape == (18, DIM) and coords.shape == (18, 2)
+    # a folder that is not a SpatialData store is never replaced
+    (out / "other.zarr").mkdir()
+    from napari_pathm3.errors import FeatureStoreError
+    from napari_pathm3.io.spatialdata import write_spatialdata
+
+    with pytest.raises(FeatureStoreError, match="not ours"):
+        write_spatialdata(
+            out / "other.zarr",
+            coords=coords,
+            size_level0=224,
+            features=feats,
+            encoder_name="x",
+            tile_spec={},
+            slide_properties={},
+            overwrite=True,
+        )
+
+
+def test_with_pixels_copies_the_slide_image(synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "px.zarr"
+    args = [
+        "caption",
+        str(synthetic_slide),
+        "--model",
+        str(tiny_ckpt),
+        "--spatialdata",
+        str(out),
+        "--with-pixels",
+    ]
+    assert main([*args, "--out", str(tmp_path / "r.json"), "--device", "cpu", "--no-cache", "--quiet"]) == 0
+    sdata = sd.read_zarr(out)
+    assert sdata.attrs["napari_pathm3"]["pixels"] == "copied"
+    level0 = sdata.images["wsi"]["scale0"]["image"]  # a multiscale image: level 0 first
+    assert tuple(level0.shape) == (3, 2048, 3072)
+    from napari_pathm3.io.slide import open_slide
+
+    with open_slide(synthetic_slide) as slide:
+        want = np.asarray(slide.read_region((448, 448), 0, (64, 64)))[..., :3]
+    got = np.asarray(level0[:, 448:512, 448:512]).transpose(1, 2, 0)
+    np.testing.assert_array_equal(got, want)
