@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -133,7 +133,8 @@ def tile_features(
     names = list(cols)
     values = np.stack([cols[k] for k in names], 1) if names else np.zeros((n, 0))
     finite = np.isfinite(values)
-    rows, ok_rows = values.tolist(), finite.all(axis=1).tolist()
+    rows = cast(list[list[float]], values.tolist())
+    ok_rows = cast(list[bool], finite.all(axis=1).tolist())
     # one name-based UUID for the set with tile i in its low 48 bits (the node field): the version and
     # variant bits stay, the ids are distinct and the same on every export (uuid5 per tile is 3x slower)
     base = uuid.uuid5(_NS, f"{id_prefix}\x1ftiles").int & ~((1 << 48) - 1)
@@ -184,7 +185,8 @@ def tile_feature_lines(
     finite = np.ones(n, bool) if values is None else np.isfinite(values).all(1)
     template = _tile_template(names)
     base = uuid.uuid5(_NS, f"{id_prefix}\x1ftiles").int & ~((1 << 48) - 1)
-    for i, (row, ok) in enumerate(zip(table.tolist(), finite.tolist(), strict=True)):
+    oks = cast(list[bool], finite.tolist())
+    for i, (row, ok) in enumerate(zip(table.tolist(), oks, strict=True)):
         uid = str(uuid.UUID(int=base | i))
         if ok:
             yield template % (uid, *row)

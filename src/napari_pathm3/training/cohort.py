@@ -6,7 +6,7 @@ classifier and the caption prefix read), ``(hidden_size,)`` per slide.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -14,8 +14,9 @@ import numpy as np
 from .._types import CancelToken, check_cancel
 
 
-def slide_embeddings(model: Any, bags: Sequence[Any], *, cancel: CancelToken | None = None) -> np.ndarray:
-    """``(n_bags, hidden)`` mean query outputs of the image-only pass; ``(n_bags, 0)`` for a text-only model."""
+def slide_embeddings(model: Any, bags: Any, *, cancel: CancelToken | None = None) -> np.ndarray:
+    """``(n_bags, hidden)`` mean query outputs of the image-only pass (``(n_bags, 0)`` for a text-only model)
+    of ``bags``: a sequence or dataset of items with ``features`` ``(n, d)``."""
     import torch
 
     core = getattr(model, "module", model)
