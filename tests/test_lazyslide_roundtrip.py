@@ -4,7 +4,7 @@ tile plot on our attention column) and writes a store of its own that our captio
 LazySlide replaces torch, so it lives in its own virtual environment and is driven through that interpreter
 in a subprocess: ``$NAPARI_PATHM3_LAZYSLIDE_PYTHON`` (default ``/work/venvs/lazyslide/bin/python``). Without
 it the test is skipped with that reason; wsidata's side is covered in our own venv by
-``test_ecosystem_formats.py``.
+``test_ecosystem_formats.py`` (default run). This one is ``slow``: ``python -m pytest -m slow tests/test_lazyslide_roundtrip.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def _lazyslide_python() -> Path:
     return PEER
 
 
+@pytest.mark.slow  # two interpreters, LazySlide's tiling and encoding: ~1 min on 2 busy cores
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 def test_lazyslide_reads_our_export_and_we_read_lazyslides_store(
     synthetic_slide: Path, tmp_path: Path
