@@ -145,6 +145,13 @@ def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
     assert bag.attrs["patch_size_level0"] == 512.0 and bag.mpp == pytest.approx(0.5)
     grid = _bag_grid(bag)
     assert grid.size_level0 == 512.0 and grid.slide_dimensions == (1024, 1024)
+    from napari_pathm3.training.regions import Region, bags_from_regions
+
+    # a region over the first patch's centre (256, 256) only: the level-0 size places the centres
+    (one,) = bags_from_regions(
+        bag, [Region(label=0, polygon=np.array([[200, 200], [300, 200], [300, 300], [200, 300]]))]
+    )
+    assert len(one) == 1
     clam = tmp_path / "clam.h5"
     with h5py.File(clam, "w") as fh:
         fh["features"] = np.ones((2, 4), np.float32)
