@@ -46,6 +46,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "mil": ([], ["--quick"]),
     "mil_ablation": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
+    "export": (["--repeat", "3"], ["--quick"]),
 }
 TITLES = {
     "read": "Patch reading",
@@ -56,6 +57,7 @@ TITLES = {
     "mil": "Learning (MIL baselines)",
     "mil_ablation": "Learning: ablation of the caption recipe",
     "demo": "Demo",
+    "export": "Exporting 100k tiles to SpatialData, QuPath GeoJSON and OME-Zarr",
 }
 
 

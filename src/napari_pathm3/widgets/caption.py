@@ -25,7 +25,7 @@ from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..config import TilingConfig
 from ..device import DEVICES
-from ..errors import Cancelled
+from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
@@ -141,9 +141,19 @@ class CaptionWidget(Container):
         self._save_csv = PushButton(text="CSV…", enabled=False)
         self._save_geojson = PushButton(text="GeoJSON…", enabled=False)
         self._screenshot = PushButton(text="Screenshot…")
+        # the ecosystem's formats (SpatialData for LazySlide/scverse, OME-Zarr maps): docs/features.md
+        self._save_sdata = PushButton(text="SpatialData…", enabled=False)
+        self._save_ome = PushButton(text="OME-Zarr…", enabled=False)
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False, label="")
         exports = Container(
-            widgets=[self._save_json, self._save_csv, self._save_geojson, self._screenshot],
+            widgets=[
+                self._save_json,
+                self._save_csv,
+                self._save_geojson,
+                self._save_sdata,
+                self._save_ome,
+                self._screenshot,
+            ],
             layout="horizontal",
             labels=False,
             label="export",
@@ -181,6 +191,8 @@ class CaptionWidget(Container):
         self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
         self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
         self._screenshot.changed.connect(lambda: self._ask_and_save("png"))
+        self._save_sdata.changed.connect(lambda: self._ask_and_save("spatialdata"))
+        self._save_ome.changed.connect(lambda: self._ask_and_save("ome-zarr"))
         registry.changed.connect(self._on_registry_changed)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
@@ -359,12 +371,13 @@ class CaptionWidget(Container):
         self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
-        for b in (self._save_json, self._save_csv, self._save_geojson):
+        for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
             b.enabled = True
 
     # ------------------------------------------------------------------------------------------ export
     def export(self, path: str | Path, kind: str | None = None) -> Path:
-        """Save the last result as ``json`` / ``csv`` / ``geojson`` (top patches) or a ``png`` screenshot."""
+        """Save the last result as ``json`` / ``csv`` / ``geojson`` (QuPath: tiles with measurements, top
+        patches), ``spatialdata`` (a LazySlide-readable zarr), ``ome-zarr`` (maps) or a ``png`` screenshot."""
         path = Path(path)
         kind = kind or path.suffix.lstrip(".").lower()
         if kind == "png":
@@ -376,8 +389,19 @@ class CaptionWidget(Container):
             return self.result.save_json(path)
         if kind == "csv":
             return self.result.save_csv(path)
-        if kind == "geojson":
-            return self.result.save_geojson(path)
+        if kind == "geojson":  # QuPath: tiles with measurements + classified top patches
+            from ..exports import save_qupath_geojson
+
+            return save_qupath_geojson(self.result, path)
+        if kind == "spatialdata":  # features read back from the cache this widget captions with
+            from ..exports import cached_result_features, export_spatialdata
+
+            feats = cached_result_features(self.result, self.cache_dir)
+            return export_spatialdata(self.result, path, features=feats, overwrite=True)
+        if kind == "ome-zarr":
+            from ..exports import export_ome_zarr
+
+            return export_ome_zarr(self.result, path, overwrite=True)
         raise ValueError(f"unknown export kind {kind!r}")
 
     def _ask_and_save(self, kind: str) -> None:
@@ -388,7 +412,9 @@ class CaptionWidget(Container):
         suffix = {
             "json": "result.json",
             "csv": "patches.csv",
-            "geojson": "top-patches.geojson",
+            "geojson": "qupath.geojson",
+            "spatialdata": "spatialdata.zarr",
+            "ome-zarr": "maps.ome.zarr",
             "png": "screenshot.png",
         }[kind]
         path, _ = QFileDialog.getSaveFileName(self.native, f"Save {kind.upper()}", f"{stem}-{suffix}")
@@ -396,7 +422,7 @@ class CaptionWidget(Container):
             return
         try:
             show_info(f"PathM3: saved {self.export(path, kind)}")
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, PathM3Error) as err:
             show_error(f"PathM3: could not save {path}: {err}")
 
 
