@@ -157,7 +157,10 @@ def measure(slide: Path, peer: str, rounds: int, repeats: int, tmp: Path) -> dic
         "seconds": {c: {tool: spread(v) for tool, v in tv.items()} for c, tv in times.items()},
         "load_1min": {c: spread(v, 2) for c, v in loads.items()},
         "dice": dice(mask["mask"], peer_mask),
-        "tissue_fraction": {"ours": round(float(mask["mask"].mean()), 4), "peer": round(float(peer_mask.mean()), 4)},
+        "tissue_fraction": {
+            "ours": round(float(mask["mask"].mean()), 4),
+            "peer": round(float(peer_mask.mean()), 4),
+        },
     }
 
 
@@ -172,12 +175,19 @@ def shared_dice(peer: str, tmp: Path) -> dict[str, Any]:
         _, mask = run_ours(path, 1, tmp)
         _, polygons, why = run_peer(peer, path, 1, tmp)
         if why is not None:
-            out[name] = {"dice": None, "peer_error": why, "ours_tissue_fraction": round(float(mask["mask"].mean()), 4)}
+            out[name] = {
+                "dice": None,
+                "peer_error": why,
+                "ours_tissue_fraction": round(float(mask["mask"].mean()), 4),
+            }
             continue
         peer_mask = rasterize(polygons, mask["mask"].shape, mask["downsample"])
         out[name] = {
             "dice": dice(mask["mask"], peer_mask),
-            "tissue_fraction": {"ours": round(float(mask["mask"].mean()), 4), "peer": round(float(peer_mask.mean()), 4)},
+            "tissue_fraction": {
+                "ours": round(float(mask["mask"].mean()), 4),
+                "peer": round(float(peer_mask.mean()), 4),
+            },
         }
     return out
 
@@ -227,7 +237,11 @@ def to_markdown(record: dict[str, Any]) -> str:
         )
     lines += ["", f"Mask overlap (Dice) with LazySlide on the generated slide: {record['dice']}."]
     for name, v in record.get("shared", {}).items():
-        what = v.get("dice") if v.get("dice") is not None else f"not measured ({v.get('peer_error') or v.get('skipped')})"
+        what = (
+            v.get("dice")
+            if v.get("dice") is not None
+            else f"not measured ({v.get('peer_error') or v.get('skipped')})"
+        )
         lines.append(f"- `{name}`: Dice {what}")
     return "\n".join(lines)
 

@@ -54,6 +54,7 @@ class _OpenedReader:
         p = path[0] if isinstance(path, list) else path
         slide, self._slide = self._slide, None
         if slide is not None and str(p) == self._path:
+            notify_missing_mpp(slide)
             return [slide_layer_data(slide)]
         if slide is not None:
             slide.close()
@@ -70,7 +71,28 @@ def cannot_open_message(path: Path, err: BaseException) -> str:
 
 def read_slide(path: str | list[str]) -> list[LayerData]:
     p = path[0] if isinstance(path, list) else path
-    return [slide_layer_data(open_slide(p))]
+    slide = open_slide(p)
+    notify_missing_mpp(slide)
+    return [slide_layer_data(slide)]
+
+
+def missing_mpp_message(slide: Slide) -> str:
+    """What a user is told when a slide opens without µm/px, with the fix in the widget and the CLI."""
+    return (
+        f"{slide.path.name} has no µm/px (microns per pixel) in its metadata: it is shown in pixels, and "
+        "PathM3 would cut patches in pixels, not at the model's magnification. Enter the slide's µm/px in "
+        "'Caption slide' or 'Train model' (field 'slide µm/px', e.g. 0.25 at 40x, 0.5 at 20x); on the "
+        "command line pass --mpp 0.25."
+    )
+
+
+def notify_missing_mpp(slide: Slide) -> None:
+    """A napari notification (not only a terminal warning) when a brightfield slide has no µm/px."""
+    if slide.mpp is not None or not slide.is_rgb:
+        return
+    from napari.utils.notifications import show_warning
+
+    show_warning(missing_mpp_message(slide))
 
 
 def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:
