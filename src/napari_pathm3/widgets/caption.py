@@ -408,6 +408,8 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
+    accuracy = result.accuracy_text()
+    lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
     lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
     if warnings:  # a caption the model has not learned is noise: withhold it rather than show it as a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
