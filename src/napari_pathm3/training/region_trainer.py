@@ -201,7 +201,13 @@ def _cross_validated(
     out.mkdir(parents=True, exist_ok=True)
     fold_verdicts = []
     for k, held in enumerate(plan.folds):
-        report(progress, k, len(plan.folds) + 1, "cross-validation", detail=f"fold {k + 1}/{len(plan.folds)}")
+        report(
+            progress,
+            k,
+            len(plan.folds) + 1,
+            "validate",
+            detail=f"cross-validation fold {k + 1}/{len(plan.folds)}",
+        )
         rest = [b for f in plan.folds if f is not held for b in f]
         with tempfile.TemporaryDirectory(prefix=".cv-", dir=out) as tmp:
             fold_verdicts.append(fit(rest, held, tmp, None).verdict)

@@ -202,6 +202,9 @@ class TrainWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self._stage = Label(label="stage", value="idle")
+        # what the model learned: accuracy on held-out regions (or cross-validated) against the majority class
+        self._verdict = Label(label="verdict", value="")
+        self._verdict.native.setWordWrap(True)
         self._plot = LossPlot()
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
         self.extend(
@@ -226,6 +229,7 @@ class TrainWidget(Container):
                 buttons,
                 self._progress,
                 self._stage,
+                self._verdict,
             ]
         )
         self.native.layout().addWidget(self._plot.widget)
@@ -362,6 +366,7 @@ class TrainWidget(Container):
                         s.close()
 
         self.history = []
+        self._verdict.value = ""
         self._plot.clear()
         self._set_running(True)
         self._stage.value = "starting"
@@ -401,7 +406,10 @@ class TrainWidget(Container):
     def _on_result(self, result: Any) -> None:
         from napari.utils.notifications import show_info
 
+        from ..training.validation import verdict_text
+
         self.result = result
+        self._verdict.value = verdict_text(getattr(result, "verdict", None))
         name = Path(self._out.value).name
         self.model_name = registry.register(result.best_dir, name=name)
         self._progress.value = 100
