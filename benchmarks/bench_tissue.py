@@ -218,6 +218,32 @@ def main(argv: list[str] | None = None) -> None:
     emit(record)
 
 
+#: the issue's targets: ours at least as fast as the peer, masks overlapping it
+TARGET_RATIO = 1.0
+TARGET_DICE = 0.9
+
+
+def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(check, measured, verdict)`` rows for the Targets table of docs/benchmarks.md."""
+    rows = []
+    for c in ("quiet", "busy"):
+        r, rs = record[f"ratio_{c}"], record["ratio_spread"][c]
+        ok = "meets" if r <= TARGET_RATIO else "misses"
+        rows.append(
+            (
+                f"open + tissue detection, ours ÷ LazySlide, {record['slide']}, {c}",
+                f"{r}× ({rs.get('min')}–{rs.get('max')})",
+                f"{ok} (≤ {TARGET_RATIO})",
+            )
+        )
+    masks = {record["slide"]: record["dice"]}
+    masks.update({k: v.get("dice") for k, v in record.get("shared", {}).items() if v.get("dice") is not None})
+    for name, d in masks.items():
+        ok = "meets" if d >= TARGET_DICE else "misses"
+        rows.append((f"tissue mask Dice with LazySlide, {name}", f"{d}", f"{ok} (≥ {TARGET_DICE})"))
+    return rows
+
+
 def to_markdown(record: dict[str, Any]) -> str:
     """The docs/benchmarks.md section of a result."""
     if "skipped" in record:
