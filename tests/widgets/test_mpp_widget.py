@@ -202,3 +202,25 @@ def test_train_widget_asks_for_the_mpp_of_a_slide_without_one(
     finally:
         regions[0][0].close()
     assert registry.names()  # registry untouched by the refusal
+
+
+def test_entered_mpp_overrides_the_files_and_layers_stay_aligned(
+    make_napari_viewer, add_slide, qtbot, synthetic_slide, tiny_ckpt, tmp_path
+) -> None:
+    viewer = make_napari_viewer()
+    layer = add_slide(viewer, synthetic_slide)
+    widget = CaptionWidget(viewer)
+    widget.cache_dir = tmp_path / "features"
+    widget._slide.value = layer
+    widget._model_dir.value = tiny_ckpt
+    widget._device.value = "cpu"
+    widget._min_tissue.value = 0.05
+    assert widget._slide_mpp.value == pytest.approx(0.5)  # prefilled from the file
+    widget._slide_mpp.value = 0.25  # the file is wrong, says the user
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
+    res = widget.result
+    assert res is not None and res.mpp_xy == (0.25, 0.25) and res.grid.size_level0 == pytest.approx(448)
+    assert layer.metadata["pathm3_slide"].mpp == pytest.approx(0.5)  # the layer's own slide is untouched
+    heat = next(lay for lay in viewer.layers if lay.metadata.get("kind") == "attention")
+    np.testing.assert_allclose(heat.scale, np.asarray(layer.scale) * 448)  # one heatmap pixel per patch

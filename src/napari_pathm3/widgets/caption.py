@@ -342,11 +342,11 @@ class CaptionWidget(Container):
 
     def _on_result(self, result: SlideResult) -> None:
         self.result = result
-        # layers in the slide layer's units: pixels for a slide opened without µm/px, even when one was entered
+        # layers in the slide layer's units (pixels for a slide opened without µm/px), whatever µm/px was entered
         layer = self._slide.value
         shown = result
-        if layer is not None and layer_mpp(layer) is None and result.mpp_xy is not None:
-            shown = dataclasses.replace(result, mpp_xy=None)
+        if layer is not None and _layer_mpp_xy(layer) != result.mpp_xy:
+            shown = dataclasses.replace(result, mpp_xy=_layer_mpp_xy(layer))
         show(shown, self._viewer)
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
@@ -393,6 +393,11 @@ class CaptionWidget(Container):
             show_info(f"PathM3: saved {self.export(path, kind)}")
         except (OSError, RuntimeError, ValueError) as err:
             show_error(f"PathM3: could not save {path}: {err}")
+
+
+def _layer_mpp_xy(layer: Any) -> tuple[float, float] | None:
+    xy = (layer.metadata or {}).get("mpp_xy")
+    return None if not xy else (float(xy[0]), float(xy[1]))
 
 
 def _slide_scale(layer: Any) -> tuple[float, float]:
