@@ -82,7 +82,7 @@ def run_peer(peer: str, slide: Path, repeats: int, tmp: Path) -> tuple[float | N
     proc = _run([peer, str(PEER_SCRIPT), str(slide), str(repeats), str(out)], 600)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, None, last[:300]
+        return None, None, last.replace(str(slide), slide.name)[:300]  # no machine paths in the docs
     data = json.loads(out.read_text())
     return float(statistics.median(data["times"])), data["polygons"], None
 
