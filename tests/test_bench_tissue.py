@@ -23,7 +23,12 @@ def test_rasterize_puts_level0_polygons_on_the_mask_grid() -> None:
         "holes": [[[12, 12], [28, 12], [28, 28], [12, 28], [12, 12]]],
     }
     mask = rasterize([square], (12, 12), 4.0)
-    assert not mask[3:7, 3:7].any() and mask[:10, :10].sum() == 100 - 16 and not mask[10:, :].any() and not mask[:, 10:].any()
+    assert (
+        not mask[3:7, 3:7].any()
+        and mask[:10, :10].sum() == 100 - 16
+        and not mask[10:, :].any()
+        and not mask[:, 10:].any()
+    )
     assert dice(mask, mask) == 1.0 and dice(mask, ~mask) == 0.0
     assert dice(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
 

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,14 @@ def _open_like_napari(path: Path, seen: list[str], monkeypatch: pytest.MonkeyPat
     from napari_pathm3._napari.reader import napari_get_reader
 
     monkeypatch.setattr(notifications, "show_warning", lambda msg, *a, **k: seen.append(str(msg)))
-    reader = napari_get_reader(str(path))
-    assert reader is not None
-    return reader(str(path))[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = napari_get_reader(str(path))
+        assert reader is not None
+        layer = reader(str(path))[0]
+    # one notification with the fix, not a second terse warning toast beside it
+    assert not [w for w in caught if "microns-per-pixel" in str(w.message)]
+    return layer
 
 
 def test_no_mpp_slide_notified_entered_and_tiled_at_the_models_size(

@@ -32,7 +32,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
     if not p.exists() or not _claims(p):
         return None
     try:  # opening reads only the header and one tiny tile: cheap enough to decide
-        slide = open_slide(p)
+        slide = _open_quietly(p)
     except (SlideReadError, OSError) as err:
         log.info("napari-pathm3 does not read %s: %s", p, err)
         # a file with a slide's extension that no backend opens: say why (napari shows warnings as
@@ -71,9 +71,17 @@ def cannot_open_message(path: Path, err: BaseException) -> str:
 
 def read_slide(path: str | list[str]) -> list[LayerData]:
     p = path[0] if isinstance(path, list) else path
-    slide = open_slide(p)
+    slide = _open_quietly(p)
     notify_missing_mpp(slide)
     return [slide_layer_data(slide)]
+
+
+def _open_quietly(path: Any) -> Slide:
+    """``open_slide`` without its terse no-µm/px warning: napari would show it as a second toast beside
+    :func:`notify_missing_mpp`'s, which names the fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no microns-per-pixel", category=UserWarning)
+        return open_slide(path)
 
 
 def missing_mpp_message(slide: Slide) -> str:
