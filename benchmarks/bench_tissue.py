@@ -40,8 +40,9 @@ LARGE = {"width": 20_000, "height": 20_000}  # the issue's "generated 20k x 20k 
 
 
 # ------------------------------------------------------------------------------------------------ workers
-def worker(path: str, repeats: int, out: str) -> None:
-    """Our side, in its own process: ``repeats`` timed open + detect runs (no mask cache), then the mask."""
+def worker(path: str, repeats: int, out: str, *, hide_mpp: bool = False) -> None:
+    """Our side, in its own process: ``repeats`` timed open + detect runs (no mask cache), then the mask.
+    ``hide_mpp``: as if the file had no µm/px (a TCGA slide without one; the issue's 136-of-155-s case)."""
     import warnings
 
     warnings.simplefilter("ignore")  # the no-mpp warning of kidney-48-5.tif is not a result
@@ -54,6 +55,8 @@ def worker(path: str, repeats: int, out: str) -> None:
     for _ in range(repeats):
         t0 = time.perf_counter()
         with open_slide(path) as slide:
+            if hide_mpp:  # forget the file's µm/px (no public way: a real file would simply lack the tags)
+                slide.__dict__["_native_mpp"] = None
             mask = detect_tissue(slide, use_cache=False)
         times.append(time.perf_counter() - t0)
     assert mask is not None
@@ -65,9 +68,10 @@ def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def run_ours(slide: Path, repeats: int, tmp: Path) -> tuple[float, dict[str, Any]]:
+def run_ours(slide: Path, repeats: int, tmp: Path, *, hide_mpp: bool = False) -> tuple[float, dict[str, Any]]:
     out = tmp / "ours.npz"
-    proc = _run([sys.executable, __file__, "--worker", str(slide), str(repeats), str(out)], 600)
+    flag = ["--hide-mpp"] if hide_mpp else []
+    proc = _run([sys.executable, __file__, "--worker", str(slide), str(repeats), str(out), *flag], 600)
     if proc.returncode != 0:
         raise RuntimeError(f"our worker failed on {slide.name}: {proc.stderr.strip()[-500:]}")
     data = np.load(out)
@@ -131,6 +135,7 @@ def measure(slide: Path, peer: str, rounds: int, repeats: int, tmp: Path) -> dic
     times: dict[str, dict[str, list[float]]] = {c: {"ours": [], "peer": []} for c in ("quiet", "busy")}
     ratios: dict[str, list[float]] = {"quiet": [], "busy": []}
     loads: dict[str, list[float]] = {"quiet": [], "busy": []}
+    no_mpp: list[float] = []  # ours with the slide's µm/px hidden, quiet, same rounds ÷ the peer's quiet time
     mask = polygons = None
     for r in range(rounds):
         for cond, n in (("quiet", 0), ("busy", 2)) if r % 2 == 0 else (("busy", 2), ("quiet", 0)):
@@ -146,6 +151,10 @@ def measure(slide: Path, peer: str, rounds: int, repeats: int, tmp: Path) -> dic
                         if t is None:
                             raise RuntimeError(f"LazySlide failed on {slide.name}: {why}")
                         got["peer"] = t
+                if cond == "quiet":
+                    got["ours_no_mpp"] = run_ours(slide, repeats, tmp, hide_mpp=True)[0]
+            if "ours_no_mpp" in got:
+                no_mpp.append(got.pop("ours_no_mpp") / got["peer"])
             for tool, t in got.items():
                 times[cond][tool].append(round(t, 4))
             ratios[cond].append(got["ours"] / got["peer"])
@@ -154,6 +163,7 @@ def measure(slide: Path, peer: str, rounds: int, repeats: int, tmp: Path) -> dic
     return {
         **{f"ratio_{c}": round(statistics.median(v), 3) for c, v in ratios.items()},
         "ratio_spread": {c: spread(v) for c, v in ratios.items()},
+        "ratio_quiet_no_mpp": spread(no_mpp),
         "seconds": {c: {tool: spread(v) for tool, v in tv.items()} for c, tv in times.items()},
         "load_1min": {c: spread(v, 2) for c, v in loads.items()},
         "dice": dice(mask["mask"], peer_mask),
@@ -200,9 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peer-python", default=DEFAULT_PEER)
     ap.add_argument("--quick", action="store_true", help="6k x 6k slide, 1 round, 1 repeat")
     ap.add_argument("--worker", nargs=3, metavar=("SLIDE", "REPEATS", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--hide-mpp", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        worker(args.worker[0], int(args.worker[1]), args.worker[2])
+        worker(args.worker[0], int(args.worker[1]), args.worker[2], hide_mpp=args.hide_mpp)
         return
     if not Path(args.peer_python).exists():
         emit({"bench": "tissue", "skipped": f"no LazySlide python at {args.peer_python}"})
@@ -261,6 +272,13 @@ def to_markdown(record: dict[str, Any]) -> str:
             f"| {c} | {record[f'ratio_{c}']} | {rs[c].get('min')}–{rs[c].get('max')} | "
             f"{s[c]['ours'].get('median')} | {s[c]['peer'].get('median')} | {ld[c].get('median')} |"
         )
+    nm = record.get("ratio_quiet_no_mpp")
+    if nm:
+        lines += [
+            "",
+            f"The same slide with its µm/px hidden (ours only; the peer's level choice ignores µm/px), ÷ the "
+            f"peer's quiet time of the same round: {nm['median']} ({nm['min']}–{nm['max']}).",
+        ]
     lines += ["", f"Mask overlap (Dice) with LazySlide on the generated slide: {record['dice']}."]
     for name, v in record.get("shared", {}).items():
         what = (
