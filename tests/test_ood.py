@@ -80,6 +80,9 @@ def test_training_slide_has_no_ood_warning(trained: Path, synthetic_slide: Path)
     assert ood is not None and ood["out_of_distribution"] is False and ood["distance"] <= ood["threshold"]
     assert not any("out of distribution" in w for w in result.warnings)
     assert result.model_accuracy is not None and result.model_accuracy["evaluated_on"] == "training"
+    from napari_pathm3.heatmap_png import result_lines
+
+    assert "model's training accuracy" in result_lines(result)[0][0]  # beside the probability in the PNG
 
 
 def test_unlike_slide_gets_the_warning_everywhere(trained: Path, unlike_slide: Path, tmp_path: Path) -> None:
