@@ -109,6 +109,25 @@ def model_warnings(model: PathM3Model) -> tuple[str, ...]:
     return tuple(str(w) for w in (verdict or {}).get("warnings", ()))
 
 
+def _honesty(model: PathM3Model, features: np.ndarray, result: SlideResult) -> SlideResult:
+    """``result`` with the out-of-distribution check (and its warning when the slide is far) and the
+    model's recorded accuracy."""
+    import dataclasses
+
+    from .training.confidence import model_accuracy, ood_check
+
+    check = ood_check(model, features)
+    warnings = tuple(result.warnings)
+    if check is not None and check.far:
+        warnings += (check.warning(),)
+    return dataclasses.replace(
+        result,
+        warnings=warnings,
+        out_of_distribution=None if check is None else check.to_dict(),
+        model_accuracy=model_accuracy(model),
+    )
+
+
 def _tensor(model: PathM3Model, features: np.ndarray) -> Any:
     import torch
 
@@ -246,7 +265,7 @@ def caption_slide(
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
         where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
     out = _model_stages(pm, feats, len(grid), timings=timings, progress=progress, cancel=cancel, **ask)
-    return out.result(
+    result = out.result(
         **where,
         grid=grid,
         tissue=tissue_mask,
@@ -257,6 +276,7 @@ def caption_slide(
         region=polygons,
         timings=timings,
     )
+    return _honesty(pm, feats, result)
 
 
 def _feature_stage(
@@ -421,7 +441,7 @@ def caption_feature_bag(
         cancel=cancel,
     )
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
-    return out.result(
+    result = out.result(
         slide_path=str(path),
         slide_dimensions=grid.slide_dimensions,
         mpp_xy=None,
@@ -433,6 +453,7 @@ def caption_feature_bag(
         text=text,
         timings=timings,
     )
+    return _honesty(pm, bag.features, result)
 
 
 def _bag_step(bag: FeatureBag, size0: float) -> float:
