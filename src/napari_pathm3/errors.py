@@ -48,3 +48,8 @@ class NonFiniteError(PathM3Error):
 
 class Cancelled(PathM3Error):
     """A long-running operation was cancelled by the user."""
+
+
+class ManifestError(PathM3Error):
+    """A manifest (CSV of bags or slides) is unusable: unknown split, duplicate or path-like ids, a class
+    without training bags, no training bags at all."""
