@@ -53,3 +53,8 @@ class Cancelled(PathM3Error):
 class ManifestError(PathM3Error):
     """A manifest (CSV of bags or slides) is unusable: unknown split, duplicate or path-like ids, a class
     without training bags, no training bags at all."""
+
+
+class RegionError(PathM3Error, ValueError):
+    """An annotated region is unusable: not a ``(k, 2)`` polygon, a NaN/Inf vertex, or off the slide. (A
+    ``ValueError`` too, as regions raised before this type existed.)"""

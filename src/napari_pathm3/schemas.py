@@ -196,3 +196,42 @@ def check_tokenizer_config(data: Any, *, source: str) -> dict[str, Any]:
         if isinstance(tok, dict) and not isinstance(tok.get("content"), str):
             raise ValueError(f"{source}: {name}_token = {short(tok)}: needs a 'content' string")
     return data
+
+
+# --------------------------------------------------------------------------------------------- regions
+
+
+def check_polygon(polygon: Any, *, name: str, dimensions: tuple[int, int] | None = None) -> Any:
+    """``polygon`` as a float64 ``(k, 2)`` array of level-0 ``(x, y)`` with k >= 3 finite vertices that lie on
+    the slide of ``dimensions`` (width, height), when given; :class:`~.errors.RegionError` otherwise.
+
+    Vertices a little off the slide are fine (a rectangle dragged past the edge); one more than a slide's
+    width/height beyond it is a wrong coordinate system or a typo, not a drawing.
+    """
+    import numpy as np
+
+    from .errors import RegionError
+
+    try:
+        poly = np.asarray(polygon, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise RegionError(f"{name}: not an array of numbers ({err}); polygons must be (k, 2) x, y") from None
+    if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
+        raise RegionError(
+            f"{name}: polygons must be (k, 2) arrays of level-0 x, y with k >= 3, got shape {poly.shape}"
+        )
+    bad = ~np.isfinite(poly).all(axis=1)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise RegionError(f"{name}: vertex {i} is {poly[i].tolist()} (NaN/Inf); every vertex must be finite")
+    if dimensions is not None:
+        w, h = float(dimensions[0]), float(dimensions[1])
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        far = (lo < (-w, -h)).any() or (hi > (2 * w, 2 * h)).any()
+        off = (hi < 0).any() or lo[0] > w or lo[1] > h
+        if far or off:
+            raise RegionError(
+                f"{name}: spans x {lo[0]:.4g}..{hi[0]:.4g}, y {lo[1]:.4g}..{hi[1]:.4g}, not on the slide "
+                f"(0..{w:.0f}, 0..{h:.0f} level-0 px); give level-0 pixel coordinates of this slide"
+            )
+    return poly

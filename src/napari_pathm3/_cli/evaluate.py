@@ -44,12 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PathM3Error
-    from ..training.data import read_manifest
+    from ..training.data import canonical_split, read_manifest
     from ..training.evaluate import evaluate_model
 
     records = read_manifest(args.manifest)
     if args.split:
-        records = [r for r in records if (r.split or "") == args.split.lower()]
+        split = canonical_split(args.split, where="--split")
+        records = [r for r in records if (r.split or "train") == split]
     if not records:
         raise PathM3Error(f"{args.manifest}: no rows" + (f" with split {args.split!r}" if args.split else ""))
     metrics = evaluate_model(

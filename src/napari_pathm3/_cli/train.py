@@ -285,7 +285,7 @@ def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list
     """All rows, class names and the train / validation records of ``--manifest`` (a stratified validation split of
     the training rows when the manifest has none and ``--val-fraction`` > 0)."""
     from ..errors import PathM3Error
-    from ..training.data import class_names_from, read_manifest, split_records
+    from ..training.data import check_training_split, class_names_from, read_manifest, split_records
     from ..training.protocol import stratified_split
 
     records = read_manifest(args.manifest)
@@ -306,6 +306,10 @@ def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list
             seed=args.seed,
         )
         train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
+        source = f"{args.manifest} with --val-fraction {args.val_fraction:g}"
+    else:
+        source = str(args.manifest)
+    check_training_split(train_recs, class_names, source=source)
     return records, class_names, train_recs, val_recs
 
 
