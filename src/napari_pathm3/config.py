@@ -210,9 +210,13 @@ class QFormerConfig(_JsonMixin):
             "must be >= 1 and divide hidden_size",
         )
         _check(
-            _in(self.intermediate_size, 1, 4 * MAX_WIDTH), "intermediate_size", f"must be in [1, {4 * MAX_WIDTH}]"
+            _in(self.intermediate_size, 1, 4 * MAX_WIDTH),
+            "intermediate_size",
+            f"must be in [1, {4 * MAX_WIDTH}]",
         )
-        _check(_in(self.num_hidden_layers, 1, MAX_LAYERS), "num_hidden_layers", f"must be in [1, {MAX_LAYERS}]")
+        _check(
+            _in(self.num_hidden_layers, 1, MAX_LAYERS), "num_hidden_layers", f"must be in [1, {MAX_LAYERS}]"
+        )
         _check(
             _in(self.cross_attention_frequency, 1, MAX_LAYERS),
             "cross_attention_frequency",
@@ -266,7 +270,8 @@ class LanguageConfig(_JsonMixin):
             f"must be in [1, {4 * MAX_WIDTH}]",
         )
         _check(
-            _in(self.scratch_num_heads, 1, MAX_WIDTH) and self.scratch_hidden_size % self.scratch_num_heads == 0,
+            _in(self.scratch_num_heads, 1, MAX_WIDTH)
+            and self.scratch_hidden_size % self.scratch_num_heads == 0,
             "scratch_num_heads",
             "must be >= 1 and divide scratch_hidden_size",
         )
@@ -293,7 +298,9 @@ class AdamWConfig(_JsonMixin):
         _check(_in(self.warmup_lr, 0, 10), "warmup_lr", "must be in [0, 10]")
         _check(_in(self.weight_decay, 0, 10), "weight_decay", "must be in [0, 10]")
         _check(
-            len(self.betas) == 2 and all(_in(b, 0, 0.999999) for b in self.betas), "betas", "two values in [0, 1)"
+            len(self.betas) == 2 and all(_in(b, 0, 0.999999) for b in self.betas),
+            "betas",
+            "two values in [0, 1)",
         )
         _check(_in(self.eps, 0, 1) and self.eps > 0, "eps", "must be in (0, 1]")
         _check(_in(self.warmup_steps, 0, 10**9), "warmup_steps", "must be in [0, 1e9]")

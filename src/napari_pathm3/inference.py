@@ -168,7 +168,9 @@ def _region_polygons(region: Any, slide: Any) -> list[np.ndarray]:
     try:
         polys = list(region)
     except TypeError:
-        raise RegionError(f"region: expected a list of (k, 2) polygons, got {type(region).__name__}") from None
+        raise RegionError(
+            f"region: expected a list of (k, 2) polygons, got {type(region).__name__}"
+        ) from None
     if not polys:
         raise RegionError("region: no polygons; draw a shape or pass region=None for the whole slide")
     dims = getattr(slide, "dimensions", None)

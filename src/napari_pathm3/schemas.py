@@ -144,7 +144,7 @@ def bounded(
     try:
         out = adapter.validate_python(value)
     except ValidationError:
-        raise ValueError(f"{name} must be {what} in {lo}, {hi}, got {short(raw)}") from None
+        raise ValueError(f"{name} must be {what} in {lo}, {hi}, got {short(raw)}".strip()) from None
     if kind is float and not math.isfinite(out):  # pragma: no cover - allow_inf_nan=False refuses these
         raise ValueError(f"{name} must be a finite number, got {short(raw)}")
     return out

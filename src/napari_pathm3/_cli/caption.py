@@ -8,11 +8,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..device import DEVICES
+from ._checks import IMAGE_SIDE, MPP, TOP_K, add_device
 from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
 
 if TYPE_CHECKING:
     from .._types import Progress
+
+EXAMPLES = """examples:
+  napari-pathm3 caption slide.svs --model demo --out result.json --heatmap heatmap.png
+  napari-pathm3 caption slide.svs --model runs/gastric/best --out result.json --geojson top.geojson
+  napari-pathm3 caption slide.tif --model runs/gastric/best --mpp 0.25     # the file has no µm/px
+  napari-pathm3 caption features/slide_01.h5 --model runs/gastric/best     # precomputed features
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,16 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
     p.add_argument("--geojson", type=Path, default=None, help="top patches as GeoJSON (QuPath)")
     p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_device(p)
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
-    p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
+    p.add_argument("--top-k", type=TOP_K, default=8, help="number of top-attention patches to report")
+    p.add_argument("--mpp", type=MPP, default=None, help="µm/px at level 0 when the slide lacks it")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)"
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
-    p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
+    p.add_argument("--thumbnail-size", type=IMAGE_SIDE, default=1024, help="long side of the heatmap PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tissue_options(p)
     p.set_defaults(func=run)

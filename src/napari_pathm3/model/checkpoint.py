@@ -285,7 +285,9 @@ def check_shapes(
         aliases = json.loads(meta.get("aliases", "{}"))
         if not isinstance(aliases, dict):
             raise ValueError("aliases is not an object")
-        shapes.update({a: shapes[n] for a, n in aliases.items() if n in shapes and (skip is None or not skip(a))})
+        shapes.update(
+            {a: shapes[n] for a, n in aliases.items() if n in shapes and (skip is None or not skip(a))}
+        )
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
 

@@ -195,7 +195,9 @@ def _prepare(
     is_config = isinstance(model_or_config, PathM3Config)
     names = model_or_config.class_names if is_config else model_or_config.config.class_names
     train_ds = _as_dataset(train_set, names, features_dir, max_patches=config.max_patches, seed=config.seed)
-    if train_ds is None or len(train_ds) == 0:  # an epoch on nothing: NaN loss, and a best/ of an untrained model
+    if (
+        train_ds is None or len(train_ds) == 0
+    ):  # an epoch on nothing: NaN loss, and a best/ of an untrained model
         raise ManifestError(
             "no training bags: the training set is empty (a manifest whose rows are all split val/test?); "
             "give at least one bag per class to train on"

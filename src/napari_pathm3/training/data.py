@@ -178,9 +178,7 @@ def read_manifest(path: PathLike) -> list[BagRecord]:
         raise ManifestError(f"cannot read manifest {path}: {err}") from err
 
 
-def check_training_split(
-    train: Sequence[BagRecord], class_names: Sequence[str], *, source: str
-) -> None:
+def check_training_split(train: Sequence[BagRecord], class_names: Sequence[str], *, source: str) -> None:
     """At least one training bag, and one per class: a class the model never sees cannot be learned, and an
     empty training set would "train" on nothing and still write a checkpoint.
 

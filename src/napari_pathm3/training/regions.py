@@ -7,11 +7,10 @@ multiplies by the layer's scale to level 0 before building a :class:`Region`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -53,7 +52,11 @@ class Region:
             object.__setattr__(self, "polygon", check_polygon(self.polygon, name=f"{name}: polygon"))
         if self.mask is not None and np.asarray(self.mask).ndim != 2:
             raise RegionError("Region.mask: must be 2-D")
-        if not (isinstance(self.downsample, (int, float)) and math.isfinite(self.downsample) and self.downsample > 0):
+        if not (
+            isinstance(self.downsample, (int, float))
+            and math.isfinite(self.downsample)
+            and self.downsample > 0
+        ):
             raise RegionError(f"Region.downsample: must be a finite number > 0, got {self.downsample!r}")
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.origin):
             raise RegionError(f"Region.origin: must be two finite numbers, got {self.origin!r}")
