@@ -107,9 +107,25 @@ class _Bar:
             self.bar = None
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output paths that are existing folders fail now, naming the option, before any work (writing into a
+    folder's name would fail at the end, naming a hidden temporary file)."""
+    from ..errors import PathM3Error
+
+    for option, example in (("out", "result.json"), ("heatmap", "heatmap.png"), ("csv", "patches.csv")):
+        path = getattr(args, option)
+        if path is not None and path.is_dir():
+            raise PathM3Error(f"--{option} {path}: is a folder; give a file path, e.g. {path / example}")
+    if args.geojson is not None and args.geojson.is_dir():
+        raise PathM3Error(
+            f"--geojson {args.geojson}: is a folder; give a file path, e.g. {args.geojson / 'top.geojson'}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import api
 
+    _check_outputs(args)
     bar = _Bar(disable=args.quiet)
     try:
         result = _caption(args, bar)
