@@ -90,6 +90,7 @@ def _threads_option(parse: Any) -> Any:
     def threads(text: str) -> int | None:
         return None if text.strip().lower() in ("", "auto") else parse(text)
 
+    threads.bounds = parse.bounds  # type: ignore[attr-defined]
     return threads
 
 

@@ -33,6 +33,7 @@ def number(
             raise argparse.ArgumentTypeError(str(err)) from None
 
     parse.__name__ = kind.__name__
+    parse.bounds = (kind, ge, gt, le, lt)  # type: ignore[attr-defined]  # read by the fuzz tests
     return parse
 
 
