@@ -552,3 +552,14 @@ def test_27_every_help_has_examples(command, capsys) -> None:
 def test_27_list_encoders_on_every_encoder_command(command, capsys) -> None:
     assert _exit([command, "--list-encoders"]) == 0
     assert ENCODER in capsys.readouterr().out.split()
+
+
+def test_2_model_config_option_is_validated_like_a_checkpoint(tiny_ckpt, tmp_path, bags, capsys) -> None:
+    data = json.loads((tiny_ckpt / "config.json").read_text())
+    data["qformer"]["num_attention_heads"] = 0
+    (tmp_path / "cfg.json").write_text(json.dumps(data))
+    rows = [f"s{i},{'ab'[i % 2]},train" for i in range(4)]
+    argv = _train(tmp_path, bags, rows, "--model-config", str(tmp_path / "cfg.json"))
+    assert cli.main(argv) == 1
+    err = _one_line(capsys)
+    assert f"--model-config {tmp_path / 'cfg.json'}: qformer.num_attention_heads = 0" in err

@@ -129,18 +129,18 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
     from ..config import PathM3Config
 
     if args.model_config:
-        from ..errors import PathM3Error
+        from ..errors import CheckpointError
+        from ..schemas import load_config
 
+        source = f"--model-config {args.model_config}"
         try:
-            data = json.loads(Path(args.model_config).read_text())
-            if not isinstance(data, dict):
-                raise ValueError(f"holds a JSON {type(data).__name__}, not an object of model settings")
+            data = json.loads(Path(args.model_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{source}: unreadable ({err}); pass a checkpoint's config.json") from err
+        if isinstance(data, dict):
             data.pop("pathm3_format", None)
-            cfg = PathM3Config.from_dict(data)
-        except (ValueError, TypeError) as err:
-            raise PathM3Error(
-                f"--model-config {args.model_config}: {err}; pass a checkpoint's config.json"
-            ) from err
+        fix = "fix that value or pass a checkpoint's config.json"
+        cfg = load_config(PathM3Config, data, source=source, fix=fix, error=CheckpointError)
     else:
         cfg = PathM3Config.preset(
             _size(args), feature_dim=feature_dim, encoder_name="", class_names=class_names
@@ -355,9 +355,15 @@ def _store_tiling(features_dir: str) -> Any:
     from ..config import TilingConfig
     from ..io.feature_store import FeatureStore
 
+    from ..errors import FeatureStoreError
+    from ..schemas import load_config
+
     store = FeatureStore(features_dir)
     for key in store.keys():
-        tiling = (store.open_bag(key).attrs.get("grid") or {}).get("tiling")
+        grid = store.open_bag(key).attrs.get("grid")
+        tiling = grid.get("tiling") if isinstance(grid, dict) else None
         if tiling:
-            return TilingConfig.from_dict(tiling)
+            source = f"{store.path_for(key)}: grid.tiling"
+            fix = "re-extract this store (napari-pathm3 extract --overwrite)"
+            return load_config(TilingConfig, tiling, source=source, fix=fix, error=FeatureStoreError)
     return None
