@@ -112,7 +112,7 @@ def load_config(
     except (TypeError, ValueError) as err:  # data built in Python with non-JSON values
         raise error(f"{source}: not JSON data ({err}); {fix}") from err
     try:
-        return _adapter(cls).validate_json(text)  # type: ignore[no-any-return]
+        return _adapter(cls).validate_json(text)  # type: ignore[no-any-return, arg-type]
     except ValidationError as err:
         raise error(f"{source}: {_error_line(err)}; {fix}") from None
     except (ValueError, TypeError, ArithmeticError) as err:  # a check outside pydantic's reach

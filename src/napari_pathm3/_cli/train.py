@@ -353,9 +353,8 @@ def _store_tiling(features_dir: str) -> Any:
     """The patch grid of the zarr feature store's bags (a ``TilingConfig``), or ``None`` when it records
     none (feature files of other toolkits carry no grid)."""
     from ..config import TilingConfig
-    from ..io.feature_store import FeatureStore
-
     from ..errors import FeatureStoreError
+    from ..io.feature_store import FeatureStore
     from ..schemas import load_config
 
     store = FeatureStore(features_dir)
