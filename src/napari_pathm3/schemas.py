@@ -156,10 +156,8 @@ def _number_adapter(kind: type, ge: Any, gt: Any, le: Any, lt: Any) -> Any:
 
     from pydantic import ConfigDict, Field, TypeAdapter
 
-    return TypeAdapter(
-        Annotated[kind, Field(ge=ge, gt=gt, le=le, lt=lt, allow_inf_nan=False)],
-        config=ConfigDict(allow_inf_nan=False),
-    )
+    number: Any = Annotated[kind, Field(ge=ge, gt=gt, le=le, lt=lt, allow_inf_nan=False)]  # type: ignore[valid-type]
+    return TypeAdapter(number, config=ConfigDict(allow_inf_nan=False))
 
 
 # --------------------------------------------------------------------------------------------- tokenizer files
