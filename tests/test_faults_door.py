@@ -563,3 +563,14 @@ def test_2_model_config_option_is_validated_like_a_checkpoint(tiny_ckpt, tmp_pat
     assert cli.main(argv) == 1
     err = _one_line(capsys)
     assert f"--model-config {tmp_path / 'cfg.json'}: qformer.num_attention_heads = 0" in err
+
+
+def test_3_training_regions_off_the_slide_are_refused_before_any_work(synthetic_slide, tmp_path) -> None:
+    from napari_pathm3.errors import RegionError
+    from napari_pathm3.training.regions import Region
+
+    far = Region(label="a", polygon=[[0, 0], [1e300, 0], [1e300, 1e300]], name="huge")
+    near = Region(label="b", polygon=[[100, 100], [400, 100], [400, 400]])
+    with pytest.raises(RegionError, match="region huge: spans.*not on the slide"):
+        api.train([(synthetic_slide, [far, near])], output_dir=tmp_path / "m", encoder=ENCODER, device="cpu")
+    assert not (tmp_path / "m").exists()
