@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size",
         choices=MODEL_SIZES,
         default=None,
-        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
-        "'paper' needs the Flan-T5-XL weights)",
+        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; the Train "
+        "widget starts at tiny, for a few drawn regions; 'paper' needs the Flan-T5-XL weights)",
     )
     p.add_argument("--tiny", action="store_true", help="same as --size tiny")
     p.add_argument(
@@ -346,7 +346,27 @@ def _model_or_config(args: argparse.Namespace, class_names: tuple[str, ...], rec
         model.config = dataclasses.replace(model.config, tiling=tiling or model.config.tiling)
         return model
     cfg = _model_config(args, class_names, _feature_dim(records, args.features))
-    return dataclasses.replace(cfg, tiling=tiling or cfg.tiling)
+    # the encoder the features came from: `caption` then encodes new slides with it (a UNI-feature model
+    # fed the default encoder's features would fail on the width, or worse, not)
+    encoder = cfg.encoder_name or _store_encoder(args.features)
+    return dataclasses.replace(cfg, tiling=tiling or cfg.tiling, encoder_name=encoder)
+
+
+def _store_encoder(features_dir: str) -> str:
+    """The registry name of the encoder of the zarr feature store's bags ("" when none is recorded, e.g.
+    imported TRIDENT/CLAM files); two different encoders in one folder are an error."""
+    from ..errors import PathM3Error
+    from ..io.feature_store import FeatureStore
+
+    store = FeatureStore(features_dir)
+    names = {store.open_bag(key).encoder_name for key in store.keys()}
+    names.discard("")
+    if len(names) > 1:
+        raise PathM3Error(
+            f"{features_dir}: features of several encoders ({', '.join(sorted(names))}); train on one encoder's "
+            "features (extract each into its own folder)"
+        )
+    return names.pop() if names else ""
 
 
 def _store_tiling(features_dir: str) -> Any:

@@ -1,7 +1,9 @@
 """Feature bags written by other toolkits, and coordinate-free bags from folders of patch images.
 
 * TRIDENT / CLAM ``.h5``: datasets ``features`` ``(N, D)`` (or ``(1, N, D)``) and ``coords`` ``(N, 2)``;
-  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.attrs``.
+  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.attrs``; the level-0 patch
+  side comes from TRIDENT's ``patch_size_level0`` (or CLAM's ``downsample``, or TRIDENT's magnifications).
+* SpatialData ``.zarr`` (LazySlide / wsidata / our export): see :mod:`.spatialdata`.
 * ``.npy``: a ``(N, D)`` array, no coordinates.
 * ``.pt``: a tensor ``(N, D)`` or a dict with ``features`` (and optional ``coords``), loaded with
   ``torch.load(weights_only=True)`` (no pickled code runs).
@@ -89,6 +91,24 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _patch_size_level0(attrs: dict[str, Any]) -> float | None:
+    """Side of a patch in level-0 pixels: TRIDENT's ``patch_size_level0``, else CLAM's ``patch_size`` times
+    the ``downsample`` of its ``patch_level``, else TRIDENT's magnification ratio; ``None`` when unknown."""
+    size0 = attrs.get("patch_size_level0")
+    if isinstance(size0, (int, float)) and size0 > 0:
+        return float(size0)
+    size = attrs.get("patch_size")
+    if not isinstance(size, (int, float)) or size <= 0:
+        return None
+    down = attrs.get("downsample")
+    if isinstance(down, list) and down and all(isinstance(d, (int, float)) for d in down):
+        return float(size) * float(down[0])
+    mag0, mag = attrs.get("level0_magnification"), attrs.get("target_magnification")
+    if isinstance(mag0, (int, float)) and isinstance(mag, (int, float)) and mag > 0:
+        return float(size) * float(mag0) / float(mag)
+    return None
+
+
 def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
     """Read a TRIDENT or CLAM ``.h5`` feature file.
 
@@ -116,6 +136,12 @@ def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
             attrs.update({k: _plain(v) for k, v in fh["coords"].attrs.items()})
     attrs["source"] = str(path)
     mpp = attrs.get("mpp")
+    size0 = _patch_size_level0(attrs)
+    if size0 is not None:
+        attrs["patch_size_level0"] = size0
+    if not isinstance(mpp, (int, float)) and isinstance(attrs.get("target_magnification"), (int, float)):
+        # TRIDENT records magnifications, not µm/px; its own mapping is 20x = 0.5 µm/px (mpp = 10 / mag)
+        mpp = 10.0 / float(attrs["target_magnification"]) if attrs["target_magnification"] > 0 else None
     return FeatureBag(
         features=feats,
         coords=coords,
@@ -200,8 +226,8 @@ def _np(value: Any) -> np.ndarray:
 
 
 def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
-    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, ``.safetensors``, or our
-    ``.zarr`` group."""
+    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, ``.safetensors``, our
+    ``.zarr`` group, or a SpatialData ``.zarr`` (LazySlide / wsidata; ``store.zarr/tables/<key>`` names a table)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -214,6 +240,10 @@ def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> Feature
         return read_pt_bag(path, slide_id=slide_id)
     if suffix == ".safetensors":
         return read_safetensors_bag(path, slide_id=slide_id)
+    from .spatialdata import is_spatialdata_store, read_spatialdata_bag, split_table_path
+
+    if is_spatialdata_store(path) or split_table_path(path)[1] is not None:  # LazySlide / wsidata / ours
+        return read_spatialdata_bag(path, slide_id=slide_id)
     if suffix == ".zarr" or path.is_dir():
         return read_bag(path)
     raise FeatureStoreError(

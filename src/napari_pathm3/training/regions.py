@@ -122,9 +122,12 @@ def _patch_size_level0(slide_features: Any) -> float:
     if grid is not None and getattr(grid, "size_level0", None) is not None:
         return float(grid.size_level0)
     # io.feature_store.FeatureBag records the grid (PatchGrid.params()) in its attrs
-    params = (getattr(slide_features, "attrs", None) or {}).get("grid") or {}
+    attrs = getattr(slide_features, "attrs", None) or {}
+    params = attrs.get("grid") or {}
     if params.get("size_level0") is not None:
         return float(params["size_level0"])
+    if attrs.get("patch_size_level0"):  # TRIDENT .h5 / SpatialData tile spec (io.interop, io.spatialdata)
+        return float(attrs["patch_size_level0"])
     raise ValueError(
         "slide_features: no patch size in level-0 pixels (size_level0, a grid, or attrs['grid']); "
         "pass patch_size_level0=grid.size_level0"
