@@ -177,6 +177,25 @@ def patches_in_region(grid: PatchGrid, polygons: Sequence[np.ndarray]) -> np.nda
     return keep
 
 
+def _region_polygons(region: Any, slide: Any) -> list[np.ndarray]:
+    """The region's polygons, each a finite ``(k, 2)`` level-0 array on the slide (:class:`RegionError`)."""
+    from .errors import RegionError
+    from .schemas import check_polygon
+
+    if isinstance(region, np.ndarray) and region.ndim == 2:  # one polygon passed bare
+        region = [region]
+    try:
+        polys = list(region)
+    except TypeError:
+        raise RegionError(
+            f"region: expected a list of (k, 2) polygons, got {type(region).__name__}"
+        ) from None
+    if not polys:
+        raise RegionError("region: no polygons; draw a shape or pass region=None for the whole slide")
+    dims = getattr(slide, "dimensions", None)
+    return [check_polygon(p, name=f"region polygon {i}", dimensions=dims) for i, p in enumerate(polys)]
+
+
 @dataclass(frozen=True)
 class _Outputs:
     """What the model and caption stages produced for one bag of patches."""
@@ -256,11 +275,13 @@ def caption_slide(
         )
     timings: dict[str, float] = {}
     check_cancel(cancel)
+    polygons = None if region is None else _region_polygons(region, None)  # shape and NaN: before any work
     pm = load_model(model, device=device, text_side=False)  # captions never feed text
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
-    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
     with as_slide(slide_or_path) as slide:
+        if region is not None:  # and on this slide
+            polygons = _region_polygons(region, slide)
         grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
         where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}

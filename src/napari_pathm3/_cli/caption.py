@@ -8,9 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..device import DEVICES
+from ._checks import IMAGE_SIDE, MPP, TOP_K, add_device
 from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
 from .progress import StageProgress
+
+EXAMPLES = """examples:
+  napari-pathm3 caption slide.svs --model demo --out result.json --heatmap heatmap.png
+  napari-pathm3 caption slide.svs --model runs/gastric/best --out result.json --geojson top.geojson
+  napari-pathm3 caption slide.tif --model runs/gastric/best --mpp 0.25     # the file has no µm/px
+  napari-pathm3 caption features/slide_01.h5 --model runs/gastric/best     # precomputed features
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,16 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "caption, warnings, paths; slide embeddings as X) and OUT.csv beside it",
     )
     p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_device(p)
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
-    p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
+    p.add_argument("--top-k", type=TOP_K, default=8, help="number of top-attention patches to report")
+    p.add_argument("--mpp", type=MPP, default=None, help="µm/px at level 0 when the slide lacks it")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)"
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
-    p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
+    p.add_argument("--thumbnail-size", type=IMAGE_SIDE, default=1024, help="long side of the heatmap PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tissue_options(p)
     p.set_defaults(func=run)
@@ -80,6 +87,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # stage counter + per-stage bars with time left (issue 27: the old bars stayed at 0/5)
 _Bar = StageProgress
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output paths that are existing folders fail now, naming the option, before any work (writing into a
+    folder's name would fail at the end, naming a hidden temporary file)."""
+    from ..errors import PathM3Error
+
+    for option, example in (("out", "result.json"), ("heatmap", "heatmap.png"), ("csv", "patches.csv")):
+        path = getattr(args, option)
+        if path is not None and path.is_dir():
+            raise PathM3Error(f"--{option} {path}: is a folder; give a file path, e.g. {path / example}")
+    if args.geojson is not None and args.geojson.is_dir():
+        raise PathM3Error(
+            f"--geojson {args.geojson}: is a folder; give a file path, e.g. {args.geojson / 'top.geojson'}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +122,7 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
     from .. import api
     from ..inference import is_feature_bag
 
+    _check_outputs(args)
     bar = _Bar(disable=args.quiet)
     features = None
     with tempfile.TemporaryDirectory(prefix="pathm3-export-") as tmp:

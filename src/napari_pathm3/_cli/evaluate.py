@@ -14,6 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from ._checks import BATCH, BEAMS, add_device
+
+EXAMPLES = """examples:
+  napari-pathm3 evaluate runs/gastric/best --manifest bags.csv --features features/ --split test
+  napari-pathm3 evaluate runs/gastric/best --manifest bags.csv --features features/ --no-generate --out m.json
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained model on feature bags, as JSON")
@@ -34,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="caption tokens: paper = lower-case whitespace split (default), words = [a-z0-9]+ runs",
     )
     p.add_argument("--no-generate", action="store_true", help="skip caption generation and caption metrics")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--batch-size", type=BATCH, default=1, help="bags per forward pass, 1-4096")
+    p.add_argument("--num-beams", type=BEAMS, default=1, help="beam search width of captions, 1-64")
     p.add_argument("--predictions", action="store_true", help="include per-bag predictions and captions")
     p.add_argument("--out", help="write the JSON here instead of stdout")
     p.add_argument(
@@ -44,18 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "caption, verdict fields, features path; slide embeddings as X) and the same rows as .csv beside it "
         "(needs the [spatialdata] extra)",
     )
-    p.add_argument("--device", default="auto")
+    add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PathM3Error
-    from ..training.data import read_manifest
+    from ..training.data import canonical_split, read_manifest
     from ..training.evaluate import evaluate_model
 
     records = read_manifest(args.manifest)
     if args.split:
-        records = [r for r in records if (r.split or "") == args.split.lower()]
+        split = canonical_split(args.split, where="--split")
+        records = [r for r in records if (r.split or "train") == split]
     if not records:
         raise PathM3Error(f"{args.manifest}: no rows" + (f" with split {args.split!r}" if args.split else ""))
     if args.cohort:

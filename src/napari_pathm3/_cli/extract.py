@@ -14,6 +14,14 @@ import sys
 from typing import Any
 
 from ..config import DEFAULT_ENCODER
+from ._checks import BATCH, FRACTION, MPP, PATCH_SIZE, WORKERS, add_device
+
+EXAMPLES = """examples:
+  napari-pathm3 extract slide1.svs slide2.svs --out features/
+  napari-pathm3 extract --manifest slides.csv --out features/ --encoder timm:hf-hub:MahmoodLab/UNI --device cuda
+  napari-pathm3 extract slide.tif --mpp 0.25 --out features/      # a slide without µm/px in its file
+  napari-pathm3 extract --list-encoders
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,15 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--list-encoders", action="store_true", help="print known and cached encoder names and exit"
     )
-    p.add_argument("--patch-size", type=int, default=224)
-    p.add_argument(
-        "--target-mpp", type=float, default=0.5, help="µm/px of the patches (default: %(default)s)"
-    )
-    p.add_argument("--min-tissue", type=float, default=0.25, help="minimum tissue fraction of a patch")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 for slides that lack it")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=None, help="patch-reading threads per slide")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--patch-size", type=PATCH_SIZE, default=224, help="patch side in px, 8-4096")
+    p.add_argument("--target-mpp", type=MPP, default=0.5, help="µm/px of the patches (default: %(default)s)")
+    p.add_argument("--min-tissue", type=FRACTION, default=0.25, help="minimum tissue fraction of a patch")
+    p.add_argument("--mpp", type=MPP, default=None, help="µm/px at level 0 for slides that lack it")
+    p.add_argument("--batch-size", type=BATCH, default=64, help="patches per encoder batch, 1-4096")
+    p.add_argument("--num-workers", type=WORKERS, default=None, help="patch-reading threads per slide, 1-256")
+    add_device(p)
     p.add_argument(
         "--dtype", choices=("float32", "float16"), default="float32", help="stored feature precision"
     )
@@ -53,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scheduler", help="dask.distributed scheduler address: one task per slide on that cluster"
     )
-    p.add_argument("--workers", type=int, default=None, help="start a local dask cluster with N workers")
+    p.add_argument(
+        "--workers", type=WORKERS, default=None, help="start a local dask cluster with N workers, 1-256"
+    )
     p.add_argument(
         "--cluster-threads", action="store_true", help="local cluster workers as threads, not processes"
     )

@@ -30,6 +30,8 @@ from .feature_store import FeatureBag, read_bag, require_finite
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: largest |coordinate| of a patch, level-0 px: far beyond any slide (10 m at 0.25 µm/px), inside int64
+MAX_COORD = 4e10
 
 
 def _plain(value: Any) -> Any:
@@ -47,9 +49,12 @@ def _as_features(arr: Any, path: Path) -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[0] == 1:  # CLAM/TRIDENT sometimes keep a leading batch axis
         a = a[0]
-    if a.ndim != 2 or a.shape[0] == 0 or not np.issubdtype(a.dtype, np.number):
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0 or not np.issubdtype(a.dtype, np.floating):
+        # real floating point only: complex values would lose their imaginary part, integers/booleans are
+        # labels or masks saved by mistake, not encoder outputs
         raise FeatureStoreError(
-            f"{path}: features must be a non-empty numeric (N, D) array, got {a.dtype} {a.shape}"
+            f"{path}: features must be a non-empty real floating-point (N, D) array, got {a.dtype} {a.shape}; "
+            "save the encoder's float output"
         )
     a = a.astype(np.float32, copy=False)
     require_finite(a, source=f"feature bag {path}")
@@ -62,6 +67,20 @@ def _as_coords(arr: Any, n: int, path: Path) -> np.ndarray:
         c = c[0]
     if c.shape != (n, 2):
         raise FeatureStoreError(f"{path}: coords must be ({n}, 2) to match the features, got {c.shape}")
+    if not (np.issubdtype(c.dtype, np.integer) or np.issubdtype(c.dtype, np.floating)):
+        raise FeatureStoreError(f"{path}: coords must be real numbers (level-0 x, y), got {c.dtype}")
+    bad = ~np.isfinite(c).all(axis=1) if np.issubdtype(c.dtype, np.floating) else np.zeros(n, bool)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise FeatureStoreError(
+            f"{path}: {int(bad.sum())} patch coordinate(s) are NaN/Inf (first: patch {i}, {c[i].tolist()}); "
+            "re-export the bag with its patch coordinates"
+        )
+    if n and (c.min() < -MAX_COORD or c.max() > MAX_COORD):
+        raise FeatureStoreError(
+            f"{path}: patch coordinates reach {float(np.abs(c).max()):.3g}, beyond any slide (|x|, |y| <= "
+            f"{MAX_COORD:.0e} level-0 px); re-export the bag with level-0 pixel coordinates"
+        )
     return np.rint(c).astype(np.int64) if np.issubdtype(c.dtype, np.floating) else c.astype(np.int64)
 
 
