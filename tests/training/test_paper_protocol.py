@@ -5,6 +5,7 @@ baselines; a run with another preset says loudly that its objective is not the p
 The paper preset is 768 wide with FlanT5-XL; the test shrinks its *sizes* to the tiny ones (its objective
 switches, optimiser rules and schedule stay the preset's) and passes a tiny BLIP-2 saved offline."""
 
+# ruff: noqa: F811 - synthetic_pg is a fixture imported from test_protocol_variants
 from __future__ import annotations
 
 import dataclasses
@@ -67,7 +68,7 @@ def _argv(pg, out, *extra):
     ]
 
 
-def test_paper_protocol_header_and_shortcuts(tmp_path, synthetic_pg, small_paper_preset, capsys):  # noqa: F811
+def test_paper_protocol_header_and_shortcuts(tmp_path, synthetic_pg, small_paper_preset, capsys):
     save_tiny_blip2(tmp_path / "blip2")
     capsys.readouterr()  # transformers' save progress
     argv = _argv(synthetic_pg, tmp_path / "run", "--size", "paper", "--lm", "scratch")
@@ -121,7 +122,7 @@ def test_paper_protocol_header_and_shortcuts(tmp_path, synthetic_pg, small_paper
     )
 
 
-def test_other_presets_say_loudly_they_are_not_the_paper(tmp_path, synthetic_pg, capsys):  # noqa: F811
+def test_other_presets_say_loudly_they_are_not_the_paper(tmp_path, synthetic_pg, capsys):
     rc = main(
         [*_argv(synthetic_pg, tmp_path / "run", "--size", "tiny"), "--variants", "image", "--no-generate"]
     )
@@ -135,7 +136,7 @@ def test_other_presets_say_loudly_they_are_not_the_paper(tmp_path, synthetic_pg,
 
 def test_paper_preset_offline_names_the_download(
     tmp_path, synthetic_pg, small_paper_preset, capsys, monkeypatch
-):  # noqa: F811
+):
     import huggingface_hub
 
     def offline(*args, **kwargs):
