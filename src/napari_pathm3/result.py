@@ -52,6 +52,8 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
     warnings: tuple[str, ...] = ()
+    #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
+    provenance: dict[str, Any] | None = None
 
     @property
     def coords(self) -> np.ndarray:
@@ -108,6 +110,7 @@ class SlideResult:
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "provenance": self.provenance,
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

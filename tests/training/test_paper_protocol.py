@@ -170,3 +170,29 @@ def test_training_follows_the_lavis_schedule(tmp_path, bag_factory):
     assert lrs[2] == pytest.approx(1e-4 * 0.5 * (1 + math.cos(2 * math.pi / 3)))
     prov = json.loads((tmp_path / "best" / "config.json").read_text())["provenance"]
     assert prov["preset"] == "paper" and prov["lr_schedule"] == "lavis" and prov["image_only_path"] is False
+
+
+def test_provenance_reaches_evaluate_and_caption(tmp_path, bag_factory):
+    import numpy as np
+
+    from napari_pathm3.inference import caption_feature_bag
+    from napari_pathm3.training.evaluate import evaluate_model
+    from napari_pathm3.training.loop import train
+
+    cfg = PathM3Config.preset("tiny", feature_dim=16, encoder_name="", class_names=("a", "b"))
+    bags = bag_factory(4, seed=1, dim=16)
+    tcfg = TrainConfig(epochs=1, batch_size=4, patience=None, device="cpu", seed=7)
+    res = train(cfg, bags, None, tcfg, out_dir=tmp_path / "run", caption_style="raw")
+    metrics = evaluate_model(res.best_dir, bags, generate=False, device="cpu")
+    prov = metrics["provenance"]
+    assert (prov["preset"], prov["seed"], prov["caption_style"], prov["contrastive_weight"]) == (
+        "tiny",
+        7,
+        "raw",
+        0.5,
+    )
+    assert prov["image_only_path"] is True and prov["qformer_init"] == "random"
+    assert prov["code_version"].startswith("napari-pathm3 ") and prov["evaluated_mode"] == "image_text"
+    np.save(tmp_path / "bag.npy", bags[0].features)
+    result = caption_feature_bag(tmp_path / "bag.npy", model=res.best_dir, device="cpu")
+    assert result.summary()["provenance"]["seed"] == 7 and result.provenance["preset"] == "tiny"

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import PathM3Config
 
-__all__ = ["PAPER_VALUES", "RunProvenance", "code_version", "paper_deviations"]
+__all__ = ["PAPER_VALUES", "RunProvenance", "code_version", "paper_deviations", "provenance_of"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -163,3 +163,12 @@ def paper_deviations(prov: RunProvenance) -> list[str]:
     if prov.qformer_init == "random":
         out.append("qformer_init 'random' (paper: BLIP-2's pre-trained Q-Former)")
     return out
+
+
+def provenance_of(model: Any) -> dict[str, Any]:
+    """The run record of a ``PathM3Model``: the one its checkpoint (or its trainer) recorded, else one read off
+    its config (caption style and seed then unknown), with the code that uses it now (``used_with``)."""
+    saved = getattr(model, "provenance", None)
+    record = dict(saved) if saved else RunProvenance.of(model.config, caption_style="unknown").to_dict()
+    record["used_with"] = code_version()
+    return record

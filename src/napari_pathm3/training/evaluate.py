@@ -325,15 +325,10 @@ def evaluate_model(
 
 
 def _provenance_of(model: Any) -> dict[str, Any]:
-    """What run made the evaluated weights: the checkpoint's record, else one read off its config (seed,
-    caption style and schedule then unknown); the evaluating code's version is added beside it."""
-    from ..model.provenance import RunProvenance, code_version
+    """What run made the evaluated weights (the checkpoint's record), and the mode it was evaluated in."""
+    from ..model.provenance import provenance_of
 
-    saved = getattr(model, "provenance", None)
-    record = dict(saved) if saved else RunProvenance.of(model.config, caption_style="unknown").to_dict()
-    record["evaluated_with"] = code_version()
-    record["evaluated_mode"] = model.config.mode
-    return record
+    return {**provenance_of(model), "evaluated_mode": model.config.mode}
 
 
 def _prediction_row(pred: Predictions, i: int) -> dict[str, Any]:
