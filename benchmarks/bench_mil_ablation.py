@@ -89,6 +89,7 @@ VARIANTS: dict[str, tuple[str, Change]] = {
     ),
     "no_itc_mode_image": ("no contrastive loss, mode image", _set({"itc_weight": 0.0, "mode": "image"})),
     "no_itc_alpha_0.5": ("no contrastive loss, α 0.5", _set({"itc_weight": 0.0, "alpha": 0.5})),
+    "alpha_0.5": ("α 0.5", _set({"alpha": 0.5})),
 }
 #: what ``run_all.py`` (no ``--variants``) measures: the shipped recipe and the one change it makes
 DEFAULT_VARIANTS = ("default", "no_itc")
@@ -143,6 +144,13 @@ def run_variant(
             {k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items() if k in HISTORY}
             for h in result.history
         ],
+        # validation figures of the best checkpoint: what a recipe constant may be chosen on
+        "val": {
+            k: result.history[result.best_epoch - 1].get(f"val_{k}")
+            for k in ("accuracy", "bleu_4", "combined")
+        }
+        if result.best_epoch
+        else {},
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": round(seconds, 1),

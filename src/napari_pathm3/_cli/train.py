@@ -99,6 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="paper",
         help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw",
     )
+    p.add_argument(
+        "--split",
+        choices=("stratified", "caption_disjoint"),
+        default="stratified",
+        help="protocol: the paper's random 20/40/40 split (stratified), or caption_disjoint: identical "
+        "captions kept in one split, so no test caption occurs in training (not the paper's protocol)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last")
     p.set_defaults(func=run)
@@ -289,6 +296,7 @@ def _run_protocol(args: argparse.Namespace) -> int:
         generate=not args.no_generate,
         variants=args.variants,
         captions=args.caption_style,
+        split=args.split,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.table())

@@ -31,6 +31,7 @@ import numpy as np
 from .._types import CancelToken, PathLike, ProgressFn
 from ..errors import PathM3Error
 from .data import BagRecord, read_manifest
+from .dedup import SPLIT_STYLES, caption_disjoint_split
 from .shortcuts import caption_scores, predicted_class_captions, shortcut_baselines
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,11 @@ SEEDS = (0, 1, 2)  # §4.2: "three times with different random seeds"
 
 
 CAPTION_STYLES = ("paper", "raw")
+SPLIT_STYLE_TEXT = {
+    "stratified": "stratified: random 20/40/40 per class, 3 seeds (the paper's protocol)",
+    "caption_disjoint": "caption_disjoint: identical captions kept in one split, no test caption in training "
+    "(not the paper's protocol)",
+}
 CAPTION_STYLE_TEXT = {
     "paper": "paper: lower-case, subtype sentence(s) removed, no final full stop (as the paper's Table 5)",
     "raw": "raw: captions.csv text as published (names the subtype: not comparable with the paper)",
@@ -145,12 +151,25 @@ def stratified_split(
 
 
 def patchgastric_splits(
-    captions_csv: PathLike, *, seed: int, captions: str = "paper"
+    captions_csv: PathLike, *, seed: int, captions: str = "paper", split: str = "stratified"
 ) -> dict[str, list[BagRecord]]:
-    """``{"train", "val", "test"}`` records of the 3-class subset for one seed (the split does not depend
-    on the caption style)."""
+    """``{"train", "val", "test"}`` records of the 3-class subset for one seed. ``split="stratified"`` is the
+    paper's random split (it does not depend on the caption style); ``"caption_disjoint"`` keeps identical
+    captions (in the chosen style) in one split, so no test caption occurs in training (:mod:`.dedup`)."""
+    if split not in SPLIT_STYLES:
+        raise PathM3Error(f"split: one of {', '.join(SPLIT_STYLES)}, got {split!r}")
     records = patchgastric_subset(captions_csv, captions=captions)
-    tr, va, te = stratified_split([r.label for r in records], seed=seed)  # type: ignore[misc]
+    labels = [r.label for r in records]
+    if split == "caption_disjoint":
+        parts = caption_disjoint_split(
+            labels,  # type: ignore[arg-type]
+            [r.caption for r in records],
+            fractions=SPLIT_FRACTIONS,
+            seed=seed,
+        )
+    else:
+        parts = stratified_split(labels, seed=seed)  # type: ignore[arg-type]
+    tr, va, te = parts
     return {name: [records[i] for i in idx] for name, idx in (("train", tr), ("val", va), ("test", te))}
 
 
@@ -281,6 +300,7 @@ class ProtocolResult:
     summary: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     captions: str = "paper"
     keyword_rule_accuracy: float = float("nan")  # on the test captions, all seeds together
+    split: str = "stratified"  # SPLIT_STYLES: the paper's random split, or caption-disjoint
     provenance: dict[str, Any] = field(default_factory=dict)  # RunProvenance.to_dict() of the run
     deviations: list[str] = field(default_factory=list)  # switches that differ from the paper
     shortcuts: list[dict[str, Any]] = field(default_factory=list)  # shortcut_baselines() per seed
@@ -308,6 +328,7 @@ class ProtocolResult:
 
         lines = [
             *self.header(),
+            f"split: {SPLIT_STYLE_TEXT[self.split]}",
             f"captions: {CAPTION_STYLE_TEXT[self.captions]}",
             f"keyword rule on the test captions alone: {self.keyword_rule_accuracy * 100:.1f} % accuracy",
             "accuracy = image-only inputs; text-conditioned accuracy = the reference caption is an input",
@@ -340,6 +361,7 @@ class ProtocolResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "captions": self.captions,
+            "split": self.split,
             "captions_preprocessing": CAPTION_STYLE_TEXT[self.captions],
             "keyword_rule_accuracy": self.keyword_rule_accuracy,
             "provenance": self.provenance,
@@ -387,6 +409,7 @@ def run_patchgastric(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     captions: str = "paper",
     generate: bool = True,
+    split: str = "stratified",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> ProtocolResult:
@@ -402,6 +425,7 @@ def run_patchgastric(
         variants: names from :data:`VARIANTS` (the paper's rows), or ``("all",)``.
         captions: ``"paper"`` (lower-case, subtype sentence removed) or ``"raw"``; stated in the output.
         generate: generate test captions for variants with a caption branch (caption metrics).
+        split: ``"stratified"`` (the paper's) or ``"caption_disjoint"`` (no test caption in training).
 
     Returns:
         The per-seed metrics and their mean ± std; ``result.table()`` prints the paper's rows.
@@ -417,13 +441,13 @@ def run_patchgastric(
     out = Path(out_dir)
     model_config = dataclasses.replace(model_config, class_names=PATCHGASTRIC_CLASSES)
     prov, deviations = _provenance(model_config, train_config, captions, seeds, variants)
-    result = ProtocolResult(captions=captions, provenance=prov.to_dict(), deviations=deviations)
+    result = ProtocolResult(captions=captions, split=split, provenance=prov.to_dict(), deviations=deviations)
     log.info("protocol: %s", prov.header())
     if deviations:
         log.warning("protocol: this run's objective differs from the paper: %s", "; ".join(deviations))
     test_records: list[BagRecord] = []
     for seed in seeds:
-        splits = patchgastric_splits(captions_csv, seed=seed, captions=captions)
+        splits = patchgastric_splits(captions_csv, seed=seed, captions=captions, split=split)
         test_records += splits["test"]
         result.shortcuts.append(
             {
