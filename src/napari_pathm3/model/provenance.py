@@ -23,8 +23,12 @@ __all__ = ["PAPER_VALUES", "RunProvenance", "code_version", "paper_deviations", 
 def code_version() -> str:
     """``napari-pathm3 <version>``, plus the git commit (``+dirty`` with uncommitted changes) when the
     package runs from a git checkout; the version alone otherwise (an installed wheel)."""
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:  # the distribution's metadata: importing the package root would reach the api layer
+        __version__ = version("napari-pathm3")
+    except PackageNotFoundError:
+        __version__ = "unknown"
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
