@@ -9,6 +9,7 @@ are printed beside it for the record only. One JSON line per run as it ends (``"
 
     python benchmarks/choose_on_validation.py                       # ITC 0 / 0.1 / 0.5 / 1 and α 0.5, seeds 0-2
     python benchmarks/choose_on_validation.py --quick               # 1 seed, small bags, 4 epochs (smoke)
+    python benchmarks/choose_on_validation.py --variants no_itc default --skip no_itc:0 --runs-from earlier.jsonl
 """
 
 from __future__ import annotations
@@ -61,13 +62,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="one seed, small bags, 4 epochs (smoke test)")
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--workers", type=int, default=1, help="runs in parallel (one torch thread each)")
+    ap.add_argument("--variants", nargs="+", default=None, help="train only these candidates' variants")
+    ap.add_argument("--skip", nargs="+", default=[], help="VARIANT:SEED runs already in --runs-from")
+    ap.add_argument("--runs-from", help="JSON lines of earlier runs of this script, merged into the choice")
     args = ap.parse_args(argv)
     os.environ.setdefault("NAPARI_PATHM3_THREADS", "1")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     sizes, epochs = (QUICK, 4) if args.quick else (FULL, None)
-    variants = list(dict.fromkeys(v for values in CANDIDATES.values() for v in values.values()))
+    variants = args.variants or list(
+        dict.fromkeys(v for values in CANDIDATES.values() for v in values.values())
+    )
     assert all(v in VARIANTS for v in variants)
-    jobs = [(v, s) for s in seeds for v in variants]
+    jobs = [(v, s) for s in seeds for v in variants if f"{v}:{s}" not in args.skip]
+    earlier = _earlier_runs(args.runs_from) if args.runs_from else []
     t0, loads, runs = time.perf_counter(), [load_average()], []
     with tempfile.TemporaryDirectory(prefix="choose_val_") as tmp:
         if args.workers <= 1:
@@ -91,13 +98,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "sizes": sizes,
         "seeds": seeds,
         "runs": [_brief(r) for r in runs],
-        "choice": choose(runs),
+        "earlier_runs": earlier,
+        "choice": choose([*earlier, *[_brief(r) for r in runs]]),
         "seconds": round(time.perf_counter() - t0, 1),
         "load_average_min_max": [min(loads), max(loads)],
         "machine": machine(),
     }
     emit(record)
     return record
+
+
+def _earlier_runs(path: str) -> list[dict[str, Any]]:
+    import json
+
+    lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.startswith("{")]
+    return [ln["run"] for ln in lines if "run" in ln]
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -118,9 +133,11 @@ def to_markdown(record: dict[str, Any]) -> str:
                 f"| {const} | {value}{mark} | {v['variant']} | {', '.join(map(str, v['seeds']))} | "
                 f"{v['val_combined']:.3f} | {v['test_combined']:.3f} |"
             )
+    runs = [*record.get("earlier_runs", []), *record.get("runs", [])]
+    secs = [r["train_seconds"] for r in runs if r.get("train_seconds")]
     note = (
-        f"\n{len(record.get('runs', []))} runs, {record.get('seconds')} s, load average "
-        f"{record.get('load_average_min_max')} (2 shared cores).\n"
+        f"\n{len(runs)} runs, {min(secs, default=0):.0f}-{max(secs, default=0):.0f} s of training each, load "
+        f"average {record.get('load_average_min_max')} (2 shared cores).\n"
     )
     return "\n".join(rows) + "\n" + note
 
