@@ -112,7 +112,8 @@ def test_caption_variants_report_caption_metrics(tmp_path, synthetic_pg, name):
     # what ran comes first (preset, switches, code version), then how it differs from the paper
     assert lines[0].startswith("run: preset custom") and "contrastive 0" in lines[0] and "seed 0" in lines[0]
     assert lines[1].startswith("differs from the paper: ") and "image_only_path True" in lines[1]
-    assert lines[2].startswith("captions: paper") and "keyword rule" in table and "BLEU@4" in table
+    assert lines[2].startswith("split: stratified") and lines[3].startswith("captions: paper")
+    assert "keyword rule" in table and "BLEU@4" in table
     assert out["provenance"]["caption_style"] == "paper" and out["deviations_from_paper"]
     # the shortcuts beside the model (the synthetic captions repeat per class: every test caption is known)
     assert "shortcut (no model)" in table and out["shortcut_summary"]["verbatim_overlap"][0] == 1.0
