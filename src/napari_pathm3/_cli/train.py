@@ -266,6 +266,7 @@ def run(args: argparse.Namespace) -> int:
             "stopped_early": result.stopped_early,
             "warnings": result.warnings,
             "last": {k: v for k, v in last.items() if not isinstance(v, list)},
+            "provenance": getattr(result.model, "provenance", None),  # what ran (also in best/config.json)
         }
     )
     for w in result.warnings:
