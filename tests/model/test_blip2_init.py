@@ -182,3 +182,29 @@ def test_paper_preset_starts_from_blip2():
         12,
     )
     assert cfg.cross_attention_width == 1408 and cfg.correlation == CorrelationConfig(attention="nystrom")
+
+
+def test_hub_id_fetches_only_the_shards_it_needs(tmp_path, monkeypatch):
+    """A hub id goes through huggingface_hub (faked here by a local sharded folder): the index, then only
+    the shards holding Q-Former tensors; the ViT and LM shards are never requested."""
+    import huggingface_hub
+
+    blip2 = save_tiny_blip2(tmp_path / "blip2", max_shard_size="20KB")
+    index = json.loads((tmp_path / "blip2" / "model.safetensors.index.json").read_text())["weight_map"]
+    asked = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        assert repo_id == "Salesforce/blip2-tiny"
+        asked.append(filename)
+        return str(tmp_path / "blip2" / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    tensors = read_blip2_tensors("Salesforce/blip2-tiny")
+    needed = {
+        f
+        for k, f in index.items()
+        if k == "query_tokens" or k.startswith(("qformer.", "language_projection."))
+    }
+    assert asked[0] == "model.safetensors.index.json" and set(asked[1:]) == needed
+    assert len(set(index.values())) > len(needed)  # some shards were skipped
+    assert all(torch.equal(v, blip2[k]) for k, v in tensors.items())

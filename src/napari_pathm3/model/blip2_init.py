@@ -76,13 +76,15 @@ def _local_files(folder: Path) -> dict[str, Path]:
 
 def _hub_files(source: str) -> dict[str, Path]:
     """Download (or find in the HF cache) the index and only the shards holding Q-Former tensors."""
-    from huggingface_hub import hf_hub_download
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    hf_hub_download = huggingface_hub.hf_hub_download  # looked up per call: tests replace it
     try:
         try:
             index = Path(hf_hub_download(source, _INDEX))
-        except Exception as err:  # a single-file checkpoint has no index
-            if "404" not in str(err) and "EntryNotFound" not in type(err).__name__:
+        except EntryNotFoundError as err:  # the repo exists but has no index: a single-file checkpoint
+            if isinstance(err, LocalEntryNotFoundError):  # offline and not cached
                 raise
             return _local_files(Path(hf_hub_download(source, _SINGLE)).parent)
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
