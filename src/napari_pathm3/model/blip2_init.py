@@ -230,7 +230,8 @@ def _load_projection(model: nn.Module, ours: dict[str, Tensor], theirs: dict[str
     w, b = theirs.get(f"{_PROJ}weight"), theirs.get(f"{_PROJ}bias")
     if w is None or b is None:
         return "kept (not in the checkpoint)"
-    if getattr(model.config.language, "name", None) is None:
+    language = getattr(getattr(model, "config", None), "language", None)
+    if getattr(language, "name", None) is None:
         return "kept (our LM is built from scratch, BLIP-2's projection targets another LM)"
     if ours[f"{_PROJ}weight"].shape != w.shape:
         return (

@@ -64,7 +64,7 @@ def caption_scores(references: Sequence[str | None], hypotheses: Sequence[str | 
     """BLEU-4, ROUGE-L and CIDEr-D over the pairs with a reference (a missing hypothesis counts as empty)."""
     from .metrics import bleu, cider_d, rouge_l
 
-    pairs = [(r, h or "") for r, h in zip(references, hypotheses, strict=True) if _norm(r)]
+    pairs = [(str(r), h or "") for r, h in zip(references, hypotheses, strict=True) if _norm(r)]
     if not pairs:
         return {"bleu_4": float("nan"), "rouge_l": float("nan"), "cider_d": float("nan")}
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
@@ -103,7 +103,8 @@ def shortcut_baselines(
     nearest-neighbour rows."""
     names = list(class_names)
     train_labels = [names.index(r.label) if r.label in names else None for r in train]
-    majority = _most_common([y for y in train_labels if y is not None])
+    known = [y for y in train_labels if y is not None]
+    majority = _most_common(known) if known else None  # no labelled training bag: lookups only
     by_caption: dict[str, list[int]] = {}
     for r, y in zip(train, train_labels, strict=True):
         if _norm(r.caption) and y is not None:
@@ -120,7 +121,7 @@ def shortcut_baselines(
         _most_common(by_caption[c]) if c in by_caption else majority
         for c in refs  # type: ignore[index]
     ]
-    scored = [(p, y) for p, y in zip(lookup, labels, strict=True) if y is not None]
+    scored = [(p, y) for p, y in zip(lookup, labels, strict=True) if y is not None and p is not None]
     out["caption_lookup_accuracy"] = float(np.mean([p == y for p, y in scored])) if scored else float("nan")
     train_caps = [c for c in (_norm(r.caption) for r in train) if c]
     if train_caps:
