@@ -27,11 +27,17 @@ sys.path.insert(0, str(HERE))
 from _common import emit, load_average, machine  # noqa: E402
 from bench_mil_ablation import FULL, QUICK, VARIANTS, run_variant  # noqa: E402
 
-#: constant -> {value: the ablation variant that trains it} (the shipped value is the "default" variant)
+#: constant -> {value: the ablation variant that trains it}. The sweep of issue 24 ran while the recipe had ITC
+#: 0.5 (then the "default" variant); those runs are stored under the names below (RENAMED maps them).
 CANDIDATES: dict[str, dict[float, str]] = {
-    "SCRATCH_ITC": {0.0: "no_itc", 0.1: "itc_0.1", 0.5: "default", 1.0: "itc_1"},
-    "SCRATCH_ALPHA": {0.1: "default", 0.5: "alpha_0.5"},
+    "SCRATCH_ITC": {0.0: "no_itc", 0.1: "itc_0.1", 0.5: "itc_0.5", 1.0: "itc_1"},
+    "SCRATCH_ALPHA": {
+        0.1: "itc_0.5",
+        0.5: "itc_0.5_alpha_0.5",
+    },  # at the ITC weight the α choice was made with
 }
+#: variant names of runs recorded before issue 24 changed the default recipe (default had ITC weight 0.5)
+RENAMED = {"default": "itc_0.5", "alpha_0.5": "itc_0.5_alpha_0.5"}
 
 
 def choose(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--variants", nargs="+", default=None, help="train only these candidates' variants")
     ap.add_argument("--skip", nargs="+", default=[], help="VARIANT:SEED runs already in --runs-from")
     ap.add_argument("--runs-from", help="JSON lines of earlier runs of this script, merged into the choice")
+    ap.add_argument(
+        "--legacy-names", action="store_true", help="--runs-from holds runs made before issue 24's rename"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("NAPARI_PATHM3_THREADS", "1")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     assert all(v in VARIANTS for v in variants)
     jobs = [(v, s) for s in seeds for v in variants if f"{v}:{s}" not in args.skip]
-    earlier = _earlier_runs(args.runs_from) if args.runs_from else []
+    earlier = _earlier_runs(args.runs_from, legacy=args.legacy_names) if args.runs_from else []
     t0, loads, runs = time.perf_counter(), [load_average()], []
     with tempfile.TemporaryDirectory(prefix="choose_val_") as tmp:
         if args.workers <= 1:
@@ -108,11 +117,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return record
 
 
-def _earlier_runs(path: str) -> list[dict[str, Any]]:
+def _earlier_runs(path: str, *, legacy: bool) -> list[dict[str, Any]]:
     import json
 
     lines = [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.startswith("{")]
-    return [ln["run"] for ln in lines if "run" in ln]
+    runs = [ln["run"] for ln in lines if "run" in ln]
+    if legacy:  # runs made while "default" meant ITC weight 0.5
+        runs = [{**r, "variant": RENAMED.get(r["variant"], r["variant"])} for r in runs]
+    return runs
 
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +140,12 @@ def to_markdown(record: dict[str, Any]) -> str:
     ]
     for const, c in record.get("choice", {}).items():
         for value, v in c["values"].items():
-            mark = " **(chosen)**" if str(value) == str(c["chosen_on_validation"]) else ""
+            chosen = str(value) == str(c["chosen_on_validation"])
+            mark = (
+                (" **(chosen)**" if len(c["values"]) > 1 else " (the only value run: not re-chosen)")
+                if chosen
+                else ""
+            )
             rows.append(
                 f"| {const} | {value}{mark} | {v['variant']} | {', '.join(map(str, v['seeds']))} | "
                 f"{v['val_combined']:.3f} | {v['test_combined']:.3f} |"

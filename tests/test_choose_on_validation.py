@@ -28,8 +28,8 @@ def test_choice_follows_validation_not_test(choose_mod):
     runs = [
         _run("no_itc", 0, 0.80, 1.0, 1.0),  # best on test, worse on validation
         _run("no_itc", 1, 0.82, 1.0, 1.0),
-        _run("default", 0, 0.85, 0.5, 0.5),
-        _run("default", 1, 0.84, 0.5, 0.5),
+        _run("itc_0.5", 0, 0.85, 0.5, 0.5),
+        _run("itc_0.5", 1, 0.84, 0.5, 0.5),
         _run("itc_1", 0, 0.10, 0.9, 0.9),
     ]
     out = choose_mod.choose(runs)

@@ -130,7 +130,7 @@ def test_other_presets_say_loudly_they_are_not_the_paper(tmp_path, synthetic_pg,
     err = capsys.readouterr().err
     warning = next(line for line in err.splitlines() if "WARNING" in line)
     assert "not the paper's objective" in warning and "pass --size paper" in warning
-    assert "image_only_path True" in warning and "contrastive_weight 0.5" in warning
+    assert "image_only_path True" in warning and "qformer_init 'random'" in warning
     assert (tmp_path / "run" / "table.txt").read_text().startswith("run: preset tiny")
 
 
@@ -189,7 +189,7 @@ def test_provenance_reaches_evaluate_and_caption(tmp_path, bag_factory):
         "tiny",
         7,
         "raw",
-        0.5,
+        0.0,
     )
     assert prov["image_only_path"] is True and prov["qformer_init"] == "random"
     assert prov["code_version"].startswith("napari-pathm3 ") and prov["evaluated_mode"] == "image_text"
