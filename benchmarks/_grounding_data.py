@@ -63,7 +63,9 @@ def write_bags(bags: dict[str, list[tuple[np.ndarray, list[int]]]], folder):  # 
                 coords = np.stack([np.arange(len(feats)) * 8, np.zeros(len(feats))], 1).astype(np.int64)
                 fh.create_dataset("coords", data=coords)
                 fh.attrs["patch_size"] = 8
-            rows.append({"slide": key, "label": label_of(digits), "caption": caption_of(digits), "split": split})
+            rows.append(
+                {"slide": key, "label": label_of(digits), "caption": caption_of(digits), "split": split}
+            )
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["slide", "label", "caption", "split"])

@@ -33,7 +33,16 @@ if TYPE_CHECKING:
 #: the ``model`` value that names the offline demo model (trained on first use; see :mod:`napari_pathm3.demo`)
 DEMO = "demo"
 
-__all__ = ["SlideResult", "caption_slide", "extract_features", "load_model", "open_slide", "show", "train"]
+__all__ = [
+    "SlideResult",
+    "caption_slide",
+    "extract_features",
+    "load_model",
+    "open_slide",
+    "query_heatmap",
+    "show",
+    "train",
+]
 
 
 def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = None) -> Slide:
@@ -123,6 +132,9 @@ def caption_slide(
     top_k: int = 8,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    word_maps: bool = True,
+    queries: Sequence[str] = (),
+    phrase_method: str = "lm",
 ) -> SlideResult:
     """Classify and caption a slide.
 
@@ -139,6 +151,9 @@ def caption_slide(
         tiling: patch grid (default: the model's); tissue: tissue detection settings (default: Otsu).
         cache_dir: feature cache folder (features are reused on later runs).
         top_k: number of highest-attention patches to report.
+        word_maps: one patch map per caption word (``result.word_maps``; docs/method.md §8).
+        queries: phrases to map over the patches (``result.phrase_maps``), e.g. ``["solid nests"]``.
+        phrase_method: ``"lm"`` (default), ``"itc"`` or ``"joint"``; see :func:`query_heatmap`.
 
     Returns:
         :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more;
@@ -167,6 +182,62 @@ def caption_slide(
         tissue=tissue,
         cache_dir=cache_dir,
         top_k=top_k,
+        progress=progress,
+        cancel=cancel,
+        word_maps=word_maps,
+        queries=queries,
+        phrase_method=phrase_method,
+    )
+
+
+def query_heatmap(
+    target: Any,
+    phrase: str,
+    *,
+    model: PathLike | PathM3Model | str = DEMO,
+    encoder: str | None = None,
+    device: str = "auto",
+    region: Any = None,
+    tiling: TilingConfig | None = None,
+    tissue: TissueConfig | None = None,
+    cache_dir: PathLike | None = None,
+    method: str = "lm",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """Where ``phrase`` applies on a slide: a patch heatmap, without captioning.
+
+    Args:
+        target: slide path, open :class:`Slide`, napari viewer or feature bag (as :func:`caption_slide`).
+        phrase: a few words, e.g. ``"solid nests"``.
+        model: a PathM3 checkpoint folder / ``"demo"`` / loaded model (its image-text path: ``method``
+            ``"lm"``, ``"itc"`` or ``"joint"``), or a CLIP-style vision-language encoder ``"clip:<id or
+            folder>"`` (e.g. ``"clip:vinid/plip"``): patch-text similarity with a prompt ensemble.
+        encoder, device, region, tiling, tissue, cache_dir: as in :func:`caption_slide`.
+
+    Returns:
+        :class:`napari_pathm3.text_query.QueryResult`: ``phrase_map`` (``values`` ``(n,)``, a distribution
+        over the patches), ``grid`` and :meth:`~napari_pathm3.text_query.QueryResult.layer` for napari.
+    """
+    from .text_query import query_heatmap as _query
+
+    slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
+    if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
+        with as_slide(slide) as opened:
+            region = shapes_layer_polygons(region, slide_scale=_scale_of(opened))
+    if not (isinstance(model, str) and model.startswith("clip:")):
+        model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
+    return _query(
+        slide,
+        phrase,
+        model=model,
+        encoder=encoder,
+        device=device,
+        region=region,
+        tiling=tiling,
+        tissue=tissue,
+        cache_dir=cache_dir,
+        method=method,
         progress=progress,
         cancel=cancel,
     )

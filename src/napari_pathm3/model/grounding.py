@@ -180,7 +180,9 @@ def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: 
     x = qformer.layernorm(qformer.query_tokens.expand(batch, -1, -1))
     i = 0
     for layer in qformer.encoder.layer:
-        a = layer.attention.output(_attend(layer.attention.attention, x, x, None, heads=heads, dropout=0.0), x)
+        a = layer.attention.output(
+            _attend(layer.attention.attention, x, x, None, heads=heads, dropout=0.0), x
+        )
         if layer.has_cross_attention:
             if pass_ is not None:
                 c, _ = cross_attend(
