@@ -45,7 +45,9 @@ def test_patch_relevance_splits_the_query_gradient(tiny_model) -> None:
 
 def test_word_maps_are_distributions_one_per_word(tiny_model) -> None:
     feats = np.random.default_rng(0).normal(size=(30, 12)).astype(np.float32)
-    caption = tiny_model.generate_captions(torch.from_numpy(feats)[None], max_new_tokens=6)[0] or "tumour cells"
+    caption = (
+        tiny_model.generate_captions(torch.from_numpy(feats)[None], max_new_tokens=6)[0] or "tumour cells"
+    )
     maps = word_maps(tiny_model, feats, caption)
     assert maps.words == tuple(caption.split())
     assert maps.maps.shape == (len(caption.split()), 30)
@@ -80,7 +82,12 @@ def test_token_words_groups_subwords() -> None:
 @pytest.mark.parametrize(
     ("caption", "label", "agrees", "named"),
     [
-        ("poorly differentiated adenocarcinoma with solid nests", "poorly differentiated adenocarcinoma", True, True),
+        (
+            "poorly differentiated adenocarcinoma with solid nests",
+            "poorly differentiated adenocarcinoma",
+            True,
+            True,
+        ),
         ("well differentiated tubular adenocarcinoma .", "poorly differentiated adenocarcinoma", False, True),
         ("glands and stroma", "poorly differentiated adenocarcinoma", None, False),
     ],
@@ -101,7 +108,9 @@ def test_cli_writes_word_and_phrase_maps(synthetic_slide: Path, tmp_path: Path) 
     from napari_pathm3.config import PathM3Config
     from napari_pathm3.model import build_model
 
-    cfg = PathM3Config.tiny(feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal"))
+    cfg = PathM3Config.tiny(
+        feature_dim=94, encoder_name="builtin:colorstats", class_names=("tumour", "normal")
+    )
     ckpt = build_model(cfg).eval().save_pretrained(tmp_path / "ckpt")
     out = tmp_path / "r.json"
     rc = main(

@@ -33,6 +33,7 @@ from ..paths import user_cache_dir
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._worker import Job, unwrap_proxy
+from ._words import WordsPanel
 
 if TYPE_CHECKING:
     import napari
@@ -69,6 +70,9 @@ class CaptionWidget(Container):
         self._build_inputs()
         self._build_tissue_inputs()
         self._build_outputs()
+        self._last_run: dict[str, Any] = {}  # inputs of the last run: phrase maps use the same patches
+        self.words = WordsPanel(viewer, run_context=lambda: self._last_run)
+        self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
 
@@ -245,6 +249,16 @@ class CaptionWidget(Container):
         tissue = self.tissue_config()
         min_tissue = float(self._min_tissue.value)
 
+        self._last_run = {
+            "slide_or_path": slide,
+            "model": None,  # set by the worker once loaded
+            "encoder": encoder,
+            "device": device,
+            "region": region,
+            "tissue": tissue,
+            "cache_dir": cache_dir,
+        }
+
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
 
@@ -265,6 +279,7 @@ class CaptionWidget(Container):
                 progress=progress,
                 cancel=cancel,
             )
+            self._last_run.update(model=model, tiling=_tiling_for(model, slide, min_tissue))
             return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
@@ -322,6 +337,7 @@ class CaptionWidget(Container):
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
         self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
+        self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
         for b in (self._save_json, self._save_csv, self._save_geojson):
@@ -392,6 +408,9 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
+        agree = result.caption_class_agreement
+        if agree["agrees"] is False:
+            lines += [f"WARNING: {agree['note']}.", ""]
     if result.grid.mpp is None:
         lines.append("The slide has no µm/px: tiled at level 0 in its own pixels.")
     lines += [HEATMAP_NOTE, f"This run: {spread_text(attention_spread(result.attention))}.", ""]

@@ -1,0 +1,151 @@
+"""The Caption widget's word and phrase panel: pick a caption word to show its map, or type a phrase to map
+it (PathM3 image-text path, or a CLIP-style encoder ``clip:<id>``); shows caption/classifier agreement."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
+
+from ..word_layers import MapRaster, map_label, map_layer, switch_map
+from ._worker import Job
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..result import SlideResult
+
+NO_WORD = "(no word map)"
+PATHM3_MODEL = "(the caption model)"
+
+
+def word_layer_name(result: SlideResult) -> str:
+    return f"{result.slide_name} word map"
+
+
+class WordsPanel(Container):
+    """Caption words (one map each), a phrase box and the caption/classifier agreement line."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, *, run_context: Any = None) -> None:
+        super().__init__(labels=True, label="")
+        self._viewer = viewer
+        self.result: SlideResult | None = None
+        self._raster: MapRaster | None = None
+        self._layer: Any = None
+        #: callable () -> dict of caption_slide inputs (slide, model, region, ...) for phrase maps
+        self._run_context = run_context
+        self._job: Job | None = None
+        self._agreement = Label(value="")
+        self._agreement.native.setWordWrap(True)
+        # a choices callable: napari calls reset_choices on dock widgets whenever a layer is added
+        self._word = ComboBox(label="caption word", choices=self._word_choices, value=NO_WORD)
+        self._phrase = LineEdit(label="phrase", tooltip="type a phrase, e.g. 'solid nests', and press Map")
+        self._phrase_model = LineEdit(
+            label="phrase model",
+            value=PATHM3_MODEL,
+            tooltip="the caption model's image-text path, or a CLIP-style encoder, e.g. clip:vinid/plip",
+        )
+        self._map = PushButton(text="Map phrase")
+        self.last_phrase: Any = None
+        self.extend([self._agreement, self._word, self._phrase, self._phrase_model, self._map])
+        self._word.changed.connect(self._on_word)
+        self._map.changed.connect(self._on_map_phrase)
+
+    # ------------------------------------------------------------------------------------ results
+    def set_result(self, result: SlideResult) -> None:
+        self.result = result
+        self._raster = MapRaster(result.grid)
+        self._layer = None
+        agree = result.caption_class_agreement
+        self._agreement.value = (
+            ""
+            if agree["agrees"] is None
+            else ("Caption and classifier agree." if agree["agrees"] else f"WARNING: {agree['note']}.")
+        )
+        self._word.reset_choices()
+        labels = self.word_labels()
+        self._word.value = labels[0] if labels else NO_WORD
+
+    def _word_choices(self, _w: Any = None) -> list[str]:
+        return [NO_WORD, *self.word_labels()]
+
+    def word_labels(self) -> list[str]:
+        """``"1: word"`` per caption word of the current result."""
+        res = self.result
+        return res.word_maps.labels() if res is not None and res.word_maps is not None else []
+
+    def select_word(self, label: str) -> None:
+        self._word.value = label
+
+    def _on_word(self, _value: Any = None) -> None:
+        res, label = self.result, self._word.value
+        if res is None or res.word_maps is None or label in (None, NO_WORD):
+            return
+        i = res.word_maps.labels().index(label)
+        self.show_map(res.word_maps.maps[i], what=f"word '{res.word_maps.words[i]}'")
+
+    def show_map(self, values: Any, *, what: str) -> Any:
+        """Show ``values`` (n,) in the word-map layer (created once per result, then only its data changes)."""
+        res = self.result
+        assert res is not None and self._raster is not None
+        if self._layer is None or self._layer not in self._viewer.layers:
+            units = ("um", "um") if res.mpp_xy is not None else None
+            data, kwargs, _ = map_layer(
+                values,
+                res.grid,
+                name=word_layer_name(res),
+                what=what,
+                slide_scale=res.slide_scale,
+                units=units,
+                metadata={"slide_path": res.slide_path},
+                raster=self._raster,
+            )
+            self._layer = self._viewer.add_image(data, **kwargs)
+        switch_map(self._layer, values, self._raster, what=what)
+        self._layer.name = f"{word_layer_name(res)}: {map_label(what)}"
+        # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
+        from ..layers import overlay_text
+
+        self._layer.metadata = {
+            **self._layer.metadata,
+            "pathm3_overlay": f"{overlay_text(res)}\nColour bar: {map_label(what)}",
+        }
+        self._sync_overlay()
+        return self._layer
+
+    def _sync_overlay(self) -> None:
+        from ..api import text_overlay
+        from ..layers import sync_overlay
+
+        self._viewer.layers.selection.active = self._layer
+        sync_overlay(self._viewer, text_overlay(self._viewer))
+
+    # ------------------------------------------------------------------------------------ phrases
+    def _on_map_phrase(self, _value: Any = None) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        phrase = self._phrase.value.strip()
+        if not phrase:
+            show_error("PathM3: type a phrase to map, e.g. 'solid nests'")
+            return None
+        if self.result is None or self._run_context is None:
+            show_error("PathM3: run the captioning first; the phrase is mapped on the same patches")
+            return None
+        ctx = dict(self._run_context())
+        choice = self._phrase_model.value.strip()
+        if choice and choice != PATHM3_MODEL:
+            ctx["model"] = choice
+
+        def work(progress: Any, cancel: Any) -> Any:
+            from ..text_query import query_heatmap
+
+            return query_heatmap(phrase=phrase, progress=progress, cancel=cancel, **ctx)
+
+        self._job = Job(work, on_done=self._on_phrase_done)
+        return self._job.start()
+
+    def _on_phrase_done(self, qr: Any) -> None:
+        self.last_phrase = qr
+        if self.result is None or len(qr.grid) != self.result.num_patches:
+            self._raster = MapRaster(qr.grid)
+        self.show_map(qr.phrase_map.values, what=f"phrase '{qr.phrase_map.phrase}'")
