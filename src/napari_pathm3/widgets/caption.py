@@ -32,8 +32,8 @@ from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, unwrap_proxy
 from ._words import WordsPanel
+from ._worker import Job, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
