@@ -10,6 +10,9 @@ ROC-AUC and precision at k (k = number of that kind's patches) of the word's map
 the same for the aggregate attention map and a random map. Phrase maps: the phrase = the kind word, for
 every test bag holding that kind, by each method (lm, itc, joint). Means over bags, then over seeds.
 
+Reference (not shipped, n model passes per bag): occlusion, the drop in log p(word) when one patch is masked
+out: how much the trained model's own output depends on each patch, the ceiling a faithful map can reach.
+
 Targets (issue 25): word-map and phrase-map ROC-AUC >= 0.9 (mean over seeds) and above the aggregate map.
 
     python benchmarks/bench_grounding.py            # 3 seeds, 200/50/60 bags, 20 epochs
@@ -71,6 +74,23 @@ def _train(seed: int, work: Path, epochs: int, threads: int) -> Path:
     return run / "best"
 
 
+def occlusion(model: Any, feats: np.ndarray, text: str) -> np.ndarray:
+    """Reference, not a map we ship (n model passes): drop in log p(text) when each patch is masked out."""
+    import torch
+
+    from napari_pathm3.model import grounding as g
+
+    n = len(feats)
+    ids = torch.tensor(g._encode_tokens(model.lm_tokenizer, text)[0])
+    mask = torch.ones(n + 1, n, dtype=torch.bool)
+    mask[torch.arange(1, n + 1), torch.arange(n)] = False  # row i + 1 without patch i
+    with torch.no_grad():
+        x = torch.from_numpy(feats)[None].expand(n + 1, -1, -1)
+        z = model.qformer(model.correlation(x, mask), mask, need_weights=False).query_output
+        lp = g._token_log_probs(model, model.language_projection(z), ids).sum(dim=-1)
+    return (lp[0] - lp[1:]).numpy()
+
+
 def evaluate(model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int) -> dict[str, Any]:
     """Mean AUC / precision@k of word maps, phrase maps (per method), aggregate attention and random maps."""
     import torch
@@ -102,6 +122,7 @@ def evaluate(model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int) ->
                 add("word_map_auc", _auc(y, m))
                 add("word_map_precision_at_k", _precision_at_k(y, m))
                 add(f"word_map_auc_{word}", _auc(y, m))
+                add("occlusion_auc", _auc(y, occlusion(model, feats, word)))
             for method in METHODS:
                 pm = phrase_map(model, feats, word, method=method)
                 add(f"phrase_map_auc_{method}", _auc(y, pm.values))
@@ -182,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "phrase_map_auc": best_phrase[0],
         "phrase_map_best_method": best_phrase[1],
         "aggregate_auc": mean.get("aggregate_auc"),
+        "occlusion_auc": mean.get("occlusion_auc"),
         "random_auc": mean.get("random_auc"),
         "targets_met": {
             "word_map_auc": (mean.get("word_map_auc") or 0) >= TARGET_AUC

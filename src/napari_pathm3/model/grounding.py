@@ -258,9 +258,16 @@ def _chunk_logits(
     return logits
 
 
-def text_relevance(model: Any, pass_: QueryPass, text: str) -> tuple[TokenRelevance, Tensor]:
+def text_relevance(
+    model: Any, pass_: QueryPass, text: str, *, steps: int = 1
+) -> tuple[TokenRelevance, Tensor]:
     """Token-level relevance of ``text`` as the LM's output for this bag: the query-level gradient x input
-    (:class:`TokenRelevance`) and the patch-level gradient x attention (T, n) (see :func:`patch_relevance`)."""
+    (:class:`TokenRelevance`) and the patch-level gradient x attention (T, n) (see :func:`patch_relevance`).
+
+    ``steps`` > 1: integrated gradients (Sundararajan et al. 2017) along the cross-attention contexts scaled
+    from 0 to 1 (midpoint rule): the gradient is averaged over ``steps`` scaled copies, which keeps
+    Σ_n R = log p(text | contexts) − log p(text | no patch content) up to the quadrature error, where a single
+    gradient can be near zero for a word the model is already sure of. Costs ``steps`` LM passes."""
     _, tok, _, _ = _lm_parts(model)
     ids, strings, offsets = _encode_tokens(tok, text)
     q = pass_.query_output.shape[1]
@@ -269,66 +276,27 @@ def text_relevance(model: Any, pass_: QueryPass, text: str) -> tuple[TokenReleva
         return TokenRelevance([], [], torch.zeros(0, q), torch.zeros(0), offsets), torch.zeros(0, n)
     t = len(ids)
     device = pass_.query_output.device
-    with torch.enable_grad():
-        probes = [c.detach().expand(t, -1, -1).clone().requires_grad_(True) for c in pass_.contexts]
-        z = _query_path(model.qformer, t, probes, None)  # (T, q, H), equal to pass_.query_output per row
-        logp = _token_log_probs(model, model.language_projection(z), torch.tensor(ids, device=device))
-        own = logp[torch.arange(t, device=device), torch.arange(t, device=device)]  # row t: token t
-        *grads, gz = torch.autograd.grad(own.sum(), [*probes, z])
-    query_rel = (gz * z).sum(dim=-1).detach().float().cpu()
-    rel = TokenRelevance(ids, strings, query_rel, own.detach().float().cpu(), offsets)
-    return rel, patch_relevance(model, pass_, [g.detach() for g in grads]).cpu()
-
-
-def positive_weights(relevance: Tensor) -> tuple[Tensor, Tensor]:
-    """ρ = max(0, r) normalised per row (W, q), and which rows had no positive relevance (they get uniform
-    weights: the aggregate attention map)."""
-    pos = relevance.clamp(min=0)
-    total = pos.sum(dim=-1, keepdim=True)
-    empty = total.squeeze(-1) <= 0
-    q = relevance.shape[-1]
-    weights = torch.where(total > 0, pos / total.clamp(min=1e-30), torch.full_like(pos, 1.0 / max(q, 1)))
-    return weights, empty
-
-
-def compose(weights: Tensor, attention: Tensor) -> Tensor:
-    """m = ρ A: (W, q) query weights x (q, n) cross-attention -> (W, n) patch maps."""
-    return weights.to(attention.dtype) @ attention
-
-
-@torch.no_grad()
-def phrase_query_weights(model: Any, query_output: Tensor, phrase: str) -> Tensor:
-    """ρ(k) = softmax_k(⟨v_k, t⟩ / τ) from the contrastive head (method ``"itc"``); (q,)."""
-    if getattr(model, "vision_proj", None) is None:
-        raise ValueError(
-            "this model has no contrastive head (trained with itc_weight 0): use the 'lm' phrase method"
-        )
-    ids, tmask = model._tokenize_text([phrase])
-    text = model.qformer(None, None, ids, tmask, need_weights=False).query_output.mean(dim=1)  # (1, H)
-    v = F.normalize(model.vision_proj(query_output.to(model.device)), dim=-1)  # (q, e)
-    t = F.normalize(model.text_proj(text), dim=-1)[0]  # (e,)
-    return torch.softmax((v @ t) / model.temp.clamp(min=1e-3), dim=0).float()
-
-
-@torch.no_grad()
-def joint_attention(model: Any, features: Tensor, phrase: str, mask: Tensor | None = None) -> Tensor:
-    """The queries' cross-attention over patches with ``phrase`` beside them (method ``"joint"``): (q, n).
-
-    Needs the Q-Former's text side (load with ``text_side=True``)."""
-    patches, mask = model._encode(features, mask, "image_text")
-    ids, tmask = model._tokenize_text([phrase])
-    out = model.qformer(patches, mask, ids, tmask, need_weights=True)
-    return out.cross_attention[0].float()
-
-
-def words_of(text: str, rel: TokenRelevance) -> tuple[list[str], Tensor]:
-    """Whitespace words of ``text`` and their summed token relevance (W, q). Without token offsets every
-    token is its own word (its token string)."""
-    index = token_words(text, rel.offsets, len(rel.token_ids))
-    exact = rel.offsets is not None and len(rel.offsets) == len(rel.token_ids) and bool(word_spans(text))
-    words = text.split() if exact else list(rel.tokens)
-    count = max(index, default=-1) + 1
-    out = torch.zeros(count, rel.relevance.shape[-1])
-    for t, wi in enumerate(index):
-        out[wi] += rel.relevance[t]
-    return words[:count], out
+    alphas = [(i + 0.5) / steps for i in range(steps)] if steps > 1 else [1.0]
+    grads = [torch.zeros(t, *c.shape[1:], device=device) for c in pass_.contexts]
+    query_rel = torch.zeros(t, q)
+    own_full = None
+    eye = torch.arange(t, device=device)
+    for a in alphas:
+        with torch.enable_grad():
+            probes = [(a * c.detach()).expand(t, -1, -1).clone().requires_grad_(True) for c in pass_.contexts]
+            z = _query_path(model.qformer, t, probes, None)  # (T, q, H); at a = 1 equal to pass_.query_output
+            logp = _token_log_probs(model, model.language_projection(z), torch.tensor(ids, device=device))
+            own = logp[eye, eye]  # row t: token t
+            *gs, gz = torch.autograd.grad(own.sum(), [*probes, z])
+        for acc, gr in zip(grads, gs, strict=True):
+            acc += gr.detach() / len(alphas)
+        if a == alphas[-1]:
+            query_rel = (gz * z).sum(dim=-1).detach().float().cpu()
+            own_full = own.detach().float().cpu()
+    if steps > 1:  # the log-probabilities reported are those of the real bag
+        with torch.no_grad():
+            z = _query_path(model.qformer, 1, [c.detach() for c in pass_.contexts], None)
+            lp = _token_log_probs(model, model.language_projection(z), torch.tensor(ids, device=device))
+            own_full = lp[0].float().cpu()
+    rel = TokenRelevance(ids, strings, query_rel, own_full, offsets)  # type: ignore[arg-type]
+    return rel, patch_relevance(model, pass_, grads).cpu()
