@@ -300,3 +300,57 @@ def text_relevance(
             own_full = lp[0].float().cpu()
     rel = TokenRelevance(ids, strings, query_rel, own_full, offsets)  # type: ignore[arg-type]
     return rel, patch_relevance(model, pass_, grads).cpu()
+
+
+def positive_weights(relevance: Tensor) -> tuple[Tensor, Tensor]:
+    """ρ = max(0, r) normalised per row (W, q), and which rows had no positive relevance (they get uniform
+    weights: the aggregate attention map)."""
+    pos = relevance.clamp(min=0)
+    total = pos.sum(dim=-1, keepdim=True)
+    empty = total.squeeze(-1) <= 0
+    q = relevance.shape[-1]
+    weights = torch.where(total > 0, pos / total.clamp(min=1e-30), torch.full_like(pos, 1.0 / max(q, 1)))
+    return weights, empty
+
+
+def compose(weights: Tensor, attention: Tensor) -> Tensor:
+    """m = ρ A: (W, q) query weights x (q, n) cross-attention -> (W, n) patch maps."""
+    return weights.to(attention.dtype) @ attention
+
+
+@torch.no_grad()
+def phrase_query_weights(model: Any, query_output: Tensor, phrase: str) -> Tensor:
+    """ρ(k) = softmax_k(⟨v_k, t⟩ / τ) from the contrastive head (method ``"itc"``); (q,)."""
+    if getattr(model, "vision_proj", None) is None:
+        raise ValueError(
+            "this model has no contrastive head (trained with itc_weight 0): use the 'lm' phrase method"
+        )
+    ids, tmask = model._tokenize_text([phrase])
+    text = model.qformer(None, None, ids, tmask, need_weights=False).query_output.mean(dim=1)  # (1, H)
+    v = F.normalize(model.vision_proj(query_output.to(model.device)), dim=-1)  # (q, e)
+    t = F.normalize(model.text_proj(text), dim=-1)[0]  # (e,)
+    return torch.softmax((v @ t) / model.temp.clamp(min=1e-3), dim=0).float()
+
+
+@torch.no_grad()
+def joint_attention(model: Any, features: Tensor, phrase: str, mask: Tensor | None = None) -> Tensor:
+    """The queries' cross-attention over patches with ``phrase`` beside them (method ``"joint"``): (q, n).
+
+    Needs the Q-Former's text side (load with ``text_side=True``)."""
+    patches, mask = model._encode(features, mask, "image_text")
+    ids, tmask = model._tokenize_text([phrase])
+    out = model.qformer(patches, mask, ids, tmask, need_weights=True)
+    return out.cross_attention[0].float()
+
+
+def words_of(text: str, rel: TokenRelevance) -> tuple[list[str], Tensor]:
+    """Whitespace words of ``text`` and their summed token relevance (W, q). Without token offsets every
+    token is its own word (its token string)."""
+    index = token_words(text, rel.offsets, len(rel.token_ids))
+    exact = rel.offsets is not None and len(rel.offsets) == len(rel.token_ids) and bool(word_spans(text))
+    words = text.split() if exact else list(rel.tokens)
+    count = max(index, default=-1) + 1
+    out = torch.zeros(count, rel.relevance.shape[-1])
+    for t, wi in enumerate(index):
+        out[wi] += rel.relevance[t]
+    return words[:count], out
