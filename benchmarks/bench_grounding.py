@@ -134,6 +134,40 @@ def evaluate(model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int) ->
     return out
 
 
+def cost(n: int, *, feature_dim: int = 1024, words: int = 20) -> dict[str, Any]:
+    """Seconds for the word maps of a ``words``-word caption on ``n`` random patches (``--size small`` model,
+    untrained), beside the model stage they follow (classification over the same patches)."""
+    import dataclasses
+
+    import torch
+
+    from napari_pathm3.config import PathM3Config
+    from napari_pathm3.grounding import word_maps
+    from napari_pathm3.model.language import build_word_tokenizer
+    from napari_pathm3.model.pathm3 import PathM3Model
+
+    vocab = [f"w{i}" for i in range(50)]
+    cfg = PathM3Config.preset("small", feature_dim=feature_dim, encoder_name="", class_names=("a", "b"))
+    cfg = dataclasses.replace(cfg, qformer=dataclasses.replace(cfg.qformer, text_init=None))
+    torch.manual_seed(0)
+    model = PathM3Model(
+        cfg, lm_tokenizer=build_word_tokenizer([" ".join(vocab)]), pretrained_init=False
+    ).eval()
+    feats = np.random.default_rng(0).normal(size=(n, feature_dim)).astype(np.float32)
+    caption = " ".join(vocab[:words])
+    t0 = time.perf_counter()
+    model.classify(torch.from_numpy(feats)[None])
+    classify_s = time.perf_counter() - t0
+    wm = word_maps(model, feats, caption)
+    return {
+        "patches": n,
+        "words": len(wm.words),
+        "classify_seconds": round(classify_s, 3),
+        "word_maps_seconds": round(wm.seconds, 3),
+        "ratio": round(wm.seconds / classify_s, 2),
+    }
+
+
 def _tiny_model() -> Any:
     import torch
 
@@ -152,12 +186,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep bags and runs in this folder")
+    ap.add_argument(
+        "--cost", type=int, nargs="*", default=None, help="only time word maps at these patch counts"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("NAPARI_PATHM3_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    if args.cost is not None:
+        record = {
+            "bench": "grounding_cost",
+            "cost": [cost(n) for n in (args.cost or [10_000, 100_000])],
+            "load_average": load_average(),
+            "machine": machine(),
+            "torch_threads": torch.get_num_threads(),
+        }
+        emit(record)
+        return record
     runs = []
     if args.quick:
         bags = make_bags(0, {"test": 6})["test"]
@@ -221,3 +268,75 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------------------------------------ report
+def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if record.get("quick") or "mean" not in record:
+        return []
+    m, agg = record["mean"], record.get("aggregate_auc") or 0.0
+    out = []
+    for key, what in (("word_map_auc", "word maps"), ("phrase_map_auc", "phrase maps (best method)")):
+        v = record.get(key) or 0.0
+        ok = v >= TARGET_AUC and v > agg
+        out.append(
+            (
+                f"grounding ROC-AUC, {what}, >= {TARGET_AUC} and above the aggregate map ({agg:.3f})",
+                f"{v:.3f}",
+                "met" if ok else "**not met**",
+            )
+        )
+    return out + [
+        (
+            "grounding, occlusion reference ROC-AUC (the model's own evidence)",
+            f"{m.get('occlusion_auc', 0):.3f}",
+            "-",
+        )
+    ]
+
+
+def to_markdown(record: dict[str, Any]) -> str:
+    runs = record.get("runs", [])
+    if not runs or record.get("quick"):
+        return "_not measured (quick run)_\n"
+    cols = [
+        ("word_map_auc", "word map"),
+        ("phrase_map_auc_lm", "phrase: lm"),
+        ("phrase_map_auc_itc", "phrase: itc"),
+        ("phrase_map_auc_joint", "phrase: joint"),
+        ("aggregate_auc", "aggregate attention"),
+        ("random_auc", "random"),
+        ("occlusion_auc", "occlusion (reference)"),
+    ]
+    head = (
+        "| seed | "
+        + " | ".join(c for _, c in cols)
+        + " | word map P@k | aggregate P@k | cases (words / phrases) |\n"
+    )
+    head += "|---" * (len(cols) + 4) + "|\n"
+    rows = []
+    for r in runs:
+        vals = " | ".join(f"{r.get(k, float('nan')):.3f}" for k, _ in cols)
+        rows.append(
+            f"| {r['seed']} | {vals} | {r.get('word_map_precision_at_k', float('nan')):.3f} | "
+            f"{r.get('aggregate_precision_at_k', float('nan')):.3f} | {r['word_cases']} / {r['phrase_cases']} |"
+        )
+    m, mm = record["mean"], record["min_max"]
+    rows.append(
+        "| mean (min–max) | "
+        + " | ".join(
+            f"{m.get(k, float('nan')):.3f} ({mm[k][0]:.2f}–{mm[k][1]:.2f})" for k, _ in cols if k in mm
+        )
+        + f" | {m.get('word_map_precision_at_k', float('nan')):.3f} | {m.get('aggregate_precision_at_k', float('nan')):.3f} | |"
+    )
+    per_word = ", ".join(
+        f"{w} {m.get(f'word_map_auc_{w}', float('nan')):.3f}" for w in KINDS if f"word_map_auc_{w}" in m
+    )
+    notes = (
+        f"\nROC-AUC of each map against the patches of the kind a word names (held-out bags; "
+        f"{record.get('epochs')} epochs of `napari-pathm3 train` per seed). Word maps per kind: {per_word}. "
+        f"P@k: precision at k = number of that kind's patches. Whole run {record.get('seconds')} s, load average "
+        f"{record.get('load_average')} (2 cores shared with other work). Targets: ROC-AUC >= {TARGET_AUC} and above "
+        "the aggregate attention map.\n"
+    )
+    return head + "\n".join(rows) + "\n" + notes

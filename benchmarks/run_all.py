@@ -43,6 +43,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "mil": ([], ["--quick"]),
     "mil_ablation": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
+    "grounding": ([], ["--quick"]),
 }
 TITLES = {
     "read": "Patch reading",
@@ -53,6 +54,7 @@ TITLES = {
     "mil": "Learning (MIL baselines)",
     "mil_ablation": "Learning: ablation of the caption recipe",
     "demo": "Demo",
+    "grounding": "Grounding: word and phrase maps",
 }
 
 
