@@ -91,7 +91,9 @@ def occlusion(model: Any, feats: np.ndarray, text: str) -> np.ndarray:
     return (lp[0] - lp[1:]).numpy()
 
 
-def evaluate(model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int) -> dict[str, Any]:
+def evaluate(
+    model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int, *, max_new_tokens: int | None = None
+) -> dict[str, Any]:
     """Mean AUC / precision@k of word maps, phrase maps (per method), aggregate attention and random maps."""
     import torch
 
@@ -106,7 +108,7 @@ def evaluate(model: Any, bags: list[tuple[np.ndarray, list[int]]], seed: int) ->
         x = torch.from_numpy(feats)[None]
         with torch.no_grad():
             agg = model(x).query_attention[0].mean(0).float().numpy()
-        caption = model.generate_captions(x)[0]
+        caption = model.generate_captions(x, max_new_tokens=max_new_tokens)[0]
         wm = word_maps(model, feats, caption) if caption else None
         seconds.append(wm.seconds if wm else 0.0)
         for word, kind in KINDS.items():
@@ -207,8 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return record
     runs = []
     if args.quick:
-        bags = make_bags(0, {"test": 6})["test"]
-        runs.append({"seed": 0, "trained": False, **evaluate(_tiny_model(), bags, 0)})
+        bags = make_bags(0, {"test": 4})["test"]
+        runs.append({"seed": 0, "trained": False, **evaluate(_tiny_model(), bags, 0, max_new_tokens=6)})
     else:
         from napari_pathm3.model.pathm3 import PathM3Model
 

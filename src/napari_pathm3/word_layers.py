@@ -1,5 +1,6 @@
-"""Word and phrase maps -> napari image layers (multiscale: a pyramid of the grid-step raster, never one
-shape per patch), and a fast switch of the shown word (no layer rebuilt, only its data replaced).
+"""Word and phrase maps -> napari image layers (one pixel per grid step, never one shape per patch; a
+multiscale pyramid once the raster is larger than :data:`MULTISCALE_SIDE`), and a fast switch of the shown word
+(no layer rebuilt, only its data replaced).
 
 Maps use the aggregate heatmap's fixed scale: log2 of the value relative to uniform 1/N, range -3..+3.
 """
@@ -20,6 +21,9 @@ __all__ = ["MapRaster", "map_label", "map_layer", "switch_map"]
 
 #: smallest pyramid level side kept (pixels)
 _MIN_SIDE = 64
+#: rasters with a longer side are shown as a pyramid (a 100k-patch slide is ~320 px a side: one level is
+#: cheaper to swap than three; a pyramid pays off where one level no longer fits a GPU texture comfortably)
+MULTISCALE_SIDE = 2048
 
 
 def map_label(what: str) -> str:
@@ -57,10 +61,15 @@ class MapRaster:
             out = np.where(self._count > 0, total / np.maximum(self._count, 1), np.nan)
         return out.reshape(self.shape).astype(np.float32)
 
+    @property
+    def multiscale(self) -> bool:
+        return max(self.shape) > MULTISCALE_SIDE
+
     def pyramid(self, values: np.ndarray) -> list[np.ndarray]:
-        """The raster and its 2x nearest downsamples down to :data:`_MIN_SIDE` (napari multiscale)."""
+        """The raster and, for a raster over :data:`MULTISCALE_SIDE`, its 2x nearest downsamples down to
+        :data:`_MIN_SIDE` (napari multiscale)."""
         levels = [self.raster(values)]
-        while min(levels[-1].shape) >= 2 * _MIN_SIDE:
+        while self.multiscale and min(levels[-1].shape) >= 2 * _MIN_SIDE:
             levels.append(levels[-1][::2, ::2])
         return levels
 
