@@ -42,6 +42,7 @@ __all__ = [
     "query_heatmap",
     "show",
     "train",
+    "zero_shot_classify",
 ]
 
 
@@ -238,6 +239,48 @@ def query_heatmap(
         tissue=tissue,
         cache_dir=cache_dir,
         method=method,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def zero_shot_classify(
+    target: Any,
+    class_names: Sequence[str],
+    *,
+    model: str = "clip:vinid/plip",
+    templates: Sequence[str] | None = None,
+    device: str = "auto",
+    region: Any = None,
+    cache_dir: PathLike | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SlideResult:
+    """Zero-shot slide classification with a CLIP-style patch encoder (no trained PathM3 model).
+
+    Args:
+        target: slide path, open :class:`Slide` or napari viewer.
+        class_names: two or more class names, e.g. ``["tumour", "normal tissue"]``.
+        model: ``"clip:<HF id or folder>"`` (PLIP by default; its weights must be in the HF cache offline).
+        templates: prompt templates with ``{}`` for the class name (default: five CONCH/PLIP-style ones).
+
+    Returns:
+        :class:`SlideResult` (``caption`` empty; ``phrase_maps`` one patch map per class).
+    """
+    from .text_query import zero_shot_slide
+
+    slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
+    if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
+        with as_slide(slide) as opened:
+            region = shapes_layer_polygons(region, slide_scale=_scale_of(opened))
+    return zero_shot_slide(
+        slide,
+        model=model,
+        class_names=class_names,
+        templates=templates,
+        device=device,
+        region=region,
+        cache_dir=cache_dir,
         progress=progress,
         cancel=cancel,
     )

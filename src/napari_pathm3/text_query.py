@@ -28,7 +28,7 @@ from .inference import (
 from .io.slide import Slide, as_slide
 from .tiling import PatchGrid
 
-__all__ = ["QueryResult", "query_heatmap"]
+__all__ = ["QueryResult", "query_heatmap", "zero_shot_slide"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,3 +144,72 @@ def query_heatmap(
     result = phrase_map(pm3, feats, phrase, method=method)
     timings["phrase"] = time.perf_counter() - t0
     return QueryResult(path, mpp, grid, result, model_name(pm3), timings)
+
+
+def zero_shot_slide(
+    slide_or_path: Slide | PathLike,
+    *,
+    model: str,
+    class_names: Sequence[str],
+    templates: Sequence[str] | None = None,
+    device: str = "auto",
+    region: Sequence[np.ndarray] | None = None,
+    tiling: TilingConfig | None = None,
+    tissue: TissueConfig | None = None,
+    cache_dir: PathLike | None = None,
+    top_k: int = 8,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """Zero-shot slide classification with a CLIP-style encoder ``model`` (``"clip:<id or folder>"``):
+    a :class:`~napari_pathm3.result.SlideResult` whose ``attention`` is the predicted class's patch map and
+    whose ``phrase_maps`` hold every class's map (no caption, no learned queries)."""
+    from .features.clip import DEFAULT_TEMPLATES, zero_shot
+    from .features.encoders import cached_encoder, canonical_name
+    from .heatmaps import top_k as _top_k
+    from .result import SlideResult
+    from .threads import apply_thread_policy
+
+    apply_thread_policy()
+    if not (isinstance(model, str) and model.startswith("clip:")):
+        raise ValueError(
+            f"zero-shot classification needs a CLIP-style encoder 'clip:<id or folder>', not {model!r}"
+        )
+    templates = tuple(t for t in (templates or DEFAULT_TEMPLATES) if t.strip()) or DEFAULT_TEMPLATES
+    timings: dict[str, float] = {}
+    enc = cached_encoder(canonical_name(model), device)
+    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
+    tiling = tiling or TilingConfig(target_mpp=enc.mpp, patch_size=enc.input_size or 224)
+    with as_slide(slide_or_path) as slide:
+        grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
+        feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
+        where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
+    t0 = time.perf_counter()
+    probs, per_class = zero_shot(enc, feats, class_names, templates=templates)
+    timings["zero_shot"] = time.perf_counter() - t0
+    names = list(probs)
+    label = max(probs, key=probs.__getitem__)
+    attention = per_class[names.index(label)]
+    idx, scores = _top_k(attention, top_k)
+    maps = tuple(
+        PhraseMap(c, per_class[i], f"zero-shot class map ({enc.name})", info={"prompts": list(templates)})
+        for i, c in enumerate(names)
+    )
+    return SlideResult(
+        **where,
+        label=label,
+        probabilities=probs,
+        caption="",
+        attention=attention,
+        query_attention=np.zeros((0, len(grid)), np.float32),
+        grid=grid,
+        tissue=tissue_mask,
+        top_indices=idx,
+        top_scores=scores,
+        model_name=f"zero-shot {enc.name}",
+        encoder_name=enc.name,
+        device=str(enc.device),
+        region=polygons,
+        timings=timings,
+        phrase_maps=maps,
+    )

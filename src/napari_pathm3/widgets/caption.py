@@ -71,7 +71,9 @@ class CaptionWidget(Container):
         self._build_tissue_inputs()
         self._build_outputs()
         self._last_run: dict[str, Any] = {}  # inputs of the last run: phrase maps use the same patches
-        self.words = WordsPanel(viewer, run_context=lambda: self._last_run)
+        self.words = WordsPanel(
+            viewer, run_context=lambda: self._last_run, inputs=self._current_inputs, on_result=self._on_result
+        )
         self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
@@ -289,6 +291,22 @@ class CaptionWidget(Container):
             work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
         )
         return self._job.start()
+
+    def _current_inputs(self) -> dict[str, Any]:
+        """The slide, device, region, tissue and cache settings now in the widget (zero-shot runs)."""
+        layer = self._slide.value
+        slide = None if layer is None else unwrap_proxy(layer.metadata["pathm3_slide"])
+        region_layer = self._region.value
+        region = None
+        if layer is not None and region_layer is not None:
+            region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer)) or None
+        return {
+            "slide_or_path": slide,
+            "device": self._device.value,
+            "region": region,
+            "tissue": self.tissue_config(),
+            "cache_dir": self.cache_dir,
+        }
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
