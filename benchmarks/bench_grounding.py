@@ -37,7 +37,8 @@ from _common import emit, load_average, machine  # noqa: E402
 from _grounding_data import KINDS, make_bags, write_bags  # noqa: E402
 
 FULL = {"train": 200, "val": 50, "test": 60}
-METHODS = ("lm", "itc", "joint")
+METHODS = ("singleton", "lm", "itc", "joint")
+WORD_METHODS = ("singleton", "gradient x attention")
 TARGET_AUC = 0.9
 
 
@@ -109,7 +110,8 @@ def evaluate(
         with torch.no_grad():
             agg = model(x).query_attention[0].mean(0).float().numpy()
         caption = model.generate_captions(x, max_new_tokens=max_new_tokens)[0]
-        wm = word_maps(model, feats, caption) if caption else None
+        wms = {m: word_maps(model, feats, caption, method=m) for m in WORD_METHODS} if caption else {}
+        wm = wms.get(WORD_METHODS[0])
         seconds.append(wm.seconds if wm else 0.0)
         for word, kind in KINDS.items():
             y = d == kind
@@ -124,6 +126,8 @@ def evaluate(
                 add("word_map_auc", _auc(y, m))
                 add("word_map_precision_at_k", _precision_at_k(y, m))
                 add(f"word_map_auc_{word}", _auc(y, m))
+                gxa = wms["gradient x attention"]
+                add("word_map_auc_gxa", _auc(y, gxa.maps[gxa.words.index(word)]))
                 add("occlusion_auc", _auc(y, occlusion(model, feats, word)))
             for method in METHODS:
                 pm = phrase_map(model, feats, word, method=method)
@@ -160,14 +164,12 @@ def cost(n: int, *, feature_dim: int = 1024, words: int = 20) -> dict[str, Any]:
     t0 = time.perf_counter()
     model.classify(torch.from_numpy(feats)[None])
     classify_s = time.perf_counter() - t0
-    wm = word_maps(model, feats, caption)
-    return {
-        "patches": n,
-        "words": len(wm.words),
-        "classify_seconds": round(classify_s, 3),
-        "word_maps_seconds": round(wm.seconds, 3),
-        "ratio": round(wm.seconds / classify_s, 2),
-    }
+    out: dict[str, Any] = {"patches": n, "words": words, "classify_seconds": round(classify_s, 3)}
+    for method in WORD_METHODS:
+        wm = word_maps(model, feats, caption, method=method)
+        out[f"word_maps_seconds_{method}"] = round(wm.seconds, 3)
+        out[f"ratio_{method}"] = round(wm.seconds / classify_s, 2)
+    return out
 
 
 def _tiny_model() -> Any:
@@ -188,6 +190,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="keep bags and runs in this folder")
+    ap.add_argument(
+        "--from-runs",
+        type=Path,
+        default=None,
+        help="evaluate the runs kept by an earlier --keep (no training)",
+    )
     ap.add_argument(
         "--cost", type=int, nargs="*", default=None, help="only time word maps at these patch counts"
     )
@@ -218,7 +226,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             work = args.keep or Path(tmp)
             for seed in args.seeds or [0, 1, 2]:
                 ts = time.perf_counter()
-                best = _train(seed, work, args.epochs, args.threads)
+                if args.from_runs is not None:
+                    best = args.from_runs / f"run{seed}" / "best"
+                else:
+                    best = _train(seed, work, args.epochs, args.threads)
                 train_s = time.perf_counter() - ts
                 model = PathM3Model.from_pretrained(best).eval()
                 test = make_bags(seed, FULL)["test"]
@@ -245,6 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "seeds": [r["seed"] for r in runs],
         "epochs": None if args.quick else args.epochs,
+        "from_runs": None if args.from_runs is None else str(args.from_runs),
         "runs": runs,
         "mean": mean,
         "min_max": spread,
@@ -302,7 +314,9 @@ def to_markdown(record: dict[str, Any]) -> str:
     if not runs or record.get("quick"):
         return "_not measured (quick run)_\n"
     cols = [
-        ("word_map_auc", "word map"),
+        ("word_map_auc", "word map (singleton)"),
+        ("word_map_auc_gxa", "word map (gradient x attention)"),
+        ("phrase_map_auc_singleton", "phrase: singleton"),
         ("phrase_map_auc_lm", "phrase: lm"),
         ("phrase_map_auc_itc", "phrase: itc"),
         ("phrase_map_auc_joint", "phrase: joint"),

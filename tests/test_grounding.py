@@ -43,12 +43,24 @@ def test_patch_relevance_splits_the_query_gradient(tiny_model) -> None:
     assert torch.allclose(rel.sum(dim=1), expect, rtol=1e-4, atol=1e-5)
 
 
-def test_word_maps_are_distributions_one_per_word(tiny_model) -> None:
+def test_singleton_scores_each_patch_as_its_own_bag(tiny_model) -> None:
+    x = torch.randn(1, 7, 12)
+    ids, lp = g.singleton_log_probs(tiny_model, x, "tumour cells", batch=3)
+    assert lp.shape == (len(ids), 7)
+    with torch.no_grad():
+        z = tiny_model(x[:, 4:5]).query_output
+        direct = g._token_log_probs(tiny_model, tiny_model.language_projection(z), torch.tensor(ids))[0]
+    torch.testing.assert_close(lp[:, 4], direct, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["singleton", "gradient x attention"])
+def test_word_maps_are_distributions_one_per_word(tiny_model, method: str) -> None:
     feats = np.random.default_rng(0).normal(size=(30, 12)).astype(np.float32)
     caption = (
         tiny_model.generate_captions(torch.from_numpy(feats)[None], max_new_tokens=6)[0] or "tumour cells"
     )
-    maps = word_maps(tiny_model, feats, caption)
+    maps = word_maps(tiny_model, feats, caption, method=method)
+    assert maps.method == method
     assert maps.words == tuple(caption.split())
     assert maps.maps.shape == (len(caption.split()), 30)
     np.testing.assert_allclose(maps.maps.sum(axis=1), 1.0, rtol=1e-5)
@@ -56,7 +68,7 @@ def test_word_maps_are_distributions_one_per_word(tiny_model) -> None:
     assert len(maps.summary()) == len(maps.words)
 
 
-@pytest.mark.parametrize("method", ["lm", "itc", "joint"])
+@pytest.mark.parametrize("method", ["singleton", "lm", "itc", "joint"])
 def test_phrase_map_methods(tiny_model, method: str) -> None:
     feats = np.random.default_rng(1).normal(size=(19, 12)).astype(np.float32)
     pm = phrase_map(tiny_model, feats, "solid nests", method=method)

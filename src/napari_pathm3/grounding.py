@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PHRASE_METHODS",
     "WORD_METHOD",
+    "WORD_METHODS",
     "PhraseMap",
     "WordMaps",
     "caption_class_agreement",
@@ -31,11 +32,13 @@ __all__ = [
     "word_maps",
 ]
 
-#: how word maps are made (recorded in every output): the LM's gradient at each cross-attention layer's
-#: context, times each patch's attention-weighted value (attention held constant), positive part
-WORD_METHOD = "gradient x attention"
+#: how word maps are made (recorded in every output). "singleton": the trained model applied to each patch
+#: as a bag of one, m_w(n) ∝ p(w | patch n alone); "gradient x attention": the LM's gradient at each
+#: cross-attention layer's context times each patch's attention-weighted value, positive part (docs/method.md §10)
+WORD_METHODS = ("singleton", "gradient x attention")
+WORD_METHOD = WORD_METHODS[0]
 #: phrase map methods of a PathM3 model (see napari_pathm3.model.grounding)
-PHRASE_METHODS = ("lm", "itc", "joint")
+PHRASE_METHODS = ("singleton", "lm", "itc", "joint")
 
 
 def _distribution(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,35 +125,59 @@ def _tensor(model: PathM3Model, features: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))[None].to(model.device)
 
 
-def word_maps(model: PathM3Model, features: np.ndarray, caption: str) -> WordMaps:
-    """Maps of every word of ``caption`` (generated for ``features`` ``(n, d)`` by ``model``)."""
+def _softmax_rows(logp: np.ndarray) -> np.ndarray:
+    """Rows of log-probabilities -> distributions over the patches (p / Σ p)."""
+    z = logp - logp.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def word_maps(
+    model: PathM3Model, features: np.ndarray, caption: str, *, method: str = WORD_METHOD
+) -> WordMaps:
+    """Maps of every word of ``caption`` (generated for ``features`` ``(n, d)`` by ``model``), by one of
+    :data:`WORD_METHODS`."""
     from .model import grounding as g
 
+    if method not in WORD_METHODS:
+        raise ValueError(f"word map method: unknown {method!r} (use one of {WORD_METHODS})")
     t0 = time.perf_counter()
     n = int(features.shape[0])
-    qp = g.query_pass(model, _tensor(model, features))
+    x = _tensor(model, features)
+    qp = g.query_pass(model, x)
     rel, patch_rel = g.text_relevance(model, qp, caption)
     words, _ = g.words_of(caption, rel)
     index = g.token_words(caption, rel.offsets, len(rel.token_ids))
     w = len(words)
     per_word = np.zeros((w, n), np.float64)
     logp = np.zeros(w, np.float64)
+    if method == "singleton":
+        _, single = g.singleton_log_probs(model, x, caption)
+        patch_rel = single
     for t, wi in enumerate(index):
         per_word[wi] += patch_rel[t].numpy()
         logp[wi] += float(rel.log_probs[t])
-    maps, empty = _distribution(per_word) if w else (np.zeros((0, n), np.float32), np.zeros(0, bool))
+    if not w:
+        maps, empty = np.zeros((0, n), np.float32), np.zeros(0, bool)
+    elif method == "singleton":
+        maps, empty = _softmax_rows(per_word), np.zeros(w, bool)
+    else:
+        maps, empty = _distribution(per_word)
     return WordMaps(
         words=tuple(words),
         maps=maps,
         no_evidence=empty,
         log_probs=logp,
+        method=method,
         seconds=time.perf_counter() - t0,
     )
 
 
-def phrase_map(model: PathM3Model, features: np.ndarray, phrase: str, *, method: str = "lm") -> PhraseMap:
+def phrase_map(
+    model: PathM3Model, features: np.ndarray, phrase: str, *, method: str = "singleton"
+) -> PhraseMap:
     """Where ``phrase`` applies among the patches ``features`` ``(n, d)``, by one of :data:`PHRASE_METHODS`:
-    ``"lm"`` (gradient x attention of the phrase's LM probability, as word maps), ``"itc"`` (contrastive
+    ``"singleton"`` (p(phrase | patch alone) as the caption, normalised over the patches), ``"lm"`` (gradient x attention of the phrase's LM probability, as word maps), ``"itc"`` (contrastive
     head: query weights from the phrase-query similarity, times their attention) or ``"joint"`` (the queries'
     attention with the phrase beside them; needs the Q-Former's text side)."""
     from .model import grounding as g
@@ -162,7 +189,10 @@ def phrase_map(model: PathM3Model, features: np.ndarray, phrase: str, *, method:
         raise ValueError(f"phrase method: unknown {method!r} (use one of {PHRASE_METHODS})")
     t0 = time.perf_counter()
     x = _tensor(model, features)
-    if method == "joint":
+    if method == "singleton":
+        _, single = g.singleton_log_probs(model, x, phrase)
+        maps, empty = _softmax_rows(single.sum(dim=0).numpy()[None].astype(np.float64)), np.zeros(1, bool)
+    elif method == "joint":
         values = g.joint_attention(model, x, phrase).mean(dim=0).cpu().numpy()
         maps, empty = _distribution(values[None])
     else:

@@ -354,3 +354,30 @@ def words_of(text: str, rel: TokenRelevance) -> tuple[list[str], Tensor]:
     for t, wi in enumerate(index):
         out[wi] += rel.relevance[t]
     return words[:count], out
+
+
+@torch.no_grad()
+def singleton_log_probs(
+    model: Any, features: Tensor, text: str, *, batch: int = 256
+) -> tuple[list[int], Tensor]:
+    """log p(w_t | patch n alone, w_<t) for every LM token t of ``text`` and every patch n: the trained model
+    applied to each patch as a bag of one (instance-level scoring of a MIL model). (T, n).
+
+    With one patch, each query's cross-attention is 1 on it, so the Q-Former's contexts are that patch's
+    values: the map asks what the caption model would say about the patch if it saw nothing else. Cost: n
+    correlation + query-path + LM passes, ``batch`` patches at a time."""
+    _, tok, _, _ = _lm_parts(model)
+    ids, _, _ = _encode_tokens(tok, text)
+    n = features.shape[1]
+    out = torch.zeros(len(ids), n)
+    if not ids:
+        return ids, out
+    token_ids = torch.tensor(ids, device=model.device)
+    for s in range(0, n, batch):
+        x = features[0, s : s + batch].to(model.device)[:, None, :]  # (b, 1, d): bags of one patch
+        mask = torch.ones(x.shape[0], 1, dtype=torch.bool, device=model.device)
+        z = model.qformer(model.correlation(x, mask), mask, need_weights=False).query_output
+        out[:, s : s + batch] = (
+            _token_log_probs(model, model.language_projection(z), token_ids).T.float().cpu()
+        )
+    return ids, out
