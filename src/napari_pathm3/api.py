@@ -135,7 +135,8 @@ def caption_slide(
     cancel: CancelToken | None = None,
     word_maps: bool = True,
     queries: Sequence[str] = (),
-    phrase_method: str = "lm",
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption a slide.
 
@@ -154,7 +155,9 @@ def caption_slide(
         top_k: number of highest-attention patches to report.
         word_maps: one patch map per caption word (``result.word_maps``; docs/method.md §8).
         queries: phrases to map over the patches (``result.phrase_maps``), e.g. ``["solid nests"]``.
-        phrase_method: ``"lm"`` (default), ``"itc"`` or ``"joint"``; see :func:`query_heatmap`.
+        word_method: ``"auto"`` (singleton up to 4096 patches, else gradient x attention), ``"singleton"``
+            or ``"gradient x attention"``.
+        phrase_method: ``"auto"`` (default: singleton up to 4096 patches, else lm), ``"singleton"``, ``"lm"``, ``"itc"`` or ``"joint"``; see :func:`query_heatmap`.
 
     Returns:
         :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more;
@@ -188,6 +191,7 @@ def caption_slide(
         word_maps=word_maps,
         queries=queries,
         phrase_method=phrase_method,
+        word_method=word_method,
     )
 
 
@@ -202,7 +206,7 @@ def query_heatmap(
     tiling: TilingConfig | None = None,
     tissue: TissueConfig | None = None,
     cache_dir: PathLike | None = None,
-    method: str = "lm",
+    method: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> Any:

@@ -24,6 +24,7 @@ __all__ = [
     "PHRASE_METHODS",
     "WORD_METHOD",
     "WORD_METHODS",
+    "resolve_method",
     "PhraseMap",
     "WordMaps",
     "caption_class_agreement",
@@ -36,9 +37,22 @@ __all__ = [
 #: as a bag of one, m_w(n) ∝ p(w | patch n alone); "gradient x attention": the LM's gradient at each
 #: cross-attention layer's context times each patch's attention-weighted value, positive part (docs/method.md §10)
 WORD_METHODS = ("singleton", "gradient x attention")
-WORD_METHOD = WORD_METHODS[0]
+#: "auto": singleton up to this many patches (its cost grows with n times the LM: docs/method.md §10,
+#: 16 s at 10k patches on one CPU thread), gradient x attention beyond (whole slides)
+SINGLETON_MAX_PATCHES = 4096
+WORD_METHOD = "auto"
 #: phrase map methods of a PathM3 model (see napari_pathm3.model.grounding)
-PHRASE_METHODS = ("singleton", "lm", "itc", "joint")
+PHRASE_METHODS = ("auto", "singleton", "lm", "itc", "joint")
+
+
+def resolve_method(method: str, n: int, *, phrase: bool) -> str:
+    """``"auto"`` -> ``"singleton"`` for bags of at most :data:`SINGLETON_MAX_PATCHES` patches, else the
+    cheap gradient method (``"gradient x attention"`` for words, ``"lm"`` for phrases)."""
+    if method != "auto":
+        return method
+    if n <= SINGLETON_MAX_PATCHES:
+        return "singleton"
+    return "lm" if phrase else "gradient x attention"
 
 
 def _distribution(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,10 +153,11 @@ def word_maps(
     :data:`WORD_METHODS`."""
     from .model import grounding as g
 
-    if method not in WORD_METHODS:
-        raise ValueError(f"word map method: unknown {method!r} (use one of {WORD_METHODS})")
+    if method not in ("auto", *WORD_METHODS):
+        raise ValueError(f"word map method: unknown {method!r} (use 'auto' or one of {WORD_METHODS})")
     t0 = time.perf_counter()
     n = int(features.shape[0])
+    method = resolve_method(method, n, phrase=False)
     x = _tensor(model, features)
     qp = g.query_pass(model, x)
     rel, patch_rel = g.text_relevance(model, qp, caption)
@@ -173,11 +188,9 @@ def word_maps(
     )
 
 
-def phrase_map(
-    model: PathM3Model, features: np.ndarray, phrase: str, *, method: str = "singleton"
-) -> PhraseMap:
+def phrase_map(model: PathM3Model, features: np.ndarray, phrase: str, *, method: str = "auto") -> PhraseMap:
     """Where ``phrase`` applies among the patches ``features`` ``(n, d)``, by one of :data:`PHRASE_METHODS`:
-    ``"singleton"`` (p(phrase | patch alone) as the caption, normalised over the patches), ``"lm"`` (gradient x attention of the phrase's LM probability, as word maps), ``"itc"`` (contrastive
+    ``"auto"`` (:func:`resolve_method`), ``"singleton"`` (p(phrase | patch alone) as the caption, normalised over the patches), ``"lm"`` (gradient x attention of the phrase's LM probability, as word maps), ``"itc"`` (contrastive
     head: query weights from the phrase-query similarity, times their attention) or ``"joint"`` (the queries'
     attention with the phrase beside them; needs the Q-Former's text side)."""
     from .model import grounding as g
@@ -188,6 +201,7 @@ def phrase_map(
     if method not in PHRASE_METHODS:
         raise ValueError(f"phrase method: unknown {method!r} (use one of {PHRASE_METHODS})")
     t0 = time.perf_counter()
+    method = resolve_method(method, int(features.shape[0]), phrase=True)
     x = _tensor(model, features)
     if method == "singleton":
         _, single = g.singleton_log_probs(model, x, phrase)

@@ -209,7 +209,8 @@ def caption_slide(
     cancel: CancelToken | None = None,
     word_maps: bool = True,
     queries: Sequence[str] = (),
-    phrase_method: str = "lm",
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption a slide (or the patches inside ``region``).
 
@@ -228,7 +229,8 @@ def caption_slide(
         cancel: token whose ``is_set()`` stops the run (raises ``Cancelled``).
         word_maps: also compute one patch map per caption word (``result.word_maps``; docs/method.md §8).
         queries: phrases to map over the patches (``result.phrase_maps``), e.g. ``("solid nests",)``.
-        phrase_method: ``"lm"``, ``"itc"`` or ``"joint"`` (see :func:`napari_pathm3.grounding.phrase_map`).
+        phrase_method: ``"auto"``, ``"singleton"``, ``"lm"``, ``"itc"`` or ``"joint"`` (see :func:`napari_pathm3.grounding.phrase_map`).
+        word_method: ``"auto"``, ``"singleton"`` or ``"gradient x attention"`` (:func:`napari_pathm3.grounding.word_maps`).
 
     Returns:
         A :class:`SlideResult`.
@@ -247,6 +249,7 @@ def caption_slide(
         "word_maps": word_maps,
         "queries": tuple(queries),
         "phrase_method": phrase_method,
+        "word_method": word_method,
     }
     if is_feature_bag(slide_or_path):
         return caption_feature_bag(
@@ -352,7 +355,8 @@ def _model_stages(
     cancel: CancelToken | None,
     word_maps: bool = True,
     queries: tuple[str, ...] = (),
-    phrase_method: str = "lm",
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> _Outputs:
     """The "model" and "caption" stages shared by slides and feature bags: class probabilities, the caption
     (replaced by the verdict when the model has not learned to caption), the verdict's warnings, mean and
@@ -376,7 +380,7 @@ def _model_stages(
     attention = query_attention.mean(axis=0)
     idx, scores = _top_k(attention, top_k)
     words, phrases = _grounding_stage(
-        pm, features, caption, warnings, word_maps, queries, phrase_method, timings
+        pm, features, caption, warnings, word_maps, queries, (word_method, phrase_method), timings
     )
     return _Outputs(probabilities, caption, warnings, attention, query_attention, idx, scores, words, phrases)
 
@@ -392,7 +396,7 @@ def _grounding_stage(
     warnings: tuple[str, ...],
     word_maps: bool,
     queries: tuple[str, ...],
-    method: str,
+    methods: tuple[str, str],
     timings: dict[str, float],
 ) -> tuple[Any, tuple[Any, ...]]:
     """Word maps of the caption (not of a withheld one) and the phrase maps asked for; timed as "grounding"."""
@@ -401,8 +405,8 @@ def _grounding_stage(
     t0 = time.perf_counter()
     words = None
     if word_maps and caption and not warnings:
-        words = grounding.word_maps(pm, features, caption)
-    phrases = tuple(grounding.phrase_map(pm, features, q, method=method) for q in queries if q.strip())
+        words = grounding.word_maps(pm, features, caption, method=methods[0])
+    phrases = tuple(grounding.phrase_map(pm, features, q, method=methods[1]) for q in queries if q.strip())
     if words is not None or phrases:
         timings["grounding"] = time.perf_counter() - t0
     return words, phrases
@@ -439,7 +443,8 @@ def caption_feature_bag(
     cancel: CancelToken | None = None,
     word_maps: bool = True,
     queries: Sequence[str] = (),
-    phrase_method: str = "lm",
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption precomputed patch features (a TRIDENT/CLAM ``.h5``, a ``.zarr`` feature store
     bag, ``.npy`` / ``.pt`` / ``.safetensors``): no slide is opened. ``slide_path`` is the bag's path;
@@ -471,6 +476,7 @@ def caption_feature_bag(
         word_maps=word_maps,
         queries=tuple(queries),
         phrase_method=phrase_method,
+        word_method=word_method,
     )
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
     return out.result(

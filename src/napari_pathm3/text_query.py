@@ -87,7 +87,7 @@ def query_heatmap(
     tiling: TilingConfig | None = None,
     tissue: TissueConfig | None = None,
     cache_dir: PathLike | None = None,
-    method: str = "lm",
+    method: str = "auto",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> QueryResult:
@@ -117,7 +117,8 @@ def query_heatmap(
             cancel=cancel,
         )
         t0 = time.perf_counter()
-        pm = phrase_values(enc, feats, phrase)
+        values, prompts = phrase_values(enc, feats, phrase)
+        pm = PhraseMap(phrase, values, f"CLIP patch-text similarity ({enc.name})", info={"prompts": prompts})
         timings["phrase"] = time.perf_counter() - t0
         return QueryResult(path, mpp, grid, pm, enc.name, timings)
     if is_feature_bag(slide_or_path):

@@ -50,9 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--phrase-method",
-        default="lm",
-        choices=("lm", "itc", "joint"),
-        help="how --query phrases are mapped (docs/method.md §8; default lm)",
+        default="auto",
+        choices=("auto", "singleton", "lm", "itc", "joint"),
+        help="how --query phrases are mapped (docs/method.md §10; auto: singleton up to 4096 patches, else lm)",
+    )
+    p.add_argument(
+        "--word-method",
+        default="auto",
+        choices=("auto", "singleton", "gradient x attention"),
+        help="how caption words are mapped (auto: singleton up to 4096 patches, else gradient x attention)",
     )
     p.add_argument("--no-word-maps", action="store_true", help="skip the per-word maps of the caption")
     p.add_argument(
@@ -191,6 +197,7 @@ def _grounding_args(args: argparse.Namespace) -> dict[str, Any]:
         "word_maps": not args.no_word_maps,
         "queries": tuple(q for q in args.query if q.strip()),
         "phrase_method": args.phrase_method,
+        "word_method": args.word_method,
     }
 
 

@@ -71,11 +71,12 @@ class ClipEncoder(FrozenEncoder):
 
 def load_clip(spec: str, *, name: str) -> ClipEncoder:
     """``CLIPModel`` + tokenizer + image processor settings from an HF id or folder."""
+    from pathlib import Path
+
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    from ..model.language import resolve_pretrained
-
-    source = resolve_pretrained(spec)
+    local = Path(spec).expanduser()
+    source = str(local) if local.exists() else spec  # a saved folder, else an HF id
     try:
         clip = CLIPModel.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -117,19 +118,12 @@ def _similarity(encoder: ClipEncoder, features: np.ndarray, texts: torch.Tensor)
 
 def phrase_values(
     encoder: ClipEncoder, features: np.ndarray, phrase: str, templates: Sequence[str] = DEFAULT_TEMPLATES
-) -> Any:
+) -> tuple[np.ndarray, list[str]]:
     """Phrase map: CLIP's text-to-image softmax over the patches, softmax_n(s · cos(x_n, t)) (a distribution
-    over patches, as the other maps)."""
-    from ..grounding import PhraseMap  # noqa: PLC0415
-
+    over patches, as the other maps), and the prompts of the ensemble."""
+    prompts = [t.format(phrase) if "{}" in t else f"{t} {phrase}" for t in templates]
     sim = _similarity(encoder, features, text_embedding(encoder, phrase, templates)[None])[:, 0]
-    values = torch.softmax(sim, dim=0).numpy().astype(np.float32)
-    return PhraseMap(
-        phrase,
-        values,
-        f"CLIP patch-text similarity ({encoder.name})",
-        info={"prompts": [t.format(phrase) for t in templates]},
-    )
+    return torch.softmax(sim, dim=0).numpy().astype(np.float32), prompts
 
 
 def zero_shot(
