@@ -1,5 +1,6 @@
 """Caption words selectable in the Caption widget, each word's map shown aligned with the slide, typed phrase
-maps; makes docs/images/word-map.png when PATHM3_DOCS_SCREENSHOTS=1 (xvfb-run -a)."""
+maps; the slow test makes docs/images/word-map.png and phrase-map.png with the demo model when
+PATHM3_DOCS_SCREENSHOTS=1 (``xvfb-run -a python -m pytest tests/widgets/test_words_panel.py -m slow``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_pathm3.widgets.caption import CaptionWidget
 
@@ -56,10 +58,7 @@ def test_word_selection_and_phrase_map(
     assert qr is not None and qr.phrase_map.values.shape == (res.num_patches,)
     assert "solid nests" in word_layer.name
     widget.words.select_word(labels[0])
-    shot = tmp_path / "word-map.png"
-    viewer.screenshot(str(shot), canvas_only=False, flash=False)
-    if os.environ.get("PATHM3_DOCS_SCREENSHOTS") == "1":
-        shutil.copyfile(shot, DOCS / "word-map.png")
+    assert res.word_maps.words[0] in word_layer.name
 
 
 def test_zero_shot_from_the_widget(make_napari_viewer, add_slide, qtbot, synthetic_slide, tmp_path) -> None:
@@ -89,3 +88,36 @@ def test_zero_shot_from_the_widget(make_napari_viewer, add_slide, qtbot, synthet
     assert any(lay.metadata.get("kind") == "attention" for lay in viewer.layers)
     panel._zs_classes.value = "only one"
     assert panel._on_zero_shot() is None  # one clear notification, no run
+
+
+@pytest.mark.slow
+def test_demo_word_and_phrase_screenshots(
+    make_napari_viewer, add_slide, qtbot, cmu_slide_path, tmp_path
+) -> None:
+    """The user guide's pictures: the demo model's caption words and a typed phrase on the sample slide
+    (trains the demo model on first use: slow)."""
+    from napari_pathm3.widgets._registry import DEMO_NAME
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1400, 900)
+    layer = add_slide(viewer, cmu_slide_path)
+    widget = CaptionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._slide.value = layer
+    widget._model.value = DEMO_NAME
+    widget._device.value = "cpu"
+    widget._on_run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=600_000)
+    res = widget.result
+    assert res is not None and res.word_maps is not None
+    widget.words.select_word(widget.words.word_labels()[0])  # the word that tells the two captions apart
+    shots = {"word-map.png": tmp_path / "word.png", "phrase-map.png": tmp_path / "phrase.png"}
+    viewer.screenshot(str(shots["word-map.png"]), canvas_only=False, flash=False)
+    widget.words._phrase.value = "pink collagen bundles"
+    job = widget.words._on_map_phrase()
+    qtbot.waitUntil(lambda: job.done, timeout=120_000)
+    assert widget.words.last_phrase is not None
+    viewer.screenshot(str(shots["phrase-map.png"]), canvas_only=False, flash=False)
+    if os.environ.get("PATHM3_DOCS_SCREENSHOTS") == "1":
+        for name, path in shots.items():
+            shutil.copyfile(path, DOCS / name)

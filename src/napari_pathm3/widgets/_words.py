@@ -142,14 +142,25 @@ class WordsPanel(Container):
         switch_map(self._layer, values, self._raster, what=what)
         self._layer.name = f"{word_layer_name(res)}: {map_label(what)}"
         # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
-        from ..layers import overlay_text
+        import textwrap
 
+        from ..layers import OVERLAY_WIDTH, overlay_text
+
+        legend = textwrap.wrap(f"Colour bar: {what}, log2 vs uniform 1/N", OVERLAY_WIDTH)
         self._layer.metadata = {
             **self._layer.metadata,
-            "pathm3_overlay": f"{overlay_text(res)}\nColour bar: {map_label(what)}",
+            "pathm3_overlay": "\n".join([overlay_text(res), *legend]),
         }
+        self._one_colour_bar()
         self._sync_overlay()
         return self._layer
+
+    def _one_colour_bar(self) -> None:
+        """Only the word map's colour bar: the aggregate heatmap's (same scale) would sit beside it unlabelled."""
+        for lay in self._viewer.layers:
+            bar = getattr(lay, "colorbar", None)
+            if bar is not None and lay is not self._layer and (lay.metadata or {}).get("kind") == "attention":
+                bar.visible = False
 
     def _sync_overlay(self) -> None:
         from ..api import text_overlay
