@@ -35,7 +35,9 @@ def test_word_selection_and_phrase_map(
     assert res is not None and res.word_maps is not None and res.caption
     labels = widget.words.word_labels()
     assert labels == res.word_maps.labels() and len(labels) == len(res.caption.split())
-    # the first word is shown on selection; switching changes the data of the same layer
+    # no map until a word is picked; switching words changes the data of the same layer
+    assert not [lay for lay in viewer.layers if lay.metadata.get("kind") == "word_map"]
+    widget.words.select_word(labels[0])
     maps = [lay for lay in viewer.layers if lay.metadata.get("kind") == "word_map"]
     assert len(maps) == 1
     word_layer = maps[0]

@@ -101,8 +101,7 @@ class WordsPanel(Container):
             else ("Caption and classifier agree." if agree["agrees"] else f"WARNING: {agree['note']}.")
         )
         self._word.reset_choices()
-        labels = self.word_labels()
-        self._word.value = labels[0] if labels else NO_WORD
+        self._word.value = NO_WORD  # a word's map is shown when the user picks the word
 
     def _word_choices(self, _w: Any = None) -> list[str]:
         return [NO_WORD, *self.word_labels()]
