@@ -177,6 +177,25 @@ def patches_in_region(grid: PatchGrid, polygons: Sequence[np.ndarray]) -> np.nda
     return keep
 
 
+def _region_polygons(region: Any, slide: Any) -> list[np.ndarray]:
+    """The region's polygons, each a finite ``(k, 2)`` level-0 array on the slide (:class:`RegionError`)."""
+    from .errors import RegionError
+    from .schemas import check_polygon
+
+    if isinstance(region, np.ndarray) and region.ndim == 2:  # one polygon passed bare
+        region = [region]
+    try:
+        polys = list(region)
+    except TypeError:
+        raise RegionError(
+            f"region: expected a list of (k, 2) polygons, got {type(region).__name__}"
+        ) from None
+    if not polys:
+        raise RegionError("region: no polygons; draw a shape or pass region=None for the whole slide")
+    dims = getattr(slide, "dimensions", None)
+    return [check_polygon(p, name=f"region polygon {i}", dimensions=dims) for i, p in enumerate(polys)]
+
+
 @dataclass(frozen=True)
 class _Outputs:
     """What the model and caption stages produced for one bag of patches."""
@@ -256,11 +275,13 @@ def caption_slide(
         )
     timings: dict[str, float] = {}
     check_cancel(cancel)
+    polygons = None if region is None else _region_polygons(region, None)  # shape and NaN: before any work
     pm = load_model(model, device=device, text_side=False)  # captions never feed text
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
-    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
     with as_slide(slide_or_path) as slide:
+        if region is not None:  # and on this slide
+            polygons = _region_polygons(region, slide)
         grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
         where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
@@ -393,7 +414,12 @@ FEATURE_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors", ".zar
 
 def is_feature_bag(target: object) -> bool:
     """True for a path to a feature bag (``.h5``/``.zarr``/... as written by interop or the feature store)."""
-    return isinstance(target, (str, Path)) and Path(target).suffix.lower() in FEATURE_SUFFIXES
+    if not isinstance(target, (str, Path)):
+        return False
+    from .io.spatialdata import split_table_path
+
+    # a SpatialData table path (store.zarr/tables/<key>) names one of a store's feature tables
+    return Path(target).suffix.lower() in FEATURE_SUFFIXES or split_table_path(target)[1] is not None
 
 
 def caption_feature_bag(
@@ -451,20 +477,34 @@ def caption_feature_bag(
     return _honesty(pm, bag.features, result)
 
 
+def _bag_step(bag: FeatureBag, size0: float) -> float:
+    """Level-0 stride of a bag's tiles: a SpatialData tile spec's ``stride_width * base_downsample``."""
+    spec = bag.attrs.get("tile_spec") or {}
+    stride, down = spec.get("stride_width"), spec.get("base_downsample", 1.0)
+    if isinstance(stride, (int, float)) and stride > 0 and isinstance(down, (int, float)) and down > 0:
+        return float(stride) * float(down)
+    return size0
+
+
 def _bag_grid(bag: FeatureBag) -> PatchGrid:
     n = len(bag.features)
     size = int(bag.patch_size or 1)
-    coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size, np.zeros(n)], 1)
+    # TRIDENT's patch_size_level0 / a SpatialData tile spec: patches read at another magnification
+    size0 = float(bag.attrs.get("patch_size_level0") or size)
+    coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size0, np.zeros(n)], 1)
     coords = np.asarray(coords, dtype=np.int64)
-    dims = (int(coords[:, 0].max()) + size, int(coords[:, 1].max()) + size)
+    dims = (int(coords[:, 0].max() + size0), int(coords[:, 1].max() + size0))
+    known = bag.attrs.get("slide_dimensions")
+    if isinstance(known, (list, tuple)) and len(known) == 2 and all(int(v) > 0 for v in known):
+        dims = (max(dims[0], int(known[0])), max(dims[1], int(known[1])))
     return PatchGrid(
         coords=coords,
         patch_size=size,
         mpp=bag.mpp,
-        size_level0=float(size),
+        size_level0=size0,
         read_level=0,
         read_size=size,
-        step_level0=float(size),
+        step_level0=_bag_step(bag, size0),
         slide_dimensions=dims,
         tissue_fraction=np.ones(n, np.float32),
     )

@@ -44,12 +44,20 @@ def region_bags(
     """One bag per region that holds a tissue patch (features of each slide's whole grid, cached)."""
     from ..features.cache import cached_features
     from ..io.feature_store import FeatureBag
+    from ..schemas import check_polygon
     from ..tiling import check_grid, detect_tissue, make_grid
 
     bags: list[SlideBag] = []
     for k, (slide_like, slide_regions) in enumerate(regions):
         with as_slide(slide_like) as slide:
             report(progress, k, len(regions), "regions", detail=slide.path.name)
+            for i, r in enumerate(slide_regions):  # on this slide, before any tissue detection or encoding
+                if getattr(r, "polygon", None) is not None:
+                    check_polygon(
+                        r.polygon,
+                        name=f"{slide.path.name}: region {r.name or i}",
+                        dimensions=slide.dimensions,
+                    )
             check_grid(slide, tiling)
             grid = make_grid(slide, tiling, tissue=detect_tissue(slide))
             feats = cached_features(slide, grid, encoder, cache_dir=cache_dir, device=device, cancel=cancel)

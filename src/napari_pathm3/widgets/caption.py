@@ -25,15 +25,16 @@ from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..config import TilingConfig
 from ..device import DEVICES
-from ..errors import Cancelled
+from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
+from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, unwrap_proxy
+from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -42,8 +43,12 @@ if TYPE_CHECKING:
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
 HEATMAP_NOTE = (
-    "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
-    "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
+    "Heatmap colours: attention relative to uniform 1/N on a fixed log scale, 1/8x..8x as the colour bar reads "
+    "(log2 -3..+3; 1x = every patch equal): nearly uniform attention shows as one colour."
+)
+NOT_BRIGHTFIELD = (
+    "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
+    "16-bit images; the encoders take RGB H&E patches), so {them} {verb} not offered as the slide."
 )
 DEMO_NOTE = (
     "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
@@ -64,12 +69,14 @@ class CaptionWidget(Container):
         self.cache_dir: Path = user_cache_dir("features")
         self.result: SlideResult | None = None
         self._job: Job | None = None
+        self._time_left = TimeLeft()
 
         self._build_inputs()
         self._build_tissue_inputs()
         self._build_outputs()
         self._connect(viewer)
         self._on_model_changed()
+        self._on_layers_changed()
         self._on_slide_changed()
 
     def _build_inputs(self) -> None:
@@ -137,9 +144,19 @@ class CaptionWidget(Container):
         self._save_csv = PushButton(text="CSV…", enabled=False)
         self._save_geojson = PushButton(text="GeoJSON…", enabled=False)
         self._screenshot = PushButton(text="Screenshot…")
+        # the ecosystem's formats (SpatialData for LazySlide/scverse, OME-Zarr maps): docs/features.md
+        self._save_sdata = PushButton(text="SpatialData…", enabled=False)
+        self._save_ome = PushButton(text="OME-Zarr…", enabled=False)
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False, label="")
         exports = Container(
-            widgets=[self._save_json, self._save_csv, self._save_geojson, self._screenshot],
+            widgets=[
+                self._save_json,
+                self._save_csv,
+                self._save_geojson,
+                self._save_sdata,
+                self._save_ome,
+                self._screenshot,
+            ],
             layout="horizontal",
             labels=False,
             label="export",
@@ -181,6 +198,8 @@ class CaptionWidget(Container):
         self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
         self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
         self._screenshot.changed.connect(lambda: self._ask_and_save("png"))
+        self._save_sdata.changed.connect(lambda: self._ask_and_save("spatialdata"))
+        self._save_ome.changed.connect(lambda: self._ask_and_save("ome-zarr"))
         registry.changed.connect(self._on_registry_changed)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
@@ -189,7 +208,7 @@ class CaptionWidget(Container):
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+        return [(lay.name, lay) for lay in slide_layers(self._viewer, brightfield=True)]
 
     def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         shapes = [
@@ -211,6 +230,20 @@ class CaptionWidget(Container):
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slide.reset_choices()
         self._region.reset_choices()
+        self._run.enabled = not self.running and self._slide.value is not None
+        skipped = [lay.name for lay in slide_layers(self._viewer) if lay not in self._slide.choices]
+        if skipped and self._slide.value is None:  # say why the slide list is empty
+            self.show_error(_not_brightfield(skipped), toast=False)
+
+    def show_error(self, message: str, *, toast: bool = True) -> None:
+        """Put ``message`` in the result box in full (and, with ``toast``, in napari's notification too,
+        which truncates long messages)."""
+        from napari.utils.notifications import show_error
+
+        self._warning.visible = False
+        self._output.value = message if message.startswith(("ERROR", "Cancelled")) else f"ERROR: {message}"
+        if toast:
+            show_error(f"PathM3: {message}")
 
     def _on_model_dir(self, _value: Any = None) -> None:
         folder = self._model_dir.value
@@ -244,13 +277,16 @@ class CaptionWidget(Container):
         return self._job is not None and self._job.running
 
     def _on_run(self, _value: Any = None) -> Job | None:
-        from napari.utils.notifications import show_error
-
         if self.running:
             return self._job
         layer = self._slide.value
         if layer is None:
-            show_error("PathM3: no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)")
+            skipped = [lay.name for lay in slide_layers(self._viewer)]
+            self.show_error(
+                _not_brightfield(skipped)
+                if skipped
+                else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
+            )
             return None
         slide = unwrap_proxy(layer.metadata["pathm3_slide"])
         region_layer = self._region.value
@@ -258,7 +294,7 @@ class CaptionWidget(Container):
         if region_layer is not None:
             region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer))
             if not region:
-                show_error(f"PathM3: shapes layer {region_layer.name!r} has no shapes; draw a region first")
+                self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
         model_name = self._model.value
         encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
@@ -296,9 +332,18 @@ class CaptionWidget(Container):
         self._stage.value = "starting"
         self._progress.value = 0
         self._job = Job(
-            work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
+            work,
+            on_done=self._on_result,
+            on_progress=self._on_progress,
+            on_finished=self._on_finished,
+            on_error=self._on_error,
         )
         return self._job.start()
+
+    def _on_error(self, err: BaseException) -> None:
+        """The whole message in the result box (the job's toast is shown by the job itself)."""
+        self._warning.visible = False
+        self._output.value = error_text(err)
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
@@ -329,6 +374,8 @@ class CaptionWidget(Container):
         label = event.label()
         if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
             label = f"{label}: {event.done}/{event.total} patches"
+        if event.total:  # patches, demo-training steps: the time left once the stage has run a few seconds
+            label += self._time_left.text((event.demo, event.within or event.stage), event.done, event.total)
         self._stage.value = label
 
     def _on_finished(self) -> None:
@@ -337,7 +384,7 @@ class CaptionWidget(Container):
             self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
 
     def _set_running(self, running: bool) -> None:
-        self._run.enabled = not running
+        self._run.enabled = not running and self._slide.value is not None
         self._cancel.enabled = running
 
     def _on_result(self, result: SlideResult) -> None:
@@ -354,12 +401,13 @@ class CaptionWidget(Container):
         self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
-        for b in (self._save_json, self._save_csv, self._save_geojson):
+        for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
             b.enabled = True
 
     # ------------------------------------------------------------------------------------------ export
     def export(self, path: str | Path, kind: str | None = None) -> Path:
-        """Save the last result as ``json`` / ``csv`` / ``geojson`` (top patches) or a ``png`` screenshot."""
+        """Save the last result as ``json`` / ``csv`` / ``geojson`` (QuPath: tiles with measurements, top
+        patches), ``spatialdata`` (a LazySlide-readable zarr), ``ome-zarr`` (maps) or a ``png`` screenshot."""
         path = Path(path)
         kind = kind or path.suffix.lstrip(".").lower()
         if kind == "png":
@@ -371,8 +419,19 @@ class CaptionWidget(Container):
             return self.result.save_json(path)
         if kind == "csv":
             return self.result.save_csv(path)
-        if kind == "geojson":
-            return self.result.save_geojson(path)
+        if kind == "geojson":  # QuPath: tiles with measurements + classified top patches
+            from ..exports import save_qupath_geojson
+
+            return save_qupath_geojson(self.result, path)
+        if kind == "spatialdata":  # features read back from the cache this widget captions with
+            from ..exports import cached_result_features, export_spatialdata
+
+            feats = cached_result_features(self.result, self.cache_dir)
+            return export_spatialdata(self.result, path, features=feats, overwrite=True)
+        if kind == "ome-zarr":
+            from ..exports import export_ome_zarr
+
+            return export_ome_zarr(self.result, path, overwrite=True)
         raise ValueError(f"unknown export kind {kind!r}")
 
     def _ask_and_save(self, kind: str) -> None:
@@ -383,7 +442,9 @@ class CaptionWidget(Container):
         suffix = {
             "json": "result.json",
             "csv": "patches.csv",
-            "geojson": "top-patches.geojson",
+            "geojson": "qupath.geojson",
+            "spatialdata": "spatialdata.zarr",
+            "ome-zarr": "maps.ome.zarr",
             "png": "screenshot.png",
         }[kind]
         path, _ = QFileDialog.getSaveFileName(self.native, f"Save {kind.upper()}", f"{stem}-{suffix}")
@@ -391,8 +452,15 @@ class CaptionWidget(Container):
             return
         try:
             show_info(f"PathM3: saved {self.export(path, kind)}")
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, PathM3Error) as err:
             show_error(f"PathM3: could not save {path}: {err}")
+
+
+def _not_brightfield(names: list[str]) -> str:
+    many = len(names) > 1
+    return NOT_BRIGHTFIELD.format(
+        names=", ".join(repr(n) for n in names), verb="are" if many else "is", them="they" if many else "it"
+    )
 
 
 def _layer_mpp_xy(layer: Any) -> tuple[float, float] | None:

@@ -27,16 +27,25 @@ from magicgui.widgets import (
 
 from .._types import Progress, Stage
 from ..api import layer_kind, slide_layers
-from ..config import DEFAULT_ENCODER, MODEL_SIZES, AdamWConfig, PathM3Config, TilingConfig, TrainConfig
+from ..config import (
+    DEFAULT_ENCODER,
+    DEFAULT_SIZE,
+    MODEL_SIZES,
+    AdamWConfig,
+    PathM3Config,
+    TilingConfig,
+    TrainConfig,
+)
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
+from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, unwrap_proxy
+from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
@@ -108,6 +117,16 @@ def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any
     raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
 
 
+#: The widget starts at ``tiny``, the CLI at ``small`` (config.DEFAULT_SIZE): a few regions drawn in napari make
+#: a few dozen bags, which the tiny model fits in under a minute on a CPU; a manifest of slides on the command
+#: line is what ``small`` is for. Both say so (tooltip here, ``train --help`` there; tests/test_docs_agree.py).
+WIDGET_SIZE = "tiny"
+SIZE_TOOLTIP = (
+    "starts at tiny (a few drawn regions train in under a minute on a CPU); the command line's default is "
+    f"{DEFAULT_SIZE}. tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)"
+)
+
+
 def _preset_lr_alpha(size: str) -> tuple[float, float]:
     """The learning rate and alpha of a model-size preset (torch-free: configs only)."""
     cfg = PathM3Config.preset(size, feature_dim=8, encoder_name="", class_names=("a", "b"))
@@ -125,6 +144,7 @@ class TrainWidget(Container):
         self.model_name: str | None = None
         self.history: list[dict[str, Any]] = []
         self._job: Job | None = None
+        self._time_left = TimeLeft()
         self._build_inputs()
         self._build_training_inputs()
         self._build_outputs()
@@ -152,8 +172,8 @@ class TrainWidget(Container):
         self._size = ComboBox(
             label="model size",
             choices=MODEL_SIZES,
-            value="tiny",
-            tooltip="tiny/small train on a CPU; paper = Table 6 (FlanT5-XL, GPU)",
+            value=WIDGET_SIZE,
+            tooltip=SIZE_TOOLTIP,
         )
         self._mode = ComboBox(label="mode", choices=MODES, value=mc.__dataclass_fields__["mode"].default)
 
@@ -161,7 +181,7 @@ class TrainWidget(Container):
         """Epochs, learning rate, batch, alpha, sub-bags and the patch grid."""
         tc, oc, tl = TrainConfig(), AdamWConfig(), TilingConfig()
         self._epochs = SpinBox(label="epochs", value=tc.epochs, min=1, max=10_000)
-        lr0, alpha0 = _preset_lr_alpha("tiny")
+        lr0, alpha0 = _preset_lr_alpha(WIDGET_SIZE)
         self._lr = FloatSpinBox(
             label="learning rate",
             value=lr0,
@@ -202,6 +222,7 @@ class TrainWidget(Container):
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self._stage = Label(label="stage", value="idle")
+        self._stage.native.setWordWrap(True)  # an error is shown here in full (a toast truncates it)
         # what the model learned: accuracy on held-out regions (or cross-validated) against the majority class
         self._verdict = Label(label="verdict", value="")
         self._verdict.native.setWordWrap(True)
@@ -248,7 +269,7 @@ class TrainWidget(Container):
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+        return [(lay.name, lay) for lay in slide_layers(self._viewer, brightfield=True)]  # RGB only
 
     def _annotation_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         return [
@@ -334,6 +355,7 @@ class TrainWidget(Container):
             layer_regions = self.collect_regions()
             regions = self.slides_with_mpp(layer_regions)
         except PathM3Error as err:
+            self._stage.value = error_text(err)
             show_error(f"PathM3: {err}")
             return None
         kwargs = dict(
@@ -388,7 +410,8 @@ class TrainWidget(Container):
     def _on_progress(self, event: Progress) -> None:
         if event.stage is Stage.TRAIN and event.total:
             self._progress.value = min(100.0, 100.0 * (event.fraction or 0.0))
-        self._stage.value = event.label()
+        left = self._time_left.text(event.stage, event.done, event.total) if event.total else ""
+        self._stage.value = event.label() + left
 
     def _on_metrics(self, record: dict[str, Any]) -> None:
         self.history.append(record)
@@ -397,7 +420,8 @@ class TrainWidget(Container):
     def _on_finished(self) -> None:
         self._set_running(False)
         if self._job is not None and self._job.error is not None:
-            self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
+            err = self._job.error
+            self._stage.value = "cancelled" if isinstance(err, Cancelled) else error_text(err)
 
     def _set_running(self, running: bool) -> None:
         self._train.enabled = not running
