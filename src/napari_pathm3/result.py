@@ -73,6 +73,9 @@ class SlideResult:
             extra.append(f"{int(acc['n'])} bags")
         return text + (f" ({', '.join(extra)})" if extra else "")
 
+    #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
+    provenance: dict[str, Any] | None = None
+
     @property
     def coords(self) -> np.ndarray:
         """``(n, 2)`` level-0 ``(x, y)`` top-left corners of the patches."""
@@ -130,6 +133,7 @@ class SlideResult:
             "warnings": list(self.warnings),
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
+            "provenance": self.provenance,
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:
