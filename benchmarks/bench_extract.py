@@ -16,7 +16,10 @@ patches on one thread (the reading's own CPU): on a machine whose cores the enco
 costs its CPU share and extraction / encoder alone is bounded by ``1 - read share``. Prints one JSON line.
 
     python benchmarks/bench_extract.py [--model builtin|vit-s|vit-b] [--patches 512] [--repeat 3]
-                                       [--heavy-patches 64] [--quick]
+                                       [--heavy-patches 64] [--class-patches 8 [--classes-only]] [--quick]
+
+``--class-patches N`` adds the encoder alone for a ViT-B/16 and a ViT-L/16 class encoder (the sizes of
+Phikon and of UNI / Phikon-v2) on N in-memory patches: CPU quiet and busy, and the GPU when there is one.
 """
 
 from __future__ import annotations
@@ -47,7 +50,15 @@ from _common import (  # noqa: E402
     under_conditions,
 )
 
-SIZES = {"vit-s": (384, 6), "vit-b": (768, 12)}
+SIZES = {"vit-s": (384, 6), "vit-b": (768, 12), "vit-l": (1024, 16)}
+LAYERS = {"vit-l": 24}  # the others: 12
+#: ``--class-patches``: the encoder alone, in memory, for the two sizes foundation models come in
+#: (features/cards.py): ViT-B/16 like Phikon, ViT-L/16 like UNI and Phikon-v2 (random weights: the speed is
+#: the architecture's)
+CLASSES = {
+    "vit-b": "ViT-B/16 (Phikon class, 86 M parameters)",
+    "vit-l": "ViT-L/16 (UNI, Phikon-v2 class, 304 M)",
+}
 #: the issue's target: extraction >= this x the encoder alone (default encoder)
 TARGET = 0.95
 
@@ -67,7 +78,7 @@ def build_encoder(name: str) -> Any:
         hidden_size=hidden,
         num_attention_heads=heads,
         intermediate_size=4 * hidden,
-        num_hidden_layers=12,
+        num_hidden_layers=LAYERS.get(name, 12),
         image_size=224,
         patch_size=16,
     )
@@ -242,6 +253,53 @@ def run_encoder(
     }
 
 
+def class_throughput(patches: int, batch: int, repeat: int, quick: bool) -> dict[str, Any]:
+    """Patches per second of the encoder alone (preprocessing + model, patches already in memory) for a ViT-B
+    and a ViT-L class encoder, on the CPU under the package thread policy and, when one exists, on the GPU;
+    interleaved rounds, quiet and busy on the CPU."""
+    import torch
+
+    from napari_pathm3.threads import apply_thread_policy
+
+    apply_thread_policy()
+    batch = min(batch, patches)  # the batches actually run
+    x = np.random.default_rng(0).integers(0, 256, (patches, 224, 224, 3), dtype=np.uint8)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    out: dict[str, Any] = {
+        "patches": patches,
+        "batch_size": batch,
+        "repeat": repeat,
+        "classes": CLASSES,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "devices": {},
+    }
+    for device in devices:
+        out["devices"][device] = _classes_on(device, x, batch, repeat, quick)
+    return out
+
+
+def _classes_on(device: str, x: np.ndarray, batch: int, repeat: int, quick: bool) -> list[dict[str, Any]]:
+    encs = {name: build_encoder(name).prepare(device) for name in CLASSES}
+
+    def run(enc: Any) -> float:
+        t = time.perf_counter()
+        for i in range(0, len(x), batch):
+            enc.encode(x[i : i + batch])  # returns numpy: waits for a GPU too
+        return time.perf_counter() - t
+
+    for enc in encs.values():
+        enc.encode(x[:1])  # first call: allocations, kernels
+
+    def measure() -> dict[str, Any]:
+        fns = {name: (lambda e=enc: run(e)) for name, enc in encs.items()}
+        return {"variants": rates(interleaved(fns, repeat), len(x))}
+
+    if device == "cpu":
+        return under_conditions(measure, quick)
+    # busy CPU processes hardly change a GPU's speed: one condition
+    return [{"condition": "quiet", "busy_processes": 0, **measure()}]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=("builtin", "vit-s", "vit-b"), default="builtin")
@@ -257,6 +315,14 @@ def main(argv: list[str] | None = None) -> None:
         help="also measure a ViT-S/16 encoder on this many patches (0: skip): reading beside an encoder "
         "that dominates the CPU work",
     )
+    ap.add_argument(
+        "--class-patches",
+        type=int,
+        default=0,
+        help="also measure the encoder alone for a ViT-B and a ViT-L class encoder on this many in-memory "
+        "patches, on the CPU and any GPU (0: skip)",
+    )
+    ap.add_argument("--classes-only", action="store_true", help="only the --class-patches measurement")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for the test suite")
     ap.add_argument("--untuned-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -266,6 +332,16 @@ def main(argv: list[str] | None = None) -> None:
         args.repeat = max(3, args.repeat)
     if args.untuned_worker:
         return _untuned_worker(args)
+    classes = (
+        class_throughput(args.class_patches, min(args.batch_size, 8), args.repeat, args.quick)
+        if args.class_patches > 0
+        else None
+    )
+    if args.classes_only:
+        if classes is None:
+            ap.error("--classes-only needs --class-patches N")
+        emit({"bench": "extract", "machine": machine(), "quick": args.quick, "class_throughput": classes})
+        return None
     main_run = run_encoder(args.model, args.patches, args, untuned=True)
     record = {
         "bench": "extract",
@@ -277,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.heavy_patches > 0:
         record["heavy"] = run_encoder("vit-s", args.heavy_patches, args)
+    if classes is not None:
+        record["class_throughput"] = classes
     emit(record)
 
 
@@ -334,7 +412,38 @@ def _run_table(run: dict[str, Any]) -> list[str]:
     return lines
 
 
+def classes_markdown(ct: dict[str, Any]) -> list[str]:
+    """The section's table of ``--class-patches``: patches/s of a ViT-B and a ViT-L class encoder."""
+    gpu = ct.get("gpu")
+    lines = [
+        f"Foundation-model sizes, the encoder alone ({ct.get('patches')} patches of 224 px in memory, batches of "
+        f"{ct.get('batch_size')}, {ct.get('repeat')} interleaved rounds, random weights of the architecture):",
+        "",
+        "| encoder class | device | condition | patches/s median (min–max) | s per patch (median) |",
+        "|---|---|---|---|---|",
+    ]
+    n = ct.get("patches") or 1
+    for device, conds in ct.get("devices", {}).items():
+        for cond in conds:
+            label = condition_label(cond) if "load_start" in cond else cond.get("condition", "")
+            for name, row in cond["variants"].items():
+                title = ct.get("classes", {}).get(name, name)
+                sec = row.get("seconds") or {}
+                # from the seconds (3 significant digits): the rounded rates read 0.1 for every slow encoder
+                rate = (
+                    {k: float(f"{n / sec[k]:.3g}") for k in ("min", "median", "max")} if sec else row["per_s"]
+                )
+                rate = {"min": rate["max"], "median": rate["median"], "max": rate["min"]} if sec else rate
+                per = f"{sec['median'] / n:.3g}" if sec else "–"
+                lines.append(f"| {title} | {device} | {label} | {fmt_spread(rate)} | {per} |")
+    if not gpu:
+        lines += ["", "No GPU on the machine that ran this: GPU throughput not measured."]
+    return lines
+
+
 def to_markdown(record: dict[str, Any]) -> str:
+    if "class_throughput" in record and "conditions" not in record:  # a --classes-only record
+        return "\n".join(classes_markdown(record["class_throughput"])) + "\n"
     lines = [
         f"Encoder `{record.get('encoder')}`, {record.get('patches')} patches of `{record.get('slide')}`, batches of "
         f"{record.get('batch_size')}, {record.get('repeat')} interleaved rounds per condition. `encoder`: the",
@@ -368,6 +477,8 @@ def to_markdown(record: dict[str, Any]) -> str:
             "",
             *_run_table(heavy),
         ]
+    if record.get("class_throughput"):
+        lines += ["", *classes_markdown(record["class_throughput"])]
     lines += ["", "| check | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in checks(record)]
     return "\n".join(lines) + "\n"

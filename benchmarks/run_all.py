@@ -36,13 +36,18 @@ IMAGES = REPO / "docs" / "images"
 #: ``bench_*.py`` found next to this file runs with no arguments (``--quick`` for a quick run).
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "read": (["--repeat", "3"], ["--quick"]),
-    "extract": (["--repeat", "3", "--heavy-patches", "64"], ["--quick", "--heavy-patches", "4"]),
+    "extract": (
+        ["--repeat", "3", "--heavy-patches", "64", "--class-patches", "8"],
+        ["--quick", "--heavy-patches", "4"],
+    ),
     "caption": (["--repeat", "3"], ["--quick", "--no-cli"]),
     "view": (["--repeat", "5", "--steps", "40", "--screenshots", str(IMAGES)], ["--quick"]),
     "model": ([], ["--quick"]),
     "mil": ([], ["--quick"]),
     "mil_ablation": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
+    "export": (["--repeat", "3"], ["--quick"]),
+    "tissue": (["--rounds", "3", "--repeats", "3"], ["--quick"]),
     "grounding": ([], ["--quick"]),
 }
 TITLES = {
@@ -54,6 +59,8 @@ TITLES = {
     "mil": "Learning (MIL baselines)",
     "mil_ablation": "Learning: ablation of the caption recipe",
     "demo": "Demo",
+    "export": "Exporting 100k tiles to SpatialData, QuPath GeoJSON and OME-Zarr",
+    "tissue": "Tissue detection against LazySlide",
     "grounding": "Grounding: word and phrase maps",
 }
 
@@ -73,15 +80,24 @@ def run_bench(name: str, quick: bool, timeout: float) -> dict[str, Any]:
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s", "cmd": " ".join(cmd[1:])}
+        return {"error": f"timed out after {timeout:.0f} s", "cmd": relative_cmd(" ".join(cmd[1:]))}
     wall = round(time.perf_counter() - t, 1)
     for line in reversed(proc.stdout.strip().splitlines()):
         if line.startswith("{"):
             try:
-                return {**json.loads(line), "wall_s": wall, "cmd": " ".join(cmd[1:])}
+                return {**json.loads(line), "wall_s": wall, "cmd": relative_cmd(" ".join(cmd[1:]))}
             except json.JSONDecodeError:
                 break
-    return {"error": f"exit {proc.returncode}, no JSON line (its stderr is above)", "cmd": " ".join(cmd[1:])}
+    return {
+        "error": f"exit {proc.returncode}, no JSON line (its stderr is above)",
+        "cmd": relative_cmd(" ".join(cmd[1:])),
+    }
+
+
+def relative_cmd(cmd: str) -> str:
+    """``cmd`` with this checkout's absolute path removed: the page must not print the paths of the machine
+    that made it (records saved before this rule still hold them)."""
+    return cmd.replace(f"{REPO}{os.sep}", "").replace(str(REPO), ".")
 
 
 def _module(name: str) -> Any | None:
@@ -108,7 +124,7 @@ def section(name: str, record: dict[str, Any], images: Path) -> str:
             body = f"_to_markdown failed on this record ({type(err).__name__}: {err}); raw figures in results.json_"
     if body is None:
         body = f"_bench_{name}.py has no to_markdown(record); raw figures in results.json_"
-    cmd = record.get("cmd", "")
+    cmd = relative_cmd(record.get("cmd", ""))
     if body.lstrip().startswith("## "):  # the script titles its own section
         title = ""
     head = f"{title}\n\n" if title else ""

@@ -115,6 +115,17 @@ def test_bench_extract_quick(tmp_path: Path) -> None:
     assert "encoder alone" in text and "read share" in text and "not the default" in text
 
 
+@pytest.mark.slow  # ~20 s: two conditions, each importing spatialdata
+def test_bench_export_quick(tmp_path: Path) -> None:
+    pytest.importorskip("spatialdata", reason="the [spatialdata] extra is in [testing]")
+    out = _run([str(BENCH / "bench_export.py"), "--quick"], tmp_path)
+    assert out["bench"] == "export" and out["tiles"] == 2000
+    for cond in out["conditions"]:
+        assert set(cond["exports"]) == {"spatialdata", "qupath_geojson", "ome_zarr"}
+        assert all(r["seconds"]["median"] > 0 and r["size_mb"] > 0 for r in cond["exports"].values())
+    assert "2000 tiles" in _markdown("export", out)
+
+
 @pytest.mark.slow
 def test_bench_caption_quick(tmp_path: Path) -> None:
     out = _run([str(BENCH / "bench_caption.py"), "--quick"], tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,49 @@ def test_progress_counts_epochs_not_steps(capsys: pytest.CaptureFixture) -> None
     assert "epochs" in tq.bar_format and "rate" not in tq.bar_format and tq.smoothing == 0
     bar.close()
     assert "demo model: training" in capsys.readouterr().err
+
+
+def _pipeline(bar) -> list:
+    from napari_pathm3._types import Progress, Stage
+    from napari_pathm3.inference import STAGES
+
+    seen = []
+    for i, stage in enumerate(STAGES):
+        bar(Progress(stage, i, len(STAGES)))
+        seen.append((bar.stages.n, bar.stages.postfix) if bar.stages is not None else None)
+        if stage is Stage.FEATURES:
+            for done in (0, 50, 100):
+                bar(Progress(Stage.EXTRACT, done, 100, within=Stage.FEATURES))
+            assert (
+                bar.bar.n == 100 and "{remaining}" in bar.bar.bar_format and "100/100 patches" in str(bar.bar)
+            )
+    bar(Progress(Stage.DONE, len(STAGES), len(STAGES)))
+    return seen
+
+
+def test_stage_counter_moves_and_stages_with_counts_show_time_left(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage line counts 0/5 … 5/5 as the pipeline moves (it stayed at ``tissue: 0/5`` … ``done: 0/5``);
+    a stage that reports counts (feature extraction: patches) gets a bar with the time left. On a terminal
+    the counter is a tqdm line above the stage's bar; in a log (CI), one line per stage."""
+    from napari_pathm3._cli.progress import PIPELINE, StageProgress
+    from napari_pathm3._types import Stage
+    from napari_pathm3.inference import STAGES
+
+    assert PIPELINE == (*STAGES, Stage.DONE)
+    bar = StageProgress(disable=False)  # stderr captured: not a terminal
+    assert _pipeline(bar) == [None] * 5 and bar.bar is None
+    bar.close()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("caption: ")]
+    assert [ln.split(" stages")[0] for ln in lines] == [f"caption: {i}/5" for i in range(6)]
+    assert lines[2].endswith(", features") and "[A" not in "".join(lines)
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = StageProgress(disable=False)
+    seen = _pipeline(bar)
+    assert [n for n, _ in seen] == [0, 1, 2, 3, 4] and bar.stages.n == 5 and bar.bar is None
+    assert [p for _, p in seen] == [str(s) for s in STAGES]  # shown as ", <stage>" after the count
+    bar.close()
+    err = capsys.readouterr().err
+    assert "caption: 1/5 stages [00:00], patches" in err and "caption: 5/5 stages" in err

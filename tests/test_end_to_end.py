@@ -109,7 +109,10 @@ def test_regions_to_caption_cli(cmu_slide_path: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     assert Image.open(png).size[1] > 0
-    features = json.loads(geo.read_text())["features"]
+    everything = json.loads(geo.read_text())["features"]  # QuPath: every tile, then the top patches
+    tiles = [f for f in everything if f["properties"]["objectType"] == "tile"]
+    assert len(tiles) == res["num_patches"] and all(f["properties"]["measurements"] for f in tiles)
+    features = [f for f in everything if f["properties"]["objectType"] == "annotation"]
     assert len(features) == len(top)
     ring = np.asarray(features[0]["geometry"]["coordinates"][0])  # level-0 (x, y) corners of the top patch
     assert ring[:, 0].min() == pytest.approx(top[0]["x"]) and ring[:, 1].min() == pytest.approx(top[0]["y"])

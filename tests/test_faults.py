@@ -112,6 +112,10 @@ def _no_tissue_detection(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*a, **k):
         raise AssertionError("tissue detection ran before the grid checks")
 
+    # import inference first: imported while tiling.detect_tissue is patched, it would bind `fail` for good
+    # (its `from .tiling import detect_tissue`), and the undo would "restore" fail
+    import napari_pathm3.inference  # noqa: F401
+
     for mod in ("napari_pathm3.tiling", "napari_pathm3.inference"):
         monkeypatch.setattr(f"{mod}.detect_tissue", fail)
 

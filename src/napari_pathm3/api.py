@@ -36,10 +36,14 @@ DEMO = "demo"
 __all__ = [
     "SlideResult",
     "caption_slide",
+    "export_ome_zarr",
+    "export_qupath",
+    "export_spatialdata",
     "extract_features",
     "load_model",
     "open_slide",
     "query_heatmap",
+    "read_regions",
     "show",
     "train",
     "zero_shot_classify",
@@ -174,8 +178,9 @@ def caption_slide(
         else:
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
+    demo = isinstance(model, str) and model == DEMO
     model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
-    return _caption(
+    result = _caption(
         slide,
         model=model,
         encoder=encoder,
@@ -193,6 +198,13 @@ def caption_slide(
         phrase_method=phrase_method,
         word_method=word_method,
     )
+    if demo:  # its results say "not diagnostic" wherever they are shown (overlay, JSON, PNG)
+        import dataclasses
+
+        from .demo import DEMO_MODEL_NAME
+
+        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+    return result
 
 
 def query_heatmap(
@@ -351,7 +363,7 @@ def show(result: SlideResult, viewer: napari.Viewer | None = None, *, per_query:
         if name in viewer.layers:
             viewer.layers.remove(name)
         added.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
-        style_added_layer(added[-1])
+        style_added_layer(added[-1], viewer)
     overlay = text_overlay(viewer)
     overlay.text = overlay_text(result)
     overlay.position = "top_left"  # bottom corners hold notifications and the scale bar
@@ -375,13 +387,19 @@ def _is_viewer(obj: Any) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "add_image")
 
 
-def slide_layers(viewer: Any) -> list[Any]:
-    """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``)."""
+def slide_layers(viewer: Any, *, brightfield: bool = False) -> list[Any]:
+    """Layers holding a slide opened by napari-pathm3 (``metadata["pathm3_slide"]``).
+
+    Args:
+        brightfield: only RGB layers of brightfield slides, the ones the encoders can caption (not the
+            channel layers of a fluorescence slide, nor a greyscale one).
+    """
     return [
         lay
         for lay in viewer.layers
         if isinstance(getattr(lay, "metadata", None), dict)
         and isinstance(lay.metadata.get("pathm3_slide"), Slide)
+        and (not brightfield or (lay.metadata["pathm3_slide"].is_rgb and bool(getattr(lay, "rgb", False))))
     ]
 
 
@@ -417,3 +435,45 @@ def shapes_layer_polygons(
     return shapes_to_level0(
         data, scale=tuple(layer.scale), translate=tuple(layer.translate), slide_scale=slide_scale
     )
+
+
+# ------------------------------------------------------------------------------------------------ interchange
+
+
+def read_regions(path: PathLike, *, object_types: Sequence[str] = ("annotation",)) -> list[Any]:
+    """Classified polygons of a QuPath (or our) GeoJSON file as training regions (level-0 pixels).
+
+    Unclassified objects are left out; the result feeds :func:`napari_pathm3.training.regions.bags_from_regions`
+    (labels drawn in QuPath train a model here).
+    """
+    from .io.qupath import read_geojson
+    from .training.regions import Region
+
+    return [
+        Region(label=a.label, polygon=a.polygon, name=a.name or a.id, caption=None)
+        for a in read_geojson(path, object_types=object_types)
+        if a.label
+    ]
+
+
+def export_spatialdata(
+    result: SlideResult, path: PathLike, *, features: Any = None, include_image: bool = False
+) -> Any:
+    """Write a result as a SpatialData zarr in wsidata/LazySlide layout (see :mod:`napari_pathm3.exports`)."""
+    from .exports import export_spatialdata as write
+
+    return write(result, path, features=features, include_image=include_image)
+
+
+def export_qupath(result: SlideResult, path: PathLike) -> Any:
+    """Write a result as QuPath GeoJSON: measurement-map tiles and classified annotations."""
+    from .exports import save_qupath_geojson
+
+    return save_qupath_geojson(result, path)
+
+
+def export_ome_zarr(result: SlideResult, path: PathLike, *, maps: dict[str, np.ndarray] | None = None) -> Any:
+    """Write attention, per-query and any extra per-patch ``maps`` as an OME-Zarr image aligned with the slide."""
+    from .exports import export_ome_zarr as write
+
+    return write(result, path, maps=maps)

@@ -13,19 +13,43 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import PathM3Error
 from .threads import ENV_VAR, quiet_openmp
 
 COMMANDS = ("info", "extract", "train", "evaluate", "score", "caption", "demo")
+#: commands that name a patch encoder: each has --list-encoders
+ENCODER_COMMANDS = ("extract", "caption", "train")
+
+EXAMPLES = """examples:
+  napari-pathm3 demo --headless --out pathm3-demo
+  napari-pathm3 info slide.svs
+  napari-pathm3 caption slide.svs --model demo --out result.json --heatmap heatmap.png
+  napari-pathm3 COMMAND --help        # options and examples of one command
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``prog: error: message (see prog --help)``, exit status 2 (argparse
+    prints the whole usage block first, which buries the line that says what is wrong)."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from ._cli._checks import THREADS, ListEncoders
+
+    parser = _Parser(
         prog="napari-pathm3",
         description="PathM3 whole-slide classification and captioning (napari plugin command line).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"napari-pathm3 {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -38,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+        command = sub.choices[name]
+        command.epilog = getattr(module, "EXAMPLES", None)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines
+        if name in ENCODER_COMMANDS and "--list-encoders" not in command._option_string_actions:
+            command.add_argument("--list-encoders", action=ListEncoders)
     for command in sub.choices.values():  # one thread option on every command (see napari_pathm3.threads)
         # -v also after the command name; SUPPRESS keeps the top-level value when it is not repeated here
         command.add_argument(
@@ -50,10 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--threads",
             default=None,
+            type=_threads_option(THREADS),
             metavar="N",
-            help=f"CPU threads to keep busy (default: free cores, or ${ENV_VAR}); 'auto' or a positive integer",
+            help=f"CPU threads to keep busy (default: free cores, or ${ENV_VAR}); 'auto' or 1-1024",
         )
     return parser
+
+
+def _threads_option(parse: Any) -> Any:
+    def threads(text: str) -> int | None:
+        return None if text.strip().lower() in ("", "auto") else parse(text)
+
+    threads.bounds = parse.bounds  # type: ignore[attr-defined]
+    return threads
+
+
+def _one_line_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """``napari-pathm3: warning: message``: one line, no source file and line (those are for developers;
+    ``-v`` shows Python's own format)."""
+    text = " ".join(str(message).split())
+    print(f"napari-pathm3: warning: {text}", file=file or sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,17 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     threads = getattr(args, "threads", None)
-    if threads not in (None, "", "auto"):
-        try:
-            if int(threads) < 1:
-                raise ValueError
-        except ValueError:
-            parser.error(f"--threads must be a positive integer or 'auto', got {threads!r}")
+    if threads is not None:  # range-checked by its option type
         # torch-using code applies the policy itself (napari_pathm3.threads.apply_thread_policy reads this)
-        os.environ[ENV_VAR] = str(int(threads))
+        os.environ[ENV_VAR] = str(threads)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if not args.verbose:
+        warnings.showwarning = _one_line_warning
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

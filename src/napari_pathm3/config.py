@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -26,6 +27,18 @@ DEFAULT_ENCODER = "builtin:colorstats"
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ValueError(f"{name}: {msg}")
+
+
+#: upper bounds of model sizes read from a (hand-edited) config.json: far above any real model (the paper's is
+#: hidden 1408/768, 12 layers), low enough that a typo cannot ask for terabytes or loop for days
+MAX_WIDTH = 16_384
+MAX_LAYERS = 256
+MAX_TOKENS = 8_192
+
+
+def _in(value: object, lo: float, hi: float) -> bool:
+    """``lo <= value <= hi`` for a real number (bool excluded); False for anything else."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and lo <= value <= hi
 
 
 class _JsonMixin:
@@ -84,9 +97,11 @@ class TissueConfig(_JsonMixin):
     threshold: float | None = None  # fixed threshold on the signal (saturation / OD) instead of Otsu's
 
     def __post_init__(self) -> None:
-        _check(self.target_mpp > 0, "target_mpp", "must be > 0")
-        _check(self.threshold is None or self.threshold >= 0, "threshold", "must be >= 0 or None (Otsu)")
-        _check(self.max_size >= 16, "max_size", "must be >= 16")
+        _check(_in(self.target_mpp, 1e-6, 1e4) and self.target_mpp > 0, "target_mpp", "must be in (0, 10000]")
+        _check(
+            self.threshold is None or _in(self.threshold, 0, 1e6), "threshold", "must be >= 0 or None (Otsu)"
+        )
+        _check(_in(self.max_size, 16, 65_536), "max_size", "must be in [16, 65536]")
         _check(self.method in ("otsu_saturation", "otsu_od"), "method", f"unknown method {self.method!r}")
         _check(self.min_area_um2 >= 0, "min_area_um2", "must be >= 0")
 
@@ -106,11 +121,16 @@ class TilingConfig(_JsonMixin):
     mpp_tolerance: float = 0.05  # a stored level within 5% of the target is read as is, without resizing
 
     def __post_init__(self) -> None:
-        _check(self.patch_size >= 8, "patch_size", "must be >= 8")
-        _check(self.target_mpp is None or self.target_mpp > 0, "target_mpp", "must be > 0 or None")
-        _check(self.stride is None or self.stride >= 1, "stride", "must be >= 1")
-        _check(0.0 <= self.min_tissue_fraction <= 1.0, "min_tissue_fraction", "must be in [0, 1]")
-        _check(self.level is None or self.level >= 0, "level", "must be >= 0")
+        _check(_in(self.patch_size, 8, 16_384), "patch_size", "must be in [8, 16384]")
+        _check(
+            self.target_mpp is None or (_in(self.target_mpp, 0, 1e4) and self.target_mpp > 0),
+            "target_mpp",
+            "must be in (0, 10000] or None",
+        )
+        _check(self.stride is None or _in(self.stride, 1, 16_384), "stride", "must be in [1, 16384]")
+        _check(_in(self.min_tissue_fraction, 0.0, 1.0), "min_tissue_fraction", "must be in [0, 1]")
+        _check(self.level is None or _in(self.level, 0, 64), "level", "must be in [0, 64]")
+        _check(_in(self.mpp_tolerance, 0.0, 1.0), "mpp_tolerance", "must be in [0, 1]")
 
     @property
     def step(self) -> int:
@@ -144,19 +164,19 @@ class CorrelationConfig(_JsonMixin):
     chunk_size: int = PATCH_CHUNK_SIZE
 
     def __post_init__(self) -> None:
-        _check(self.hidden_size >= 1, "hidden_size", "must be >= 1")
+        _check(_in(self.hidden_size, 1, MAX_WIDTH), "hidden_size", f"must be in [1, {MAX_WIDTH}]")
         _check(
-            self.num_heads >= 1 and self.hidden_size % self.num_heads == 0,
+            _in(self.num_heads, 1, MAX_WIDTH) and self.hidden_size % self.num_heads == 0,
             "num_heads",
-            "must divide hidden_size",
+            "must be >= 1 and divide hidden_size",
         )
-        _check(self.num_landmarks >= 1, "num_landmarks", "must be >= 1")
-        _check(self.pinv_iterations >= 1, "pinv_iterations", "must be >= 1")
+        _check(_in(self.num_landmarks, 1, MAX_TOKENS), "num_landmarks", f"must be in [1, {MAX_TOKENS}]")
+        _check(_in(self.pinv_iterations, 1, 100), "pinv_iterations", "must be in [1, 100]")
         _check(
             self.attention in ("auto", "nystrom", "exact"), "attention", f"unknown mode {self.attention!r}"
         )
         _check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        _check(self.chunk_size >= 1, "chunk_size", "must be >= 1")
+        _check(_in(self.chunk_size, 1, 1 << 24), "chunk_size", "must be in [1, 16777216]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,16 +202,35 @@ class QFormerConfig(_JsonMixin):
     text_init: str | None = None
 
     def __post_init__(self) -> None:
-        _check(self.num_query_tokens >= 1, "num_query_tokens", "must be >= 1")
+        _check(_in(self.num_query_tokens, 1, MAX_TOKENS), "num_query_tokens", f"must be in [1, {MAX_TOKENS}]")
+        _check(_in(self.hidden_size, 1, MAX_WIDTH), "hidden_size", f"must be in [1, {MAX_WIDTH}]")
         _check(
-            self.hidden_size % self.num_attention_heads == 0,
+            _in(self.num_attention_heads, 1, MAX_WIDTH) and self.hidden_size % self.num_attention_heads == 0,
             "num_attention_heads",
-            "must divide hidden_size",
+            "must be >= 1 and divide hidden_size",
         )
-        _check(self.num_hidden_layers >= 1, "num_hidden_layers", "must be >= 1")
-        _check(self.cross_attention_frequency >= 1, "cross_attention_frequency", "must be >= 1")
         _check(
-            1 <= self.max_text_length <= self.max_position_embeddings,
+            _in(self.intermediate_size, 1, 4 * MAX_WIDTH),
+            "intermediate_size",
+            f"must be in [1, {4 * MAX_WIDTH}]",
+        )
+        _check(
+            _in(self.num_hidden_layers, 1, MAX_LAYERS), "num_hidden_layers", f"must be in [1, {MAX_LAYERS}]"
+        )
+        _check(
+            _in(self.cross_attention_frequency, 1, MAX_LAYERS),
+            "cross_attention_frequency",
+            f"must be in [1, {MAX_LAYERS}]",
+        )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            _check(_in(getattr(self, name), 0.0, 0.999), name, "must be in [0, 1)")
+        _check(
+            _in(self.max_position_embeddings, 1, MAX_TOKENS),
+            "max_position_embeddings",
+            f"must be in [1, {MAX_TOKENS}]",
+        )
+        _check(
+            _in(self.max_text_length, 1, self.max_position_embeddings),
             "max_text_length",
             "must be in [1, max_position_embeddings]",
         )
@@ -216,11 +255,25 @@ class LanguageConfig(_JsonMixin):
 
     def __post_init__(self) -> None:
         _check(self.kind in ("seq2seq", "causal"), "kind", f"unknown kind {self.kind!r}")
-        _check(self.max_caption_tokens >= 1, "max_caption_tokens", "must be >= 1")
         _check(
-            self.scratch_hidden_size % self.scratch_num_heads == 0,
+            _in(self.max_caption_tokens, 1, MAX_TOKENS), "max_caption_tokens", f"must be in [1, {MAX_TOKENS}]"
+        )
+        _check(
+            _in(self.scratch_hidden_size, 1, MAX_WIDTH), "scratch_hidden_size", f"must be in [1, {MAX_WIDTH}]"
+        )
+        _check(
+            _in(self.scratch_num_layers, 1, MAX_LAYERS), "scratch_num_layers", f"must be in [1, {MAX_LAYERS}]"
+        )
+        _check(
+            _in(self.scratch_intermediate_size, 1, 4 * MAX_WIDTH),
+            "scratch_intermediate_size",
+            f"must be in [1, {4 * MAX_WIDTH}]",
+        )
+        _check(
+            _in(self.scratch_num_heads, 1, MAX_WIDTH)
+            and self.scratch_hidden_size % self.scratch_num_heads == 0,
             "scratch_num_heads",
-            "must divide scratch_hidden_size",
+            "must be >= 1 and divide scratch_hidden_size",
         )
 
     @property
@@ -241,11 +294,17 @@ class AdamWConfig(_JsonMixin):
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two values in [0, 1)")
-        _check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
-        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(_in(self.lr, 0, 10) and self.lr > 0, "lr", "must be in (0, 10]")
+        _check(_in(self.warmup_lr, 0, 10), "warmup_lr", "must be in [0, 10]")
+        _check(_in(self.weight_decay, 0, 10), "weight_decay", "must be in [0, 10]")
+        _check(
+            len(self.betas) == 2 and all(_in(b, 0, 0.999999) for b in self.betas),
+            "betas",
+            "two values in [0, 1)",
+        )
+        _check(_in(self.eps, 0, 1) and self.eps > 0, "eps", "must be in (0, 1]")
+        _check(_in(self.warmup_steps, 0, 10**9), "warmup_steps", "must be in [0, 1e9]")
+        _check(_in(self.batch_size, 1, 65_536), "batch_size", "must be in [1, 65536]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -292,14 +351,20 @@ class PathM3Config(_JsonMixin):
         _check(
             self.tiling is None or isinstance(self.tiling, TilingConfig), "tiling", "a TilingConfig or None"
         )
-        _check(self.feature_dim >= 1, "feature_dim", "must be >= 1")
+        _check(_in(self.feature_dim, 1, MAX_WIDTH), "feature_dim", f"must be in [1, {MAX_WIDTH}]")
+        _check(
+            isinstance(self.class_names, (tuple, list))
+            and all(isinstance(c, str) and c.strip() for c in self.class_names),
+            "class_names",
+            "must be a list of non-empty strings",
+        )
         _check(len(self.class_names) >= 2, "class_names", "need at least two classes")
         _check(len(set(self.class_names)) == len(self.class_names), "class_names", "must be unique")
         _check(0.0 <= self.alpha <= 1.0, "alpha", "must be in [0, 1]")
         _check(self.mode in ("image", "image_text", "text"), "mode", f"unknown mode {self.mode!r}")
         _check(isinstance(self.use_correlation, bool), "use_correlation", "must be True or False")
         _check(isinstance(self.train_image_only_path, bool), "train_image_only_path", "must be True or False")
-        _check(self.itc_weight >= 0.0, "itc_weight", "must be >= 0")
+        _check(_in(self.itc_weight, 0.0, 1e3), "itc_weight", "must be in [0, 1000]")
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
 
     @property

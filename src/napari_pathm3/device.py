@@ -13,17 +13,57 @@ from typing import Any
 #: the device choices the CLI and both widgets offer ("auto": cuda, then mps, then cpu)
 DEVICES = ("auto", "cuda", "mps", "cpu")
 
-__all__ = ["DEVICES", "autocast", "empty_cache", "is_oom", "maybe_compile", "resolve_device"]
+__all__ = ["DEVICES", "autocast", "check_device", "empty_cache", "is_oom", "maybe_compile", "resolve_device"]
+
+
+def check_device(device: Any) -> str:
+    """``device`` as a normalised name (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) when this machine
+    and this torch build can use it, else :class:`~napari_pathm3.errors.DeviceError` saying what is missing
+    and what to pass instead. The CLI checks ``--device`` with it on every command, the API in
+    :func:`resolve_device`; ``auto``/``cpu`` never import torch."""
+    from .errors import DeviceError
+
+    name = "auto" if device is None else str(device).strip().lower()
+    kind, _, index = name.partition(":")
+    fix = "use 'auto' or 'cpu' instead"
+    if kind not in DEVICES or kind == "auto" and index or index and (not index.isdigit() or len(index) > 3):
+        raise DeviceError(
+            f"device {str(device)[:40]!r}: not a device; use auto, cpu, cuda, cuda:N (N a GPU index) or mps"
+        )
+    if kind in ("auto", "cpu"):
+        return kind if not index else f"{kind}:{int(index)}"
+    import torch
+
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build" if torch.version.cuda is None else "a CUDA build, but no GPU is visible"
+            )
+            raise DeviceError(
+                f"device {name!r}: CUDA is not available (torch {torch.__version__} is {build}); {fix}"
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise DeviceError(
+                f"device {name!r}: no such GPU (this machine has {count}: cuda:0..cuda:{count - 1}); {fix}"
+            )
+        return f"cuda:{int(index)}" if index else "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if index or mps is None or not mps.is_available():
+        raise DeviceError(f"device {name!r}: Apple MPS is not available on this machine/torch; {fix}")
+    return "mps"
 
 
 def resolve_device(device: Any = "auto") -> Any:
-    """``"auto"``/``None`` -> the first available of cuda, mps, cpu; anything else goes to ``torch.device``."""
+    """``"auto"``/``None`` -> the first available of cuda, mps, cpu; any other name is checked by
+    :func:`check_device` (a clear :class:`~napari_pathm3.errors.DeviceError`, never torch's bare
+    ``AssertionError`` for a missing CUDA) and given to ``torch.device``."""
     import torch
 
     if isinstance(device, torch.device):
         return device
     if device not in (None, "auto"):
-        return torch.device(device)
+        return torch.device(check_device(device))
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

@@ -48,3 +48,22 @@ class NonFiniteError(PathM3Error):
 
 class Cancelled(PathM3Error):
     """A long-running operation was cancelled by the user."""
+
+
+class ManifestError(PathM3Error):
+    """A manifest (CSV of bags or slides) is unusable: unknown split, duplicate or path-like ids, a class
+    without training bags, no training bags at all."""
+
+
+class RegionError(PathM3Error, ValueError):
+    """An annotated region is unusable: not a ``(k, 2)`` polygon, a NaN/Inf vertex, or off the slide. (A
+    ``ValueError`` too, as regions raised before this type existed.)"""
+
+
+class DeviceError(PathM3Error, ValueError):
+    """A device name that is not one (``gpu``, ``cuda:x``) or whose hardware/torch build is absent."""
+
+
+class OptionError(PathM3Error, ValueError):
+    """An option, argument or environment variable out of its range (NaN, negative, absurdly large); the
+    message names it, the value and the range. (A ``ValueError`` too, as such checks raised before.)"""

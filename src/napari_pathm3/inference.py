@@ -109,6 +109,25 @@ def model_warnings(model: PathM3Model) -> tuple[str, ...]:
     return tuple(str(w) for w in (verdict or {}).get("warnings", ()))
 
 
+def _honesty(model: PathM3Model, features: np.ndarray, result: SlideResult) -> SlideResult:
+    """``result`` with the out-of-distribution check (and its warning when the slide is far) and the
+    model's recorded accuracy."""
+    import dataclasses
+
+    from .training.confidence import model_accuracy, ood_check
+
+    check = ood_check(model, features)
+    warnings = tuple(result.warnings)
+    if check is not None and check.far:
+        warnings += (check.warning(),)
+    return dataclasses.replace(
+        result,
+        warnings=warnings,
+        out_of_distribution=None if check is None else check.to_dict(),
+        model_accuracy=model_accuracy(model),
+    )
+
+
 def _tensor(model: PathM3Model, features: np.ndarray) -> Any:
     import torch
 
@@ -156,6 +175,25 @@ def patches_in_region(grid: PatchGrid, polygons: Sequence[np.ndarray]) -> np.nda
         if len(poly) >= 3:
             keep |= points_in_poly(centers, poly)
     return keep
+
+
+def _region_polygons(region: Any, slide: Any) -> list[np.ndarray]:
+    """The region's polygons, each a finite ``(k, 2)`` level-0 array on the slide (:class:`RegionError`)."""
+    from .errors import RegionError
+    from .schemas import check_polygon
+
+    if isinstance(region, np.ndarray) and region.ndim == 2:  # one polygon passed bare
+        region = [region]
+    try:
+        polys = list(region)
+    except TypeError:
+        raise RegionError(
+            f"region: expected a list of (k, 2) polygons, got {type(region).__name__}"
+        ) from None
+    if not polys:
+        raise RegionError("region: no polygons; draw a shape or pass region=None for the whole slide")
+    dims = getattr(slide, "dimensions", None)
+    return [check_polygon(p, name=f"region polygon {i}", dimensions=dims) for i, p in enumerate(polys)]
 
 
 @dataclass(frozen=True)
@@ -257,17 +295,19 @@ def caption_slide(
         )
     timings: dict[str, float] = {}
     check_cancel(cancel)
+    polygons = None if region is None else _region_polygons(region, None)  # shape and NaN: before any work
     # captions never feed text; the "itc"/"joint" phrase maps do
     pm = load_model(model, device=device, text_side=_needs_text_side(queries, phrase_method))
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
-    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
     with as_slide(slide_or_path) as slide:
+        if region is not None:  # and on this slide
+            polygons = _region_polygons(region, slide)
         grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
         where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
     out = _model_stages(pm, feats, len(grid), timings=timings, progress=progress, cancel=cancel, **ask)
-    return out.result(
+    result = out.result(
         **where,
         grid=grid,
         tissue=tissue_mask,
@@ -278,6 +318,7 @@ def caption_slide(
         region=polygons,
         timings=timings,
     )
+    return _honesty(pm, feats, result)
 
 
 def _feature_stage(
@@ -399,7 +440,8 @@ def _grounding_stage(
     methods: tuple[str, str],
     timings: dict[str, float],
 ) -> tuple[Any, tuple[Any, ...]]:
-    """Word maps of the caption (not of a withheld one) and the phrase maps asked for; timed as "grounding"."""
+    """Word maps of the caption (not of a withheld one) and the phrase maps asked for; timed with the caption
+    stage."""
     from . import grounding
 
     t0 = time.perf_counter()
@@ -407,8 +449,9 @@ def _grounding_stage(
     if word_maps and caption and not warnings:
         words = grounding.word_maps(pm, features, caption, method=methods[0])
     phrases = tuple(grounding.phrase_map(pm, features, q, method=methods[1]) for q in queries if q.strip())
-    if words is not None or phrases:
-        timings["grounding"] = time.perf_counter() - t0
+    if words is not None or phrases:  # part of the caption stage (the maps' own seconds are in the result)
+        key = Stage.CAPTION.value
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
     return words, phrases
 
 
@@ -428,7 +471,12 @@ FEATURE_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors", ".zar
 
 def is_feature_bag(target: object) -> bool:
     """True for a path to a feature bag (``.h5``/``.zarr``/... as written by interop or the feature store)."""
-    return isinstance(target, (str, Path)) and Path(target).suffix.lower() in FEATURE_SUFFIXES
+    if not isinstance(target, (str, Path)):
+        return False
+    from .io.spatialdata import split_table_path
+
+    # a SpatialData table path (store.zarr/tables/<key>) names one of a store's feature tables
+    return Path(target).suffix.lower() in FEATURE_SUFFIXES or split_table_path(target)[1] is not None
 
 
 def caption_feature_bag(
@@ -479,7 +527,7 @@ def caption_feature_bag(
         word_method=word_method,
     )
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
-    return out.result(
+    result = out.result(
         slide_path=str(path),
         slide_dimensions=grid.slide_dimensions,
         mpp_xy=None,
@@ -491,22 +539,37 @@ def caption_feature_bag(
         text=text,
         timings=timings,
     )
+    return _honesty(pm, bag.features, result)
+
+
+def _bag_step(bag: FeatureBag, size0: float) -> float:
+    """Level-0 stride of a bag's tiles: a SpatialData tile spec's ``stride_width * base_downsample``."""
+    spec = bag.attrs.get("tile_spec") or {}
+    stride, down = spec.get("stride_width"), spec.get("base_downsample", 1.0)
+    if isinstance(stride, (int, float)) and stride > 0 and isinstance(down, (int, float)) and down > 0:
+        return float(stride) * float(down)
+    return size0
 
 
 def _bag_grid(bag: FeatureBag) -> PatchGrid:
     n = len(bag.features)
     size = int(bag.patch_size or 1)
-    coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size, np.zeros(n)], 1)
+    # TRIDENT's patch_size_level0 / a SpatialData tile spec: patches read at another magnification
+    size0 = float(bag.attrs.get("patch_size_level0") or size)
+    coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size0, np.zeros(n)], 1)
     coords = np.asarray(coords, dtype=np.int64)
-    dims = (int(coords[:, 0].max()) + size, int(coords[:, 1].max()) + size)
+    dims = (int(coords[:, 0].max() + size0), int(coords[:, 1].max() + size0))
+    known = bag.attrs.get("slide_dimensions")
+    if isinstance(known, (list, tuple)) and len(known) == 2 and all(int(v) > 0 for v in known):
+        dims = (max(dims[0], int(known[0])), max(dims[1], int(known[1])))
     return PatchGrid(
         coords=coords,
         patch_size=size,
         mpp=bag.mpp,
-        size_level0=float(size),
+        size_level0=size0,
         read_level=0,
         read_size=size,
-        step_level0=float(size),
+        step_level0=_bag_step(bag, size0),
         slide_dimensions=dims,
         tissue_fraction=np.ones(n, np.float32),
     )

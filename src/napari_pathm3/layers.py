@@ -36,7 +36,8 @@ else:
 #: purple; half opacity keeps the morphology visible underneath; NaN (no patch) renders transparent.
 HEATMAP_STYLE: dict[str, Any] = {"colormap": "turbo", "opacity": 0.5, "blending": "translucent"}
 TISSUE_COLOR = (0.0, 0.85, 0.75, 1.0)  # teal: not a stain colour
-TOP_K_COLOR = "#00ff66"  # green boxes read on pink and purple alike
+TOP_K_TEXT_COLOR = "#ff00ff"
+TOP_K_COLOR = "#ff00ff"  # magenta: in no turbo heatmap colour and no H&E stain shade
 
 
 #: characters per line of the canvas text overlay (napari does not wrap it; long captions ran off the canvas)
@@ -47,7 +48,11 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
     """Summary for the viewer's text overlay: class, probability, caption (wrapped to ``width`` characters)
     and the result's warnings (e.g. a model that has not learned to caption)."""
     p = result.probabilities.get(result.label, float("nan"))
-    lines = [f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})"]
+    lines = ["DEMO MODEL - NOT DIAGNOSTIC"] if is_demo_result(result) else []
+    lines.append(f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})")
+    accuracy = result.accuracy_text() if hasattr(result, "accuracy_text") else ""
+    if accuracy:  # a probability means little without how often the model was right
+        lines += textwrap.wrap(accuracy, width)
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
     if result.caption and not warnings:
@@ -56,6 +61,11 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
         if agree.get("agrees") is False:
             lines += textwrap.wrap(f"Warning: {agree['note']}", width)
     return "\n".join(lines)
+
+
+def is_demo_result(result: SlideResult) -> bool:
+    """A result of the demo model (its names say "not diagnostic": the API's and the widgets')."""
+    return "not diagnostic" in str(getattr(result, "model_name", "")).lower()
 
 
 def _log2_attention(values: np.ndarray) -> np.ndarray:
@@ -163,20 +173,108 @@ def _top_patches_layer(result: SlideResult, prefix: str, meta: dict, units: tupl
         "face_color": "transparent",
         "edge_width": max(1.0, 0.04 * float(result.grid.size_level0)),
         "features": features,
-        # rank only: neighbouring boxes' labels would overlap; the attention is in the features table
-        "text": {"string": "#{rank}", "color": TOP_K_COLOR, "size": 9, "anchor": "upper_left"},
+        # rank only: neighbouring boxes' labels would overlap; the attention is in the features table.
+        # The rank alone, centred in its own box (a label above a box sat on the neighbouring box; "#6"
+        # overflowed the demo's small boxes into the next one), 12 pt, fully opaque.
+        "text": {"string": "{rank}", "color": TOP_K_TEXT_COLOR, "size": 12, "anchor": "center"},
+        "opacity": 1.0,
         "metadata": {**meta, "kind": "top_patches"},
         **_units(units, 2),
     }
     return list(patch_boxes(result.grid, result.top_indices)), kwargs, "shapes"
 
 
-def style_added_layer(layer: Any) -> None:
+def style_added_layer(layer: Any, viewer: Any | None = None) -> None:
     """Finish a layer added from :func:`result_layers`: the aggregate heatmap shows its colour bar (napari
-    >= 0.5.5; the legend of the fixed log2 scale), the others do not."""
+    >= 0.5.5), labelled ``1/8x .. 8x`` and titled when ``viewer`` is given (:func:`label_colorbar`); the
+    per-query stack shows its query slider only while it is visible."""
+    kind = (layer.metadata or {}).get("kind")
     colorbar = getattr(layer, "colorbar", None)
-    if colorbar is not None and (layer.metadata or {}).get("kind") == "attention":
+    if colorbar is not None and kind == "attention":
         colorbar.visible = True
+    if kind == "query_attention":
+        _follow_query_visibility(layer)
+    if viewer is not None and kind in ("attention", "query_attention") and colorbar is not None:
+        # napari makes a bar's visual when it is first shown (the per-query stack's is hidden at first)
+        if not label_colorbar(viewer, layer):
+            colorbar.events.visible.connect(lambda _e=None: label_colorbar(viewer, layer))
+
+
+# ------------------------------------------------------------------------------------------ colour bar
+#: the colour bar's title (drawn along the bar): its ticks read as multiples of uniform attention
+COLORBAR_TITLE = "attention / uniform"
+
+
+def ratio_label(log2_value: float) -> str:
+    """A colour-bar tick (log2 of attention relative to uniform) as the multiple it stands for: ``-3`` ->
+    ``1/8x``, ``0`` -> ``1x``, ``2`` -> ``4x``; ticks between powers of two get two significant digits."""
+    if float(log2_value).is_integer():
+        k = int(log2_value)
+        return f"{2**k:g}x" if k >= 0 else f"1/{2**-k:g}x"
+    return f"{2.0**log2_value:.2g}x"
+
+
+def label_colorbar(viewer: Any, layer: Any) -> bool:
+    """Relabel napari's colour bar of a heatmap layer ``1/8x .. 8x`` with a title along the bar.
+
+    napari (0.9) labels the bar with the layer's values (log2, -3..3) and has no option for tick labels, so
+    this wraps the tick formatter of the bar's vispy axis (private napari/vispy objects, reached without
+    importing Qt). Returns ``False`` when they are not there (no Qt window, another napari version): the
+    result text and the layer's metadata still state the scale.
+    """
+    try:
+        visual = viewer.window._qt_viewer.canvas._layer_overlay_to_visual[layer][layer.colorbar]
+        visual = visual[0] if isinstance(visual, list) else visual
+        axis = visual.node.ticks
+        ticker = axis.ticker
+        original = ticker._get_tick_frac_labels
+        measure = visual.node.set_ticks_and_get_text_size
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return False
+    if getattr(original, "pathm3", False):
+        return True
+
+    def labelled() -> tuple[Any, Any, list[str]]:
+        major, minor, labels = original()
+        return major, minor, [ratio_label(float(t)) for t in labels]
+
+    def measured(*args: Any, **kwargs: Any) -> tuple[float, float]:
+        # the title runs along the bar beyond the tick labels: napari sizes the overlay's box (and its
+        # place in the corner) from the tick labels only, so make room for one more line of text
+        width, line = measure(*args, **kwargs)
+        axis.axis_font_size = axis.tick_font_size
+        axis.axis_label_margin = width + 0.6 * line
+        return width + 1.4 * line, line
+
+    labelled.pathm3 = True  # type: ignore[attr-defined]
+    ticker._get_tick_frac_labels = labelled
+    visual.node.set_ticks_and_get_text_size = measured
+    axis.axis_label = COLORBAR_TITLE
+    visual._on_ticks_change()
+    return True
+
+
+# ------------------------------------------------------------------------------------------ query slider
+def _follow_query_visibility(layer: Any) -> None:
+    """napari shows a dimension slider for every axis with more than one step, even for hidden layers: keep
+    the per-query stack in the layer's metadata and give the layer all its queries only while it is shown
+    (hidden: a single query, so no slider clutters the viewer)."""
+    meta = layer.metadata
+    if "query_stack" not in meta:
+        meta["query_stack"] = np.asarray(layer.data)
+    layer.events.visible.connect(lambda _e=None: sync_query_stack(layer))
+    sync_query_stack(layer)
+
+
+def sync_query_stack(layer: Any) -> None:
+    """All queries while ``layer`` is visible (the slider browses them), the first one while hidden."""
+    stack = layer.metadata["query_stack"]
+    want = stack if layer.visible else stack[:1]
+    if layer.data.shape != want.shape:
+        layer.data = want
+        # napari does not refresh a hidden layer's cached extent (the slider's range) on new data; the
+        # scale setter clears it
+        layer.scale = layer.scale
 
 
 # ------------------------------------------------------------------------------------------ text overlay

@@ -125,16 +125,22 @@ def _own_running() -> int:
     return count
 
 
+#: most threads a budget may name: far above any machine's cores, low enough for every thread API's integer
+MAX_THREADS = 1024
+
+
 def _parse(value: int | str | None, where: str) -> int | None:
-    if value is None or value == "" or value == 0 or value == "0" or value == "auto":
+    if value is None or value == 0 or (isinstance(value, str) and value.strip() in ("", "0", "auto")):
         return None
+    from .errors import OptionError
+    from .schemas import bounded
+
     try:
-        threads = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: threads must be a positive integer or 'auto', got {value!r}") from None
-    if threads < 1:
-        raise ValueError(f"{where}: threads must be a positive integer or 'auto', got {value!r}")
-    return threads
+        return int(bounded(value, name=where, ge=1, le=MAX_THREADS))
+    except ValueError:
+        raise OptionError(
+            f"{where}: threads must be an integer in [1, {MAX_THREADS}] or 'auto', got {str(value)[:40]!r}"
+        ) from None
 
 
 def resolve_threads(threads: int | str | None = None) -> ThreadPolicy:

@@ -70,7 +70,10 @@ def test_manifest_validates() -> None:
 
     manifest = PluginManifest.from_distribution("napari-pathm3")
     manifest.validate_imports()  # every python_name (reader, writer, sample, widgets) imports
-    assert {c.command for c in manifest.contributions.readers} == {"napari-pathm3.get_reader"}
+    assert {c.command for c in manifest.contributions.readers} == {
+        "napari-pathm3.get_reader",
+        "napari-pathm3.get_geojson_reader",  # QuPath annotations -> labelled shapes
+    }
 
 
 def test_reader_patterns_are_slide_formats_and_folders_still_open(dicom_dir: Path, tmp_path: Path) -> None:
@@ -81,7 +84,10 @@ def test_reader_patterns_are_slide_formats_and_folders_still_open(dicom_dir: Pat
     from napari_pathm3.io.slide import SLIDE_SUFFIXES
 
     manifest = Path(__file__).resolve().parents[2] / "src" / "napari_pathm3" / "napari.yaml"
-    (reader,) = yaml.safe_load(manifest.read_text())["contributions"]["readers"]
+    readers = yaml.safe_load(manifest.read_text())["contributions"]["readers"]
+    (reader,) = [r for r in readers if r["command"] == "napari-pathm3.get_reader"]
+    (geo,) = [r for r in readers if r["command"] == "napari-pathm3.get_geojson_reader"]
+    assert geo["filename_patterns"] == ["*.geojson"] and not geo["accepts_directories"]
     patterns = reader["filename_patterns"]
     assert "*" not in patterns and reader["accepts_directories"] is True
     assert sorted(patterns) == sorted(f"*{s}" for s in SLIDE_SUFFIXES)

@@ -63,7 +63,7 @@ def test_h5_features_only(tmp_path: Path) -> None:
         ({"feats": FEATS}, "no 'features'"),
         ({"features": FEATS, "coords": COORDS[:3]}, "coords must be"),
         ({"features": FEATS[0]}, r"\(N, D\)"),
-        ({"features": np.array([b"a", b"b"])}, "numeric"),
+        ({"features": np.array([b"a", b"b"])}, "real floating-point"),
     ],
 )
 def test_malformed_h5(tmp_path: Path, content: dict, match: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def test_run_adds_aligned_layers(
     assert set(kinds) == {"tissue", "attention", "query_attention", "top_patches"}
     assert type(kinds["tissue"]).__name__ == "Labels"
     assert type(kinds["attention"]).__name__ == "Image" and kinds["attention"].data.shape == (10, 14)
-    assert kinds["query_attention"].data.shape == (4, 10, 14)
+    # hidden per-query stack: one query in the layer (no slider), all four in its metadata
+    assert kinds["query_attention"].data.shape == (1, 10, 14)
+    assert kinds["query_attention"].metadata["query_stack"].shape == (4, 10, 14)
     assert type(kinds["top_patches"]).__name__ == "Shapes" and len(kinds["top_patches"].data) == 8
     # every result layer shares the slide's world units: a patch centre lands on the same world point
     mpp = np.asarray(slide_layer.scale)
@@ -77,6 +80,12 @@ def test_run_adds_aligned_layers(
     assert json.loads(widget.export(tmp_path / "r.json").read_text())["label"] == res.label
     assert widget.export(tmp_path / "r.csv").read_text().startswith("index,")
     assert json.loads(widget.export(tmp_path / "top.geojson").read_text())["features"]
+    if importlib.util.find_spec("spatialdata") is not None:  # the [spatialdata] extra (in [testing])
+        import spatialdata
+
+        sdata = spatialdata.read_zarr(widget.export(tmp_path / "s.zarr", "spatialdata"))
+        assert sdata.tables[next(iter(sdata.tables))].n_obs == res.num_patches
+        assert (widget.export(tmp_path / "m.ome.zarr", "ome-zarr") / "zarr.json").is_file()
     assert widget.export(tmp_path / "shot.png").stat().st_size > 0
     # a second run replaces the layers instead of piling them up
     widget._on_run()

@@ -161,3 +161,33 @@ def test_thread_setting_reaches_training(
     job = widget._on_train()
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert job.error is None and seen == [widget._threads.value]
+
+
+def test_qupath_geojson_opens_over_the_slide_as_training_regions(
+    make_napari_viewer, add_slide, synthetic_slide, tmp_path
+) -> None:
+    """A QuPath export dropped on the viewer: a shapes layer over the open slide whose regions are the
+    GeoJSON's level-0 polygons with QuPath's classes (what the Train widget trains on)."""
+    import json
+
+    viewer = make_napari_viewer()
+    slide_layer = add_slide(viewer, synthetic_slide)
+    ring = [[448, 448], [1120, 448], [1120, 1120], [448, 1120], [448, 448]]
+    doc = [
+        {
+            "type": "Feature",
+            "id": "5b0a7c3e-0000-4000-8000-000000000001",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {
+                "objectType": "annotation",
+                "classification": {"name": "Tumor", "color": [200, 0, 0]},
+            },
+        }
+    ]
+    path = tmp_path / "qupath.geojson"
+    path.write_text(json.dumps(doc))
+    (layer,) = viewer.open(str(path), plugin="napari-pathm3")
+    np.testing.assert_allclose(layer.scale, slide_layer.scale)  # placed over the slide (µm)
+    (region,) = regions_from_layer(layer, tuple(slide_layer.scale))
+    assert region.label == "Tumor"
+    np.testing.assert_allclose(region.polygon, np.asarray(ring[:-1], float))

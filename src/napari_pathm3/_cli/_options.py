@@ -8,12 +8,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ._checks import FRACTION, LEVEL, MPP
+
 
 def add_tissue_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tissue detection")
     g.add_argument(
         "--tissue-threshold",
-        type=float,
+        type=FRACTION,
         default=None,
         metavar="T",
         help="saturation above which a pixel is tissue, 0-1 (default: automatic, Otsu's threshold but at "
@@ -21,21 +23,21 @@ def add_tissue_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tissue-mpp",
-        type=float,
+        type=MPP,
         default=None,
         metavar="UM",
         help="resolution tissue is detected at, µm/px (default 8; the pyramid level read follows from it)",
     )
     g.add_argument(
         "--min-tissue",
-        type=float,
+        type=FRACTION,
         default=None,
         metavar="F",
         help="keep a patch when at least this fraction of it is tissue, 0-1 (default: the model's, 0.25)",
     )
     g.add_argument(
         "--level",
-        type=int,
+        type=LEVEL,
         default=None,
         metavar="N",
         help="tile pyramid level N in its own pixels (for slides without mpp, instead of --mpp; the "

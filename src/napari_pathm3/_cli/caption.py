@@ -6,13 +6,18 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..device import DEVICES
+from ._checks import IMAGE_SIDE, MPP, TOP_K, add_device
 from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
+from .progress import StageProgress
 
-if TYPE_CHECKING:
-    from .._types import Progress
+EXAMPLES = """examples:
+  napari-pathm3 caption slide.svs --model demo --out result.json --heatmap heatmap.png
+  napari-pathm3 caption slide.svs --model runs/gastric/best --out result.json --geojson top.geojson
+  napari-pathm3 caption slide.tif --model runs/gastric/best --mpp 0.25     # the file has no µm/px
+  napari-pathm3 caption features/slide_01.h5 --model runs/gastric/best     # precomputed features
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classify and caption a slide; write JSON (probabilities, caption, top patches) and a heatmap PNG",
     )
     p.add_argument(
-        "slide", help="slide file or DICOM folder, or a feature bag (.h5 / .zarr / .npy / .pt / .safetensors)"
+        "slide",
+        nargs="+",
+        help="slide file or DICOM folder, or a feature bag (.h5 / .zarr / .npy / .pt / .safetensors); "
+        "several with --cohort",
     )
     p.add_argument(
         "--model", required=True, help="checkpoint folder, or 'demo' (offline demo model, not diagnostic)"
@@ -29,18 +37,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="result JSON (default: print to stdout)")
     p.add_argument("--heatmap", type=Path, default=None, help="attention heatmap over a thumbnail (PNG)")
     p.add_argument("--csv", type=Path, default=None, help="per-patch attention table (CSV)")
-    p.add_argument("--geojson", type=Path, default=None, help="top patches as GeoJSON (QuPath)")
+    p.add_argument(
+        "--geojson",
+        type=Path,
+        default=None,
+        help="QuPath GeoJSON: every tile with attention measurements (Measure > Show measurement maps), "
+        "top patches and the region as classified annotations",
+    )
+    p.add_argument(
+        "--spatialdata",
+        type=Path,
+        default=None,
+        help="SpatialData zarr in wsidata/LazySlide layout: tiles, features table with per-tile attention "
+        "(needs the [spatialdata] extra)",
+    )
+    p.add_argument(
+        "--with-pixels",
+        action="store_true",
+        help="--spatialdata: copy the slide's pixels into the store (default: referenced by path)",
+    )
+    p.add_argument(
+        "--ome-zarr",
+        type=Path,
+        default=None,
+        help="attention and per-query maps as an OME-Zarr multiscale image in µm, aligned with the slide",
+    )
+    p.add_argument(
+        "--cohort",
+        type=Path,
+        default=None,
+        help="batch captioning: one AnnData table OUT.h5ad (a row per slide: prediction, probabilities, "
+        "caption, warnings, paths; slide embeddings as X) and OUT.csv beside it",
+    )
     p.add_argument("--encoder", default=None, help="patch encoder (default: the model's own)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_device(p)
     p.add_argument("--text", default=None, help="optional text for text-conditioned classification")
-    p.add_argument("--top-k", type=int, default=8, help="number of top-attention patches to report")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
+    p.add_argument("--top-k", type=TOP_K, default=8, help="number of top-attention patches to report")
+    p.add_argument("--mpp", type=MPP, default=None, help="µm/px at level 0 when the slide lacks it")
     p.add_argument(
         "--cache-dir", type=Path, default=None, help="feature cache (default: the user cache folder)"
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
-    p.add_argument("--thumbnail-size", type=int, default=1024, help="long side of the heatmap PNG")
+    p.add_argument("--thumbnail-size", type=IMAGE_SIDE, default=1024, help="long side of the heatmap PNG")
     p.add_argument(
         "--query",
         action="append",
@@ -72,79 +111,69 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class _Bar:
-    """tqdm progress over the stages. Training shows epochs (``3.4/30 epochs``) with the average time per
-    epoch so far, never a per-step rate; other stages show their own counts (the feature stage: patches)."""
+# stage counter + per-stage bars with time left (issue 27: the old bars stayed at 0/5)
+_Bar = StageProgress
 
-    def __init__(self, disable: bool) -> None:
-        self.disable = disable
-        self.bar: Any = None
-        self.stage = ""
 
-    def __call__(self, event: Progress) -> None:
-        prefix = "demo model: " if event.demo else ""
-        if event.epochs:  # training: done/total = optimiser steps over the whole run
-            self._show(f"{prefix}training", event.epochs, event.epochs * (event.fraction or 0.0), True)
-        else:
-            self._show(f"{prefix}{event.within or event.stage}", event.total, event.done, False)
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Output paths that are existing folders fail now, naming the option, before any work (writing into a
+    folder's name would fail at the end, naming a hidden temporary file)."""
+    from ..errors import PathM3Error
 
-    def _show(self, name: str, total: float, done: float, epochs: bool) -> None:
-        from tqdm.auto import tqdm
-
-        if name != self.stage:
-            self.close()
-            self.stage = name
-            fmt = (
-                "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}]"
-                if epochs
-                else "{desc}: {n_fmt}/{total_fmt} [{elapsed}]"
-                if total
-                else "{desc} [{elapsed}]"
-            )
-            # smoothing=0: the remaining time comes from the average rate since the stage began
-            self.bar = tqdm(
-                total=total or None,
-                desc=name,
-                leave=False,
-                disable=self.disable,
-                file=sys.stderr,
-                bar_format=fmt,
-                smoothing=0,
-            )
-        if self.bar is not None:
-            if total and self.bar.total != total:
-                self.bar.total = total
-            if done >= self.bar.n:
-                self.bar.update(done - self.bar.n)
-            else:
-                self.bar.n = done
-                self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    for option, example in (("out", "result.json"), ("heatmap", "heatmap.png"), ("csv", "patches.csv")):
+        path = getattr(args, option)
+        if path is not None and path.is_dir():
+            raise PathM3Error(f"--{option} {path}: is a folder; give a file path, e.g. {path / example}")
+    if args.geojson is not None and args.geojson.is_dir():
+        raise PathM3Error(
+            f"--geojson {args.geojson}: is a folder; give a file path, e.g. {args.geojson / 'top.geojson'}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
+    if len(args.slide) > 1 or args.cohort is not None:
+        from .caption_cohort import run_cohort
+
+        return run_cohort(args, caption_one)
+    args.slide = args.slide[0]
+    caption_one(args)
+    return 0
+
+
+def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any:
+    """Caption ``args.slide``, write the outputs asked for; with ``keep_features`` return
+    ``(result, features)``, else the result."""
+    import tempfile
+
     from .. import api
+    from ..inference import is_feature_bag
 
+    _check_outputs(args)
     bar = _Bar(disable=args.quiet)
-    try:
-        result = _caption(args, bar)
-    finally:
-        bar.close()
-    if args.model == api.DEMO:
-        from ..demo import DEMO_MODEL_NAME
+    features = None
+    with tempfile.TemporaryDirectory(prefix="pathm3-export-") as tmp:
+        # --spatialdata needs the features again: without a cache they go through a temporary one
+        wants = args.spatialdata is not None or keep_features
+        if wants and args.no_cache and not is_feature_bag(args.slide):
+            args.no_cache, args.cache_dir = False, Path(tmp)
+        try:
+            result = _caption(args, bar)
+        finally:
+            bar.close()
+        if args.model == api.DEMO:
+            from ..demo import DEMO_MODEL_NAME
 
-        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
-    _write_outputs(args, result)
+            result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+        _write_outputs(args, result)
+        _write_exports(args, result)
+        if keep_features:
+            features = result_features(args, result)
     if args.out is not None:
         p = result.probabilities[result.label]
         print(f"{Path(args.slide).name}: {result.label} ({p:.1%}) - {result.caption}", file=sys.stderr)
     for w in result.warnings:
         print(f"napari-pathm3 caption: warning: {w}", file=sys.stderr)
-    return 0
+    return (result, features) if keep_features else result
 
 
 def _caption(args: argparse.Namespace, bar: Any) -> Any:
@@ -230,11 +259,45 @@ def _write_outputs(args: argparse.Namespace, result: Any) -> None:
         data["disclaimer"] = DISCLAIMER
     if args.out is not None:
         write_json_atomic(args.out, data)
-    else:
+    elif getattr(args, "cohort", None) is None:  # batch captioning: the cohort table is the output
         print(json_text(data))  # strict JSON: NaN/Inf is an error, never a NaN literal
     if args.heatmap is not None:
         save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=data.get("disclaimer"))
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
-        result.save_geojson(args.geojson)
+        from ..exports import save_qupath_geojson
+
+        save_qupath_geojson(result, args.geojson)
+
+
+def _write_exports(args: argparse.Namespace, result: Any) -> None:
+    """``--spatialdata`` (with the features, from the bag or the feature cache) and ``--ome-zarr``."""
+    from .. import exports
+
+    if args.ome_zarr is not None:
+        exports.export_ome_zarr(result, args.ome_zarr)
+    if args.spatialdata is None:
+        return
+    from .. import api
+    from ..inference import is_feature_bag
+
+    if is_feature_bag(args.slide):
+        exports.export_spatialdata(result, args.spatialdata, features=result_features(args, result))
+        return
+    with api.open_slide(args.slide, mpp=args.mpp) as slide:
+        exports.export_spatialdata(
+            result,
+            args.spatialdata,
+            features=result_features(args, result),
+            slide=slide,
+            include_image=args.with_pixels,
+        )
+
+
+def result_features(args: argparse.Namespace, result: Any) -> Any:
+    """The ``(n, d)`` features the result was computed from: the bag itself, or the slide's cache entry."""
+    from ..exports import cached_result_features
+    from ..paths import user_cache_dir
+
+    return cached_result_features(result, args.cache_dir or user_cache_dir("features"), mpp=args.mpp)

@@ -7,7 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..device import DEVICES
+from ._checks import EPOCHS, add_device
+
+EXAMPLES = """examples:
+  napari-pathm3 demo                                  # opens napari with the sample slide
+  napari-pathm3 demo --headless --out pathm3-demo     # result.json and heatmap.png, no window
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,11 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--headless", action="store_true", help="no window: write result.json and heatmap.png to --out"
     )
     p.add_argument("--out", type=Path, default=Path("pathm3-demo"), help="output folder for --headless")
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    add_device(p)
     p.add_argument("--retrain", action="store_true", help="train the demo model again even when it is cached")
     p.add_argument(
         "--epochs",
-        type=int,
+        type=EPOCHS,
         default=None,
         help="training epochs of the demo model (default 20; fewer is faster and worse: for smoke tests)",
     )

@@ -14,6 +14,13 @@ import json
 import sys
 from pathlib import Path
 
+from ._checks import BATCH, BEAMS, add_device
+
+EXAMPLES = """examples:
+  napari-pathm3 evaluate runs/gastric/best --manifest bags.csv --features features/ --split test
+  napari-pathm3 evaluate runs/gastric/best --manifest bags.csv --features features/ --no-generate --out m.json
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="metrics of a trained model on feature bags, as JSON")
@@ -34,24 +41,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="caption tokens: paper = lower-case whitespace split (default), words = [a-z0-9]+ runs",
     )
     p.add_argument("--no-generate", action="store_true", help="skip caption generation and caption metrics")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--batch-size", type=BATCH, default=1, help="bags per forward pass, 1-4096")
+    p.add_argument("--num-beams", type=BEAMS, default=1, help="beam search width of captions, 1-64")
     p.add_argument("--predictions", action="store_true", help="include per-bag predictions and captions")
     p.add_argument("--out", help="write the JSON here instead of stdout")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--cohort",
+        help="also write one AnnData table (.h5ad: a row per slide with label, prediction, probabilities, "
+        "caption, verdict fields, features path; slide embeddings as X) and the same rows as .csv beside it "
+        "(needs the [spatialdata] extra)",
+    )
+    add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import PathM3Error
-    from ..training.data import read_manifest
+    from ..training.data import canonical_split, read_manifest
     from ..training.evaluate import evaluate_model
 
     records = read_manifest(args.manifest)
     if args.split:
-        records = [r for r in records if (r.split or "") == args.split.lower()]
+        split = canonical_split(args.split, where="--split")
+        records = [r for r in records if (r.split or "train") == split]
     if not records:
         raise PathM3Error(f"{args.manifest}: no rows" + (f" with split {args.split!r}" if args.split else ""))
+    if args.cohort:
+        from ..io.extras import require
+
+        require("anndata", purpose="--cohort")  # before the evaluation, not after it
     metrics = evaluate_model(
         args.model,
         records,
@@ -60,10 +78,14 @@ def run(args: argparse.Namespace) -> int:
         generate=not args.no_generate,
         batch_size=args.batch_size,
         device=args.device,
-        return_predictions=args.predictions,
+        return_predictions=args.predictions or bool(args.cohort),
         generate_kwargs={"num_beams": args.num_beams},
         tokenizer=args.tokenizer,
     )
+    if args.cohort:
+        _write_cohort(args, records, metrics)
+        if not args.predictions:
+            metrics.pop("predictions", None)
     from ..io.jsonfile import finite_or_null
 
     text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
@@ -72,3 +94,31 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text + "\n")
     return 0
+
+
+def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> None:
+    """The cohort table: rows from the predictions, embeddings from a second image-only pass per slide."""
+    from ..inference import load_model
+    from ..io.cohort import write_cohort
+    from ..training.cohort import cohort_rows, slide_embeddings
+    from ..training.data import BagDataset, resolve_features
+    from ..training.verdict import read_verdict
+
+    model = load_model(args.model, device=args.device, text_side=False)
+    if args.mode is not None and args.mode != model.config.mode:
+        import dataclasses
+
+        model.config = dataclasses.replace(model.config, mode=args.mode)
+    ds = BagDataset(records, model.config.class_names, args.features)
+    paths = {ds[i].slide_id: str(resolve_features(r.key, args.features)) for i, r in enumerate(records)}
+    verdict = read_verdict(args.model) or {}
+    rows = cohort_rows(metrics, paths=paths, verdict=verdict)
+    uns = {
+        "model": str(args.model),
+        "class_names": list(model.config.class_names),
+        "mode": metrics.get("mode"),
+        "verdict": {k: v for k, v in verdict.items() if not isinstance(v, (dict, list))},
+        "verdict_warnings": list(verdict.get("warnings") or []),
+    }
+    h5ad, csv_path = write_cohort(args.cohort, rows, embeddings=slide_embeddings(model, ds), uns=uns)
+    print(f"cohort table: {h5ad} and {csv_path}", file=sys.stderr)

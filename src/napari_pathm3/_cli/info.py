@@ -9,20 +9,27 @@ import argparse
 import json
 import sys
 
+from ._checks import MPP, PATCH_SIZE
 from ._options import add_tissue_options, model_tiling_of, tissue_config, with_min_tissue
+
+EXAMPLES = """examples:
+  napari-pathm3 info slide.svs
+  napari-pathm3 info slide.svs --model runs/gastric/best      # patches of that model's grid
+  napari-pathm3 info slide.tif --mpp 0.25 --tissue-threshold 0.03
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a slide's metadata, tissue fraction and patch count as JSON")
     p.add_argument("slide", help="slide file or DICOM folder")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px at level 0 when the slide lacks it")
+    p.add_argument("--mpp", type=MPP, default=None, help="µm/px at level 0 when the slide lacks it")
     p.add_argument(
         "--model", default=None, help="count the patches of this model's grid (checkpoint folder or 'demo')"
     )
     p.add_argument(
-        "--patch-size", type=int, default=None, help="patch size in px (default: the model's / 224)"
+        "--patch-size", type=PATCH_SIZE, default=None, help="patch size in px (default: the model's / 224)"
     )
-    p.add_argument("--target-mpp", type=float, default=None, help="patch µm/px (default: the model's / 0.5)")
+    p.add_argument("--target-mpp", type=MPP, default=None, help="patch µm/px (default: the model's / 0.5)")
     add_tissue_options(p)
     p.set_defaults(func=run)
 

@@ -22,6 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+EXAMPLES = """examples:
+  napari-pathm3 score references.csv predictions.csv
+  napari-pathm3 score coco_annotations.json coco_results.json --per-example --out scores.json
+"""
+
 ID_KEYS = ("id", "slide", "slide_id", "image_id")
 TEXT_KEYS = ("caption", "text", "reference", "prediction")
 

@@ -25,8 +25,27 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DEFAULT_SIZE, MODEL_SIZES, VAL_METRICS
+from ._checks import (
+    BATCH,
+    COUNT,
+    EPOCHS,
+    FRACTION,
+    LR,
+    MAX_PATCHES,
+    SEED,
+    STEPS,
+    VAL_FRACTION,
+    add_device,
+)
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = """examples:
+  napari-pathm3 train --manifest bags.csv --features features/ --out runs/gastric
+  napari-pathm3 train --manifest bags.csv --features features/ --out runs/quick --size tiny --epochs 5
+  napari-pathm3 train --protocol patchgastric --features features/ --out runs/protocol --captions captions.csv
+  napari-pathm3 train --list-encoders
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--size",
         choices=MODEL_SIZES,
         default=None,
-        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; "
-        "'paper' needs the Flan-T5-XL weights)",
+        help=f"model size preset, as in the GUI and API (default: {DEFAULT_SIZE}, works offline; the Train "
+        "widget starts at tiny, for a few drawn regions; 'paper' needs the Flan-T5-XL weights)",
     )
     p.add_argument("--tiny", action="store_true", help="same as --size tiny")
     p.add_argument(
@@ -56,14 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--classes", nargs="+", help="class names, in order (default: sorted manifest labels)")
     p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
-    p.add_argument("--alpha", type=float, help="eq. (4) weight of the classification loss")
+    p.add_argument("--alpha", type=FRACTION, help="eq. (4) weight of the classification loss, 0-1")
     p.add_argument(
-        "--epochs", type=int, default=None, help="default: the size preset's (see docs/training.md)"
+        "--epochs", type=EPOCHS, default=None, help="default: the size preset's (see docs/training.md)"
     )
-    p.add_argument("--batch-size", type=int, help="bags per optimiser step (default: 16, Table 6)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-4, Table 6)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
-    p.add_argument("--max-patches", type=int, help="random patches per training bag (memory cap)")
+    p.add_argument("--batch-size", type=BATCH, help="bags per optimiser step (default: 16, Table 6)")
+    p.add_argument("--lr", type=LR, help="peak learning rate (default: 1e-4, Table 6)")
+    p.add_argument("--grad-accum", type=STEPS, default=1, help="micro-batches per optimiser step")
+    p.add_argument("--max-patches", type=MAX_PATCHES, help="random patches per training bag (memory cap)")
     p.add_argument(
         "--val-metric",
         default="combined",
@@ -71,13 +90,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="chooses best/ and drives early stopping; combined = mean of accuracy and caption "
         "BLEU-4 on the validation bags",
     )
-    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0: off)")
-    p.add_argument("--min-epochs", type=int, default=10, help="never stop early before this many epochs")
+    p.add_argument("--patience", type=COUNT, default=10, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--min-epochs", type=COUNT, default=10, help="never stop early before this many epochs")
     p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="held-out share when the manifest has no split"
+        "--val-fraction",
+        type=VAL_FRACTION,
+        default=0.2,
+        help="held-out share when the manifest has no split, in [0, 1)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="protocol seeds")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2], help="protocol seeds")
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
     p.add_argument(
         "--variants",
@@ -92,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="paper",
         help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last")
     p.set_defaults(func=run)
 
@@ -107,18 +129,18 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
     from ..config import PathM3Config
 
     if args.model_config:
-        from ..errors import PathM3Error
+        from ..errors import CheckpointError
+        from ..schemas import load_config
 
+        source = f"--model-config {args.model_config}"
         try:
-            data = json.loads(Path(args.model_config).read_text())
-            if not isinstance(data, dict):
-                raise ValueError(f"holds a JSON {type(data).__name__}, not an object of model settings")
+            data = json.loads(Path(args.model_config).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{source}: unreadable ({err}); pass a checkpoint's config.json") from err
+        if isinstance(data, dict):
             data.pop("pathm3_format", None)
-            cfg = PathM3Config.from_dict(data)
-        except (ValueError, TypeError) as err:
-            raise PathM3Error(
-                f"--model-config {args.model_config}: {err}; pass a checkpoint's config.json"
-            ) from err
+        fix = "fix that value or pass a checkpoint's config.json"
+        cfg = load_config(PathM3Config, data, source=source, fix=fix, error=CheckpointError)
     else:
         cfg = PathM3Config.preset(
             _size(args), feature_dim=feature_dim, encoder_name="", class_names=class_names
@@ -285,7 +307,7 @@ def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list
     """All rows, class names and the train / validation records of ``--manifest`` (a stratified validation split of
     the training rows when the manifest has none and ``--val-fraction`` > 0)."""
     from ..errors import PathM3Error
-    from ..training.data import class_names_from, read_manifest, split_records
+    from ..training.data import check_training_split, class_names_from, read_manifest, split_records
     from ..training.protocol import stratified_split
 
     records = read_manifest(args.manifest)
@@ -306,6 +328,10 @@ def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list
             seed=args.seed,
         )
         train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
+        source = f"{args.manifest} with --val-fraction {args.val_fraction:g}"
+    else:
+        source = str(args.manifest)
+    check_training_split(train_recs, class_names, source=source)
     return records, class_names, train_recs, val_recs
 
 
@@ -320,18 +346,43 @@ def _model_or_config(args: argparse.Namespace, class_names: tuple[str, ...], rec
         model.config = dataclasses.replace(model.config, tiling=tiling or model.config.tiling)
         return model
     cfg = _model_config(args, class_names, _feature_dim(records, args.features))
-    return dataclasses.replace(cfg, tiling=tiling or cfg.tiling)
+    # the encoder the features came from: `caption` then encodes new slides with it (a UNI-feature model
+    # fed the default encoder's features would fail on the width, or worse, not)
+    encoder = cfg.encoder_name or _store_encoder(args.features)
+    return dataclasses.replace(cfg, tiling=tiling or cfg.tiling, encoder_name=encoder)
+
+
+def _store_encoder(features_dir: str) -> str:
+    """The registry name of the encoder of the zarr feature store's bags ("" when none is recorded, e.g.
+    imported TRIDENT/CLAM files); two different encoders in one folder are an error."""
+    from ..errors import PathM3Error
+    from ..io.feature_store import FeatureStore
+
+    store = FeatureStore(features_dir)
+    names = {store.open_bag(key).encoder_name for key in store.keys()}
+    names.discard("")
+    if len(names) > 1:
+        raise PathM3Error(
+            f"{features_dir}: features of several encoders ({', '.join(sorted(names))}); train on one encoder's "
+            "features (extract each into its own folder)"
+        )
+    return names.pop() if names else ""
 
 
 def _store_tiling(features_dir: str) -> Any:
     """The patch grid of the zarr feature store's bags (a ``TilingConfig``), or ``None`` when it records
     none (feature files of other toolkits carry no grid)."""
     from ..config import TilingConfig
+    from ..errors import FeatureStoreError
     from ..io.feature_store import FeatureStore
+    from ..schemas import load_config
 
     store = FeatureStore(features_dir)
     for key in store.keys():
-        tiling = (store.open_bag(key).attrs.get("grid") or {}).get("tiling")
+        grid = store.open_bag(key).attrs.get("grid")
+        tiling = grid.get("tiling") if isinstance(grid, dict) else None
         if tiling:
-            return TilingConfig.from_dict(tiling)
+            source = f"{store.path_for(key)}: grid.tiling"
+            fix = "re-extract this store (napari-pathm3 extract --overwrite)"
+            return load_config(TilingConfig, tiling, source=source, fix=fix, error=FeatureStoreError)
     return None

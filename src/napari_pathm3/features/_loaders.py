@@ -160,22 +160,16 @@ def _import_timm() -> Any:
     return timm
 
 
-def _cls_plus_mean(prefix: int) -> Any:
-    """Virchow embedding: class token concatenated with the mean of the patch tokens (model card)."""
-
-    def pool(tokens: torch.Tensor) -> torch.Tensor:  # (b, t, d) -> (b, 2d)
-        return torch.cat([tokens[:, 0], tokens[:, prefix:].mean(1)], dim=-1)
-
-    return pool
-
-
 def _timm_known(spec: str) -> tuple[dict[str, Any], Any]:
-    """Model-card kwargs the hub config.json cannot express, and the pooling they document."""
-    if spec.startswith("hf-hub:paige-ai/Virchow"):
+    """Model-card kwargs the hub config.json cannot express, and the pooling they document (features.cards:
+    Virchow's class token + mean of the patch tokens, after Virchow2's 4 register tokens)."""
+    from .cards import card_for, pool_for
+
+    card = card_for(f"timm:{spec}")
+    if spec.startswith("hf-hub:paige-ai/Virchow") and card is not None:
         from timm.layers import SwiGLUPacked
 
-        prefix = 5 if spec.endswith("Virchow2") else 1  # Virchow2 has 4 register tokens after the CLS token
-        return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}, _cls_plus_mean(prefix)
+        return {"mlp_layer": SwiGLUPacked, "act_layer": torch.nn.SiLU}, pool_for(card)
     if spec == "hf-hub:MahmoodLab/UNI":
         return {"init_values": 1e-5, "dynamic_img_size": True}, None
     if spec == "hf-hub:bioptimus/H-optimus-0":

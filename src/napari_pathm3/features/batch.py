@@ -71,9 +71,19 @@ def read_manifest(path: PathLike) -> list[SlideJob]:
     Raises:
         PathM3Error: no ``slide`` column, a bad ``mpp`` value or duplicate slide ids.
     """
+    from ..errors import ManifestError
+    from ..schemas import bounded
+
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except csv.Error as err:  # e.g. "field larger than field limit": a broken quote swallowed the file
+        raise ManifestError(f"{path}: not a readable CSV ({err}); check its quoting") from err
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err}); save the manifest as UTF-8 CSV") from err
+    except OSError as err:
+        raise ManifestError(f"cannot read manifest {path}: {err.strerror or err}") from err
     if not rows or "slide" not in rows[0]:
         raise PathM3Error(f"{path}: a manifest needs a 'slide' column (optional: slide_id, mpp)")
     jobs = []
@@ -84,10 +94,10 @@ def read_manifest(path: PathLike) -> list[SlideJob]:
         slide = Path(raw).expanduser()
         slide = slide if slide.is_absolute() else path.parent / slide
         mpp_text = (row.get("mpp") or "").strip()
-        try:
-            mpp = float(mpp_text) if mpp_text else None
+        try:  # the same range as --mpp: a negative, NaN or absurd value fails here, not per slide later
+            mpp = bounded(mpp_text, name="mpp", kind=float, gt=0, le=1000) if mpp_text else None
         except ValueError as err:
-            raise PathM3Error(f"{path}:{i}: mpp {mpp_text!r} is not a number") from err
+            raise ManifestError(f"{path}:{i}: {err}") from err
         jobs.append(SlideJob(str(slide), (row.get("slide_id") or "").strip() or slide_id_for(slide), mpp))
     return _check_unique(jobs)
 

@@ -30,6 +30,18 @@ def store_path(cache_dir: PathLike, slide: Slide, encoder: FrozenEncoder, grid: 
     )
 
 
+def cached_store(cache_dir: PathLike, slide: Slide, encoder_name: str, grid: PatchGrid) -> Path:
+    """:func:`store_path` from the encoder's registry name (no weights loaded): where its features are."""
+    key = {"grid": grid.params(), "coords": hashlib.sha256(grid.coords.tobytes()).hexdigest()}
+    return cache_path(
+        cache_dir,
+        slide_stem=slide.path.stem,
+        fingerprint=slide.fingerprint,
+        encoder_name=encoder_name,
+        grid_key=key,
+    )
+
+
 def cached_features(
     slide: Slide,
     grid: PatchGrid,

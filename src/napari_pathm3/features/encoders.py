@@ -27,6 +27,7 @@ from typing import Any
 
 from ..config import DEFAULT_ENCODER
 from ..errors import EncoderError
+from .cards import apply_card
 from .frozen import IMAGENET_MEAN, IMAGENET_STD, FrozenEncoder, state_dict_hash
 
 __all__ = [
@@ -52,6 +53,8 @@ KNOWN_ENCODERS: tuple[str, ...] = (
     "timm:hf-hub:paige-ai/Virchow",  # gated
     "timm:hf-hub:bioptimus/H-optimus-0",
     "hf:owkin/phikon",
+    "hf:owkin/phikon-v2",
+    "timm:hf-hub:paige-ai/Virchow2",  # gated
     "hf:facebook/dinov2-base",
     "clip:vinid/plip",  # vision-language (PLIP): phrase maps and zero-shot classification
 )
@@ -109,6 +112,7 @@ def get_encoder(name: str, *, device: Any = None) -> FrozenEncoder:
         enc = _loaders.load_local(Path(spec), name=canon)
     else:
         enc = _loaders.load_torchvision(spec, name=canon)
+    enc = apply_card(enc)  # the model card's normalisation, input size and µm/px (features.cards)
     return enc.prepare(device) if device is not None else enc
 
 

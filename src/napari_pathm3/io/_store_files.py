@@ -57,6 +57,69 @@ def _group_attrs(path: Path) -> dict[str, Any] | None:
     return attrs if isinstance(attrs, dict) else None
 
 
+def attrs_problem(attrs: dict[str, Any]) -> str | None:
+    """What is wrong with a store's attributes (``"n = 'abc': Input should be a valid integer"``), or
+    ``None``. Hand-edited or damaged attributes make the store *damaged*: never served, rebuilt on the next
+    extraction (it is still ours: the marker says so)."""
+    from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+    from ..schemas import _error_line
+
+    class StoreAttrs(BaseModel):  # the attributes reading and resuming rely on; identity ones are compared
+        model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+        slide_id: str
+        n: int = Field(ge=0)
+        chunk_rows: int = Field(ge=1)
+        done: int = Field(ge=0)
+        complete: bool
+        chunk_digests: list[str] = []
+        coords_sha256: str | None = None
+        dtype: str = "float32"
+        encoder: dict[str, Any] = {}
+        grid: dict[str, Any] = {}
+
+    try:
+        parsed = StoreAttrs.model_validate(attrs)
+    except ValidationError as err:
+        return _error_line(err)
+    if parsed.done > parsed.n:
+        return f"done = {parsed.done}: more than n = {parsed.n}"
+    if parsed.dtype not in ("float32", "float16"):
+        return f"dtype = {parsed.dtype!r}: not float32 or float16"
+    return None
+
+
+def _owned_but_unreadable(path: Path) -> bool:
+    """True when ``path/zarr.json`` is damaged (truncated, garbage) but the folder is still recognisably a
+    store of ours: only the store's entries, its arrays' metadata intact, and our marker in the features
+    array's attributes (stores made since the marker was put there) or in what is left of the damaged file.
+    Only then may extraction rebuild it without the user deleting anything."""
+    try:
+        raw = (path / "zarr.json").read_bytes()
+    except OSError:
+        return False
+    try:
+        json.loads(raw)
+        return False  # readable: not this case
+    except ValueError:
+        pass
+    if {p.name for p in path.iterdir()} != _STORE_ENTRIES:
+        return False
+    arrays = {}
+    for name in ("features", "coords"):
+        try:
+            meta = json.loads((path / name / "zarr.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(meta, dict) or meta.get("node_type") != "array":
+            return False
+        arrays[name] = meta
+    marker_attrs = arrays["features"].get("attributes") or {}
+    return (isinstance(marker_attrs, dict) and marker_attrs.get(MARKER_KEY) == MARKER) or (
+        f'"{MARKER_KEY}"'.encode() in raw and MARKER.encode() in raw
+    )
+
+
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 

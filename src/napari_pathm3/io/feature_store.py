@@ -51,7 +51,9 @@ from ._store_files import (
     _foreign_error,
     _is_empty_dir,
     _load,
+    _owned_but_unreadable,
     _ownership,
+    attrs_problem,
     coords_sha256,
     require_finite,
 )
@@ -155,10 +157,15 @@ def _inspect(path: Path, meta: dict[str, Any]) -> tuple[State, str, dict[str, An
         return "missing", "no store yet", None, None
     attrs, why = _ownership(path)
     if attrs is None:
+        if path.is_dir() and _owned_but_unreadable(path):
+            return "damaged", "its zarr.json is unreadable (truncated?)", {}, 0
         return "foreign", why, None, None
     reason = _stale_reason(attrs, meta)
     if reason is not None:
         return "stale", reason, attrs, None
+    problem = attrs_problem(attrs)
+    if problem is not None:  # ours (marked) but its metadata was damaged or hand-edited: rebuild it
+        return "damaged", f"its metadata is damaged ({problem})", attrs, 0
     rows = int(attrs["n"]) if attrs.get("complete") else int(attrs["done"])
     try:
         loaded = _load(path, attrs, rows)
@@ -191,8 +198,11 @@ def _create(
     tmp = temp_sibling(path, "tmp")
     try:
         group = zarr.open_group(str(tmp), mode="w")
-        group.create_array(
+        feats = group.create_array(
             "features", shape=(n, dim), chunks=(max(1, min(chunk_rows, n)), dim), dtype=meta["dtype"]
+        )
+        feats.attrs[MARKER_KEY] = (
+            MARKER  # a second mark of ownership: survives damage to the group's zarr.json
         )
         c = group.create_array("coords", shape=(n, 2), chunks=(max(1, n), 2), dtype="int64")
         if n:
@@ -253,6 +263,17 @@ class BagWriter:
             FeatureStoreError: something that is not a feature store of this package is at ``path``.
         """
         path = Path(path)
+        if not overwrite and path.is_dir():
+            # a complete, verified store is reused without the lock: reading needs no write access, so a
+            # store in a read-only shared folder serves every re-run (a concurrent rebuild would fail the
+            # chunk digests and fall through to the locked path below)
+            try:
+                state, reason, attrs, extra = _inspect(path, meta)
+            except OSError:  # replaced by another process while we looked: decide under the lock
+                state, reason, attrs, extra = "partial", "", None, None
+            if state == "complete" and attrs is not None:
+                log.info("%s: %s", path, reason)
+                return cls(path, attrs, meta, extra)
         with path_lock(path, what="feature store"):
             state, reason, attrs, extra = _inspect(path, meta)
             if state == "foreign":
@@ -265,7 +286,7 @@ class BagWriter:
                     extra,
                 )
                 return cls(path, _truncate(path, attrs, int(extra)), meta)
-            if state in ("stale", "damaged") or (overwrite and state != "missing"):
+            if state in ("stale", "damaged") or (overwrite and state != "missing"):  # ours: rebuilt whole
                 why = "overwrite requested" if overwrite else reason
                 log.warning("%s: recomputing features in this napari-pathm3 store (%s)", path, why)
                 state = "missing"
@@ -371,8 +392,17 @@ def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
     if not path.exists():
         raise FeatureStoreError(f"{path}: no such feature store; run extraction first")
     attrs, why = _ownership(path)
+    if attrs is None and path.is_dir() and _owned_but_unreadable(path):
+        raise FeatureStoreError(
+            f"{path}: damaged feature store (its zarr.json is unreadable); run extraction again to rebuild it"
+        )
     if attrs is None or "done" not in attrs:
         raise FeatureStoreError(f"{path}: not a feature store ({why}); re-run extraction into a new folder")
+    problem = attrs_problem(attrs)
+    if problem is not None:
+        raise FeatureStoreError(
+            f"{path}: damaged feature store metadata ({problem}); run extraction again to rebuild it"
+        )
     if attrs.get("format_version") != FORMAT_VERSION:
         raise FeatureStoreError(
             f"{path}: format version {attrs.get('format_version')} is not {FORMAT_VERSION}; re-extract"

@@ -7,6 +7,18 @@ from typing import Any
 
 import numpy as np
 
+from .qupath import classification, object_id
+
+#: QuPath needs a colour per class: a fixed palette indexed by a stable hash of the name
+_PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
+
+
+def class_color(name: str) -> tuple[int, int, int]:
+    """A stable colour for a class name (the same in every file and run)."""
+    import zlib
+
+    return _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
+
 
 def polygons_to_geojson(
     polygons: Sequence[np.ndarray], properties: Sequence[dict[str, Any]] | None = None
@@ -20,9 +32,14 @@ def polygons_to_geojson(
         props = dict(properties[i]) if properties is not None else {}
         props.setdefault("objectType", "annotation")
         if "class" in props and "classification" not in props:
-            props["classification"] = {"name": str(props["class"])}
+            props["classification"] = classification(str(props["class"]), class_color(str(props["class"])))
         features.append(
-            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props}
+            {
+                "type": "Feature",
+                "id": object_id("polygon", i, ring),  # QuPath ids: UUID strings (stable for the same shapes)
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": props,
+            }
         )
     return {"type": "FeatureCollection", "features": features}
 

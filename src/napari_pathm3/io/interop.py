@@ -1,7 +1,9 @@
 """Feature bags written by other toolkits, and coordinate-free bags from folders of patch images.
 
 * TRIDENT / CLAM ``.h5``: datasets ``features`` ``(N, D)`` (or ``(1, N, D)``) and ``coords`` ``(N, 2)``;
-  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.attrs``.
+  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.attrs``; the level-0 patch
+  side comes from TRIDENT's ``patch_size_level0`` (or CLAM's ``downsample``, or TRIDENT's magnifications).
+* SpatialData ``.zarr`` (LazySlide / wsidata / our export): see :mod:`.spatialdata`.
 * ``.npy``: a ``(N, D)`` array, no coordinates.
 * ``.pt``: a tensor ``(N, D)`` or a dict with ``features`` (and optional ``coords``), loaded with
   ``torch.load(weights_only=True)`` (no pickled code runs).
@@ -28,6 +30,8 @@ from .feature_store import FeatureBag, read_bag, require_finite
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: largest |coordinate| of a patch, level-0 px: far beyond any slide (10 m at 0.25 µm/px), inside int64
+MAX_COORD = 4e10
 
 
 def _plain(value: Any) -> Any:
@@ -45,9 +49,12 @@ def _as_features(arr: Any, path: Path) -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[0] == 1:  # CLAM/TRIDENT sometimes keep a leading batch axis
         a = a[0]
-    if a.ndim != 2 or a.shape[0] == 0 or not np.issubdtype(a.dtype, np.number):
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0 or not np.issubdtype(a.dtype, np.floating):
+        # real floating point only: complex values would lose their imaginary part, integers/booleans are
+        # labels or masks saved by mistake, not encoder outputs
         raise FeatureStoreError(
-            f"{path}: features must be a non-empty numeric (N, D) array, got {a.dtype} {a.shape}"
+            f"{path}: features must be a non-empty real floating-point (N, D) array, got {a.dtype} {a.shape}; "
+            "save the encoder's float output"
         )
     a = a.astype(np.float32, copy=False)
     require_finite(a, source=f"feature bag {path}")
@@ -60,6 +67,20 @@ def _as_coords(arr: Any, n: int, path: Path) -> np.ndarray:
         c = c[0]
     if c.shape != (n, 2):
         raise FeatureStoreError(f"{path}: coords must be ({n}, 2) to match the features, got {c.shape}")
+    if not (np.issubdtype(c.dtype, np.integer) or np.issubdtype(c.dtype, np.floating)):
+        raise FeatureStoreError(f"{path}: coords must be real numbers (level-0 x, y), got {c.dtype}")
+    bad = ~np.isfinite(c).all(axis=1) if np.issubdtype(c.dtype, np.floating) else np.zeros(n, bool)
+    if bad.any():
+        i = int(np.nonzero(bad)[0][0])
+        raise FeatureStoreError(
+            f"{path}: {int(bad.sum())} patch coordinate(s) are NaN/Inf (first: patch {i}, {c[i].tolist()}); "
+            "re-export the bag with its patch coordinates"
+        )
+    if n and (c.min() < -MAX_COORD or c.max() > MAX_COORD):
+        raise FeatureStoreError(
+            f"{path}: patch coordinates reach {float(np.abs(c).max()):.3g}, beyond any slide (|x|, |y| <= "
+            f"{MAX_COORD:.0e} level-0 px); re-export the bag with level-0 pixel coordinates"
+        )
     return np.rint(c).astype(np.int64) if np.issubdtype(c.dtype, np.floating) else c.astype(np.int64)
 
 
@@ -68,6 +89,24 @@ def _int_or_none(value: Any) -> int | None:
         return None if value is None else int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _patch_size_level0(attrs: dict[str, Any]) -> float | None:
+    """Side of a patch in level-0 pixels: TRIDENT's ``patch_size_level0``, else CLAM's ``patch_size`` times
+    the ``downsample`` of its ``patch_level``, else TRIDENT's magnification ratio; ``None`` when unknown."""
+    size0 = attrs.get("patch_size_level0")
+    if isinstance(size0, (int, float)) and size0 > 0:
+        return float(size0)
+    size = attrs.get("patch_size")
+    if not isinstance(size, (int, float)) or size <= 0:
+        return None
+    down = attrs.get("downsample")
+    if isinstance(down, list) and down and all(isinstance(d, (int, float)) for d in down):
+        return float(size) * float(down[0])
+    mag0, mag = attrs.get("level0_magnification"), attrs.get("target_magnification")
+    if isinstance(mag0, (int, float)) and isinstance(mag, (int, float)) and mag > 0:
+        return float(size) * float(mag0) / float(mag)
+    return None
 
 
 def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
@@ -97,6 +136,12 @@ def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
             attrs.update({k: _plain(v) for k, v in fh["coords"].attrs.items()})
     attrs["source"] = str(path)
     mpp = attrs.get("mpp")
+    size0 = _patch_size_level0(attrs)
+    if size0 is not None:
+        attrs["patch_size_level0"] = size0
+    if not isinstance(mpp, (int, float)) and isinstance(attrs.get("target_magnification"), (int, float)):
+        # TRIDENT records magnifications, not µm/px; its own mapping is 20x = 0.5 µm/px (mpp = 10 / mag)
+        mpp = 10.0 / float(attrs["target_magnification"]) if attrs["target_magnification"] > 0 else None
     return FeatureBag(
         features=feats,
         coords=coords,
@@ -181,8 +226,8 @@ def _np(value: Any) -> np.ndarray:
 
 
 def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
-    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, ``.safetensors``, or our
-    ``.zarr`` group."""
+    """Read any supported bag by suffix: ``.h5``/``.hdf5``, ``.npy``, ``.pt``/``.pth``, ``.safetensors``, our
+    ``.zarr`` group, or a SpatialData ``.zarr`` (LazySlide / wsidata; ``store.zarr/tables/<key>`` names a table)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
@@ -195,6 +240,10 @@ def read_feature_file(path: PathLike, *, slide_id: str | None = None) -> Feature
         return read_pt_bag(path, slide_id=slide_id)
     if suffix == ".safetensors":
         return read_safetensors_bag(path, slide_id=slide_id)
+    from .spatialdata import is_spatialdata_store, read_spatialdata_bag, split_table_path
+
+    if is_spatialdata_store(path) or split_table_path(path)[1] is not None:  # LazySlide / wsidata / ours
+        return read_spatialdata_bag(path, slide_id=slide_id)
     if suffix == ".zarr" or path.is_dir():
         return read_bag(path)
     raise FeatureStoreError(

@@ -126,6 +126,7 @@ def write_checkpoint(
     try:
         meta = {"format": "pt", "pathm3_format": str(FORMAT_VERSION), "aliases": json.dumps(aliases)}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
+        canonical_header(tmp / WEIGHTS_NAME)
         payload = {"pathm3_format": FORMAT_VERSION, **config}
         (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
         for sub, fn in (writers or {}).items():
@@ -136,6 +137,31 @@ def write_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, so identical tensors and config give a
+    byte-identical file: safetensors writes ``__metadata__`` from a hash map whose order changes per process.
+    The tensors' data offsets are relative to the end of the header, so only the header changes; it is
+    rewritten in place (same length: same compact JSON, keys reordered), else the file is copied once."""
+    import struct
+
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size).decode("utf-8"))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the 8-byte alignment safetensors itself pads to
+    if len(text) == size:
+        with path.open("r+b") as fh:
+            fh.seek(8)
+            fh.write(text)
+        return
+    tmp = path.with_name(path.name + ".canonical")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        src.seek(8 + size)
+        dst.write(struct.pack("<Q", len(text)) + text)
+        shutil.copyfileobj(src, dst, 1 << 24)
+    os.replace(tmp, path)
 
 
 def _move_into_place(tmp: Path, target: Path, attempts: int = 20) -> None:
@@ -196,28 +222,85 @@ def read_config(directory: PathLike) -> dict[str, Any]:
 
 def _legacy_tiling(path: Path) -> dict[str, Any] | None:
     """The ``pathm3_tiling.json`` sidecar of an older checkpoint (validated), or ``None`` when absent."""
+    from ..schemas import load_config
+
     sidecar = path / LEGACY_TILING_NAME
     if not sidecar.is_file():
         return None
     try:
-        return TilingConfig.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))).to_dict()
-    except (OSError, ValueError, TypeError, AttributeError) as err:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise CheckpointError(
             f"{sidecar}: unreadable tiling settings ({err}); delete or fix the file"
         ) from err
+    fix = "delete or fix the file"
+    return load_config(TilingConfig, data, source=str(sidecar), fix=fix, error=CheckpointError).to_dict()
 
 
 def read_tiling(directory: PathLike) -> TilingConfig | None:
     """The patch grid a checkpoint's model was trained with (``None`` when it records none); torch-free."""
+    from ..schemas import load_config
+
     tiling = read_config(directory).get("tiling")
     if tiling is None:
         return None
+    source = f"{Path(directory).expanduser() / CONFIG_NAME}: tiling"
+    return load_config(TilingConfig, tiling, source=source, fix=CONFIG_FIX, error=CheckpointError)
+
+
+#: the fix named when a config.json fails validation
+CONFIG_FIX = "fix that value (see docs/user-guide.md) or re-save the checkpoint with napari-pathm3"
+
+
+def model_config(directory: PathLike) -> Any:
+    """The :class:`~napari_pathm3.config.PathM3Config` of a checkpoint, validated by schema (types, ranges,
+    cross-field rules); :class:`CheckpointError` naming config.json, the key, the value and the fix."""
+    from ..config import PathM3Config
+    from ..schemas import load_config
+
+    path = Path(directory).expanduser()
+    data = read_config(path)
+    return load_config(
+        PathM3Config, data, source=str(path / CONFIG_NAME), fix=CONFIG_FIX, error=CheckpointError
+    )
+
+
+def check_shapes(
+    expected: dict[str, Any],
+    directory: PathLike,
+    *,
+    optional_prefix: str | None = None,
+    skip: Callable[[str], bool] | None = None,
+) -> None:
+    """:func:`check_state_dict` against the tensor *header* of ``model.safetensors`` (no data read): a config
+    edited to other sizes is refused before a model of those sizes is built. ``expected``: name -> shape."""
+    from safetensors import safe_open
+
+    path = Path(directory).expanduser() / WEIGHTS_NAME
     try:
-        return TilingConfig.from_dict(tiling)
-    except (ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(
-            f"{directory}: invalid tiling in {CONFIG_NAME} ({err}); re-save the checkpoint"
-        ) from err
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            names = [k for k in f.keys() if skip is None or not skip(k)]  # noqa: SIM118
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in names}
+        aliases = json.loads(meta.get("aliases", "{}"))
+        if not isinstance(aliases, dict):
+            raise ValueError("aliases is not an object")
+        shapes.update(
+            {a: shapes[n] for a, n in aliases.items() if n in shapes and (skip is None or not skip(a))}
+        )
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
+
+    class _Shape:  # what check_state_dict reads of a tensor
+        def __init__(self, shape: tuple[int, ...]) -> None:
+            self.shape = shape
+
+    check_state_dict(
+        {k: _Shape(tuple(v)) for k, v in expected.items()},  # type: ignore[misc]
+        {k: _Shape(v) for k, v in shapes.items()},  # type: ignore[misc]
+        path=Path(directory).expanduser(),
+        optional_prefix=optional_prefix,
+    )
 
 
 def load_tensors(directory: PathLike, *, skip: Callable[[str], bool] | None = None) -> dict[str, Tensor]:

@@ -406,13 +406,7 @@ class PathM3Model(nn.Module):
         from .tokenizer import load_saved_tokenizer
 
         path = Path(directory).expanduser()
-        data = ckpt.read_config(path)
-        try:
-            config = PathM3Config.from_dict(data)
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(
-                f"{path / ckpt.CONFIG_NAME}: invalid config ({err}); re-save the checkpoint"
-            ) from err
+        config = ckpt.model_config(path)  # validated by schema: one CheckpointError naming the key
         ckpt.check_compatibility(
             config,
             path=path,
@@ -427,8 +421,14 @@ class PathM3Model(nn.Module):
             lm_cfg = load_saved_lm_config(path / "language_model", config.language)
         except (OSError, ValueError) as err:
             raise CheckpointError(
-                f"{path}: tokenizer or LM config missing ({err}); re-save the checkpoint"
+                f"{path}: tokenizer or LM config missing or invalid ({err}); re-save the checkpoint"
             ) from err
+        except Exception as err:  # tokenizers/transformers raise bare Exception on a garbage file
+            raise CheckpointError(
+                f"{path}: tokenizer or LM config unreadable ({type(err).__name__}: {err}); re-save the checkpoint"
+            ) from err
+        skip = None if text_side else _qformer_text_key
+        _check_sizes(cls, path, config, q_tok, lm_tok, lm_cfg, text_side=text_side, skip=skip)
         model = cls(
             config,
             qformer_tokenizer=q_tok,
@@ -437,7 +437,6 @@ class PathM3Model(nn.Module):
             pretrained_init=False,
             qformer_text_side=text_side,
         )
-        skip = None if text_side else _qformer_text_key
         tensors = ckpt.load_tensors(path, skip=skip)
         stored_lm = any(k.startswith(_LM_PREFIX) for k in tensors)
         ckpt.check_state_dict(
@@ -450,3 +449,37 @@ class PathM3Model(nn.Module):
         model.load_state_dict(tensors, strict=stored_lm)
         model.checkpoint_dir = path.resolve()  # display name and the training verdict beside the weights
         return model.to(resolve_device(device)).eval()
+
+
+def _check_sizes(
+    cls: type[PathM3Model],
+    path: Path,
+    config: PathM3Config,
+    q_tok: Any,
+    lm_tok: Any,
+    lm_cfg: Any,
+    *,
+    text_side: bool,
+    skip: Any,
+) -> None:
+    """Build the model on the meta device (no memory) and compare its tensor shapes with the checkpoint's
+    header: a config.json edited to other sizes fails here with a :class:`CheckpointError`, before a model of
+    those sizes (gigabytes, for a typo) is allocated."""
+    try:
+        with torch.device("meta"):
+            shadow = cls(
+                config,
+                qformer_tokenizer=q_tok,
+                lm_tokenizer=lm_tok,
+                lm_hf_config=lm_cfg,
+                pretrained_init=False,
+                qformer_text_side=text_side,
+            )
+        expected = {k: tuple(v.shape) for k, v in shadow.state_dict().items()}
+    except Exception as err:  # the LM config (language_model/config.json) does not build a model
+        raise CheckpointError(
+            f"{path}: config.json and language_model/config.json do not build a model "
+            f"({type(err).__name__}: {err}); re-save the checkpoint"
+        ) from err
+    del shadow
+    ckpt.check_shapes(expected, path, optional_prefix=_LM_PREFIX, skip=skip)

@@ -117,11 +117,25 @@ def load_saved_tokenizer(folder: str | Path) -> Any:
     """A tokenizer saved in a checkpoint: :class:`FastTokenizer` for the classes in :data:`VERIFIED_CLASSES`
     with a ``tokenizer.json``, transformers' ``AutoTokenizer`` for any other (e.g. GPT-2's or T5's own, whose
     classes add their own behaviour on top of the file)."""
+    from ..schemas import check_tokenizer_config
+
     path = Path(folder)
+    cfg_file = path / "tokenizer_config.json"
     try:
-        config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         config = {}
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{cfg_file}: not a JSON file ({err})") from None
+    else:
+        check_tokenizer_config(config, source=str(cfg_file))  # ValueError naming the key
+    if (path / "tokenizer.json").is_file():
+        try:
+            data = json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path / 'tokenizer.json'}: not a JSON file ({err})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            raise ValueError(f"{path / 'tokenizer.json'}: no 'model' object: not a tokenizers file")
     if (path / "tokenizer.json").is_file() and config.get("tokenizer_class") in VERIFIED_CLASSES:
         return FastTokenizer(path)
     from transformers import AutoTokenizer

@@ -107,16 +107,23 @@ MIN_PATCH_LEVEL0 = 16
 #: default most grid positions (before tissue filtering); ``NAPARI_PATHM3_MAX_PATCHES`` or ``max_patches`` override
 DEFAULT_MAX_PATCHES = 500_000
 MAX_PATCHES_ENV = "NAPARI_PATHM3_MAX_PATCHES"
+#: the highest limit that may be asked for: 100 M patches is ~10 hours of encoding on a GPU per slide
+MAX_PATCHES_LIMIT = 100_000_000
 
 
 def _max_patches(max_patches: int | None) -> int:
+    from ..schemas import bounded
+
     if max_patches is not None:
-        return int(max_patches)
-    raw = os.environ.get(MAX_PATCHES_ENV, "")
+        where, raw = "max_patches", max_patches
+    else:
+        where, raw = f"${MAX_PATCHES_ENV}", os.environ.get(MAX_PATCHES_ENV, "").strip()
+        if not raw:
+            return DEFAULT_MAX_PATCHES
     try:
-        return int(raw) if raw else DEFAULT_MAX_PATCHES
-    except ValueError:
-        raise GridError(f"${MAX_PATCHES_ENV}={raw!r} is not an integer") from None
+        return int(bounded(raw, name=where, ge=1, le=MAX_PATCHES_LIMIT))
+    except ValueError as err:  # a negative or absurd limit must not be used as one
+        raise GridError(f"{err}; unset it for the default {DEFAULT_MAX_PATCHES:,}") from None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._types import PathLike
 from ..config import PathM3Config, TrainConfig
-from ..errors import CheckpointError, PathM3Error
+from ..errors import CheckpointError, ManifestError, PathM3Error
 from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
@@ -195,6 +195,13 @@ def _prepare(
     is_config = isinstance(model_or_config, PathM3Config)
     names = model_or_config.class_names if is_config else model_or_config.config.class_names
     train_ds = _as_dataset(train_set, names, features_dir, max_patches=config.max_patches, seed=config.seed)
+    if (
+        train_ds is None or len(train_ds) == 0
+    ):  # an epoch on nothing: NaN loss, and a best/ of an untrained model
+        raise ManifestError(
+            "no training bags: the training set is empty (a manifest whose rows are all split val/test?); "
+            "give at least one bag per class to train on"
+        )
     core = _build_model(model_or_config, config, device, train_ds)
     mcfg, optim_cfg = core.config, core.config.optim
     val_ds = _as_dataset(val_set, names, features_dir)

@@ -4,11 +4,13 @@ torch is imported only inside :func:`collate_bags`, so widgets can build bags ch
 
 A manifest is a CSV with one row per bag. Column names (first match wins):
 
-* key: ``slide`` | ``slide_id`` | ``id`` | ``features`` | ``path`` — a feature file/store path, or a key
-  looked up in ``features_dir`` (``<key>.zarr``, ``<key>``, ``<key>.h5``, ``<key>.npy``, ``<key>.pt``, ...)
+* key: ``slide`` | ``slide_id`` | ``id`` | ``features`` | ``path`` — a *name* looked up inside
+  ``features_dir`` only (``<key>.zarr``, ``<key>``, ``<key>.h5``, ``<key>.npy``, ``<key>.pt``, ...); never a
+  path (no ``/``, ``\\``, ``..``), and unique: one row per bag, so a slide cannot be in two splits
 * class: ``label`` | ``subtype`` | ``class`` (class name, or an integer index)
 * caption: ``caption`` | ``text`` (optional)
-* split: ``split`` (optional; ``train`` / ``val`` / ``test``)
+* split: ``split`` (optional; ``train`` / ``val`` / ``test``, or ``training`` / ``validation`` / ``valid`` /
+  ``dev`` / ``testing``; empty = train); any other value is an error
 
 PatchGastric's ``captions.csv`` (``id,subtype,text``) is a manifest of this kind.
 """
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._types import PathLike
-from ..errors import FeatureStoreError, PathM3Error
+from ..errors import FeatureStoreError, ManifestError, PathM3Error
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ KEY_COLUMNS = ("slide", "slide_id", "id", "features", "path")
 LABEL_COLUMNS = ("label", "subtype", "class")
 CAPTION_COLUMNS = ("caption", "text")
 IGNORE_INDEX = -100  # label of a bag without a class: skipped by the cross-entropy (torch's default)
+SPLITS = ("train", "val", "test")
+SPLIT_ALIASES = {"validation": "val", "valid": "val", "dev": "val", "training": "train", "testing": "test"}
+#: longest caption a manifest cell may hold (characters): far above any pathology report sentence; a cell
+#: beyond it is a broken file, not a caption
+MAX_CAPTION_CHARS = 100_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +79,48 @@ def _pick(columns: Sequence[str], names: Sequence[str]) -> str | None:
     return next((lower[n] for n in names if n in lower), None)
 
 
+def check_bag_id(key: str, *, where: str) -> str:
+    """``key`` when it is a bag *name* (looked up inside the features folder only), else
+    :class:`ManifestError`: an absolute path, a path with folders or ``..`` would read outside it."""
+    bad = (
+        not key
+        or key in (".", "..")
+        or "/" in key
+        or "\\" in key
+        or key.startswith("~")
+        or any(ord(ch) < 32 for ch in key)
+        or Path(key).is_absolute()
+    )
+    if bad:
+        raise ManifestError(
+            f"{where}: id {key[:80]!r} is a path, not a name; ids name bags inside --features "
+            "(e.g. 'slide_01' for FEATURES/slide_01.zarr or .h5): put the files in that folder and give their names"
+        )
+    return key
+
+
+def canonical_split(value: str | None, *, where: str) -> str | None:
+    """``train`` / ``val`` / ``test`` (aliases mapped), ``None`` for an empty cell; :class:`ManifestError`
+    for anything else (a typo must not silently train on, or leave out, a bag)."""
+    if value is None:
+        return None
+    s = value.strip().lower()
+    s = SPLIT_ALIASES.get(s, s)
+    if s not in SPLITS:
+        raise ManifestError(
+            f"{where}: split = {value[:40]!r}: not one of {', '.join(SPLITS)} (or empty for train); "
+            "fix the split column"
+        )
+    return s
+
+
 def read_manifest(path: PathLike) -> list[BagRecord]:
-    """Read a manifest CSV (see the module docstring for the columns)."""
+    """Read a manifest CSV (see the module docstring for the columns), validated row by row: ids are unique
+    names, splits from the closed set.
+
+    Raises:
+        ManifestError: one line naming the file, the row, the column, the value and the fix.
+    """
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -81,7 +128,7 @@ def read_manifest(path: PathLike) -> list[BagRecord]:
             cols = reader.fieldnames or []
             key_c = _pick(cols, KEY_COLUMNS)
             if key_c is None:
-                raise PathM3Error(f"{path}: no slide column; name one of {', '.join(KEY_COLUMNS)}")
+                raise ManifestError(f"{path}: no slide column; name one of {', '.join(KEY_COLUMNS)}")
             label_c, cap_c, split_c = (
                 _pick(cols, LABEL_COLUMNS),
                 _pick(cols, CAPTION_COLUMNS),
@@ -90,20 +137,66 @@ def read_manifest(path: PathLike) -> list[BagRecord]:
 
             def get(row: dict[str, str], c: str | None) -> str | None:
                 v = row.get(c) if c else None
+                if isinstance(v, list):  # more cells than header columns: DictReader's restkey
+                    v = None
                 return v.strip() if v is not None and v.strip() != "" else None
 
-            return [
-                BagRecord(
-                    key=str(get(row, key_c)),
-                    label=get(row, label_c),
-                    caption=get(row, cap_c),
-                    split=(get(row, split_c) or "").lower() or None,
+            records: list[BagRecord] = []
+            first_row: dict[str, int] = {}
+            for row in reader:
+                key = get(row, key_c)
+                if not key:
+                    continue
+                where = f"{path}: row {reader.line_num}"
+                check_bag_id(key, where=where)
+                if key in first_row:
+                    raise ManifestError(
+                        f"{where}: id {key!r} again (first on row {first_row[key]}); one row per bag: a bag "
+                        "listed twice could be in training and validation at once. Remove the duplicate"
+                    )
+                first_row[key] = reader.line_num
+                caption = get(row, cap_c)
+                if caption is not None and len(caption) > MAX_CAPTION_CHARS:
+                    raise ManifestError(
+                        f"{where}: caption of {len(caption):,} characters (at most {MAX_CAPTION_CHARS:,}); "
+                        "is the file's quoting broken?"
+                    )
+                records.append(
+                    BagRecord(
+                        key=key,
+                        label=get(row, label_c),
+                        caption=caption,
+                        split=canonical_split(get(row, split_c), where=where),
+                    )
                 )
-                for row in reader
-                if get(row, key_c)
-            ]
+            return records
+    except csv.Error as err:  # e.g. "field larger than field limit": a broken quote swallowed the file
+        raise ManifestError(f"{path}: not a readable CSV ({err}); check its quoting") from err
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err}); save the manifest as UTF-8 CSV") from err
     except OSError as err:
-        raise PathM3Error(f"cannot read manifest {path}: {err}") from err
+        raise ManifestError(f"cannot read manifest {path}: {err}") from err
+
+
+def check_training_split(train: Sequence[BagRecord], class_names: Sequence[str], *, source: str) -> None:
+    """At least one training bag, and one per class: a class the model never sees cannot be learned, and an
+    empty training set would "train" on nothing and still write a checkpoint.
+
+    Raises:
+        ManifestError: naming the manifest, the class(es) without training bags and the fix.
+    """
+    if not train:
+        raise ManifestError(
+            f"{source}: no training bags (every row has split val/test); mark some rows split=train "
+            "or leave the split column empty"
+        )
+    seen = {label_index(r.label, class_names) for r in train}
+    missing = [c for i, c in enumerate(class_names) if i not in seen]
+    if missing:
+        raise ManifestError(
+            f"{source}: no training bag of class(es) {missing} (of {list(class_names)}); add training rows of "
+            "those classes, or leave them out of --classes"
+        )
 
 
 def class_names_from(records: Sequence[BagRecord]) -> tuple[str, ...]:
@@ -136,12 +229,14 @@ _SUFFIXES = (".zarr", "", ".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors")
 
 
 def resolve_features(key: str, features_dir: PathLike | None = None) -> Path:
-    """Path of the features of ``key``: the key itself when it exists, else the feature store entry of
-    slide ``key`` in ``features_dir``, else ``features_dir/<key><suffix>``."""
+    """Path of the features of ``key``: with ``features_dir``, the feature store entry of slide ``key`` in it,
+    else ``features_dir/<key><suffix>`` (``key`` must be a name: nothing outside ``features_dir`` is read);
+    without, ``key`` itself as a path (API use)."""
     p = Path(key)
-    if p.exists():
+    if features_dir is None and p.exists():
         return p
     if features_dir is not None:
+        check_bag_id(key, where=f"bag {key[:80]!r}")
         from ..io.feature_store import FeatureStore
 
         base = Path(features_dir)
@@ -257,10 +352,9 @@ class BagDataset:
 def split_records(records: Sequence[BagRecord]) -> dict[str, list[BagRecord]]:
     """Group records by their ``split`` column (records without one go to ``"train"``)."""
     out: dict[str, list[BagRecord]] = {"train": [], "val": [], "test": []}
-    aliases = {"validation": "val", "valid": "val", "dev": "val", "training": "train", "testing": "test"}
     for r in records:
-        s = aliases.get(r.split or "train", r.split or "train")
-        out.setdefault(s, []).append(r)
+        s = canonical_split(r.split, where=f"bag {r.key!r}") or "train"
+        out[s].append(r)
     return out
 
 

@@ -34,6 +34,7 @@ from ..config import TrainConfig
 from ..errors import Cancelled, NonFiniteError
 from . import ddp
 from ._setup import (
+    _captions_of,
     _device_and_processes,
     _prepare,
     _remove_old_best,
@@ -308,6 +309,31 @@ def _validate(
     return float(record.get(f"val_{run.metric_name}", float("nan")))
 
 
+#: bags read for the training-feature summary (spread over the training set): bounded time on large cohorts
+SUMMARY_BAGS = 500
+
+
+def _summarize_training(run: _Run) -> Any:
+    """The training-feature summary (out-of-distribution checks at inference), saved in ``best/`` and
+    ``last/``; ``None`` when it cannot be made (it is a safeguard, never a reason to lose a trained model)."""
+    import numpy as np
+
+    from ..model.feature_summary import save_summary, summarize
+
+    ds = run.train_ds
+    picks = np.linspace(0, len(ds) - 1, min(len(ds), SUMMARY_BAGS)).round().astype(int) if len(ds) else []
+    try:
+        summary = summarize(ds[int(i)].features for i in sorted(set(picks)))
+        if run.dist.is_main:
+            for folder in (run.out / "best", run.out / "last"):
+                if folder.is_dir():
+                    save_summary(summary, folder, encoder=run.core.config.encoder_name)
+    except (ValueError, OSError) as err:
+        log.warning("no training-feature summary (out-of-distribution checks off for this model): %s", err)
+        return None
+    return summary
+
+
 def _finish(run: _Run) -> TrainResult:
     """The best checkpoint (saved now when no epoch improved), the verdict on it, and the result."""
     out, state, core = run.out, run.state, run.core
@@ -325,8 +351,10 @@ def _finish(run: _Run) -> TrainResult:
         run.dist,
         run.captioned,
         where=where,
+        train_captions=_captions_of(run.train_ds) if run.val_ds is not None else None,
     )
     core.training_verdict = verdict  # inference on this in-memory model reads its warnings
+    core.feature_summary = _summarize_training(run)
     return TrainResult(
         out_dir=out,
         best_dir=out / "best",

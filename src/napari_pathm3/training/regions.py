@@ -7,12 +7,15 @@ multiplies by the layer's scale to level 0 before building a :class:`Region`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..errors import RegionError
+from ..schemas import check_polygon
 from .data import SlideBag, label_index
 
 
@@ -45,14 +48,18 @@ class Region:
         if (self.polygon is None) == (self.mask is None):
             raise ValueError("Region: give exactly one of polygon or mask")
         if self.polygon is not None:
-            poly = np.asarray(self.polygon, dtype=np.float64)
-            if poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
-                raise ValueError(f"Region.polygon: need (k >= 3, 2) vertices, got shape {poly.shape}")
-            object.__setattr__(self, "polygon", poly)
+            name = f"Region {self.name or self.label!s}".strip()
+            object.__setattr__(self, "polygon", check_polygon(self.polygon, name=f"{name}: polygon"))
         if self.mask is not None and np.asarray(self.mask).ndim != 2:
-            raise ValueError("Region.mask: must be 2-D")
-        if self.downsample <= 0:
-            raise ValueError("Region.downsample: must be > 0")
+            raise RegionError("Region.mask: must be 2-D")
+        if not (
+            isinstance(self.downsample, (int, float))
+            and math.isfinite(self.downsample)
+            and self.downsample > 0
+        ):
+            raise RegionError(f"Region.downsample: must be a finite number > 0, got {self.downsample!r}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.origin):
+            raise RegionError(f"Region.origin: must be two finite numbers, got {self.origin!r}")
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         """Boolean ``(n,)``: which level-0 ``(x, y)`` points are inside the region."""
@@ -115,9 +122,12 @@ def _patch_size_level0(slide_features: Any) -> float:
     if grid is not None and getattr(grid, "size_level0", None) is not None:
         return float(grid.size_level0)
     # io.feature_store.FeatureBag records the grid (PatchGrid.params()) in its attrs
-    params = (getattr(slide_features, "attrs", None) or {}).get("grid") or {}
+    attrs = getattr(slide_features, "attrs", None) or {}
+    params = attrs.get("grid") or {}
     if params.get("size_level0") is not None:
         return float(params["size_level0"])
+    if attrs.get("patch_size_level0"):  # TRIDENT .h5 / SpatialData tile spec (io.interop, io.spatialdata)
+        return float(attrs["patch_size_level0"])
     raise ValueError(
         "slide_features: no patch size in level-0 pixels (size_level0, a grid, or attrs['grid']); "
         "pass patch_size_level0=grid.size_level0"

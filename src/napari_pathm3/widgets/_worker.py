@@ -102,6 +102,19 @@ def unwrap_proxy(obj: Any) -> Any:
     return getattr(obj, "__wrapped__", obj)
 
 
+def error_text(err: BaseException) -> str:
+    """The whole message of ``err`` for a widget's result box (a toast truncates it): our errors' message
+    says what to fix; anything else gets its type and a pointer to the traceback."""
+    if isinstance(err, Cancelled):
+        return f"Cancelled: {err}" if str(err) else "Cancelled."
+    if isinstance(err, PathM3Error):
+        return f"ERROR: {err}"
+    return (
+        f"ERROR ({type(err).__name__}): {err}\n\nAn unexpected failure: the traceback is in napari's "
+        "notification (click it) and in the terminal. Please report it with that traceback."
+    )
+
+
 def notify_error(err: BaseException) -> None:
     """Show ``err`` in napari: expected failures as one clear message, others with their traceback."""
     from napari.utils.notifications import notification_manager, show_error, show_info

@@ -25,27 +25,31 @@ from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..config import TilingConfig
 from ..device import DEVICES
-from ..errors import Cancelled
+from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
+from ._eta import TimeLeft
+from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
-from ._worker import Job, unwrap_proxy
+from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
     import napari
 
-    from ..io.slide import Slide
-    from ..model.pathm3 import PathM3Model
 
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
 HEATMAP_NOTE = (
-    "Heatmap colours: log2 of attention relative to uniform 1/N (0 = every patch equal, +1 = twice, -1 = half), "
-    "fixed range -3..+3 (1/8x..8x): nearly uniform attention shows as one colour."
+    "Heatmap colours: attention relative to uniform 1/N on a fixed log scale, 1/8x..8x as the colour bar reads "
+    "(log2 -3..+3; 1x = every patch equal): nearly uniform attention shows as one colour."
+)
+NOT_BRIGHTFIELD = (
+    "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
+    "16-bit images; the encoders take RGB H&E patches), so {them} {verb} not offered as the slide."
 )
 DEMO_NOTE = (
     "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
@@ -66,6 +70,7 @@ class CaptionWidget(Container):
         self.cache_dir: Path = user_cache_dir("features")
         self.result: SlideResult | None = None
         self._job: Job | None = None
+        self._time_left = TimeLeft()
 
         self._build_inputs()
         self._build_tissue_inputs()
@@ -77,9 +82,14 @@ class CaptionWidget(Container):
         self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
+        self._on_layers_changed()
+        self._on_slide_changed()
 
     def _build_inputs(self) -> None:
         self._slide = ComboBox(label="slide", choices=self._slide_choices)
+        self._slide_mpp = mpp_field()
+        self._mpp_note = Label(value="")
+        self._mpp_note.native.setWordWrap(True)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_dir = FileEdit(
             label="checkpoint", mode="d", tooltip="add a checkpoint folder to the model list"
@@ -140,9 +150,19 @@ class CaptionWidget(Container):
         self._save_csv = PushButton(text="CSV…", enabled=False)
         self._save_geojson = PushButton(text="GeoJSON…", enabled=False)
         self._screenshot = PushButton(text="Screenshot…")
+        # the ecosystem's formats (SpatialData for LazySlide/scverse, OME-Zarr maps): docs/features.md
+        self._save_sdata = PushButton(text="SpatialData…", enabled=False)
+        self._save_ome = PushButton(text="OME-Zarr…", enabled=False)
         buttons = Container(widgets=[self._run, self._cancel], layout="horizontal", labels=False, label="")
         exports = Container(
-            widgets=[self._save_json, self._save_csv, self._save_geojson, self._screenshot],
+            widgets=[
+                self._save_json,
+                self._save_csv,
+                self._save_geojson,
+                self._save_sdata,
+                self._save_ome,
+                self._screenshot,
+            ],
             layout="horizontal",
             labels=False,
             label="export",
@@ -150,8 +170,10 @@ class CaptionWidget(Container):
         self.extend(
             [
                 self._slide,
+                self._slide_mpp,
                 self._model,
                 self._model_dir,
+                self._mpp_note,
                 self._encoder,
                 self._device,
                 self._region,
@@ -176,10 +198,14 @@ class CaptionWidget(Container):
         self._cancel.changed.connect(self._on_cancel)
         self._model_dir.changed.connect(self._on_model_dir)
         self._model.changed.connect(self._on_model_changed)
+        self._slide.changed.connect(self._on_slide_changed)
+        self._slide_mpp.changed.connect(self._show_expectation)
         self._save_json.changed.connect(lambda: self._ask_and_save("json"))
         self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
         self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
         self._screenshot.changed.connect(lambda: self._ask_and_save("png"))
+        self._save_sdata.changed.connect(lambda: self._ask_and_save("spatialdata"))
+        self._save_ome.changed.connect(lambda: self._ask_and_save("ome-zarr"))
         registry.changed.connect(self._on_registry_changed)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
             ev.connect(self._on_layers_changed)
@@ -188,7 +214,7 @@ class CaptionWidget(Container):
 
     # ------------------------------------------------------------------------------------------ choices
     def _slide_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
-        return [(lay.name, lay) for lay in slide_layers(self._viewer)]
+        return [(lay.name, lay) for lay in slide_layers(self._viewer, brightfield=True)]
 
     def _region_choices(self, _w: Any = None) -> list[tuple[str, Any]]:
         shapes = [
@@ -210,6 +236,20 @@ class CaptionWidget(Container):
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slide.reset_choices()
         self._region.reset_choices()
+        self._run.enabled = not self.running and self._slide.value is not None
+        skipped = [lay.name for lay in slide_layers(self._viewer) if lay not in self._slide.choices]
+        if skipped and self._slide.value is None:  # say why the slide list is empty
+            self.show_error(_not_brightfield(skipped), toast=False)
+
+    def show_error(self, message: str, *, toast: bool = True) -> None:
+        """Put ``message`` in the result box in full (and, with ``toast``, in napari's notification too,
+        which truncates long messages)."""
+        from napari.utils.notifications import show_error
+
+        self._warning.visible = False
+        self._output.value = message if message.startswith(("ERROR", "Cancelled")) else f"ERROR: {message}"
+        if toast:
+            show_error(f"PathM3: {message}")
 
     def _on_model_dir(self, _value: Any = None) -> None:
         folder = self._model_dir.value
@@ -221,6 +261,21 @@ class CaptionWidget(Container):
 
     def _on_model_changed(self, _value: Any = None) -> None:
         self._note.value = DEMO_NOTE if self._model.value == DEMO_NAME else ""
+        if self._model.value is not None:  # the grid fields start from the model's own tiling
+            self._min_tissue.value = model_tiling(registry.get(self._model.value).source).min_tissue_fraction
+        self._show_expectation()
+
+    def _on_slide_changed(self, _value: Any = None) -> None:
+        """A slide's µm/px from its file (0 = unknown) in the field; the user may correct it."""
+        self._slide_mpp.value = layer_mpp(self._slide.value) or 0.0
+        self._show_expectation()
+
+    def _show_expectation(self, _value: Any = None) -> None:
+        if self._model.value is None:
+            self._mpp_note.value = ""
+            return
+        tiling = model_tiling(registry.get(self._model.value).source)
+        self._mpp_note.value = expectation(tiling, field_mpp(self._slide_mpp))
 
     # ------------------------------------------------------------------------------------------ running
     @property
@@ -228,13 +283,16 @@ class CaptionWidget(Container):
         return self._job is not None and self._job.running
 
     def _on_run(self, _value: Any = None) -> Job | None:
-        from napari.utils.notifications import show_error
-
         if self.running:
             return self._job
         layer = self._slide.value
         if layer is None:
-            show_error("PathM3: no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)")
+            skipped = [lay.name for lay in slide_layers(self._viewer)]
+            self.show_error(
+                _not_brightfield(skipped)
+                if skipped
+                else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
+            )
             return None
         slide = unwrap_proxy(layer.metadata["pathm3_slide"])
         region_layer = self._region.value
@@ -242,7 +300,7 @@ class CaptionWidget(Container):
         if region_layer is not None:
             region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer))
             if not region:
-                show_error(f"PathM3: shapes layer {region_layer.name!r} has no shapes; draw a region first")
+                self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
         model_name = self._model.value
         encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
@@ -250,6 +308,7 @@ class CaptionWidget(Container):
         cache_dir, threads = self.cache_dir, self._threads.value
         tissue = self.tissue_config()
         min_tissue = float(self._min_tissue.value)
+        slide_mpp = field_mpp(self._slide_mpp) or slide.mpp
 
         self._last_run = {
             "slide_or_path": slide,
@@ -267,28 +326,34 @@ class CaptionWidget(Container):
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             report(progress, 0, 1, Stage.LOAD_MODEL)
             model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
-            result = caption_slide(
-                slide,
-                model=model,
-                encoder=encoder,
-                device=device,
-                region=region,
-                text=text,
-                tiling=_tiling_for(model, slide, min_tissue),
-                tissue=tissue,
-                cache_dir=cache_dir,
-                top_k=top_k,
-                progress=progress,
-                cancel=cancel,
-            )
-            self._last_run.update(model=model, tiling=_tiling_for(model, slide, min_tissue))
+            tiling = run_tiling(model.config.tiling or TilingConfig(), slide_mpp, min_tissue=min_tissue)
+            with slide_at(slide, slide_mpp) as at_mpp:  # the µm/px entered in the widget, if any
+                result = caption_slide(
+                    at_mpp,
+                    model=model,
+                    encoder=encoder,
+                    device=device,
+                    region=region,
+                    text=text,
+                    tiling=tiling,
+                    tissue=tissue,
+                    cache_dir=cache_dir,
+                    top_k=top_k,
+                    progress=progress,
+                    cancel=cancel,
+                )
+            self._last_run.update(model=model, tiling=tiling)  # phrase maps: the same patches
             return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
         self._stage.value = "starting"
         self._progress.value = 0
         self._job = Job(
-            work, on_done=self._on_result, on_progress=self._on_progress, on_finished=self._on_finished
+            work,
+            on_done=self._on_result,
+            on_progress=self._on_progress,
+            on_finished=self._on_finished,
+            on_error=self._on_error,
         )
         return self._job.start()
 
@@ -307,6 +372,11 @@ class CaptionWidget(Container):
             "tissue": self.tissue_config(),
             "cache_dir": self.cache_dir,
         }
+
+    def _on_error(self, err: BaseException) -> None:
+        """The whole message in the result box (the job's toast is shown by the job itself)."""
+        self._warning.visible = False
+        self._output.value = error_text(err)
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
@@ -337,6 +407,8 @@ class CaptionWidget(Container):
         label = event.label()
         if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
             label = f"{label}: {event.done}/{event.total} patches"
+        if event.total:  # patches, demo-training steps: the time left once the stage has run a few seconds
+            label += self._time_left.text((event.demo, event.within or event.stage), event.done, event.total)
         self._stage.value = label
 
     def _on_finished(self) -> None:
@@ -345,12 +417,17 @@ class CaptionWidget(Container):
             self._stage.value = "cancelled" if isinstance(self._job.error, Cancelled) else "failed"
 
     def _set_running(self, running: bool) -> None:
-        self._run.enabled = not running
+        self._run.enabled = not running and self._slide.value is not None
         self._cancel.enabled = running
 
     def _on_result(self, result: SlideResult) -> None:
         self.result = result
-        show(result, self._viewer)
+        # layers in the slide layer's units (pixels for a slide opened without µm/px), whatever µm/px was entered
+        layer = self._slide.value
+        shown = result
+        if layer is not None and _layer_mpp_xy(layer) != result.mpp_xy:
+            shown = dataclasses.replace(result, mpp_xy=_layer_mpp_xy(layer))
+        show(shown, self._viewer)
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
@@ -358,12 +435,13 @@ class CaptionWidget(Container):
         self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
-        for b in (self._save_json, self._save_csv, self._save_geojson):
+        for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
             b.enabled = True
 
     # ------------------------------------------------------------------------------------------ export
     def export(self, path: str | Path, kind: str | None = None) -> Path:
-        """Save the last result as ``json`` / ``csv`` / ``geojson`` (top patches) or a ``png`` screenshot."""
+        """Save the last result as ``json`` / ``csv`` / ``geojson`` (QuPath: tiles with measurements, top
+        patches), ``spatialdata`` (a LazySlide-readable zarr), ``ome-zarr`` (maps) or a ``png`` screenshot."""
         path = Path(path)
         kind = kind or path.suffix.lstrip(".").lower()
         if kind == "png":
@@ -375,8 +453,19 @@ class CaptionWidget(Container):
             return self.result.save_json(path)
         if kind == "csv":
             return self.result.save_csv(path)
-        if kind == "geojson":
-            return self.result.save_geojson(path)
+        if kind == "geojson":  # QuPath: tiles with measurements + classified top patches
+            from ..exports import save_qupath_geojson
+
+            return save_qupath_geojson(self.result, path)
+        if kind == "spatialdata":  # features read back from the cache this widget captions with
+            from ..exports import cached_result_features, export_spatialdata
+
+            feats = cached_result_features(self.result, self.cache_dir)
+            return export_spatialdata(self.result, path, features=feats, overwrite=True)
+        if kind == "ome-zarr":
+            from ..exports import export_ome_zarr
+
+            return export_ome_zarr(self.result, path, overwrite=True)
         raise ValueError(f"unknown export kind {kind!r}")
 
     def _ask_and_save(self, kind: str) -> None:
@@ -387,7 +476,9 @@ class CaptionWidget(Container):
         suffix = {
             "json": "result.json",
             "csv": "patches.csv",
-            "geojson": "top-patches.geojson",
+            "geojson": "qupath.geojson",
+            "spatialdata": "spatialdata.zarr",
+            "ome-zarr": "maps.ome.zarr",
             "png": "screenshot.png",
         }[kind]
         path, _ = QFileDialog.getSaveFileName(self.native, f"Save {kind.upper()}", f"{stem}-{suffix}")
@@ -395,22 +486,25 @@ class CaptionWidget(Container):
             return
         try:
             show_info(f"PathM3: saved {self.export(path, kind)}")
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, PathM3Error) as err:
             show_error(f"PathM3: could not save {path}: {err}")
+
+
+def _not_brightfield(names: list[str]) -> str:
+    many = len(names) > 1
+    return NOT_BRIGHTFIELD.format(
+        names=", ".join(repr(n) for n in names), verb="are" if many else "is", them="they" if many else "it"
+    )
+
+
+def _layer_mpp_xy(layer: Any) -> tuple[float, float] | None:
+    xy = (layer.metadata or {}).get("mpp_xy")
+    return None if not xy else (float(xy[0]), float(xy[1]))
 
 
 def _slide_scale(layer: Any) -> tuple[float, float]:
     s = tuple(float(v) for v in layer.scale[-2:])
     return s[0], s[1]
-
-
-def _tiling_for(model: PathM3Model, slide: Slide, min_tissue: float) -> TilingConfig:
-    """The model's grid with the widget's minimum tissue fraction; a slide without mpp is tiled at level 0
-    in its own pixels (the model's patch size), since the widget cannot ask for the slide's µm/px."""
-    tiling = dataclasses.replace(model.config.tiling or TilingConfig(), min_tissue_fraction=min_tissue)
-    if slide.mpp is None and tiling.target_mpp is not None:
-        tiling = dataclasses.replace(tiling, target_mpp=None, level=0)
-    return tiling
 
 
 def format_result(result: SlideResult, *, demo: bool = False) -> str:
@@ -421,6 +515,8 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
+    accuracy = result.accuracy_text()
+    lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
     lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
     if warnings:  # a caption the model has not learned is noise: withhold it rather than show it as a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
@@ -430,7 +526,15 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
         if agree["agrees"] is False:
             lines += [f"WARNING: {agree['note']}.", ""]
     if result.grid.mpp is None:
-        lines.append("The slide has no µm/px: tiled at level 0 in its own pixels.")
+        lines.append(
+            "The slide has no µm/px: tiled at level 0 in its own pixels, maybe not the magnification the model "
+            "was trained at; enter the slide's µm/px above for patches of the model's physical size."
+        )
+    else:
+        lines.append(
+            f"Patches: {result.grid.patch_size} px at {result.grid.mpp:.3g} µm/px "
+            f"({result.grid.patch_size * result.grid.mpp:.0f} µm)."
+        )
     lines += [HEATMAP_NOTE, f"This run: {spread_text(attention_spread(result.attention))}.", ""]
     where = "selected region" if result.region is not None else "whole slide"
     lines.append(
