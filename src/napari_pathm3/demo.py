@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: bump when regions, captions, tiling or training change: the cached model is then retrained
-DEMO_VERSION = "v4"  # v4: the checkpoint carries its training-feature summary (out-of-distribution checks)
+DEMO_VERSION = "v5"  # v5: the checkpoint carries its training-feature summary (out-of-distribution
+# checks) and the tiny preset lost its ITC term (issue 24)
 #: the model name results of the demo model carry
 DEMO_MODEL_NAME = "demo (not diagnostic)"
 DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."

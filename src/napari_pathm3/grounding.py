@@ -1,5 +1,5 @@
 """Word -> region and phrase -> region maps of one bag as numpy (the math: :mod:`napari_pathm3.model.grounding`,
-docs/method.md §8), their files, and whether the caption's diagnosis agrees with the classifier.
+docs/method.md §11), their files, and whether the caption's diagnosis agrees with the classifier.
 
 A map is a distribution over the bag's patches (each row sums to 1, like the aggregate attention map), so it
 shows on the same fixed scale: log2 of the value relative to uniform 1/N.
@@ -35,9 +35,9 @@ __all__ = [
 
 #: how word maps are made (recorded in every output). "singleton": the trained model applied to each patch
 #: as a bag of one, m_w(n) ∝ p(w | patch n alone); "gradient x attention": the LM's gradient at each
-#: cross-attention layer's context times each patch's attention-weighted value, positive part (docs/method.md §10)
+#: cross-attention layer's context times each patch's attention-weighted value, positive part (docs/method.md §11)
 WORD_METHODS = ("singleton", "gradient x attention")
-#: "auto": singleton up to this many patches (its cost grows with n times the LM: docs/method.md §10,
+#: "auto": singleton up to this many patches (its cost grows with n times the LM: docs/method.md §11,
 #: 16 s at 10k patches on one CPU thread), gradient x attention beyond (whole slides)
 SINGLETON_MAX_PATCHES = 4096
 WORD_METHOD = "auto"

@@ -91,6 +91,13 @@ def load_encoder(
     return cached_encoder(canonical_name(name), str(resolve_device(device)))
 
 
+def provenance_of(model: PathM3Model) -> dict[str, Any]:
+    """What run made the model (:func:`napari_pathm3.model.provenance.provenance_of`)."""
+    from .model.provenance import provenance_of as _of
+
+    return _of(model)
+
+
 def model_name(model: PathM3Model) -> str:
     """Display name: the checkpoint folder (``run/best`` for a trainer's ``best``/``last``)."""
     source = getattr(model, "checkpoint_dir", None)
@@ -312,6 +319,7 @@ def caption_slide(
         grid=grid,
         tissue=tissue_mask,
         model_name=model_name(pm),
+        provenance=provenance_of(pm),
         encoder_name=enc.name,
         device=str(pm.device),
         text=text,
@@ -534,6 +542,7 @@ def caption_feature_bag(
         grid=grid,
         tissue=tissue,
         model_name=model_name(pm),
+        provenance=provenance_of(pm),
         encoder_name=bag.encoder_name,
         device=str(pm.device),
         text=text,

@@ -80,6 +80,9 @@ class SlideResult:
             extra.append(f"{int(acc['n'])} bags")
         return text + (f" ({', '.join(extra)})" if extra else "")
 
+    #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
+    provenance: dict[str, Any] | None = None
+
     @property
     def caption_class_agreement(self) -> dict[str, Any]:
         """Whether the caption names a class and whether it is the classifier's (see
@@ -153,6 +156,7 @@ class SlideResult:
                 "file": self.maps_file,
             },
             "phrase_maps": [p.summary() for p in self.phrase_maps],
+            "provenance": self.provenance,
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

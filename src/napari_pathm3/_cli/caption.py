@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--phrase-method",
         default="auto",
         choices=("auto", "singleton", "lm", "itc", "joint"),
-        help="how --query phrases are mapped (docs/method.md §10; auto: singleton up to 4096 patches, else lm)",
+        help="how --query phrases are mapped (docs/method.md §11; auto: singleton up to 4096 patches, else lm)",
     )
     p.add_argument(
         "--word-method",
