@@ -1,5 +1,5 @@
 """Word -> region and phrase -> region maps of one bag as numpy (the math: :mod:`napari_pathm3.model.grounding`,
-docs/method.md §8), their files, and whether the caption's diagnosis agrees with the classifier.
+docs/method.md §11), their files, and whether the caption's diagnosis agrees with the classifier.
 
 A map is a distribution over the bag's patches (each row sums to 1, like the aggregate attention map), so it
 shows on the same fixed scale: log2 of the value relative to uniform 1/N.

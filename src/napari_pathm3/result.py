@@ -59,6 +59,12 @@ class SlideResult:
     #: how well the model did where it was judged (``accuracy``, ``majority_rate``, ``evaluated_on``
     #: "validation" / "cross-validation" / "training", ``n``), from its training verdict; None if unrecorded
     model_accuracy: dict[str, Any] | None = None
+    #: one patch map per caption word (None: not computed); see napari_pathm3.grounding
+    word_maps: WordMaps | None = None
+    #: patch maps of the phrases asked for (``queries``)
+    phrase_maps: tuple[PhraseMap, ...] = ()
+    #: file the word and phrase maps were written to (set by the CLI beside its JSON)
+    maps_file: str | None = None
 
     def accuracy_text(self) -> str:
         """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""
@@ -76,13 +82,6 @@ class SlideResult:
 
     #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
     provenance: dict[str, Any] | None = None
-
-    #: one patch map per caption word (None: not computed); see napari_pathm3.grounding
-    word_maps: WordMaps | None = None
-    #: patch maps of the phrases asked for (``queries``)
-    phrase_maps: tuple[PhraseMap, ...] = ()
-    #: file the word and phrase maps were written to (set by the CLI beside its JSON)
-    maps_file: str | None = None
 
     @property
     def caption_class_agreement(self) -> dict[str, Any]:
@@ -147,7 +146,6 @@ class SlideResult:
             "warnings": list(self.warnings),
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
-            "provenance": self.provenance,
             "caption_class_agreement": self.caption_class_agreement,
             "word_maps": None
             if self.word_maps is None
@@ -158,6 +156,7 @@ class SlideResult:
                 "file": self.maps_file,
             },
             "phrase_maps": [p.summary() for p in self.phrase_maps],
+            "provenance": self.provenance,
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

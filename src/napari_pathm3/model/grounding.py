@@ -1,4 +1,4 @@
-"""Grounding: which patches a caption word, or a typed phrase, is about (docs/method.md §8).
+"""Grounding: which patches a caption word, or a typed phrase, is about (docs/method.md §11).
 
 Word -> region map, for the tokens w_t of a word (or of a phrase teacher-forced after the prompt):
 
@@ -12,7 +12,10 @@ so m_w is a distribution over patches (Σ_n m_w(n) = 1), on the same scale as th
 Q-Former and the correlation module are not run again (the classification pass's query outputs and A are
 reused), so the cost does not grow with the number of patches beyond the (T, q) x (q, n) product.
 
-Phrase maps from a trained PathM3 model, three ways (compared in benchmarks/bench_grounding.py):
+Singleton evidence (:func:`singleton_log_probs`, the default up to 4096 patches): log p(w_t | patch n alone),
+the model applied to each patch as a bag of one.
+
+Phrase maps from a trained PathM3 model, besides singleton (compared in benchmarks/bench_grounding.py):
 
 * ``"lm"``: the phrase teacher-forced as a caption; ρ from gradient x input of log p(phrase) as above.
 * ``"itc"``: the contrastive head (``itc_weight`` > 0): ρ(k) = softmax_k(⟨v_k, t⟩ / τ) with v_k the projected,

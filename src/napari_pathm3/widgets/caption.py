@@ -342,7 +342,7 @@ class CaptionWidget(Container):
                     progress=progress,
                     cancel=cancel,
                 )
-            self._last_run.update(model=model, tiling=tiling)
+            self._last_run.update(model=model, tiling=tiling)  # phrase maps: the same patches
             return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
@@ -356,11 +356,6 @@ class CaptionWidget(Container):
             on_error=self._on_error,
         )
         return self._job.start()
-
-    def _on_error(self, err: BaseException) -> None:
-        """The whole message in the result box (the job's toast is shown by the job itself)."""
-        self._warning.visible = False
-        self._output.value = error_text(err)
 
     def _current_inputs(self) -> dict[str, Any]:
         """The slide, device, region, tissue and cache settings now in the widget (zero-shot runs)."""
@@ -377,6 +372,11 @@ class CaptionWidget(Container):
             "tissue": self.tissue_config(),
             "cache_dir": self.cache_dir,
         }
+
+    def _on_error(self, err: BaseException) -> None:
+        """The whole message in the result box (the job's toast is shown by the job itself)."""
+        self._warning.visible = False
+        self._output.value = error_text(err)
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
