@@ -169,6 +169,20 @@ CARDS: tuple[EncoderCard, ...] = (
         url=_hub("timm/eva_giant_patch14_224.clip_ft_in1k"),
         note="natural images; timm's pooled output with num_classes=0",
     ),
+    EncoderCard(
+        name="clip:vinid/plip",
+        title="PLIP (vision-language)",
+        architecture="CLIP ViT-B/32 fine-tuned on OpenPath (Twitter pathology image-text pairs)",
+        dim=512,
+        input_size=224,
+        mean=OPENAI_CLIP[0],
+        std=OPENAI_CLIP[1],
+        mpp=None,
+        output="pooled",
+        url=_hub("vinid/plip"),
+        note="mixed, unrecorded magnifications (no µm/px to match); the projected image embedding "
+        "(CLIPModel.get_image_features), whose text side gives phrase maps and zero-shot classes",
+    ),
 )
 
 
