@@ -98,7 +98,9 @@ def test_zero_shot_classify_a_slide(tiny_clip: Path, synthetic_slide: Path, tmp_
         api.zero_shot_classify(synthetic_slide, ["a", "b"], model="demo")
 
 
-def test_clip_offline_is_one_line_naming_the_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clip_offline_is_one_line_naming_the_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import huggingface_hub.constants as hub
 
     from napari_pathm3.features.encoders import get_encoder

@@ -36,7 +36,9 @@ def _visible(w) -> bool:
     return not w.native.isHidden()
 
 
-def test_plip_entry_shows_the_zero_shot_fields(make_napari_viewer, add_slide, synthetic_slide, tmp_path) -> None:
+def test_plip_entry_shows_the_zero_shot_fields(
+    make_napari_viewer, add_slide, synthetic_slide, tmp_path
+) -> None:
     _, widget = _widget(make_napari_viewer, add_slide, synthetic_slide, tmp_path)
     assert PLIP_NAME in widget._model.choices and registry.get(PLIP_NAME).source == PLIP_SOURCE
     assert widget._model.value == DEMO_NAME and not widget.zero_shot
@@ -57,7 +59,9 @@ def test_zero_shot_run_from_a_picked_clip_folder(
     viewer, widget = _widget(make_napari_viewer, add_slide, synthetic_slide, tmp_path)
     widget._model_dir.value = tiny_clip  # a saved CLIPModel folder -> clip:<folder>, selected
     name = widget._model.value
-    assert registry.get(name).source == f"clip:{tiny_clip.resolve()}" and name.startswith("zero-shot: tiny-clip")
+    assert registry.get(name).source == f"clip:{tiny_clip.resolve()}" and name.startswith(
+        "zero-shot: tiny-clip"
+    )
     assert widget.zero_shot and "32-px patches" in widget._mpp_note.value  # its preprocessor's crop
     # too few classes: one clear line, no run
     widget._zero_shot.classes.value = "only one"
