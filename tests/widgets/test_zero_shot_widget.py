@@ -84,6 +84,14 @@ def test_zero_shot_run_from_a_picked_clip_folder(
     assert sorted(lay.name for lay in maps) == sorted(
         f"{res.slide_name} phrase: {c}" for c in ("tumour", "normal tissue")
     )
+    # a typed phrase is mapped with the same CLIP encoder on the same patches
+    widget.words._phrase.value = "solid nests"
+    job = widget.words._on_map_phrase()
+    qtbot.waitUntil(lambda: job.done, timeout=TIMEOUT)
+    qr = widget.words.last_phrase
+    assert (
+        qr is not None and qr.model_name == f"clip:{tiny_clip.resolve()}" and len(qr.grid) == res.num_patches
+    )
     # a second run replaces the class layers, no duplicates
     widget._on_run()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
