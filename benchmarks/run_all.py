@@ -47,6 +47,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "mil_ablation": ([], ["--quick"]),
     "demo": ([], ["--quick"]),
     "export": (["--repeat", "3"], ["--quick"]),
+    "tissue": (["--rounds", "3", "--repeats", "3"], ["--quick"]),
 }
 TITLES = {
     "read": "Patch reading",
@@ -58,6 +59,7 @@ TITLES = {
     "mil_ablation": "Learning: ablation of the caption recipe",
     "demo": "Demo",
     "export": "Exporting 100k tiles to SpatialData, QuPath GeoJSON and OME-Zarr",
+    "tissue": "Tissue detection against LazySlide",
 }
 
 

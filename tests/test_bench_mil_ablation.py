@@ -24,7 +24,7 @@ def test_bench_mil_ablation_quick_runs_and_renders() -> None:
     (run,) = rec["runs"]
     assert run["variant"] == "default" and 0.0 <= run["accuracy"] <= 1.0
     assert set(run["probes"]) == {"threes", "sevens", "zeros"}
-    assert run["grad_norms"]["loss_itc"]["query_tokens"] > 0  # the shipped recipe has the ITC term
+    assert "loss_itc" not in run["grad_norms"]  # the shipped recipe has no ITC term (chosen on validation)
     assert run["caption_loss"]["own_prefix"] > 0
     sys.path.insert(0, str(BENCH))
     try:

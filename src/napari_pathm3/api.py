@@ -167,8 +167,9 @@ def caption_slide(
         else:
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
+    demo = isinstance(model, str) and model == DEMO
     model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
-    return _caption(
+    result = _caption(
         slide,
         model=model,
         encoder=encoder,
@@ -182,6 +183,13 @@ def caption_slide(
         progress=progress,
         cancel=cancel,
     )
+    if demo:  # its results say "not diagnostic" wherever they are shown (overlay, JSON, PNG)
+        import dataclasses
+
+        from .demo import DEMO_MODEL_NAME
+
+        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+    return result
 
 
 def train(

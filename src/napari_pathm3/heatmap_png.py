@@ -69,7 +69,9 @@ def result_lines(result: SlideResult, *, note: str | None = None) -> list[tuple[
     """The text block under the image: ``(text, colour)`` per paragraph."""
     p = result.probabilities.get(result.label, float("nan"))
     others = ", ".join(f"{k} {v:.1%}" for k, v in sorted(result.probabilities.items(), key=lambda kv: -kv[1]))
-    out = [(f"Class: {result.label} ({p:.1%})", TEXT_RGB), (f"Probabilities: {others}", TEXT_RGB)]
+    accuracy = result.accuracy_text() if hasattr(result, "accuracy_text") else ""
+    head = f"Class: {result.label} ({p:.1%})" + (f"; {accuracy}" if accuracy else "")
+    out = [(head, TEXT_RGB), (f"Probabilities: {others}", TEXT_RGB)]
     warnings: Sequence[str] = getattr(result, "warnings", ()) or ()
     if warnings:
         out += [(f"Warning: {w}", WARN_RGB) for w in warnings]

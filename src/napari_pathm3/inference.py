@@ -91,6 +91,13 @@ def load_encoder(
     return cached_encoder(canonical_name(name), str(resolve_device(device)))
 
 
+def provenance_of(model: PathM3Model) -> dict[str, Any]:
+    """What run made the model (:func:`napari_pathm3.model.provenance.provenance_of`)."""
+    from .model.provenance import provenance_of as _of
+
+    return _of(model)
+
+
 def model_name(model: PathM3Model) -> str:
     """Display name: the checkpoint folder (``run/best`` for a trainer's ``best``/``last``)."""
     source = getattr(model, "checkpoint_dir", None)
@@ -107,6 +114,25 @@ def model_warnings(model: PathM3Model) -> tuple[str, ...]:
 
     verdict = getattr(model, "training_verdict", None) or read_verdict(getattr(model, "checkpoint_dir", None))
     return tuple(str(w) for w in (verdict or {}).get("warnings", ()))
+
+
+def _honesty(model: PathM3Model, features: np.ndarray, result: SlideResult) -> SlideResult:
+    """``result`` with the out-of-distribution check (and its warning when the slide is far) and the
+    model's recorded accuracy."""
+    import dataclasses
+
+    from .training.confidence import model_accuracy, ood_check
+
+    check = ood_check(model, features)
+    warnings = tuple(result.warnings)
+    if check is not None and check.far:
+        warnings += (check.warning(),)
+    return dataclasses.replace(
+        result,
+        warnings=warnings,
+        out_of_distribution=None if check is None else check.to_dict(),
+        model_accuracy=model_accuracy(model),
+    )
 
 
 def _tensor(model: PathM3Model, features: np.ndarray) -> Any:
@@ -267,17 +293,19 @@ def caption_slide(
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
         where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
     out = _model_stages(pm, feats, len(grid), timings=timings, progress=progress, cancel=cancel, **ask)
-    return out.result(
+    result = out.result(
         **where,
         grid=grid,
         tissue=tissue_mask,
         model_name=model_name(pm),
+        provenance=provenance_of(pm),
         encoder_name=enc.name,
         device=str(pm.device),
         text=text,
         region=polygons,
         timings=timings,
     )
+    return _honesty(pm, feats, result)
 
 
 def _feature_stage(
@@ -442,18 +470,20 @@ def caption_feature_bag(
         cancel=cancel,
     )
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
-    return out.result(
+    result = out.result(
         slide_path=str(path),
         slide_dimensions=grid.slide_dimensions,
         mpp_xy=None,
         grid=grid,
         tissue=tissue,
         model_name=model_name(pm),
+        provenance=provenance_of(pm),
         encoder_name=bag.encoder_name,
         device=str(pm.device),
         text=text,
         timings=timings,
     )
+    return _honesty(pm, bag.features, result)
 
 
 def _bag_step(bag: FeatureBag, size0: float) -> float:

@@ -48,12 +48,21 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
     """Summary for the viewer's text overlay: class, probability, caption (wrapped to ``width`` characters)
     and the result's warnings (e.g. a model that has not learned to caption)."""
     p = result.probabilities.get(result.label, float("nan"))
-    lines = [f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})"]
+    lines = ["DEMO MODEL - NOT DIAGNOSTIC"] if is_demo_result(result) else []
+    lines.append(f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})")
+    accuracy = result.accuracy_text() if hasattr(result, "accuracy_text") else ""
+    if accuracy:  # a probability means little without how often the model was right
+        lines += textwrap.wrap(accuracy, width)
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
     if result.caption and not warnings:
         lines += textwrap.wrap(result.caption, width)
     return "\n".join(lines)
+
+
+def is_demo_result(result: SlideResult) -> bool:
+    """A result of the demo model (its names say "not diagnostic": the API's and the widgets')."""
+    return "not diagnostic" in str(getattr(result, "model_name", "")).lower()
 
 
 def _log2_attention(values: np.ndarray) -> np.ndarray:

@@ -52,6 +52,29 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
     warnings: tuple[str, ...] = ()
+    #: distance of this slide's features to the model's training features (``OodCheck.to_dict()``), or None
+    #: when the model has no training-feature summary
+    out_of_distribution: dict[str, Any] | None = None
+    #: how well the model did where it was judged (``accuracy``, ``majority_rate``, ``evaluated_on``
+    #: "validation" / "cross-validation" / "training", ``n``), from its training verdict; None if unrecorded
+    model_accuracy: dict[str, Any] | None = None
+
+    def accuracy_text(self) -> str:
+        """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""
+        acc = self.model_accuracy or {}
+        if acc.get("accuracy") is None:
+            return ""
+        where = acc.get("evaluated_on", "validation")
+        text = f"model's {where} accuracy {float(acc['accuracy']):.0%}"
+        extra = []
+        if acc.get("majority_rate") is not None:
+            extra.append(f"majority class {float(acc['majority_rate']):.0%}")
+        if acc.get("n"):
+            extra.append(f"{int(acc['n'])} bags")
+        return text + (f" ({', '.join(extra)})" if extra else "")
+
+    #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
+    provenance: dict[str, Any] | None = None
 
     @property
     def coords(self) -> np.ndarray:
@@ -108,6 +131,9 @@ class SlideResult:
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "out_of_distribution": self.out_of_distribution,
+            "model_accuracy": self.model_accuracy,
+            "provenance": self.provenance,
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

@@ -48,6 +48,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs_run"] == 2 and (run / "best" / "config.json").is_file()
+    # what ran: the preset, the overrides from the command line, the seed
+    prov = summary["provenance"]
+    assert (prov["preset"], prov["mode"], prov["alpha"], prov["seed"]) == ("tiny", "image", 1.0, 0)
     out = tmp_path / "metrics.json"
     rc = main(
         [
@@ -71,6 +74,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert m["n"] == 4 and m["class_names"] == ["a", "b"]
     assert {"accuracy", "auc", "macro_f1", "bleu_4", "meteor_nltk", "rouge_l", "cider_d"} <= set(m)
     assert len(m["predictions"]) == 4 and isinstance(m["predictions"][0]["caption"], str)
+    assert m["provenance"]["preset"] == "tiny" and m["provenance"]["caption_style"] == "as given"
 
 
 def test_train_missing_features_is_one_line_error(tmp_path, capsys):

@@ -108,7 +108,17 @@ def test_caption_variants_report_caption_metrics(tmp_path, synthetic_pg, name):
     assert out["captions"] == "paper" and "subtype sentence" in out["captions_preprocessing"]
     assert out["variants"][name]["row_metric"] == VARIANTS[name].row_metric
     table = (tmp_path / "table.txt").read_text()
-    assert table.startswith("captions: paper") and "keyword rule" in table and "BLEU@4" in table
+    lines = table.splitlines()
+    # what ran comes first (preset, switches, code version), then how it differs from the paper
+    assert lines[0].startswith("run: preset custom") and "contrastive 0" in lines[0] and "seed 0" in lines[0]
+    assert lines[1].startswith("differs from the paper: ") and "image_only_path True" in lines[1]
+    assert lines[2].startswith("split: stratified") and lines[3].startswith("captions: paper")
+    assert "keyword rule" in table and "BLEU@4" in table
+    assert out["provenance"]["caption_style"] == "paper" and out["deviations_from_paper"]
+    # the shortcuts beside the model (the synthetic captions repeat per class: every test caption is known)
+    assert "shortcut (no model)" in table and out["shortcut_summary"]["verbatim_overlap"][0] == 1.0
+    if name == "image_text":
+        assert "predicted_class_caption_bleu_4" in run
 
 
 def test_caption_style_changes_the_leak_and_is_stated(tmp_path, synthetic_pg, monkeypatch):
@@ -124,21 +134,21 @@ def test_caption_style_changes_the_leak_and_is_stated(tmp_path, synthetic_pg, mo
     monkeypatch.setattr(ev, "evaluate_model", lambda *a, **kw: {"accuracy": 0.5})
     model, train = _configs()
     kw = dict(captions_csv=synthetic_pg / "captions.csv", model_config=model, train_config=train, seeds=(0,))
-    raw = run_patchgastric(synthetic_pg, out_dir=tmp_path / "r", captions="raw", **kw)
-    paper = run_patchgastric(synthetic_pg, out_dir=tmp_path / "p", **kw)
+    raw = run_patchgastric(synthetic_pg / "features", out_dir=tmp_path / "r", captions="raw", **kw)
+    paper = run_patchgastric(synthetic_pg / "features", out_dir=tmp_path / "p", **kw)
     assert raw.keyword_rule_accuracy == 1.0 and paper.keyword_rule_accuracy < 1.0  # sentence gone
     assert all(r.caption.startswith("Tumor") for r in seen[0][1])  # raw text, as published
     assert all(r.caption.startswith("tumor") and "adenocarcinoma" not in r.caption for r in seen[2][1])
     assert json.loads((tmp_path / "r" / "results.json").read_text())["captions"] == "raw"
     seen.clear()
     if HAS_SWITCH:
-        run_patchgastric(synthetic_pg, out_dir=tmp_path / "a", variants=("all",), **kw)
+        run_patchgastric(synthetic_pg / "features", out_dir=tmp_path / "a", variants=("all",), **kw)
         assert [cfg.mode for _, _, cfg in seen] == [v.mode for v in VARIANTS.values()]
     else:
         with pytest.raises(PathM3Error, match="use_correlation"):
-            run_patchgastric(synthetic_pg, out_dir=tmp_path / "a", variants=("all",), **kw)
+            run_patchgastric(synthetic_pg / "features", out_dir=tmp_path / "a", variants=("all",), **kw)
     with pytest.raises(PathM3Error, match="unknown protocol variant"):
-        run_patchgastric(synthetic_pg, out_dir=tmp_path / "x", variants=("image_only",), **kw)
+        run_patchgastric(synthetic_pg / "features", out_dir=tmp_path / "x", variants=("image_only",), **kw)
 
 
 def test_variant_configs():

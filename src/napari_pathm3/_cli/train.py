@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lm", help="caption LM: HF id or folder; 'scratch' builds a small one (default: the size preset's)"
     )
+    p.add_argument(
+        "--qformer-init",
+        metavar="BLIP2",
+        help="start the Q-Former (and query tokens; the LM projection when it fits) from a BLIP-2 checkpoint: "
+        "HF id (e.g. Salesforce/blip2-flan-t5-xl) or a local folder of safetensors; 'none' = random. "
+        "Default: BLIP-2-FlanT5-XL for --size paper, random otherwise",
+    )
     p.add_argument("--classes", nargs="+", help="class names, in order (default: sorted manifest labels)")
     p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
     p.add_argument("--alpha", type=FRACTION, help="eq. (4) weight of the classification loss, 0-1")
@@ -114,6 +121,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="paper",
         help="protocol: captions as the paper's references (lower-case, subtype sentence removed) or raw",
     )
+    p.add_argument(
+        "--split",
+        choices=("stratified", "caption_disjoint"),
+        default="stratified",
+        help="protocol: the paper's random 20/40/40 split (stratified), or caption_disjoint: identical "
+        "captions kept in one split, so no test caption occurs in training (not the paper's protocol)",
+    )
     add_device(p)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last")
     p.set_defaults(func=run)
@@ -151,6 +165,11 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
         cfg = dataclasses.replace(cfg, language=dataclasses.replace(cfg.language, name=name))
     if args.lr:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=args.lr))
+    init = getattr(args, "qformer_init", None)
+    if init is not None:
+        cfg = dataclasses.replace(
+            cfg, qformer_init=None if init.strip().lower() in ("none", "random") else init
+        )
     return cfg
 
 
@@ -269,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "stopped_early": result.stopped_early,
             "warnings": result.warnings,
             "last": {k: v for k, v in last.items() if not isinstance(v, list)},
+            "provenance": getattr(result.model, "provenance", None),  # what ran (also in best/config.json)
         }
     )
     for w in result.warnings:
@@ -287,20 +307,41 @@ def _run_protocol(args: argparse.Namespace) -> int:
     if not Path(captions).is_file():
         raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
     dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
+    model_config, train_config = _model_config(args, PATCHGASTRIC_CLASSES, dim), _train_config(args)
+    _announce(args, model_config, train_config)
     result = run_patchgastric(
         args.features,
         out_dir=args.out,
         captions_csv=captions,
         seeds=args.seeds,
-        model_config=_model_config(args, PATCHGASTRIC_CLASSES, dim),
-        train_config=_train_config(args),
+        model_config=model_config,
+        train_config=train_config,
         generate=not args.no_generate,
         variants=args.variants,
         captions=args.caption_style,
+        split=args.split,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.table())
     return 0
+
+
+def _announce(args: argparse.Namespace, model_config: Any, train_config: Any) -> None:
+    """First lines of a protocol run (stderr): what runs, and loudly how its objective differs from the
+    paper's when it does (e.g. the default ``small`` preset), so nothing else is trained silently."""
+    from ..training.protocol import _provenance
+
+    prov, deviations = _provenance(model_config, train_config, args.caption_style, args.seeds, args.variants)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    print(f"napari-pathm3 train: {prov.header()}", file=sys.stderr, flush=True)
+    if deviations:
+        hint = "" if prov.preset == "paper" else "; pass --size paper for the paper's objective"
+        print(
+            f"napari-pathm3 train: WARNING: not the paper's objective ({'; '.join(deviations)}){hint}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list[Any], list[Any]]:

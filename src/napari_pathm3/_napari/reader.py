@@ -32,7 +32,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
     if not p.exists() or not _claims(p):
         return None
     try:  # opening reads only the header and one tiny tile: cheap enough to decide
-        slide = open_slide(p)
+        slide = _open_quietly(p)
     except (SlideReadError, OSError) as err:
         log.info("napari-pathm3 does not read %s: %s", p, err)
         # a file with a slide's extension that no backend opens: say why (napari shows warnings as
@@ -54,6 +54,7 @@ class _OpenedReader:
         p = path[0] if isinstance(path, list) else path
         slide, self._slide = self._slide, None
         if slide is not None and str(p) == self._path:
+            notify_missing_mpp(slide)
             return [slide_layer_data(slide)]
         if slide is not None:
             slide.close()
@@ -70,7 +71,36 @@ def cannot_open_message(path: Path, err: BaseException) -> str:
 
 def read_slide(path: str | list[str]) -> list[LayerData]:
     p = path[0] if isinstance(path, list) else path
-    return [slide_layer_data(open_slide(p))]
+    slide = _open_quietly(p)
+    notify_missing_mpp(slide)
+    return [slide_layer_data(slide)]
+
+
+def _open_quietly(path: Any) -> Slide:
+    """``open_slide`` without its terse no-µm/px warning: napari would show it as a second toast beside
+    :func:`notify_missing_mpp`'s, which names the fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no microns-per-pixel", category=UserWarning)
+        return open_slide(path)
+
+
+def missing_mpp_message(slide: Slide) -> str:
+    """What a user is told when a slide opens without µm/px, with the fix in the widget and the CLI."""
+    return (
+        f"{slide.path.name} has no µm/px (microns per pixel) in its metadata: it is shown in pixels, and "
+        "PathM3 would cut patches in pixels, not at the model's magnification. Enter the slide's µm/px in "
+        "'Caption slide' or 'Train model' (field 'slide µm/px', e.g. 0.25 at 40x, 0.5 at 20x); on the "
+        "command line pass --mpp 0.25."
+    )
+
+
+def notify_missing_mpp(slide: Slide) -> None:
+    """A napari notification (not only a terminal warning) when a brightfield slide has no µm/px."""
+    if slide.mpp is not None or not slide.is_rgb:
+        return
+    from napari.utils.notifications import show_warning
+
+    show_warning(missing_mpp_message(slide))
 
 
 def slide_layer_data(slide: Slide, *, name: str | None = None) -> LayerData:

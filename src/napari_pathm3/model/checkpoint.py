@@ -35,11 +35,14 @@ __all__ = [
     "load_tensors",
     "non_finite_tensors",
     "read_config",
+    "read_provenance",
     "read_tiling",
     "write_checkpoint",
 ]
 
 CONFIG_NAME = "config.json"
+#: config.json key of the run record (RunProvenance) beside the model settings
+PROVENANCE_KEY = "provenance"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 #: where checkpoints written before ``PathM3Config.tiling`` existed kept the patch grid (read, never written)
@@ -97,6 +100,7 @@ def write_checkpoint(
     config: dict[str, Any],
     state: dict[str, Tensor],
     writers: dict[str, Callable[[Path], None]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint folder atomically.
 
@@ -106,6 +110,8 @@ def write_checkpoint(
         config: JSON-serialisable model config (saved as config.json with a format version).
         state: tensors to save (tied tensors are stored once).
         writers: ``{subfolder: fn(path)}`` for tokenizers and HF configs (e.g. ``tok.save_pretrained``).
+        provenance: what run made these weights (``RunProvenance.to_dict()``), kept in config.json under
+            ``"provenance"`` (not a model setting: :func:`read_config` leaves it out).
 
     Returns:
         The checkpoint folder.
@@ -128,6 +134,8 @@ def write_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata=meta)
         canonical_header(tmp / WEIGHTS_NAME)
         payload = {"pathm3_format": FORMAT_VERSION, **config}
+        if provenance is not None:
+            payload[PROVENANCE_KEY] = provenance
         (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
         for sub, fn in (writers or {}).items():
             (tmp / sub).mkdir(parents=True, exist_ok=True)
@@ -207,6 +215,7 @@ def read_config(directory: PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{cfg_path}: holds a JSON {type(data).__name__}, not an object of model settings; re-save the checkpoint"
         )
+    data.pop(PROVENANCE_KEY, None)  # what run made the weights, not a model setting (read_provenance)
     version = data.pop("pathm3_format", None)
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -218,6 +227,14 @@ def read_config(directory: PathLike) -> dict[str, Any]:
         if legacy is not None:
             data["tiling"] = legacy
     return data
+
+
+def read_provenance(directory: PathLike) -> dict[str, Any] | None:
+    """The ``provenance`` block of a checkpoint's config.json (None for a checkpoint saved without one)."""
+    read_config(directory)  # the usual checks and one-line errors
+    data = json.loads((Path(directory).expanduser() / CONFIG_NAME).read_text(encoding="utf-8"))
+    value = data.get(PROVENANCE_KEY)
+    return value if isinstance(value, dict) else None
 
 
 def _legacy_tiling(path: Path) -> dict[str, Any] | None:

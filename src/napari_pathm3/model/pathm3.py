@@ -116,6 +116,14 @@ class PathM3Model(nn.Module):
             self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
+        #: what run made these weights (``RunProvenance.to_dict()``): set by the trainer, saved in config.json
+        self.provenance: dict[str, Any] | None = None
+        #: what ``config.qformer_init`` loaded (None: random Q-Former, or weights read from a checkpoint)
+        self.qformer_init_report: Any = None
+        if pretrained_init and config.qformer_init:
+            from .blip2_init import load_blip2_qformer
+
+            self.qformer_init_report = load_blip2_qformer(self, config.qformer_init)
 
     # ------------------------------------------------------------------------------------ helpers
     @property
@@ -142,14 +150,23 @@ class PathM3Model(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
-        """AdamW parameter groups: ``config.optim.weight_decay`` except on biases, norms and embeddings."""
+        """AdamW parameter groups: ``config.optim.weight_decay`` except on biases and norms (rule ``"lavis"``,
+        BLIP-2's trainer: every tensor with one dimension or named ``*.bias``), and also embeddings and query
+        tokens (rule ``"norms_biases_embeddings"``)."""
+        lavis = self.config.optim.weight_decay_rule == "lavis"
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
-            plain = (
-                p.ndim < 2 or "norm" in name.lower() or "embeddings" in name or name.endswith("query_tokens")
-            )
+            if lavis:  # LAVIS Blip2Base.get_optimizer_params, verbatim
+                plain = p.ndim == 1 or name.endswith(".bias")
+            else:
+                plain = (
+                    p.ndim < 2
+                    or "norm" in name.lower()
+                    or "embeddings" in name
+                    or name.endswith("query_tokens")
+                )
             (no_decay if plain else decay).append(p)
         return [
             {"params": decay, "weight_decay": self.config.optim.weight_decay},
@@ -375,6 +392,7 @@ class PathM3Model(nn.Module):
                 "lm_tokenizer": self.lm_tokenizer.save_pretrained,
                 "language_model": self.language_model.config.save_pretrained,
             },
+            provenance=self.provenance,
         )
 
     @classmethod
@@ -448,6 +466,7 @@ class PathM3Model(nn.Module):
             )
         model.load_state_dict(tensors, strict=stored_lm)
         model.checkpoint_dir = path.resolve()  # display name and the training verdict beside the weights
+        model.provenance = ckpt.read_provenance(path)
         return model.to(resolve_device(device)).eval()
 
 

@@ -186,6 +186,7 @@ def _prepare(
     features_dir: PathLike | None,
     device: Any,
     dist: Any,
+    caption_style: str = "as given",
 ) -> _Run:
     """Datasets, model, loader, optimiser and learning-rate schedule of a run."""
     import torch
@@ -203,6 +204,7 @@ def _prepare(
             "give at least one bag per class to train on"
         )
     core = _build_model(model_or_config, config, device, train_ds)
+    core.provenance = _provenance(core, config, caption_style)
     mcfg, optim_cfg = core.config, core.config.optim
     val_ds = _as_dataset(val_set, names, features_dir)
     world, accum = dist.world_size, config.grad_accum_steps
@@ -244,11 +246,28 @@ def _prepare(
         micro=micro,
         steps_per_epoch=steps_per_epoch,
         total=total,
-        warmup=min(optim_cfg.warmup_steps, max(1, int(config.warmup_max_fraction * total))),
+        warmup=(
+            min(optim_cfg.warmup_steps, steps_per_epoch)  # LAVIS warms up in the first epoch only
+            if config.lr_schedule == "lavis"
+            else min(optim_cfg.warmup_steps, max(1, int(config.warmup_max_fraction * total)))
+        ),
         metric_name=metric_name,
         captioned=captioned,
         gen_val=captioned and metric_name in ("combined", "bleu_4"),
     )
+
+
+def _provenance(core: Any, config: TrainConfig, caption_style: str) -> dict[str, Any]:
+    """The run record saved with every checkpoint of this run (config.json ``provenance``)."""
+    from ..model.provenance import RunProvenance
+
+    report = getattr(core, "qformer_init_report", None)
+    detail = report.summary() if report is not None else ""
+    prov = RunProvenance.of(
+        core.config, train_config=config, caption_style=caption_style, qformer_init_detail=detail
+    )
+    log.info("%s", prov.header())
+    return prov.to_dict()
 
 
 def _remove_old_best(out: Path) -> None:

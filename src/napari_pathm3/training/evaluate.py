@@ -308,14 +308,27 @@ def evaluate_model(
     if pred.captions is not None:
         out["caption_tokenizer"] = tokenizer
     out["class_names"] = list(model.config.class_names)
+    out["provenance"] = _provenance_of(model)  # what run made these weights: after the plain figures
     head = ("mode", "classification_inputs", "n", "loss")
     order = {k: i for i, k in enumerate(head)}  # headline first, text-conditioned results after the rest
     out = dict(
-        sorted(out.items(), key=lambda kv: order.get(kv[0], len(head) + kv[0].startswith(TEXT_PREFIX)))
+        sorted(
+            out.items(),
+            key=lambda kv: order.get(
+                kv[0], len(head) + (0.5 if kv[0] == "provenance" else kv[0].startswith(TEXT_PREFIX))
+            ),
+        )
     )
     if return_predictions:
         out["predictions"] = [_prediction_row(pred, i) for i in range(len(pred.slide_ids))]
     return out
+
+
+def _provenance_of(model: Any) -> dict[str, Any]:
+    """What run made the evaluated weights (the checkpoint's record), and the mode it was evaluated in."""
+    from ..model.provenance import provenance_of
+
+    return {**provenance_of(model), "evaluated_mode": model.config.mode}
 
 
 def _prediction_row(pred: Predictions, i: int) -> dict[str, Any]:

@@ -14,7 +14,8 @@ Output folder::
 Learning-rate schedule (per optimiser step): linear from ``optim.warmup_lr`` to ``optim.lr`` over
 ``min(optim.warmup_steps, warmup_max_fraction × total steps)`` steps, then cosine to ``min_lr``. The cap
 keeps short runs (a few hundred steps: most region/PatchGastric runs) from ending inside the 1000-step
-warm-up of the paper; set ``warmup_max_fraction=1`` for the paper's schedule verbatim.
+warm-up of the paper. ``TrainConfig.lr_schedule="lavis"`` (the ``paper`` preset) is BLIP-2's trainer instead:
+warm-up during the first epoch only, then a cosine per epoch (:func:`lavis_lr_at`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..config import TrainConfig
 from ..errors import Cancelled, NonFiniteError
 from . import ddp
 from ._setup import (
+    _captions_of,
     _device_and_processes,
     _prepare,
     _remove_old_best,
@@ -77,6 +79,40 @@ def lr_at(step: int, *, lr: float, warmup_lr: float, warmup: int, total: int, mi
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
+def lavis_lr_at(
+    step: int,
+    *,
+    lr: float,
+    warmup_lr: float,
+    warmup_steps: int,
+    steps_per_epoch: int,
+    epochs: int,
+    min_lr: float,
+) -> float:
+    """Learning rate of optimiser step ``step`` under LAVIS's ``linear_warmup_cosine_lr`` (BLIP-2's trainer):
+    epoch 0 warms up linearly over ``warmup_steps`` (capped at ``lr``; a short first epoch ends the warm-up
+    early), every later epoch e runs at ``min_lr + (lr - min_lr)(1 + cos(pi e / epochs)) / 2``."""
+    epoch = step // max(1, steps_per_epoch)
+    if epoch == 0:
+        return min(lr, warmup_lr + (lr - warmup_lr) * step / max(warmup_steps, 1))
+    return (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)) + min_lr
+
+
+def _scheduled_lr(run: _Run) -> float:
+    if run.config.lr_schedule == "lavis":
+        o = run.core.config.optim
+        return lavis_lr_at(
+            run.state.step,
+            lr=o.lr,
+            warmup_lr=o.warmup_lr,
+            warmup_steps=o.warmup_steps,
+            steps_per_epoch=run.steps_per_epoch,
+            epochs=run.config.epochs,
+            min_lr=run.config.min_lr,
+        )
+    return lr_at(run.state.step, **run.schedule)
+
+
 def _better(value: float, best: float, metric: str, min_delta: float) -> bool:
     if not math.isfinite(value):
         return False
@@ -98,6 +134,7 @@ def train(
     metrics_callback: MetricsFn | None = None,
     cancel: CancelToken | None = None,
     epoch_log: MetricsFn | None = None,
+    caption_style: str = "as given",
 ) -> TrainResult:
     """Train a PathM3 model on bags and keep the best epoch by a validation metric.
 
@@ -115,6 +152,8 @@ def train(
             ``Stage.VALIDATE`` before each validation.
         metrics_callback: called with each epoch's record (the ``log.csv`` row plus the confusion matrix).
         epoch_log: called with each epoch's record on the main process (the CLI prints one line per epoch).
+        caption_style: how the captions were prepared (PatchGastric "paper"/"raw"), recorded in the
+            checkpoints' provenance.
         cancel: polled between micro-batches; a cancelled run raises :class:`Cancelled` and keeps the
             checkpoints of the finished epochs (``resume=True`` continues from there).
 
@@ -128,7 +167,9 @@ def train(
     out = Path(out_dir)
     device, dist = _device_and_processes(config)
     try:
-        run = _prepare(model_or_config, train_set, val_set, config, out, features_dir, device, dist)
+        run = _prepare(
+            model_or_config, train_set, val_set, config, out, features_dir, device, dist, caption_style
+        )
         if not (resume and _resume(run)) and dist.is_main:
             _remove_old_best(out)
         if dist.is_main:
@@ -225,8 +266,9 @@ def _micro_step(run: _Run, batch: Any, epoch: int, group_size: int, *, sync: boo
 def _optimizer_step(run: _Run) -> None:
     import torch
 
+    lr = _scheduled_lr(run)
     for g in run.optimizer.param_groups:
-        g["lr"] = lr_at(run.state.step, **run.schedule)
+        g["lr"] = lr
     if run.config.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(run.core.parameters(), run.config.grad_clip)
     run.optimizer.step()
@@ -308,6 +350,31 @@ def _validate(
     return float(record.get(f"val_{run.metric_name}", float("nan")))
 
 
+#: bags read for the training-feature summary (spread over the training set): bounded time on large cohorts
+SUMMARY_BAGS = 500
+
+
+def _summarize_training(run: _Run) -> Any:
+    """The training-feature summary (out-of-distribution checks at inference), saved in ``best/`` and
+    ``last/``; ``None`` when it cannot be made (it is a safeguard, never a reason to lose a trained model)."""
+    import numpy as np
+
+    from ..model.feature_summary import save_summary, summarize
+
+    ds = run.train_ds
+    picks = np.linspace(0, len(ds) - 1, min(len(ds), SUMMARY_BAGS)).round().astype(int) if len(ds) else []
+    try:
+        summary = summarize(ds[int(i)].features for i in sorted(set(picks)))
+        if run.dist.is_main:
+            for folder in (run.out / "best", run.out / "last"):
+                if folder.is_dir():
+                    save_summary(summary, folder, encoder=run.core.config.encoder_name)
+    except (ValueError, OSError) as err:
+        log.warning("no training-feature summary (out-of-distribution checks off for this model): %s", err)
+        return None
+    return summary
+
+
 def _finish(run: _Run) -> TrainResult:
     """The best checkpoint (saved now when no epoch improved), the verdict on it, and the result."""
     out, state, core = run.out, run.state, run.core
@@ -325,8 +392,10 @@ def _finish(run: _Run) -> TrainResult:
         run.dist,
         run.captioned,
         where=where,
+        train_captions=_captions_of(run.train_ds) if run.val_ds is not None else None,
     )
     core.training_verdict = verdict  # inference on this in-memory model reads its warnings
+    core.feature_summary = _summarize_training(run)
     return TrainResult(
         out_dir=out,
         best_dir=out / "best",

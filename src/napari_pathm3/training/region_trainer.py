@@ -8,7 +8,7 @@ checkpoint's config records the tiling, so captioning later cuts the same patche
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .._types import CancelToken, PathLike, ProgressFn, report
@@ -20,6 +20,8 @@ from .augment import sub_bags as _sub_bags
 from .data import SlideBag
 from .loop import MetricsFn, TrainResult, train
 from .regions import Region, bags_from_regions
+from .validation import Plan, plan_validation, pooled_verdict
+from .verdict import NOT_CAPTIONING, write_verdict
 
 if TYPE_CHECKING:
     from ..features.encoders import FrozenEncoder
@@ -110,6 +112,7 @@ def train_on_regions(
     mixed_bags: int = 0,
     max_patches: int | None = None,
     seed: int = 0,
+    validation: bool = True,
     progress: ProgressFn | None = None,
     metrics: MetricsFn | None = None,
     cancel: CancelToken | None = None,
@@ -125,6 +128,8 @@ def train_on_regions(
         model_size: ``tiny`` | ``small`` | ``paper`` (:meth:`PathM3Config.preset`); lr: its optimiser's peak lr.
         sub_bags, mixed_bags: augmentation (:mod:`napari_pathm3.training.augment`).
         epochs, batch_size, alpha, mode, max_patches, seed: :class:`~napari_pathm3.config.TrainConfig`.
+        validation: judge the model on held-out regions, or by cross-validation when there are too few
+            (:mod:`napari_pathm3.training.validation`); the verdict is in ``result.verdict``.
     """
     from ..device import resolve_device
     from ..features.encoders import cached_encoder, canonical_name
@@ -144,15 +149,13 @@ def train_on_regions(
         cancel=cancel,
     )
     _check_bags(bags)
-    train_bags = _sub_bags(bags, sub_bags, 0.6, seed) + _mixed_bags(bags, mixed_bags, seed)
     mcfg = PathM3Config.preset(model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names)
     mcfg = dataclasses.replace(mcfg, tiling=tiling)
     if lr is not None:
         mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=lr))
-    bs = batch_size or min(mcfg.optim.batch_size, max(1, len(train_bags) // 4))
     tcfg = TrainConfig(
         epochs=epochs,
-        batch_size=bs,
+        batch_size=batch_size or 1,
         alpha=alpha,
         mode=mode,
         device=str(device),
@@ -161,13 +164,78 @@ def train_on_regions(
         log_every=1,
         max_patches=max_patches,
     )
-    return train(
-        mcfg,
-        train_bags,
-        None,
-        tcfg,
-        out_dir=output_dir,
-        progress=progress,
-        metrics_callback=metrics,
-        cancel=cancel,
-    )
+
+    def fit(
+        part: list[SlideBag], val: list[SlideBag] | None, out: PathLike, on_metrics: MetricsFn | None
+    ) -> TrainResult:
+        train_bags = _sub_bags(part, sub_bags, 0.6, seed) + _mixed_bags(part, mixed_bags, seed)
+        bs = batch_size or min(mcfg.optim.batch_size, max(1, len(train_bags) // 4))
+        cfg = dataclasses.replace(tcfg, batch_size=bs)
+        return train(
+            mcfg,
+            train_bags,
+            val,
+            cfg,
+            out_dir=out,
+            progress=progress,
+            metrics_callback=on_metrics,
+            cancel=cancel,
+        )
+
+    plan = plan_validation(bags, seed=seed, class_names=names) if validation else None
+    if plan is not None and plan.kind == "holdout":
+        return fit(plan.train, plan.val, output_dir, metrics)
+    if plan is not None and plan.kind == "cv":
+        return _cross_validated(plan, bags, fit, output_dir, metrics, progress)
+    result = fit(list(bags), None, output_dir, metrics)
+    reason = plan.reason if plan is not None else "validation turned off"
+    return _with_verdict(result, {**result.verdict, "not_validated": reason})
+
+
+def _cross_validated(
+    plan: Plan,
+    bags: list[SlideBag],
+    fit: Callable[..., TrainResult],
+    output_dir: PathLike,
+    metrics: MetricsFn | None,
+    progress: ProgressFn | None,
+) -> TrainResult:
+    """Train one model per fold (judged on its held-out fold), then the final model on every region; the
+    final model carries the pooled cross-validated verdict (and its own caption verdict)."""
+    import tempfile
+    from pathlib import Path
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fold_verdicts = []
+    for k, held in enumerate(plan.folds):
+        report(
+            progress,
+            k,
+            len(plan.folds) + 1,
+            "validate",
+            detail=f"cross-validation fold {k + 1}/{len(plan.folds)}",
+        )
+        rest = [b for f in plan.folds if f is not held for b in f]
+        with tempfile.TemporaryDirectory(prefix=".cv-", dir=out) as tmp:
+            fold_verdicts.append(fit(rest, held, tmp, None).verdict)
+    result = fit(list(bags), None, out, metrics)
+    pooled = pooled_verdict(fold_verdicts, [b.label for b in bags])
+    own = result.verdict  # judged on its training bags: keep its caption verdict, not its accuracy
+    caption_warnings = [w for w in own.get("warnings", []) if w.startswith(NOT_CAPTIONING)]
+    keep = ("distinct_captions", "distinct_references", "learned_to_caption")
+    verdict = {
+        **pooled,
+        **{k: own[k] for k in keep if k in own},
+        "training_accuracy": own.get("accuracy"),
+        "warnings": pooled["warnings"] + caption_warnings,
+    }
+    return _with_verdict(result, verdict)
+
+
+def _with_verdict(result: TrainResult, verdict: dict) -> TrainResult:
+    """``result`` carrying ``verdict`` (also written beside its checkpoints, and on its in-memory model)."""
+    write_verdict(verdict, [result.best_dir, result.last_dir])
+    if result.model is not None:
+        result.model.training_verdict = verdict
+    return dataclasses.replace(result, verdict=verdict, warnings=list(verdict.get("warnings", [])))

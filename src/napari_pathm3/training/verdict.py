@@ -33,8 +33,10 @@ def combined_score(metrics: dict[str, Any]) -> float:
     return acc if bleu is None else 0.5 * (acc + float(bleu))
 
 
-def judge(pred: Any, *, where: str, captions_trained: bool) -> dict[str, Any]:
-    """Verdict on predictions (``training.evaluate.Predictions``) of the chosen model."""
+def judge(pred: Any, *, where: str, captions_trained: bool, train_captions: Any = None) -> dict[str, Any]:
+    """Verdict on predictions (``training.evaluate.Predictions``) of the chosen model. With
+    ``train_captions``, generated captions that copy a training caption word for word are counted (a
+    model that only recalls sentences has not learned to describe)."""
     warnings: list[str] = []
     out: dict[str, Any] = {"evaluated_on": where, "n": len(pred.slide_ids)}
     labels = np.asarray(pred.labels)
@@ -62,6 +64,11 @@ def judge(pred: Any, *, where: str, captions_trained: bool) -> dict[str, Any]:
         distinct = len(set(gen))
         learned = not (len(refs) > 1 and distinct <= 1)
         out.update(distinct_captions=distinct, distinct_references=len(refs), learned_to_caption=learned)
+        if train_captions is not None:
+            known = {_norm(c) for c in train_captions if c}
+            out.update(
+                captions_judged=len(gen), verbatim_training_captions=sum(_norm(c) in known for c in gen)
+            )
         if not learned:
             example = gen[0] if gen else ""
             warnings.append(
@@ -70,6 +77,10 @@ def judge(pred: Any, *, where: str, captions_trained: bool) -> dict[str, Any]:
             )
     out["warnings"] = warnings
     return out
+
+
+def _norm(caption: str) -> str:
+    return " ".join(str(caption).lower().split())
 
 
 def write_verdict(verdict: dict[str, Any], folders: list[Path]) -> None:
@@ -106,6 +117,7 @@ def judge_best(
     captioned: bool,
     *,
     where: str,
+    train_captions: Any = None,
 ) -> dict[str, Any]:
     """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
     in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
@@ -132,7 +144,7 @@ def judge_best(
     finally:
         with torch.no_grad():
             core.load_state_dict(last_state)
-    verdict = judge(pred, where=where, captions_trained=captioned)
+    verdict = judge(pred, where=where, captions_trained=captioned, train_captions=train_captions)
     if dist.is_main:
         write_verdict(verdict, [best, out / "last"])
     for w in verdict["warnings"]:

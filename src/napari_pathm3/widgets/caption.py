@@ -31,6 +31,7 @@ from ..inference import STAGES, SlideResult, caption_slide
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
+from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._worker import Job, error_text, unwrap_proxy
@@ -38,8 +39,6 @@ from ._worker import Job, error_text, unwrap_proxy
 if TYPE_CHECKING:
     import napari
 
-    from ..io.slide import Slide
-    from ..model.pathm3 import PathM3Model
 
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
@@ -78,9 +77,13 @@ class CaptionWidget(Container):
         self._connect(viewer)
         self._on_model_changed()
         self._on_layers_changed()
+        self._on_slide_changed()
 
     def _build_inputs(self) -> None:
         self._slide = ComboBox(label="slide", choices=self._slide_choices)
+        self._slide_mpp = mpp_field()
+        self._mpp_note = Label(value="")
+        self._mpp_note.native.setWordWrap(True)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_dir = FileEdit(
             label="checkpoint", mode="d", tooltip="add a checkpoint folder to the model list"
@@ -161,8 +164,10 @@ class CaptionWidget(Container):
         self.extend(
             [
                 self._slide,
+                self._slide_mpp,
                 self._model,
                 self._model_dir,
+                self._mpp_note,
                 self._encoder,
                 self._device,
                 self._region,
@@ -187,6 +192,8 @@ class CaptionWidget(Container):
         self._cancel.changed.connect(self._on_cancel)
         self._model_dir.changed.connect(self._on_model_dir)
         self._model.changed.connect(self._on_model_changed)
+        self._slide.changed.connect(self._on_slide_changed)
+        self._slide_mpp.changed.connect(self._show_expectation)
         self._save_json.changed.connect(lambda: self._ask_and_save("json"))
         self._save_csv.changed.connect(lambda: self._ask_and_save("csv"))
         self._save_geojson.changed.connect(lambda: self._ask_and_save("geojson"))
@@ -248,6 +255,21 @@ class CaptionWidget(Container):
 
     def _on_model_changed(self, _value: Any = None) -> None:
         self._note.value = DEMO_NOTE if self._model.value == DEMO_NAME else ""
+        if self._model.value is not None:  # the grid fields start from the model's own tiling
+            self._min_tissue.value = model_tiling(registry.get(self._model.value).source).min_tissue_fraction
+        self._show_expectation()
+
+    def _on_slide_changed(self, _value: Any = None) -> None:
+        """A slide's µm/px from its file (0 = unknown) in the field; the user may correct it."""
+        self._slide_mpp.value = layer_mpp(self._slide.value) or 0.0
+        self._show_expectation()
+
+    def _show_expectation(self, _value: Any = None) -> None:
+        if self._model.value is None:
+            self._mpp_note.value = ""
+            return
+        tiling = model_tiling(registry.get(self._model.value).source)
+        self._mpp_note.value = expectation(tiling, field_mpp(self._slide_mpp))
 
     # ------------------------------------------------------------------------------------------ running
     @property
@@ -280,6 +302,7 @@ class CaptionWidget(Container):
         cache_dir, threads = self.cache_dir, self._threads.value
         tissue = self.tissue_config()
         min_tissue = float(self._min_tissue.value)
+        slide_mpp = field_mpp(self._slide_mpp) or slide.mpp
 
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
@@ -287,20 +310,22 @@ class CaptionWidget(Container):
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             report(progress, 0, 1, Stage.LOAD_MODEL)
             model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
-            result = caption_slide(
-                slide,
-                model=model,
-                encoder=encoder,
-                device=device,
-                region=region,
-                text=text,
-                tiling=_tiling_for(model, slide, min_tissue),
-                tissue=tissue,
-                cache_dir=cache_dir,
-                top_k=top_k,
-                progress=progress,
-                cancel=cancel,
-            )
+            tiling = run_tiling(model.config.tiling or TilingConfig(), slide_mpp, min_tissue=min_tissue)
+            with slide_at(slide, slide_mpp) as at_mpp:  # the µm/px entered in the widget, if any
+                result = caption_slide(
+                    at_mpp,
+                    model=model,
+                    encoder=encoder,
+                    device=device,
+                    region=region,
+                    text=text,
+                    tiling=tiling,
+                    tissue=tissue,
+                    cache_dir=cache_dir,
+                    top_k=top_k,
+                    progress=progress,
+                    cancel=cancel,
+                )
             return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
@@ -364,7 +389,12 @@ class CaptionWidget(Container):
 
     def _on_result(self, result: SlideResult) -> None:
         self.result = result
-        show(result, self._viewer)
+        # layers in the slide layer's units (pixels for a slide opened without µm/px), whatever µm/px was entered
+        layer = self._slide.value
+        shown = result
+        if layer is not None and _layer_mpp_xy(layer) != result.mpp_xy:
+            shown = dataclasses.replace(result, mpp_xy=_layer_mpp_xy(layer))
+        show(shown, self._viewer)
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
@@ -433,18 +463,14 @@ def _not_brightfield(names: list[str]) -> str:
     )
 
 
+def _layer_mpp_xy(layer: Any) -> tuple[float, float] | None:
+    xy = (layer.metadata or {}).get("mpp_xy")
+    return None if not xy else (float(xy[0]), float(xy[1]))
+
+
 def _slide_scale(layer: Any) -> tuple[float, float]:
     s = tuple(float(v) for v in layer.scale[-2:])
     return s[0], s[1]
-
-
-def _tiling_for(model: PathM3Model, slide: Slide, min_tissue: float) -> TilingConfig:
-    """The model's grid with the widget's minimum tissue fraction; a slide without mpp is tiled at level 0
-    in its own pixels (the model's patch size), since the widget cannot ask for the slide's µm/px."""
-    tiling = dataclasses.replace(model.config.tiling or TilingConfig(), min_tissue_fraction=min_tissue)
-    if slide.mpp is None and tiling.target_mpp is not None:
-        tiling = dataclasses.replace(tiling, target_mpp=None, level=0)
-    return tiling
 
 
 def format_result(result: SlideResult, *, demo: bool = False) -> str:
@@ -455,13 +481,23 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
+    accuracy = result.accuracy_text()
+    lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
     lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
     if warnings:  # a caption the model has not learned is noise: withhold it rather than show it as a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
     if result.grid.mpp is None:
-        lines.append("The slide has no µm/px: tiled at level 0 in its own pixels.")
+        lines.append(
+            "The slide has no µm/px: tiled at level 0 in its own pixels, maybe not the magnification the model "
+            "was trained at; enter the slide's µm/px above for patches of the model's physical size."
+        )
+    else:
+        lines.append(
+            f"Patches: {result.grid.patch_size} px at {result.grid.mpp:.3g} µm/px "
+            f"({result.grid.patch_size * result.grid.mpp:.0f} µm)."
+        )
     lines += [HEATMAP_NOTE, f"This run: {spread_text(attention_spread(result.attention))}.", ""]
     where = "selected region" if result.region is not None else "whole slide"
     lines.append(

@@ -41,6 +41,7 @@ from ..errors import Cancelled, PathM3Error
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
+from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
@@ -154,6 +155,13 @@ class TrainWidget(Container):
         tc, mc = TrainConfig(), PathM3Config
 
         self._slides = Select(label="slides", choices=self._slide_choices)
+        self._slide_mpp = mpp_field()
+        self._slide_mpp.tooltip = (
+            "µm per level-0 pixel of the chosen slides that have none in their file (prefilled from the first "
+            "slide's file); patches are cut at 'patch µm/px' below"
+        )
+        self._mpp_note = Label(value="")
+        self._mpp_note.native.setWordWrap(True)
         self._annotations = Select(
             label="annotations",
             choices=self._annotation_choices,
@@ -215,11 +223,15 @@ class TrainWidget(Container):
         self._progress = ProgressBar(label="progress", min=0, max=100, value=0)
         self._stage = Label(label="stage", value="idle")
         self._stage.native.setWordWrap(True)  # an error is shown here in full (a toast truncates it)
+        # what the model learned: accuracy on held-out regions (or cross-validated) against the majority class
+        self._verdict = Label(label="verdict", value="")
+        self._verdict.native.setWordWrap(True)
         self._plot = LossPlot()
         buttons = Container(widgets=[self._train, self._cancel], layout="horizontal", labels=False, label="")
         self.extend(
             [
                 self._slides,
+                self._slide_mpp,
                 self._annotations,
                 self._encoder,
                 self._device,
@@ -232,17 +244,22 @@ class TrainWidget(Container):
                 self._sub_bags,
                 self._patch,
                 self._mpp,
+                self._mpp_note,
                 self._out,
                 self._threads,
                 buttons,
                 self._progress,
                 self._stage,
+                self._verdict,
             ]
         )
         self.native.layout().addWidget(self._plot.widget)
 
     def _connect(self, viewer: napari.viewer.Viewer) -> None:
         self._size.changed.connect(self._on_size)
+        self._slides.changed.connect(self._on_slides_changed)
+        for field in (self._slide_mpp, self._patch, self._mpp):
+            field.changed.connect(self._show_expectation)
         self._train.changed.connect(self._on_train)
         self._cancel.changed.connect(self._on_cancel)
         for ev in (viewer.layers.events.inserted, viewer.layers.events.removed):
@@ -264,6 +281,35 @@ class TrainWidget(Container):
     def _on_layers_changed(self, _event: Any = None) -> None:
         self._slides.reset_choices()
         self._annotations.reset_choices()
+
+    def _on_slides_changed(self, _value: Any = None) -> None:
+        """The first chosen slide's µm/px from its file (0 = unknown) in the field."""
+        chosen = list(self._slides.value)
+        self._slide_mpp.value = (layer_mpp(chosen[0]) if chosen else None) or 0.0
+        self._show_expectation()
+
+    def _show_expectation(self, _value: Any = None) -> None:
+        tiling = TilingConfig(patch_size=int(self._patch.value), target_mpp=float(self._mpp.value))
+        self._mpp_note.value = expectation(tiling, field_mpp(self._slide_mpp)).replace(
+            "model expects", "the model will learn at"
+        )
+
+    def slides_with_mpp(self, regions: list[tuple[Any, list[Any]]]) -> list[tuple[Any, list[Any]]]:
+        """``regions`` with every slide that has no µm/px of its own reopened at the field's µm/px (the
+        caller closes those); a clear error naming the field when the field is empty too."""
+        from ..io.slide import open_slide
+
+        mpp = field_mpp(self._slide_mpp)
+        missing = [s.path.name for s, _ in regions if s.mpp is None]
+        if missing and mpp is None:
+            raise PathM3Error(
+                f"{', '.join(missing)} has no µm/px in its file: enter it in 'slide µm/px' (e.g. 0.25 at 40x, "
+                "0.5 at 20x) so patches are cut at the physical size the model learns"
+            )
+        return [
+            (open_slide(s.path, backend=s.backend, mpp=mpp) if s.mpp is None else s, regs)
+            for s, regs in regions
+        ]
 
     # ------------------------------------------------------------------------------------------ running
     @property
@@ -306,7 +352,8 @@ class TrainWidget(Container):
         if self.running:
             return self._job
         try:
-            regions = self.collect_regions()
+            layer_regions = self.collect_regions()
+            regions = self.slides_with_mpp(layer_regions)
         except PathM3Error as err:
             self._stage.value = error_text(err)
             show_error(f"PathM3: {err}")
@@ -333,9 +380,15 @@ class TrainWidget(Container):
             from ..training.region_trainer import train_on_regions
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
-            return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
+            try:
+                return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
+            finally:  # the slides reopened at the entered µm/px (the layers keep their own)
+                for (s, _), (own, _) in zip(regions, layer_regions, strict=True):
+                    if s is not own:
+                        s.close()
 
         self.history = []
+        self._verdict.value = ""
         self._plot.clear()
         self._set_running(True)
         self._stage.value = "starting"
@@ -377,7 +430,10 @@ class TrainWidget(Container):
     def _on_result(self, result: Any) -> None:
         from napari.utils.notifications import show_info
 
+        from ..training.validation import verdict_text
+
         self.result = result
+        self._verdict.value = verdict_text(getattr(result, "verdict", None))
         name = Path(self._out.value).name
         self.model_name = registry.register(result.best_dir, name=name)
         self._progress.value = 100
