@@ -1,7 +1,7 @@
 """Open + tissue detection: ours against LazySlide's (``wsidata.open_wsi`` + ``zs.pp.find_tissues``).
 
 LazySlide replaces our CPU torch, so it runs from its own virtual environment (``--peer-python``, default
-``/work/venvs/lazyslide/bin/python`` or ``$NAPARI_PATHM3_LAZYSLIDE_PYTHON``) through
+``../venvs/lazyslide/bin/python`` beside the checkout or ``$NAPARI_PATHM3_LAZYSLIDE_PYTHON``) through
 ``benchmarks/_tissue_peer.py``; ours runs the same way through this file's ``--worker`` mode, so both pay the
 same process and import costs outside the timed part. Each process times ``repeats`` open+detect runs after
 its imports (median kept). Rounds alternate the tools' order, and each round runs quiet and beside two
@@ -34,7 +34,10 @@ from _common import DATA_DIR, busy, emit, load_average, machine, spread  # noqa:
 
 HERE = Path(__file__).resolve().parent
 PEER_SCRIPT = HERE / "_tissue_peer.py"
-DEFAULT_PEER = os.environ.get("NAPARI_PATHM3_LAZYSLIDE_PYTHON", "/work/venvs/lazyslide/bin/python")
+DEFAULT_PEER = os.environ.get(
+    "NAPARI_PATHM3_LAZYSLIDE_PYTHON",
+    str(Path(__file__).resolve().parents[2] / "venvs" / "lazyslide" / "bin" / "python"),
+)
 SHARED = ("CMU-1-Small-Region.svs", "kidney-48-5.tif")
 LARGE = {"width": 20_000, "height": 20_000}  # the issue's "generated 20k x 20k slide"
 

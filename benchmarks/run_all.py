@@ -48,6 +48,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "demo": ([], ["--quick"]),
     "export": (["--repeat", "3"], ["--quick"]),
     "tissue": (["--rounds", "3", "--repeats", "3"], ["--quick"]),
+    "grounding": ([], ["--quick"]),
 }
 TITLES = {
     "read": "Patch reading",
@@ -60,6 +61,7 @@ TITLES = {
     "demo": "Demo",
     "export": "Exporting 100k tiles to SpatialData, QuPath GeoJSON and OME-Zarr",
     "tissue": "Tissue detection against LazySlide",
+    "grounding": "Grounding: word and phrase maps",
 }
 
 

@@ -2,7 +2,7 @@
 tile plot on our attention column) and writes a store of its own that our caption reads without re-extraction.
 
 LazySlide replaces torch, so it lives in its own virtual environment and is driven through that interpreter
-in a subprocess: ``$NAPARI_PATHM3_LAZYSLIDE_PYTHON`` (default ``/work/venvs/lazyslide/bin/python``). Without
+in a subprocess: ``$NAPARI_PATHM3_LAZYSLIDE_PYTHON`` (default ``../venvs/lazyslide/bin/python`` beside the checkout). Without
 it the test is skipped with that reason; wsidata's side is covered in our own venv by
 ``test_ecosystem_formats.py`` (default run). This one is ``slow``: ``python -m pytest -m slow tests/test_lazyslide_roundtrip.py``.
 """
@@ -21,7 +21,12 @@ from napari_pathm3.cli import main
 
 pytest.importorskip("spatialdata", reason="the [spatialdata] extra is in [testing]")
 
-PEER = Path(os.environ.get("NAPARI_PATHM3_LAZYSLIDE_PYTHON", "/work/venvs/lazyslide/bin/python"))
+PEER = Path(
+    os.environ.get(
+        "NAPARI_PATHM3_LAZYSLIDE_PYTHON",
+        Path(__file__).resolve().parents[2] / "venvs" / "lazyslide" / "bin" / "python",
+    )
+)
 SCRIPT = Path(__file__).parent / "peers" / "lazyslide_roundtrip.py"
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API_NAMES = {"open_slide", "extract_features", "load_model", "caption_slide", "train", "show"}
+_API_NAMES = {
+    "open_slide",
+    "extract_features",
+    "load_model",
+    "caption_slide",
+    "query_heatmap",
+    "train",
+    "show",
+}
 
 
 def __getattr__(name: str) -> Any:

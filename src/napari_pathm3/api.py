@@ -42,9 +42,11 @@ __all__ = [
     "extract_features",
     "load_model",
     "open_slide",
+    "query_heatmap",
     "read_regions",
     "show",
     "train",
+    "zero_shot_classify",
 ]
 
 
@@ -135,6 +137,10 @@ def caption_slide(
     top_k: int = 8,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    word_maps: bool = True,
+    queries: Sequence[str] = (),
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption a slide.
 
@@ -151,6 +157,11 @@ def caption_slide(
         tiling: patch grid (default: the model's); tissue: tissue detection settings (default: Otsu).
         cache_dir: feature cache folder (features are reused on later runs).
         top_k: number of highest-attention patches to report.
+        word_maps: one patch map per caption word (``result.word_maps``; docs/method.md §8).
+        queries: phrases to map over the patches (``result.phrase_maps``), e.g. ``["solid nests"]``.
+        word_method: ``"auto"`` (singleton up to 4096 patches, else gradient x attention), ``"singleton"``
+            or ``"gradient x attention"``.
+        phrase_method: ``"auto"`` (default: singleton up to 4096 patches, else lm), ``"singleton"``, ``"lm"``, ``"itc"`` or ``"joint"``; see :func:`query_heatmap`.
 
     Returns:
         :class:`SlideResult` with ``label``, ``probabilities``, ``caption``, ``attention`` and more;
@@ -182,6 +193,10 @@ def caption_slide(
         top_k=top_k,
         progress=progress,
         cancel=cancel,
+        word_maps=word_maps,
+        queries=queries,
+        phrase_method=phrase_method,
+        word_method=word_method,
     )
     if demo:  # its results say "not diagnostic" wherever they are shown (overlay, JSON, PNG)
         import dataclasses
@@ -190,6 +205,101 @@ def caption_slide(
 
         result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
     return result
+
+
+def query_heatmap(
+    target: Any,
+    phrase: str,
+    *,
+    model: PathLike | PathM3Model | str = DEMO,
+    encoder: str | None = None,
+    device: str = "auto",
+    region: Any = None,
+    tiling: TilingConfig | None = None,
+    tissue: TissueConfig | None = None,
+    cache_dir: PathLike | None = None,
+    method: str = "auto",
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Any:
+    """Where ``phrase`` applies on a slide: a patch heatmap, without captioning.
+
+    Args:
+        target: slide path, open :class:`Slide`, napari viewer or feature bag (as :func:`caption_slide`).
+        phrase: a few words, e.g. ``"solid nests"``.
+        model: a PathM3 checkpoint folder / ``"demo"`` / loaded model (its image-text path: ``method``
+            ``"lm"``, ``"itc"`` or ``"joint"``), or a CLIP-style vision-language encoder ``"clip:<id or
+            folder>"`` (e.g. ``"clip:vinid/plip"``): patch-text similarity with a prompt ensemble.
+        encoder, device, region, tiling, tissue, cache_dir: as in :func:`caption_slide`.
+
+    Returns:
+        :class:`napari_pathm3.text_query.QueryResult`: ``phrase_map`` (``values`` ``(n,)``, a distribution
+        over the patches), ``grid`` and :meth:`~napari_pathm3.text_query.QueryResult.layer` for napari.
+    """
+    from .text_query import query_heatmap as _query
+
+    slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
+    if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
+        with as_slide(slide) as opened:
+            region = shapes_layer_polygons(region, slide_scale=_scale_of(opened))
+    if not (isinstance(model, str) and model.startswith("clip:")):
+        model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
+    return _query(
+        slide,
+        phrase,
+        model=model,
+        encoder=encoder,
+        device=device,
+        region=region,
+        tiling=tiling,
+        tissue=tissue,
+        cache_dir=cache_dir,
+        method=method,
+        progress=progress,
+        cancel=cancel,
+    )
+
+
+def zero_shot_classify(
+    target: Any,
+    class_names: Sequence[str],
+    *,
+    model: str = "clip:vinid/plip",
+    templates: Sequence[str] | None = None,
+    device: str = "auto",
+    region: Any = None,
+    cache_dir: PathLike | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> SlideResult:
+    """Zero-shot slide classification with a CLIP-style patch encoder (no trained PathM3 model).
+
+    Args:
+        target: slide path, open :class:`Slide` or napari viewer.
+        class_names: two or more class names, e.g. ``["tumour", "normal tissue"]``.
+        model: ``"clip:<HF id or folder>"`` (PLIP by default; its weights must be in the HF cache offline).
+        templates: prompt templates with ``{}`` for the class name (default: five CONCH/PLIP-style ones).
+
+    Returns:
+        :class:`SlideResult` (``caption`` empty; ``phrase_maps`` one patch map per class).
+    """
+    from .text_query import zero_shot_slide
+
+    slide: Slide | PathLike = _slide_from(target) if _is_viewer(target) else target
+    if region is not None and hasattr(region, "data") and hasattr(region, "selected_data"):
+        with as_slide(slide) as opened:
+            region = shapes_layer_polygons(region, slide_scale=_scale_of(opened))
+    return zero_shot_slide(
+        slide,
+        model=model,
+        class_names=class_names,
+        templates=templates,
+        device=device,
+        region=region,
+        cache_dir=cache_dir,
+        progress=progress,
+        cancel=cancel,
+    )
 
 
 def train(

@@ -214,6 +214,8 @@ class _Outputs:
     query_attention: np.ndarray
     top_indices: np.ndarray
     top_scores: np.ndarray
+    word_maps: Any = None  # grounding.WordMaps | None
+    phrase_maps: tuple[Any, ...] = ()  # grounding.PhraseMap per asked phrase
 
     def result(self, **slide_fields: Any) -> SlideResult:
         """The :class:`SlideResult` of these outputs and ``slide_fields`` (path, grid, model name, ...)."""
@@ -226,6 +228,8 @@ class _Outputs:
             top_indices=self.top_indices,
             top_scores=self.top_scores,
             warnings=self.warnings,
+            word_maps=self.word_maps,
+            phrase_maps=self.phrase_maps,
             **slide_fields,
         )
 
@@ -248,6 +252,10 @@ def caption_slide(
     max_new_tokens: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    word_maps: bool = True,
+    queries: Sequence[str] = (),
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption a slide (or the patches inside ``region``).
 
@@ -264,6 +272,10 @@ def caption_slide(
         top_k: number of highest-attention patches to report.
         progress: called with a :class:`~napari_pathm3._types.Progress` per stage (see :data:`STAGES`).
         cancel: token whose ``is_set()`` stops the run (raises ``Cancelled``).
+        word_maps: also compute one patch map per caption word (``result.word_maps``; docs/method.md §8).
+        queries: phrases to map over the patches (``result.phrase_maps``), e.g. ``("solid nests",)``.
+        phrase_method: ``"auto"``, ``"singleton"``, ``"lm"``, ``"itc"`` or ``"joint"`` (see :func:`napari_pathm3.grounding.phrase_map`).
+        word_method: ``"auto"``, ``"singleton"`` or ``"gradient x attention"`` (:func:`napari_pathm3.grounding.word_maps`).
 
     Returns:
         A :class:`SlideResult`.
@@ -275,7 +287,15 @@ def caption_slide(
     from .threads import apply_thread_policy
 
     apply_thread_policy()  # torch threads and reader workers from the free cores, re-read at every call
-    ask: dict[str, Any] = {"text": text, "max_new_tokens": max_new_tokens, "top_k": top_k}
+    ask: dict[str, Any] = {
+        "text": text,
+        "max_new_tokens": max_new_tokens,
+        "top_k": top_k,
+        "word_maps": word_maps,
+        "queries": tuple(queries),
+        "phrase_method": phrase_method,
+        "word_method": word_method,
+    }
     if is_feature_bag(slide_or_path):
         return caption_feature_bag(
             slide_or_path, model=model, device=device, progress=progress, cancel=cancel, **ask
@@ -283,7 +303,8 @@ def caption_slide(
     timings: dict[str, float] = {}
     check_cancel(cancel)
     polygons = None if region is None else _region_polygons(region, None)  # shape and NaN: before any work
-    pm = load_model(model, device=device, text_side=False)  # captions never feed text
+    # captions never feed text; the "itc"/"joint" phrase maps do
+    pm = load_model(model, device=device, text_side=_needs_text_side(queries, phrase_method))
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
     with as_slide(slide_or_path) as slide:
@@ -381,6 +402,10 @@ def _model_stages(
     timings: dict[str, float],
     progress: ProgressFn | None,
     cancel: CancelToken | None,
+    word_maps: bool = True,
+    queries: tuple[str, ...] = (),
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> _Outputs:
     """The "model" and "caption" stages shared by slides and feature bags: class probabilities, the caption
     (replaced by the verdict when the model has not learned to caption), the verdict's warnings, mean and
@@ -403,7 +428,39 @@ def _model_stages(
     query_attention = np.asarray(query_attention, dtype=np.float32).reshape(-1, n_patches)
     attention = query_attention.mean(axis=0)
     idx, scores = _top_k(attention, top_k)
-    return _Outputs(probabilities, caption, warnings, attention, query_attention, idx, scores)
+    words, phrases = _grounding_stage(
+        pm, features, caption, warnings, word_maps, queries, (word_method, phrase_method), timings
+    )
+    return _Outputs(probabilities, caption, warnings, attention, query_attention, idx, scores, words, phrases)
+
+
+def _needs_text_side(queries: Sequence[str], method: str) -> bool:
+    return bool(queries) and method in ("itc", "joint")
+
+
+def _grounding_stage(
+    pm: PathM3Model,
+    features: np.ndarray,
+    caption: str,
+    warnings: tuple[str, ...],
+    word_maps: bool,
+    queries: tuple[str, ...],
+    methods: tuple[str, str],
+    timings: dict[str, float],
+) -> tuple[Any, tuple[Any, ...]]:
+    """Word maps of the caption (not of a withheld one) and the phrase maps asked for; timed with the caption
+    stage."""
+    from . import grounding
+
+    t0 = time.perf_counter()
+    words = None
+    if word_maps and caption and not warnings:
+        words = grounding.word_maps(pm, features, caption, method=methods[0])
+    phrases = tuple(grounding.phrase_map(pm, features, q, method=methods[1]) for q in queries if q.strip())
+    if words is not None or phrases:  # part of the caption stage (the maps' own seconds are in the result)
+        key = Stage.CAPTION.value
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+    return words, phrases
 
 
 def _checked(pm: PathM3Model, caption: str) -> tuple[str, tuple[str, ...]]:
@@ -440,6 +497,10 @@ def caption_feature_bag(
     max_new_tokens: int | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
+    word_maps: bool = True,
+    queries: Sequence[str] = (),
+    phrase_method: str = "auto",
+    word_method: str = "auto",
 ) -> SlideResult:
     """Classify and caption precomputed patch features (a TRIDENT/CLAM ``.h5``, a ``.zarr`` feature store
     bag, ``.npy`` / ``.pt`` / ``.safetensors``): no slide is opened. ``slide_path`` is the bag's path;
@@ -447,7 +508,7 @@ def caption_feature_bag(
     from .io.interop import read_feature_file
 
     timings: dict[str, float] = {}
-    pm = load_model(model, device=device, text_side=False)  # captions never feed text
+    pm = load_model(model, device=device, text_side=_needs_text_side(queries, phrase_method))
     report(progress, 2, len(STAGES), Stage.FEATURES)
     with _timed(timings, Stage.FEATURES):
         bag = read_feature_file(path)
@@ -468,6 +529,10 @@ def caption_feature_bag(
         timings=timings,
         progress=progress,
         cancel=cancel,
+        word_maps=word_maps,
+        queries=tuple(queries),
+        phrase_method=phrase_method,
+        word_method=word_method,
     )
     tissue = TissueMask(np.ones((1, 1), bool), float(max(grid.slide_dimensions)), 0.0)
     result = out.result(

@@ -57,6 +57,9 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
     lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
     if result.caption and not warnings:
         lines += textwrap.wrap(result.caption, width)
+        agree = getattr(result, "caption_class_agreement", None) or {}
+        if agree.get("agrees") is False:
+            lines += textwrap.wrap(f"Warning: {agree['note']}", width)
     return "\n".join(lines)
 
 

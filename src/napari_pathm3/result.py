@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ._types import PathLike
+from .grounding import PhraseMap, WordMaps, caption_class_agreement
 from .heatmaps import patch_boxes
 from .io.geojson import polygons_to_geojson
 from .io.jsonfile import write_json_atomic
@@ -58,6 +59,12 @@ class SlideResult:
     #: how well the model did where it was judged (``accuracy``, ``majority_rate``, ``evaluated_on``
     #: "validation" / "cross-validation" / "training", ``n``), from its training verdict; None if unrecorded
     model_accuracy: dict[str, Any] | None = None
+    #: one patch map per caption word (None: not computed); see napari_pathm3.grounding
+    word_maps: WordMaps | None = None
+    #: patch maps of the phrases asked for (``queries``)
+    phrase_maps: tuple[PhraseMap, ...] = ()
+    #: file the word and phrase maps were written to (set by the CLI beside its JSON)
+    maps_file: str | None = None
 
     def accuracy_text(self) -> str:
         """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""
@@ -75,6 +82,12 @@ class SlideResult:
 
     #: what run made the model's weights (preset, α, objective switches, Q-Former init, seed, code version)
     provenance: dict[str, Any] | None = None
+
+    @property
+    def caption_class_agreement(self) -> dict[str, Any]:
+        """Whether the caption names a class and whether it is the classifier's (see
+        :func:`napari_pathm3.grounding.caption_class_agreement`)."""
+        return caption_class_agreement(self.caption, self.label, tuple(self.probabilities))
 
     @property
     def coords(self) -> np.ndarray:
@@ -133,6 +146,16 @@ class SlideResult:
             "warnings": list(self.warnings),
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
+            "caption_class_agreement": self.caption_class_agreement,
+            "word_maps": None
+            if self.word_maps is None
+            else {
+                "method": self.word_maps.method,
+                "seconds": round(self.word_maps.seconds, 4),
+                "words": self.word_maps.summary(),
+                "file": self.maps_file,
+            },
+            "phrase_maps": [p.summary() for p in self.phrase_maps],
             "provenance": self.provenance,
         }
 
@@ -146,18 +169,33 @@ class SlideResult:
                 "attention": [float(a) for a in self.attention],
                 "query_attention": np.asarray(self.query_attention, dtype=float).round(7).tolist(),
             }
+            if self.word_maps is not None:
+                out["patches"]["word_maps"] = np.asarray(self.word_maps.maps, dtype=float).round(7).tolist()
+            if self.phrase_maps:
+                out["patches"]["phrase_maps"] = {
+                    p.phrase: np.asarray(p.values, dtype=float).round(7).tolist() for p in self.phrase_maps
+                }
         return out
 
     def save_json(self, path: PathLike, *, per_patch: bool = True) -> Path:
         return write_json_atomic(path, self.to_dict(per_patch=per_patch))
 
+    def save_maps(self, path: PathLike) -> Path:
+        """Word and phrase maps as ``.npz`` (see :func:`napari_pathm3.grounding.save_maps_npz`)."""
+        from .grounding import save_maps_npz
+
+        return save_maps_npz(path, words=self.word_maps, phrases=self.phrase_maps, coords=self.coords)
+
     def save_csv(self, path: PathLike) -> Path:
-        """One row per patch: index, x, y, size (level 0), tissue fraction, attention, top-k rank."""
+        """One row per patch: index, x, y, size (level 0), tissue fraction, attention, top-k rank, then one
+        column per caption word map (``word 3: threes``) and per phrase map (``phrase: solid nests``)."""
         path = Path(path)
         rank = {int(i): r + 1 for r, i in enumerate(self.top_indices)}
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["index", "x", "y", "size_level0", "tissue_fraction", "attention", "top_rank"])
+            extra = self._map_columns()
+            w.writerow(["index", "x", "y", "size_level0", "tissue_fraction", "attention", "top_rank", *extra])
+            maps = [m for _, m in extra.items()]
             for i in range(self.num_patches):
                 w.writerow(
                     [
@@ -168,9 +206,19 @@ class SlideResult:
                         float(self.grid.tissue_fraction[i]),
                         float(self.attention[i]),
                         rank.get(i, ""),
+                        *(float(m[i]) for m in maps),
                     ]
                 )
         return path
+
+    def _map_columns(self) -> dict[str, np.ndarray]:
+        cols: dict[str, np.ndarray] = {}
+        if self.word_maps is not None:
+            for label, row in zip(self.word_maps.labels(), self.word_maps.maps, strict=True):
+                cols[f"word {label}"] = row
+        for p in self.phrase_maps:
+            cols[f"phrase: {p.phrase}"] = p.values
+        return cols
 
     def top_patches_geojson(self) -> dict[str, Any]:
         """Top-k patches as GeoJSON polygons in level-0 pixels (QuPath: File > Import objects)."""

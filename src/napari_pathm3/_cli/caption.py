@@ -80,6 +80,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--per-patch", action="store_true", help="include every patch's attention in the JSON")
     p.add_argument("--thumbnail-size", type=IMAGE_SIDE, default=1024, help="long side of the heatmap PNG")
+    p.add_argument(
+        "--query",
+        action="append",
+        default=[],
+        metavar="PHRASE",
+        help='map where a phrase applies (repeatable), e.g. --query "solid nests": in the JSON and the maps file',
+    )
+    p.add_argument(
+        "--phrase-method",
+        default="auto",
+        choices=("auto", "singleton", "lm", "itc", "joint"),
+        help="how --query phrases are mapped (docs/method.md §11; auto: singleton up to 4096 patches, else lm)",
+    )
+    p.add_argument(
+        "--word-method",
+        default="auto",
+        choices=("auto", "singleton", "gradient x attention"),
+        help="how caption words are mapped (auto: singleton up to 4096 patches, else gradient x attention)",
+    )
+    p.add_argument("--no-word-maps", action="store_true", help="skip the per-word maps of the caption")
+    p.add_argument(
+        "--maps",
+        type=Path,
+        default=None,
+        help="word and phrase maps (.npz; default beside --out as <name>.maps.npz)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tissue_options(p)
     p.set_defaults(func=run)
@@ -164,7 +190,13 @@ def _caption(args: argparse.Namespace, bar: Any) -> Any:
                 f"{args.slide}: a heatmap needs the slide; caption the slide file for --heatmap"
             )
         return api.caption_slide(
-            args.slide, model=args.model, device=args.device, text=args.text, top_k=args.top_k, progress=bar
+            args.slide,
+            model=args.model,
+            device=args.device,
+            text=args.text,
+            top_k=args.top_k,
+            progress=bar,
+            **_grounding_args(args),
         )
     model: Any = args.model
     tiling = None
@@ -185,7 +217,29 @@ def _caption(args: argparse.Namespace, bar: Any) -> Any:
             cache_dir=None if args.no_cache else (args.cache_dir or user_cache_dir("features")),
             top_k=args.top_k,
             progress=bar,
+            **_grounding_args(args),
         )
+
+
+def _grounding_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "word_maps": not args.no_word_maps,
+        "queries": tuple(q for q in args.query if q.strip()),
+        "phrase_method": args.phrase_method,
+        "word_method": args.word_method,
+    }
+
+
+def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
+    """Where the word/phrase maps go: --maps, else beside --out; None when there are none (or no --out)."""
+    if result.word_maps is None and not result.phrase_maps:
+        return None
+    if args.maps is not None:
+        return Path(args.maps)
+    if args.out is not None:
+        out = Path(args.out)
+        return out.with_name(out.stem + ".maps.npz")
+    return None
 
 
 def _write_outputs(args: argparse.Namespace, result: Any) -> None:
@@ -194,6 +248,10 @@ def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     from ..heatmap_png import save_heatmap_png
     from ..io.jsonfile import json_text, write_json_atomic
 
+    maps = _maps_path(args, result)
+    if maps is not None:
+        result = dataclasses.replace(result, maps_file=str(maps))
+        result.save_maps(maps)
     data = result.to_dict(per_patch=args.per_patch)
     if args.model == api.DEMO:
         from ..demo import DISCLAIMER

@@ -9,6 +9,8 @@ Names (``kind:spec``)::
     hf:<id or folder>                   transformers AutoModel + AutoImageProcessor (Phikon, DINOv2, ...); CLS output
     local:<folder>                      a saved timm folder (config.json with "architecture") or an HF folder
     torchvision:<name>                  torchvision classification model with its head removed
+    clip:<id or folder>                 transformers CLIPModel (PLIP vinid/plip, ...): projected image
+                                        embeddings + text side for phrase maps and zero-shot (features/clip.py)
 
 A bare ``hf-hub:org/name`` or timm architecture name (``eva_giant_patch14_224``) means ``timm:``.
 Weights are never downloaded when ``HF_HUB_OFFLINE=1``; gated or missing weights raise
@@ -54,6 +56,7 @@ KNOWN_ENCODERS: tuple[str, ...] = (
     "hf:owkin/phikon-v2",
     "timm:hf-hub:paige-ai/Virchow2",  # gated
     "hf:facebook/dinov2-base",
+    "clip:vinid/plip",  # vision-language (PLIP): phrase maps and zero-shot classification
 )
 
 
@@ -65,7 +68,7 @@ def canonical_name(name: str) -> str:
             "empty encoder name; e.g. 'builtin:colorstats', 'hf:owkin/phikon', 'timm:hf-hub:MahmoodLab/UNI'"
         )
     kind, sep, spec = name.partition(":")
-    if sep and kind in ("builtin", "timm", "hf", "torchvision"):
+    if sep and kind in ("builtin", "timm", "hf", "torchvision", "clip"):
         return f"{kind}:{spec}"
     if sep and kind == "local":
         return f"local:{Path(spec).expanduser().resolve()}"
@@ -101,6 +104,10 @@ def get_encoder(name: str, *, device: Any = None) -> FrozenEncoder:
         enc = _loaders.load_timm(spec, name=canon)
     elif kind == "hf":
         enc = _loaders.load_hf(spec, name=canon)
+    elif kind == "clip":
+        from .clip import load_clip
+
+        enc = load_clip(spec, name=canon)
     elif kind == "local":
         enc = _loaders.load_local(Path(spec), name=canon)
     else:

@@ -362,9 +362,11 @@ def _summarize_training(run: _Run) -> Any:
     from ..model.feature_summary import save_summary, summarize
 
     ds = run.train_ds
-    picks = np.linspace(0, len(ds) - 1, min(len(ds), SUMMARY_BAGS)).round().astype(int) if len(ds) else []
+    picks: list[int] = sorted(
+        set(np.linspace(0, len(ds) - 1, min(len(ds), SUMMARY_BAGS)).round().astype(int).tolist())
+    )
     try:
-        summary = summarize(ds[int(i)].features for i in sorted(set(picks)))
+        summary = summarize(ds[i].features for i in picks)
         if run.dist.is_main:
             for folder in (run.out / "best", run.out / "last"):
                 if folder.is_dir():

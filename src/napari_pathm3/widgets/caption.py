@@ -34,6 +34,7 @@ from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
+from ._words import WordsPanel
 from ._worker import Job, error_text, unwrap_proxy
 
 if TYPE_CHECKING:
@@ -74,6 +75,11 @@ class CaptionWidget(Container):
         self._build_inputs()
         self._build_tissue_inputs()
         self._build_outputs()
+        self._last_run: dict[str, Any] = {}  # inputs of the last run: phrase maps use the same patches
+        self.words = WordsPanel(
+            viewer, run_context=lambda: self._last_run, inputs=self._current_inputs, on_result=self._on_result
+        )
+        self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
         self._on_layers_changed()
@@ -304,6 +310,16 @@ class CaptionWidget(Container):
         min_tissue = float(self._min_tissue.value)
         slide_mpp = field_mpp(self._slide_mpp) or slide.mpp
 
+        self._last_run = {
+            "slide_or_path": slide,
+            "model": None,  # set by the worker once loaded
+            "encoder": encoder,
+            "device": device,
+            "region": region,
+            "tissue": tissue,
+            "cache_dir": cache_dir,
+        }
+
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
 
@@ -326,6 +342,7 @@ class CaptionWidget(Container):
                     progress=progress,
                     cancel=cancel,
                 )
+            self._last_run.update(model=model, tiling=tiling)  # phrase maps: the same patches
             return dataclasses.replace(result, model_name=model_name)
 
         self._set_running(True)
@@ -339,6 +356,22 @@ class CaptionWidget(Container):
             on_error=self._on_error,
         )
         return self._job.start()
+
+    def _current_inputs(self) -> dict[str, Any]:
+        """The slide, device, region, tissue and cache settings now in the widget (zero-shot runs)."""
+        layer = self._slide.value
+        slide = None if layer is None else unwrap_proxy(layer.metadata["pathm3_slide"])
+        region_layer = self._region.value
+        region = None
+        if layer is not None and region_layer is not None:
+            region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer)) or None
+        return {
+            "slide_or_path": slide,
+            "device": self._device.value,
+            "region": region,
+            "tissue": self.tissue_config(),
+            "cache_dir": self.cache_dir,
+        }
 
     def _on_error(self, err: BaseException) -> None:
         """The whole message in the result box (the job's toast is shown by the job itself)."""
@@ -399,6 +432,7 @@ class CaptionWidget(Container):
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
         self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
+        self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
         for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
@@ -488,6 +522,9 @@ def format_result(result: SlideResult, *, demo: bool = False) -> str:
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
+        agree = result.caption_class_agreement
+        if agree["agrees"] is False:
+            lines += [f"WARNING: {agree['note']}.", ""]
     if result.grid.mpp is None:
         lines.append(
             "The slide has no µm/px: tiled at level 0 in its own pixels, maybe not the magnification the model "

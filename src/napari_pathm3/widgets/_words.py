@@ -1,0 +1,237 @@
+"""The Caption widget's word and phrase panel: pick a caption word to show its map, or type a phrase to map
+it (PathM3 image-text path, or a CLIP-style encoder ``clip:<id>``); shows caption/classifier agreement."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
+
+from ..word_layers import MapRaster, map_label, map_layer, switch_map
+from ._worker import Job
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..result import SlideResult
+
+NO_WORD = "(no word map)"
+PATHM3_MODEL = "(the caption model)"
+
+
+def word_layer_name(result: SlideResult) -> str:
+    return f"{result.slide_name} word map"
+
+
+class WordsPanel(Container):
+    """Caption words (one map each), a phrase box and the caption/classifier agreement line."""
+
+    def __init__(
+        self,
+        viewer: napari.viewer.Viewer,
+        *,
+        run_context: Any = None,
+        inputs: Any = None,
+        on_result: Any = None,
+    ) -> None:
+        super().__init__(labels=True, label="")
+        self._viewer = viewer
+        self.result: SlideResult | None = None
+        self._raster: MapRaster | None = None
+        self._layer: Any = None
+        #: callable () -> dict of caption_slide inputs (slide, model, region, ...) for phrase maps
+        self._run_context = run_context
+        self._job: Job | None = None
+        self._agreement = Label(value="")
+        self._agreement.native.setWordWrap(True)
+        # a choices callable: napari calls reset_choices on dock widgets whenever a layer is added
+        self._word = ComboBox(label="caption word", choices=self._word_choices, value=NO_WORD)
+        self._phrase = LineEdit(label="phrase", tooltip="type a phrase, e.g. 'solid nests', and press Map")
+        self._phrase_model = LineEdit(
+            label="phrase model",
+            value=PATHM3_MODEL,
+            tooltip="the caption model's image-text path, or a CLIP-style encoder, e.g. clip:vinid/plip",
+        )
+        self._map = PushButton(text="Map phrase")
+        self.last_phrase: Any = None
+        # zero-shot slide classification with a CLIP-style encoder: no trained PathM3 model needed
+        from ..features.clip import DEFAULT_TEMPLATES
+
+        #: callable () -> dict of the Caption widget's current inputs (slide, device, region, ...)
+        self._inputs = inputs
+        self._on_result = on_result
+        self._zs_model = LineEdit(
+            label="zero-shot model",
+            value="clip:vinid/plip",
+            tooltip="a CLIP-style encoder: clip:<HF id or folder> (PLIP by default; weights in the HF cache)",
+        )
+        self._zs_classes = LineEdit(label="classes", tooltip="class names, comma-separated (at least two)")
+        self._zs_prompts = LineEdit(
+            label="prompts",
+            value="; ".join(DEFAULT_TEMPLATES),
+            tooltip="prompt templates, ';'-separated, {} = the class name (averaged: a prompt ensemble)",
+        )
+        self._zs_run = PushButton(text="Zero-shot classify")
+        self.extend(
+            [
+                self._agreement,
+                self._word,
+                self._phrase,
+                self._phrase_model,
+                self._map,
+                self._zs_model,
+                self._zs_classes,
+                self._zs_prompts,
+                self._zs_run,
+            ]
+        )
+        self._word.changed.connect(self._on_word)
+        self._map.changed.connect(self._on_map_phrase)
+        self._zs_run.changed.connect(self._on_zero_shot)
+
+    # ------------------------------------------------------------------------------------ results
+    def set_result(self, result: SlideResult) -> None:
+        self.result = result
+        self._raster = MapRaster(result.grid)
+        self._layer = None
+        agree = result.caption_class_agreement
+        self._agreement.value = (
+            ""
+            if agree["agrees"] is None
+            else ("Caption and classifier agree." if agree["agrees"] else f"WARNING: {agree['note']}.")
+        )
+        self._word.reset_choices()
+        self._word.value = NO_WORD  # a word's map is shown when the user picks the word
+
+    def _word_choices(self, _w: Any = None) -> list[str]:
+        return [NO_WORD, *self.word_labels()]
+
+    def word_labels(self) -> list[str]:
+        """``"1: word"`` per caption word of the current result."""
+        res = self.result
+        return res.word_maps.labels() if res is not None and res.word_maps is not None else []
+
+    def select_word(self, label: str) -> None:
+        self._word.value = label
+
+    def _on_word(self, _value: Any = None) -> None:
+        res, label = self.result, self._word.value
+        if res is None or res.word_maps is None or label in (None, NO_WORD):
+            return
+        i = res.word_maps.labels().index(label)
+        self.show_map(res.word_maps.maps[i], what=f"word '{res.word_maps.words[i]}'")
+
+    def show_map(self, values: Any, *, what: str) -> Any:
+        """Show ``values`` (n,) in the word-map layer (created once per result, then only its data changes)."""
+        res = self.result
+        assert res is not None and self._raster is not None
+        if self._layer is None or self._layer not in self._viewer.layers:
+            units = ("um", "um") if res.mpp_xy is not None else None
+            data, kwargs, _ = map_layer(
+                values,
+                res.grid,
+                name=word_layer_name(res),
+                what=what,
+                slide_scale=res.slide_scale,
+                units=units,
+                metadata={"slide_path": res.slide_path},
+                raster=self._raster,
+            )
+            self._layer = self._viewer.add_image(data, **kwargs)
+        switch_map(self._layer, values, self._raster, what=what)
+        self._layer.name = f"{word_layer_name(res)}: {map_label(what)}"
+        # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
+        import textwrap
+
+        from ..layers import OVERLAY_WIDTH, overlay_text
+
+        legend = textwrap.wrap(f"Colour bar: {what}, log2 vs uniform 1/N", OVERLAY_WIDTH)
+        self._layer.metadata = {
+            **self._layer.metadata,
+            "pathm3_overlay": "\n".join([overlay_text(res), *legend]),
+        }
+        self._one_colour_bar()
+        self._sync_overlay()
+        return self._layer
+
+    def _one_colour_bar(self) -> None:
+        """Only the word map's colour bar: the aggregate heatmap's (same scale) would sit beside it unlabelled."""
+        for lay in self._viewer.layers:
+            bar = getattr(lay, "colorbar", None)
+            if bar is not None and lay is not self._layer and (lay.metadata or {}).get("kind") == "attention":
+                bar.visible = False
+
+    def _sync_overlay(self) -> None:
+        from ..api import text_overlay
+        from ..layers import sync_overlay
+
+        self._viewer.layers.selection.active = self._layer
+        sync_overlay(self._viewer, text_overlay(self._viewer))
+
+    # ------------------------------------------------------------------------------------ phrases
+    def _on_map_phrase(self, _value: Any = None) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        phrase = self._phrase.value.strip()
+        if not phrase:
+            show_error("PathM3: type a phrase to map, e.g. 'solid nests'")
+            return None
+        if self.result is None or self._run_context is None:
+            show_error("PathM3: run the captioning first; the phrase is mapped on the same patches")
+            return None
+        ctx = dict(self._run_context())
+        choice = self._phrase_model.value.strip()
+        if choice and choice != PATHM3_MODEL:
+            ctx["model"] = choice
+
+        def work(progress: Any, cancel: Any) -> Any:
+            from ..text_query import query_heatmap
+
+            return query_heatmap(phrase=phrase, progress=progress, cancel=cancel, **ctx)
+
+        self._job = Job(work, on_done=self._on_phrase_done)
+        return self._job.start()
+
+    def _on_phrase_done(self, qr: Any) -> None:
+        self.last_phrase = qr
+        if self.result is None or len(qr.grid) != self.result.num_patches:
+            self._raster = MapRaster(qr.grid)
+        self.show_map(qr.phrase_map.values, what=f"phrase '{qr.phrase_map.phrase}'")
+
+    # ------------------------------------------------------------------------------------ zero-shot
+    def zero_shot_settings(self) -> tuple[str, list[str], list[str]]:
+        """(model, class names, prompt templates) from the editable fields."""
+        classes = [c.strip() for c in self._zs_classes.value.split(",") if c.strip()]
+        prompts = [p.strip() for p in self._zs_prompts.value.split(";") if p.strip()]
+        return self._zs_model.value.strip(), classes, prompts
+
+    def _on_zero_shot(self, _value: Any = None) -> Job | None:
+        from napari.utils.notifications import show_error
+
+        model, classes, prompts = self.zero_shot_settings()
+        if not model.startswith("clip:"):
+            show_error("PathM3: zero-shot needs a CLIP-style encoder, e.g. clip:vinid/plip")
+            return None
+        if len(classes) < 2:
+            show_error("PathM3: zero-shot needs at least two class names, comma-separated")
+            return None
+        ctx = dict(self._inputs()) if self._inputs is not None else {}
+        if ctx.get("slide_or_path") is None:
+            show_error("PathM3: no slide layer; open a slide with napari-pathm3 first")
+            return None
+
+        def work(progress: Any, cancel: Any) -> Any:
+            from ..text_query import zero_shot_slide
+
+            return zero_shot_slide(
+                model=model, class_names=classes, templates=prompts, progress=progress, cancel=cancel, **ctx
+            )
+
+        def done(result: Any) -> None:
+            if self._on_result is not None:
+                self._on_result(result)
+            else:
+                self.set_result(result)
+
+        self._job = Job(work, on_done=done)
+        return self._job.start()
