@@ -41,7 +41,7 @@ TOP_K_COLOR = "#ff00ff"  # magenta: in no turbo heatmap colour and no H&E stain 
 
 
 #: characters per line of the canvas text overlay (napari does not wrap it; long captions ran off the canvas)
-OVERLAY_WIDTH = 46  # characters: the canvas beside a docked widget is narrow
+OVERLAY_WIDTH = 40  # characters: the canvas beside a docked widget is narrow
 
 
 def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:

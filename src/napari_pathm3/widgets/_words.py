@@ -115,13 +115,14 @@ class WordsPanel(Container):
             )
             self._layer = self._viewer.add_image(data, **kwargs)
         switch_map(self._layer, values, self._raster, what=what)
+        self._label_bar()
         self._layer.name = f"{word_layer_name(res)}: {map_label(what)}"
         # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
         import textwrap
 
         from ..layers import OVERLAY_WIDTH, overlay_text
 
-        legend = textwrap.wrap(f"Colour bar: {what}, log2 vs uniform 1/N", OVERLAY_WIDTH)
+        legend = textwrap.wrap(f"Colour bar: {what}, relative to uniform 1/N", OVERLAY_WIDTH)
         self._layer.metadata = {
             **self._layer.metadata,
             "pathm3_overlay": "\n".join([overlay_text(res), *legend]),
@@ -129,6 +130,16 @@ class WordsPanel(Container):
         self._one_colour_bar()
         self._sync_overlay()
         return self._layer
+
+    def _label_bar(self) -> None:
+        """The map's colour bar labelled 1/8x .. 8x like the attention heatmap's (its visual exists once shown)."""
+        from ..layers import label_colorbar
+
+        layer = self._layer
+        if layer is None or (layer.metadata or {}).get("pathm3_bar_labelled"):
+            return
+        if label_colorbar(self._viewer, layer):
+            layer.metadata = {**layer.metadata, "pathm3_bar_labelled": True}
 
     def _one_colour_bar(self) -> None:
         """Only the word map's colour bar: the aggregate heatmap's (same scale) would sit beside it unlabelled."""
