@@ -464,3 +464,42 @@ def _near(value: Any) -> st.SearchStrategy:
     if isinstance(value, list):
         return st.lists(st.text(max_size=3) | st.integers(0, 3) | st.floats(0, 1), max_size=4)
     return st.none()
+
+
+# ------------------------------------------------------------------------------- feature files
+
+
+@pytest.mark.parametrize("scale", MODES)
+def test_fuzz_feature_files(scale, tmp_path) -> None:
+    """Any array as a bag's features and coords (.h5): a bag of finite float32 features with (n, 2) int64
+    coords, or a FeatureStoreError of one line naming the file."""
+    import h5py
+    from hypothesis.extra import numpy as hnp
+
+    from napari_pathm3.errors import FeatureStoreError
+    from napari_pathm3.io.interop import read_feature_file
+
+    dtypes = st.sampled_from(
+        ["float16", "float32", "float64", "complex64", "int32", "int64", "bool", "uint8"]
+    )
+    arrays = dtypes.flatmap(
+        lambda dt: hnp.arrays(dt, hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=5))
+    )
+
+    @given(arrays, st.one_of(st.none(), arrays))
+    def prop(features: np.ndarray, coords: np.ndarray | None) -> None:
+        path = tmp_path / "bag.h5"
+        with h5py.File(path, "w") as fh:
+            fh["features"] = features
+            if coords is not None:
+                fh["coords"] = coords
+        try:
+            bag = read_feature_file(path)
+        except FeatureStoreError as err:
+            assert str(path) in str(err) and "\n" not in str(err)
+            return
+        assert bag.features.dtype == np.float32 and bag.features.ndim == 2 and len(bag) >= 1
+        assert np.isfinite(bag.features).all()
+        assert bag.coords is None or (bag.coords.shape == (len(bag), 2) and bag.coords.dtype == np.int64)
+
+    _run(scale, 40, prop)

@@ -26,7 +26,8 @@ def check_device(device: Any) -> str:
     name = "auto" if device is None else str(device).strip().lower()
     kind, _, index = name.partition(":")
     fix = "use 'auto' or 'cpu' instead"
-    if kind not in DEVICES or kind == "auto" and index or index and (not index.isdigit() or len(index) > 3):
+    bad_index = bool(index) and (kind == "auto" or not index.isdigit() or len(index) > 3)
+    if kind not in DEVICES or bad_index:
         raise DeviceError(
             f"device {str(device)[:40]!r}: not a device; use auto, cpu, cuda, cuda:N (N a GPU index) or mps"
         )

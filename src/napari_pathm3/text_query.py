@@ -28,7 +28,12 @@ from .inference import (
 from .io.slide import Slide, as_slide
 from .tiling import PatchGrid
 
-__all__ = ["QueryResult", "query_heatmap", "zero_shot_slide"]
+__all__ = ["QueryResult", "encoder_tiling", "query_heatmap", "zero_shot_slide"]
+
+
+def encoder_tiling(encoder: Any) -> TilingConfig:
+    """The grid a CLIP-style encoder is run on without a PathM3 model: its µm/px and input size."""
+    return TilingConfig(target_mpp=encoder.mpp, patch_size=encoder.input_size or 224)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,7 +114,7 @@ def query_heatmap(
             enc,
             device=device,
             region=region,
-            tiling=tiling or TilingConfig(target_mpp=enc.mpp, patch_size=enc.input_size or 224),
+            tiling=tiling or encoder_tiling(enc),
             tissue=tissue,
             cache_dir=cache_dir,
             timings=timings,
@@ -180,7 +185,7 @@ def zero_shot_slide(
     timings: dict[str, float] = {}
     enc = cached_encoder(canonical_name(model), device)
     polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
-    tiling = tiling or TilingConfig(target_mpp=enc.mpp, patch_size=enc.input_size or 224)
+    tiling = tiling or encoder_tiling(enc)
     with as_slide(slide_or_path) as slide:
         grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
         feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)

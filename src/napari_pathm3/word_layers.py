@@ -17,7 +17,7 @@ from .layers import HEATMAP_STYLE, _units
 if TYPE_CHECKING:
     from .tiling import PatchGrid
 
-__all__ = ["MapRaster", "map_label", "map_layer", "switch_map"]
+__all__ = ["MapRaster", "map_label", "map_layer", "phrase_map_layers", "switch_map"]
 
 #: smallest pyramid level side kept (pixels)
 _MIN_SIDE = 64
@@ -120,3 +120,29 @@ def switch_map(layer: Any, values: np.ndarray, raster: MapRaster, *, what: str) 
     colorbar = getattr(layer, "colorbar", None)
     if colorbar is not None and not colorbar.visible:
         colorbar.visible = True
+
+
+def phrase_map_layers(result: Any) -> list[tuple[Any, dict[str, Any], str]]:
+    """One image layer per phrase map of a result (``caption_slide(queries=...)``'s phrases, a zero-shot
+    run's class maps), named ``"<slide> phrase: <phrase>"``, hidden until the user shows one. Few phrases, so
+    one layer each; a grid's raster index is computed once for all of them."""
+    if not result.phrase_maps:
+        return []
+    raster = MapRaster(result.grid)
+    units = ("um", "um") if result.mpp_xy is not None else None
+    layers = []
+    for pm in result.phrase_maps:
+        data, kwargs, kind = map_layer(
+            pm.values,
+            result.grid,
+            name=f"{result.slide_name} phrase: {pm.phrase}",
+            what=f"phrase '{pm.phrase}'",
+            slide_scale=result.slide_scale,
+            units=units,
+            metadata={"slide_path": result.slide_path, "method": pm.method},
+            raster=raster,
+        )
+        kwargs["metadata"]["kind"] = "phrase_map"
+        kwargs["visible"] = False
+        layers.append((data, kwargs, kind))
+    return layers

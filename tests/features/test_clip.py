@@ -96,3 +96,24 @@ def test_zero_shot_classify_a_slide(tiny_clip: Path, synthetic_slide: Path, tmp_
     assert "attention" in kinds and "query_attention" not in kinds
     with pytest.raises(ValueError, match="clip:"):
         api.zero_shot_classify(synthetic_slide, ["a", "b"], model="demo")
+
+
+def test_clip_offline_is_one_line_naming_the_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants as hub
+
+    from napari_pathm3.features.encoders import get_encoder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    with pytest.raises(EncoderError) as info:
+        get_encoder("clip:vinid/plip")
+    msg = str(info.value)
+    assert "\n" not in msg and "huggingface-cli download vinid/plip" in msg and "clip:/path" in msg
+    (tmp_path / "not-clip").mkdir()
+    (tmp_path / "not-clip" / "config.json").write_text("{}")
+    with pytest.raises(EncoderError, match="CLIPModel from the folder") as info:
+        get_encoder(f"clip:{tmp_path / 'not-clip'}")
+    assert "\n" not in str(info.value)

@@ -65,35 +65,6 @@ def test_word_selection_and_phrase_map(
     assert res.word_maps.words[0] in word_layer.name
 
 
-def test_zero_shot_from_the_widget(make_napari_viewer, add_slide, qtbot, synthetic_slide, tmp_path) -> None:
-    from tests._clip import make_tiny_clip
-
-    clip = make_tiny_clip(tmp_path / "tiny-clip")
-    viewer = make_napari_viewer()
-    layer = add_slide(viewer, synthetic_slide)
-    widget = CaptionWidget(viewer)
-    widget.cache_dir = tmp_path / "features"
-    widget._slide.value = layer
-    widget._device.value = "cpu"
-    panel = widget.words
-    panel._zs_model.value = f"clip:{clip}"
-    panel._zs_classes.value = "tumour, normal tissue"
-    panel._zs_prompts.value = "an H&E image of {}.; {}."
-    assert panel.zero_shot_settings() == (
-        f"clip:{clip}",
-        ["tumour", "normal tissue"],
-        ["an H&E image of {}.", "{}."],
-    )
-    job = panel._on_zero_shot()
-    qtbot.waitUntil(lambda: job.done, timeout=TIMEOUT)
-    res = widget.result
-    assert res is not None and set(res.probabilities) == {"tumour", "normal tissue"}
-    assert "Class:" in widget._output.value
-    assert any(lay.metadata.get("kind") == "attention" for lay in viewer.layers)
-    panel._zs_classes.value = "only one"
-    assert panel._on_zero_shot() is None  # one clear notification, no run
-
-
 @pytest.mark.slow
 def test_demo_word_and_phrase_screenshots(
     make_napari_viewer, add_slide, qtbot, cmu_slide_path, tmp_path

@@ -41,13 +41,13 @@ def load_builtin(spec: str) -> FrozenEncoder:
 # ---------------------------------------------------------------------------------------------- errors
 
 
-def _hub_error(name: str, repo: str, err: BaseException) -> EncoderError:
+def _hub_error(name: str, repo: str, err: BaseException, *, local_hint: str | None = None) -> EncoderError:
     """A clear message for gated, uncached or missing weights (the hub libraries' errors are long)."""
     kind = type(err).__name__
     text = str(err)
     low = text.lower()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    local_hint = "or pass a local copy with --encoder local:/path/to/folder"
+    local_hint = local_hint or "or pass a local copy with --encoder local:/path/to/folder"
     if kind == "GatedRepoError" or "gated" in low or "401" in text or "403" in text or "restricted" in low:
         msg = (
             f"encoder {name!r}: the weights of {repo} are gated. Accept the model licence on "

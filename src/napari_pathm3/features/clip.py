@@ -81,9 +81,15 @@ def load_clip(spec: str, *, name: str) -> ClipEncoder:
         clip = CLIPModel.from_pretrained(source, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as err:
+        if not local.exists():  # an HF id: uncached offline, gated or unknown -> one line naming the download
+            from ._loaders import _hub_error
+
+            hint = "or give a saved transformers CLIPModel folder as clip:/path/to/folder"
+            raise _hub_error(name, spec, err, local_hint=hint) from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise EncoderError(
-            f"{name}: cannot load a transformers CLIPModel from {spec!r} ({type(err).__name__}: {err}); "
-            "give an HF id of a CLIP checkpoint (e.g. vinid/plip) with network access once, or a saved folder"
+            f"{name}: cannot load a transformers CLIPModel from the folder {spec!r} ({type(err).__name__}: "
+            f"{first}); save one with CLIPModel.save_pretrained + its tokenizer, or give an HF id (vinid/plip)"
         ) from err
     try:
         proc = CLIPImageProcessor.from_pretrained(source)

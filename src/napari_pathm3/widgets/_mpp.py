@@ -57,6 +57,10 @@ def model_tiling(source: str) -> TilingConfig:
         from ..demo import DEMO_TILING
 
         return DEMO_TILING
+    if source.startswith("clip:"):  # a zero-shot CLIP encoder: its crop size, without loading weights
+        from ._zero_shot import clip_tiling
+
+        return clip_tiling(source)
     path = Path(source) / "config.json"
     try:
         raw = json.loads(path.read_text()).get("tiling")

@@ -25,7 +25,13 @@ DEMO_NAME = "demo model (not diagnostic)"
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    source: str  # api.DEMO or a checkpoint folder
+    source: str  # api.DEMO, a checkpoint folder or a CLIP-style encoder "clip:<HF id or folder>" (zero-shot)
+
+    @property
+    def zero_shot(self) -> bool:
+        from ._zero_shot import is_clip_source
+
+        return is_clip_source(self.source)
 
 
 class ModelRegistry:
@@ -34,7 +40,12 @@ class ModelRegistry:
     changed = Signal()
 
     def __init__(self) -> None:
-        self._entries: dict[str, ModelEntry] = {DEMO_NAME: ModelEntry(DEMO_NAME, api.DEMO)}
+        from ._zero_shot import PLIP_NAME, PLIP_SOURCE
+
+        self._entries: dict[str, ModelEntry] = {
+            DEMO_NAME: ModelEntry(DEMO_NAME, api.DEMO),
+            PLIP_NAME: ModelEntry(PLIP_NAME, PLIP_SOURCE),  # zero-shot, no training needed (network once)
+        }
         self._loaded: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
@@ -59,6 +70,24 @@ class ModelRegistry:
         self.changed.emit()
         return display
 
+    def register_clip(self, spec: str | Path) -> str:
+        """Add a CLIP-style encoder for zero-shot classification: ``clip:<HF id or folder>`` or a folder
+        (made ``clip:<absolute folder>``); returns its display name (the same source keeps its name)."""
+        from ..features.encoders import canonical_name
+        from ._zero_shot import CLIP_PREFIX, clip_display_name
+
+        text = str(spec)
+        if not text.startswith(CLIP_PREFIX):
+            text = CLIP_PREFIX + str(Path(text).expanduser().resolve())
+        source = canonical_name(text)
+        for entry in self._entries.values():
+            if entry.source == source:
+                return entry.name
+        display = clip_display_name(source)
+        self._entries[display] = ModelEntry(display, source)
+        self.changed.emit()
+        return display
+
     def load(
         self,
         name: str,
@@ -70,6 +99,8 @@ class ModelRegistry:
         """The loaded model of entry ``name`` (cached per device); call from a worker thread. The demo
         model is trained first when it is not cached yet (``progress``/``cancel`` apply to that)."""
         entry = self._entries[name]
+        if entry.zero_shot:  # its encoder is loaded by zero_shot_slide (features.encoders.cached_encoder)
+            raise ValueError(f"{name!r} is a zero-shot CLIP encoder, not a PathM3 model")
         key = (entry.source, device)
         with self._lock:
             if key not in self._loaded:

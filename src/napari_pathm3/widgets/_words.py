@@ -1,5 +1,6 @@
 """The Caption widget's word and phrase panel: pick a caption word to show its map, or type a phrase to map
-it (PathM3 image-text path, or a CLIP-style encoder ``clip:<id>``); shows caption/classifier agreement."""
+it (PathM3 image-text path, or a CLIP-style encoder ``clip:<id>``); shows caption/classifier agreement.
+Zero-shot classification with a CLIP-style encoder is a model of the Caption widget's list (``_zero_shot``)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,6 @@ class WordsPanel(Container):
         viewer: napari.viewer.Viewer,
         *,
         run_context: Any = None,
-        inputs: Any = None,
-        on_result: Any = None,
     ) -> None:
         super().__init__(labels=True, label="")
         self._viewer = viewer
@@ -54,24 +53,6 @@ class WordsPanel(Container):
         )
         self._map = PushButton(text="Map phrase")
         self.last_phrase: Any = None
-        # zero-shot slide classification with a CLIP-style encoder: no trained PathM3 model needed
-        from ..features.clip import DEFAULT_TEMPLATES
-
-        #: callable () -> dict of the Caption widget's current inputs (slide, device, region, ...)
-        self._inputs = inputs
-        self._on_result = on_result
-        self._zs_model = LineEdit(
-            label="zero-shot model",
-            value="clip:vinid/plip",
-            tooltip="a CLIP-style encoder: clip:<HF id or folder> (PLIP by default; weights in the HF cache)",
-        )
-        self._zs_classes = LineEdit(label="classes", tooltip="class names, comma-separated (at least two)")
-        self._zs_prompts = LineEdit(
-            label="prompts",
-            value="; ".join(DEFAULT_TEMPLATES),
-            tooltip="prompt templates, ';'-separated, {} = the class name (averaged: a prompt ensemble)",
-        )
-        self._zs_run = PushButton(text="Zero-shot classify")
         self.extend(
             [
                 self._agreement,
@@ -79,15 +60,10 @@ class WordsPanel(Container):
                 self._phrase,
                 self._phrase_model,
                 self._map,
-                self._zs_model,
-                self._zs_classes,
-                self._zs_prompts,
-                self._zs_run,
             ]
         )
         self._word.changed.connect(self._on_word)
         self._map.changed.connect(self._on_map_phrase)
-        self._zs_run.changed.connect(self._on_zero_shot)
 
     # ------------------------------------------------------------------------------------ results
     def set_result(self, result: SlideResult) -> None:
@@ -197,41 +173,3 @@ class WordsPanel(Container):
         if self.result is None or len(qr.grid) != self.result.num_patches:
             self._raster = MapRaster(qr.grid)
         self.show_map(qr.phrase_map.values, what=f"phrase '{qr.phrase_map.phrase}'")
-
-    # ------------------------------------------------------------------------------------ zero-shot
-    def zero_shot_settings(self) -> tuple[str, list[str], list[str]]:
-        """(model, class names, prompt templates) from the editable fields."""
-        classes = [c.strip() for c in self._zs_classes.value.split(",") if c.strip()]
-        prompts = [p.strip() for p in self._zs_prompts.value.split(";") if p.strip()]
-        return self._zs_model.value.strip(), classes, prompts
-
-    def _on_zero_shot(self, _value: Any = None) -> Job | None:
-        from napari.utils.notifications import show_error
-
-        model, classes, prompts = self.zero_shot_settings()
-        if not model.startswith("clip:"):
-            show_error("PathM3: zero-shot needs a CLIP-style encoder, e.g. clip:vinid/plip")
-            return None
-        if len(classes) < 2:
-            show_error("PathM3: zero-shot needs at least two class names, comma-separated")
-            return None
-        ctx = dict(self._inputs()) if self._inputs is not None else {}
-        if ctx.get("slide_or_path") is None:
-            show_error("PathM3: no slide layer; open a slide with napari-pathm3 first")
-            return None
-
-        def work(progress: Any, cancel: Any) -> Any:
-            from ..text_query import zero_shot_slide
-
-            return zero_shot_slide(
-                model=model, class_names=classes, templates=prompts, progress=progress, cancel=cancel, **ctx
-            )
-
-        def done(result: Any) -> None:
-            if self._on_result is not None:
-                self._on_result(result)
-            else:
-                self.set_result(result)
-
-        self._job = Job(work, on_done=done)
-        return self._job.start()

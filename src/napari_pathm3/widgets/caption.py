@@ -36,6 +36,7 @@ from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
 from ._worker import Job, error_text, unwrap_proxy
+from ._zero_shot import ZeroShotFields, is_clip_folder
 
 if TYPE_CHECKING:
     import napari
@@ -50,6 +51,11 @@ HEATMAP_NOTE = (
 NOT_BRIGHTFIELD = (
     "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
     "16-bit images; the encoders take RGB H&E patches), so {them} {verb} not offered as the slide."
+)
+ZERO_SHOT_NOTE = (
+    "Zero-shot: a published CLIP-style model compares every patch with the prompts of each class name below "
+    "(no PathM3 training, no caption). Its weights come from the Hugging Face hub once (network), then the "
+    "local cache; or pick a saved CLIP folder as the checkpoint."
 )
 DEMO_NOTE = (
     "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
@@ -76,9 +82,7 @@ class CaptionWidget(Container):
         self._build_tissue_inputs()
         self._build_outputs()
         self._last_run: dict[str, Any] = {}  # inputs of the last run: phrase maps use the same patches
-        self.words = WordsPanel(
-            viewer, run_context=lambda: self._last_run, inputs=self._current_inputs, on_result=self._on_result
-        )
+        self.words = WordsPanel(viewer, run_context=lambda: self._last_run)
         self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
@@ -92,8 +96,11 @@ class CaptionWidget(Container):
         self._mpp_note.native.setWordWrap(True)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_dir = FileEdit(
-            label="checkpoint", mode="d", tooltip="add a checkpoint folder to the model list"
+            label="checkpoint",
+            mode="d",
+            tooltip="add a checkpoint folder to the model list (a saved CLIP model folder: zero-shot)",
         )
+        self._zero_shot = ZeroShotFields()  # shown only for a zero-shot (clip:) model
         self._encoder = ComboBox(label="encoder", choices=_encoder_choices(), value=MODEL_ENCODER)
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._region = ComboBox(
@@ -173,6 +180,7 @@ class CaptionWidget(Container):
                 self._slide_mpp,
                 self._model,
                 self._model_dir,
+                self._zero_shot,
                 self._mpp_note,
                 self._encoder,
                 self._device,
@@ -255,12 +263,23 @@ class CaptionWidget(Container):
         folder = self._model_dir.value
         if folder is None or not str(folder) or not Path(folder).is_dir() or str(folder) == ".":
             return
-        name = registry.register(folder)
+        name = registry.register_clip(folder) if is_clip_folder(folder) else registry.register(folder)
         self._model.reset_choices()
         self._model.value = name
 
+    @property
+    def zero_shot(self) -> bool:
+        """The chosen model is a CLIP-style encoder: Run classifies zero-shot."""
+        return self._model.value is not None and registry.get(self._model.value).zero_shot
+
     def _on_model_changed(self, _value: Any = None) -> None:
-        self._note.value = DEMO_NOTE if self._model.value == DEMO_NAME else ""
+        zero_shot = self.zero_shot
+        self._note.value = (
+            DEMO_NOTE if self._model.value == DEMO_NAME else ZERO_SHOT_NOTE if zero_shot else ""
+        )
+        self._zero_shot.visible = zero_shot
+        for w in (self._encoder, self._text):  # the CLIP model is its own encoder; no conditioning text
+            w.visible = not zero_shot
         if self._model.value is not None:  # the grid fields start from the model's own tiling
             self._min_tissue.value = model_tiling(registry.get(self._model.value).source).min_tissue_fraction
         self._show_expectation()
@@ -303,6 +322,9 @@ class CaptionWidget(Container):
                 self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
         model_name = self._model.value
+        if self.zero_shot and (problem := self._zero_shot.problem()):
+            self.show_error(problem)
+            return None
         encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
         device, text, top_k = self._device.value, self._text.value.strip() or None, int(self._top_k.value)
         cache_dir, threads = self.cache_dir, self._threads.value
@@ -319,6 +341,69 @@ class CaptionWidget(Container):
             "tissue": tissue,
             "cache_dir": cache_dir,
         }
+
+        make = self._zero_shot_work if self.zero_shot else self._caption_work
+        return self._start(make(model_name, slide, slide_mpp, min_tissue, text, top_k, threads))
+
+    def _zero_shot_work(
+        self,
+        model_name: str,
+        slide: Any,
+        slide_mpp: float | None,
+        min_tissue: float,
+        _text: str | None,
+        top_k: int,
+        threads: Any,
+    ) -> Any:
+        """The worker of a zero-shot run: the CLIP encoder at its own grid, the fields' classes and prompts."""
+        ctx = self._last_run
+        classes, prompts = self._zero_shot.settings()
+        source = registry.get(model_name).source
+        device, region, tissue, cache_dir = ctx["device"], ctx["region"], ctx["tissue"], ctx["cache_dir"]
+
+        def work(progress: Any, cancel: Any) -> SlideResult:
+            from ..features.encoders import cached_encoder, canonical_name
+            from ..text_query import encoder_tiling, zero_shot_slide
+            from ..threads import apply_thread_policy
+
+            apply_thread_policy(threads)
+            report(progress, 0, 1, Stage.LOAD_MODEL)
+            enc = cached_encoder(canonical_name(source), device)  # zero_shot_slide reuses this copy
+            tiling = run_tiling(encoder_tiling(enc), slide_mpp, min_tissue=min_tissue)
+            with slide_at(slide, slide_mpp) as at_mpp:
+                result = zero_shot_slide(
+                    at_mpp,
+                    model=source,
+                    class_names=classes,
+                    templates=prompts,
+                    device=device,
+                    region=region,
+                    tiling=tiling,
+                    tissue=tissue,
+                    cache_dir=cache_dir,
+                    top_k=top_k,
+                    progress=progress,
+                    cancel=cancel,
+                )
+            ctx.update(model=source, tiling=tiling)  # phrase maps: the same encoder and patches
+            return dataclasses.replace(result, model_name=model_name)
+
+        return work
+
+    def _caption_work(
+        self,
+        model_name: str,
+        slide: Any,
+        slide_mpp: float | None,
+        min_tissue: float,
+        text: str | None,
+        top_k: int,
+        threads: Any,
+    ) -> Any:
+        """The worker of a PathM3 model's run (caption_slide)."""
+        ctx = self._last_run
+        encoder, device, region = ctx["encoder"], ctx["device"], ctx["region"]
+        tissue, cache_dir = ctx["tissue"], ctx["cache_dir"]
 
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
@@ -342,9 +427,12 @@ class CaptionWidget(Container):
                     progress=progress,
                     cancel=cancel,
                 )
-            self._last_run.update(model=model, tiling=tiling)  # phrase maps: the same patches
+            ctx.update(model=model, tiling=tiling)  # phrase maps: the same patches
             return dataclasses.replace(result, model_name=model_name)
 
+        return work
+
+    def _start(self, work: Any) -> Job | None:
         self._set_running(True)
         self._stage.value = "starting"
         self._progress.value = 0
@@ -356,22 +444,6 @@ class CaptionWidget(Container):
             on_error=self._on_error,
         )
         return self._job.start()
-
-    def _current_inputs(self) -> dict[str, Any]:
-        """The slide, device, region, tissue and cache settings now in the widget (zero-shot runs)."""
-        layer = self._slide.value
-        slide = None if layer is None else unwrap_proxy(layer.metadata["pathm3_slide"])
-        region_layer = self._region.value
-        region = None
-        if layer is not None and region_layer is not None:
-            region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer)) or None
-        return {
-            "slide_or_path": slide,
-            "device": self._device.value,
-            "region": region,
-            "tissue": self.tissue_config(),
-            "cache_dir": self.cache_dir,
-        }
 
     def _on_error(self, err: BaseException) -> None:
         """The whole message in the result box (the job's toast is shown by the job itself)."""
@@ -428,15 +500,28 @@ class CaptionWidget(Container):
         if layer is not None and _layer_mpp_xy(layer) != result.mpp_xy:
             shown = dataclasses.replace(result, mpp_xy=_layer_mpp_xy(layer))
         show(shown, self._viewer)
+        self._show_phrase_maps(shown)
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
-        self._output.value = format_result(result, demo=result.model_name == DEMO_NAME)
+        name = result.model_name
+        zero_shot = name in registry.names() and registry.get(name).zero_shot
+        self._output.value = format_result(result, demo=name == DEMO_NAME, zero_shot=zero_shot)
         self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
         for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
             b.enabled = True
+
+    def _show_phrase_maps(self, result: SlideResult) -> None:
+        """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
+        from ..word_layers import phrase_map_layers
+
+        for lay in [lay for lay in self._viewer.layers if (lay.metadata or {}).get("kind") == "phrase_map"]:
+            if (lay.metadata or {}).get("slide_path") == result.slide_path:
+                self._viewer.layers.remove(lay)
+        for data, kwargs, _ in phrase_map_layers(result):
+            self._viewer.add_image(data, **kwargs)
 
     # ------------------------------------------------------------------------------------------ export
     def export(self, path: str | Path, kind: str | None = None) -> Path:
@@ -507,18 +592,34 @@ def _slide_scale(layer: Any) -> tuple[float, float]:
     return s[0], s[1]
 
 
-def format_result(result: SlideResult, *, demo: bool = False) -> str:
+def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = False) -> str:
     """The text shown in the widget: warnings, class, every probability, caption and run facts."""
     lines = []
     if demo:
         lines += ["DEMO MODEL - NOT DIAGNOSTIC", ""]
+    if zero_shot:
+        lines += [
+            f"ZERO-SHOT ({result.encoder_name}): class prompts compared with every patch, no PathM3 model; "
+            "untested on your data, not diagnostic.",
+            "",
+        ]
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
     lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
     accuracy = result.accuracy_text()
-    lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
+    if not zero_shot:
+        lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
     lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
-    if warnings:  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+    if zero_shot:  # no caption; the heatmap is the predicted class's map, each class has its own layer
+        lines += [
+            "",
+            f"Heatmap: where '{result.label}' applies; every class's map is a layer "
+            f"'{result.slide_name} phrase: <class>' (hidden until shown).",
+            "",
+        ]
+    elif (
+        warnings
+    ):  # a caption the model has not learned is noise: withhold it rather than show it as a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
