@@ -85,7 +85,8 @@ def test_caption_counts_decoding_steps_of_max_new_tokens(tiny_ckpt: Path, beams:
     assert len(counts) <= 7  # one per step (all beams together), not per beam
 
 
-def test_transformers_generate_counts_steps_too() -> None:
+@pytest.mark.parametrize("beams", [1, 2])
+def test_transformers_generate_counts_steps_too(beams: int) -> None:
     """The pretrained-LM path (transformers' ``generate``) counts steps with a criterion that never stops."""
     transformers = pytest.importorskip("transformers")
     from napari_pathm3.model.language import _counting_criteria
@@ -101,6 +102,7 @@ def test_transformers_generate_counts_steps_too() -> None:
         ids,
         max_new_tokens=5,
         min_new_tokens=5,  # no early end: five steps
+        num_beams=beams,
         do_sample=False,
         pad_token_id=0,
         stopping_criteria=_counting_criteria(events.append, 5),
