@@ -41,7 +41,7 @@ TOP_K_COLOR = "#ff00ff"  # magenta: in no turbo heatmap colour and no H&E stain 
 
 
 #: characters per line of the canvas text overlay (napari does not wrap it; long captions ran off the canvas)
-OVERLAY_WIDTH = 60
+OVERLAY_WIDTH = 46  # characters: the canvas beside a docked widget is narrow
 
 
 def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
@@ -49,7 +49,7 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
     and the result's warnings (e.g. a model that has not learned to caption)."""
     p = result.probabilities.get(result.label, float("nan"))
     lines = ["DEMO MODEL - NOT DIAGNOSTIC"] if is_demo_result(result) else []
-    lines.append(f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})")
+    lines += textwrap.wrap(f"PathM3 ({result.slide_name}): {result.label} ({p:.1%})", width)
     accuracy = result.accuracy_text() if hasattr(result, "accuracy_text") else ""
     if accuracy:  # a probability means little without how often the model was right
         lines += textwrap.wrap(accuracy, width)
@@ -190,6 +190,8 @@ def style_added_layer(layer: Any, viewer: Any | None = None) -> None:
     per-query stack shows its query slider only while it is visible."""
     kind = (layer.metadata or {}).get("kind")
     colorbar = getattr(layer, "colorbar", None)
+    if colorbar is not None and kind in ("attention", "query_attention"):
+        _bar_out_of_the_overlay(colorbar)
     if colorbar is not None and kind == "attention":
         colorbar.visible = True
     if kind == "query_attention":
@@ -212,6 +214,15 @@ def ratio_label(log2_value: float) -> str:
         k = int(log2_value)
         return f"{2**k:g}x" if k >= 0 else f"1/{2**-k:g}x"
     return f"{2.0**log2_value:.2g}x"
+
+
+def _bar_out_of_the_overlay(colorbar: Any) -> None:
+    """The colour bar at the bottom right: the result's text overlay fills the top left and, on a narrow
+    canvas, runs under a top-right bar."""
+    try:
+        colorbar.position = "bottom_right"
+    except (AttributeError, ValueError):  # a napari without positioned canvas overlays
+        pass
 
 
 def label_colorbar(viewer: Any, layer: Any) -> bool:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .heatmaps import RELATIVE_LOG2_RANGE, attention_log2, grid_cells, grid_shape
-from .layers import HEATMAP_STYLE, _units
+from .layers import HEATMAP_STYLE, _bar_out_of_the_overlay, _units
 
 if TYPE_CHECKING:
     from .tiling import PatchGrid
@@ -119,6 +119,7 @@ def switch_map(layer: Any, values: np.ndarray, raster: MapRaster, *, what: str) 
         meta["map"] = what  # in place: no event
     colorbar = getattr(layer, "colorbar", None)
     if colorbar is not None and not colorbar.visible:
+        _bar_out_of_the_overlay(colorbar)
         colorbar.visible = True
 
 
