@@ -61,7 +61,7 @@ class Progress:
     def label(self) -> str:
         """A short human-readable line, e.g. ``"demo model: train (epoch 3/20)"``, ``"features (cached)"``."""
         head = str(self.within or self.stage)
-        extra = [] if self.within is None else [str(self.stage)]
+        extra = [] if self.within in (None, self.stage) else [str(self.stage)]
         if self.epoch is not None:
             extra.append(f"epoch {self.epoch}/{self.epochs}")
         if self.detail:

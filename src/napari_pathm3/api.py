@@ -61,7 +61,13 @@ def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = Non
     return _open_slide(path, backend=backend, mpp=mpp)  # type: ignore[arg-type]
 
 
-def load_model(model: PathLike | PathM3Model, *, device: str = "auto", text_side: bool = True) -> PathM3Model:
+def load_model(
+    model: PathLike | PathM3Model,
+    *,
+    device: str = "auto",
+    text_side: bool = True,
+    progress: ProgressFn | None = None,
+) -> PathM3Model:
     """Load a PathM3 checkpoint folder, or ``"demo"`` for the offline demo model (trained on first use).
 
     Args:
@@ -69,13 +75,16 @@ def load_model(model: PathLike | PathM3Model, *, device: str = "auto", text_side
         device: ``"auto"`` (cuda, then mps, then cpu), ``"cuda"``, ``"mps"`` or ``"cpu"``.
         text_side: False skips the Q-Former's text-only weights (~300 MB at paper sizes): enough for
             :func:`caption_slide` and classification from images; the model then refuses text input.
+        progress: ``LOAD_MODEL`` events with the bytes of the weights read so far (and the demo model's
+            training events when it is trained first).
 
     Returns:
         The model in eval mode. Raises ``CheckpointError`` when the folder is not a usable checkpoint.
     """
     from .inference import load_model as _load
 
-    return _load(resolve_demo(model, device=device), device=device, text_side=text_side)
+    source = resolve_demo(model, device=device, progress=progress)
+    return _load(source, device=device, text_side=text_side, progress=progress)
 
 
 def resolve_demo(

@@ -45,10 +45,17 @@ STAGES = (Stage.TISSUE, Stage.PATCHES, Stage.FEATURES, Stage.MODEL, Stage.CAPTIO
 # ------------------------------------------------------------------------------------------------ model
 
 
-def load_model(model: PathM3Model | PathLike, *, device: str = "auto", text_side: bool = True) -> PathM3Model:
+def load_model(
+    model: PathM3Model | PathLike,
+    *,
+    device: str = "auto",
+    text_side: bool = True,
+    progress: ProgressFn | None = None,
+) -> PathM3Model:
     """A ``PathM3Model`` (moved to ``device`` unless that is ``"auto"``) or a checkpoint folder -> the
     model in eval mode. ``"demo"`` is not resolved here: :func:`napari_pathm3.api.load_model` does that.
-    ``text_side=False``: a folder is loaded without the Q-Former's text-only weights (image-only use)."""
+    ``text_side=False``: a folder is loaded without the Q-Former's text-only weights (image-only use).
+    ``progress``: ``LOAD_MODEL`` events with the bytes of the weights read so far (a folder only)."""
     from .device import resolve_device
     from .model.pathm3 import PathM3Model
 
@@ -65,7 +72,9 @@ def load_model(model: PathM3Model | PathLike, *, device: str = "auto", text_side
             f"{path}: not a folder; pick a checkpoint folder written by save_pretrained{hint}"
         )
     try:
-        return PathM3Model.from_pretrained(path, device=resolve_device(device), text_side=text_side)
+        return PathM3Model.from_pretrained(
+            path, device=resolve_device(device), text_side=text_side, progress=progress
+        )
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # corrupt files surface as many types
@@ -154,8 +163,17 @@ def classify(
     return probs, out.query_attention[0].float().cpu().numpy()
 
 
-def generate_caption(model: PathM3Model, features: np.ndarray, *, max_new_tokens: int | None = None) -> str:
-    caps = model.generate_captions(_tensor(model, features), max_new_tokens=max_new_tokens)
+def generate_caption(
+    model: PathM3Model,
+    features: np.ndarray,
+    *,
+    max_new_tokens: int | None = None,
+    progress: ProgressFn | None = None,
+) -> str:
+    """The caption of one bag; ``progress``: its decoding steps, as events within the ``CAPTION`` stage."""
+    caps = model.generate_captions(
+        _tensor(model, features), max_new_tokens=max_new_tokens, progress=within(progress, Stage.CAPTION)
+    )
     return str(caps[0]).strip() if caps else ""
 
 
@@ -304,7 +322,9 @@ def caption_slide(
     check_cancel(cancel)
     polygons = None if region is None else _region_polygons(region, None)  # shape and NaN: before any work
     # captions never feed text; the "itc"/"joint" phrase maps do
-    pm = load_model(model, device=device, text_side=_needs_text_side(queries, phrase_method))
+    pm = load_model(
+        model, device=device, text_side=_needs_text_side(queries, phrase_method), progress=progress
+    )
     enc = load_encoder(encoder, model=pm, device=device)
     tiling = tiling or pm.config.tiling or TilingConfig()
     with as_slide(slide_or_path) as slide:
@@ -370,7 +390,7 @@ def _grid_stages(
     check_grid(slide, tiling)
     report(progress, 0, len(STAGES), Stage.TISSUE)
     with _timed(timings, Stage.TISSUE):
-        tissue_mask = detect_tissue(slide, tissue)
+        tissue_mask = detect_tissue(slide, tissue, progress=within(progress, Stage.TISSUE))
     if tissue_mask.empty:
         raise NoTissueError(
             f"{slide.path.name}: no tissue detected; lower the tissue threshold (--tissue-threshold, "
@@ -418,7 +438,7 @@ def _model_stages(
     check_cancel(cancel)
     report(progress, 4, total, Stage.CAPTION)
     with _timed(timings, Stage.CAPTION):
-        caption = generate_caption(pm, features, max_new_tokens=max_new_tokens)
+        caption = generate_caption(pm, features, max_new_tokens=max_new_tokens, progress=progress)
     report(progress, total, total, Stage.DONE)
     caption, warnings = _checked(pm, caption)
     names = tuple(pm.config.class_names)
@@ -508,7 +528,9 @@ def caption_feature_bag(
     from .io.interop import read_feature_file
 
     timings: dict[str, float] = {}
-    pm = load_model(model, device=device, text_side=_needs_text_side(queries, phrase_method))
+    pm = load_model(
+        model, device=device, text_side=_needs_text_side(queries, phrase_method), progress=progress
+    )
     report(progress, 2, len(STAGES), Stage.FEATURES)
     with _timed(timings, Stage.FEATURES):
         bag = read_feature_file(path)

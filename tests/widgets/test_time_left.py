@@ -46,3 +46,28 @@ def test_train_widget_shows_time_left_for_steps(make_napari_viewer, monkeypatch)
     now[0] = 30.0
     widget._on_progress(Progress(Stage.TRAIN, 10, 40, epoch=5, epochs=20))
     assert widget._stage.value == "train (epoch 5/20), 1 min 30 s left"
+
+
+def test_caption_widget_shows_time_left_for_model_load_tissue_and_caption(
+    make_napari_viewer, monkeypatch
+) -> None:
+    """The stages that now count (weights' bytes, tissue read blocks, decoding steps) get the time left too,
+    labelled with their own name only; tissue's counts move the bar inside its stage."""
+    from napari_pathm3.widgets import _eta
+    from napari_pathm3.widgets.caption import CaptionWidget
+
+    now = [0.0]
+    monkeypatch.setattr(_eta.time, "monotonic", lambda: now[0])
+    widget = CaptionWidget(make_napari_viewer())
+    widget._time_left = TimeLeft()
+    for stage, within, total in (
+        (Stage.LOAD_MODEL, None, 4000),
+        (Stage.TISSUE, Stage.TISSUE, 40),
+        (Stage.CAPTION, Stage.CAPTION, 24),
+    ):
+        widget._on_progress(Progress(stage, 0, total, within=within))
+        now[0] += 10.0
+        widget._on_progress(Progress(stage, total // 2, total, within=within))
+        assert widget._stage.value == f"{stage}, 10 s left"
+        if stage is Stage.TISSUE:
+            assert 0 < widget._progress.value < 100 / 5  # inside the first of five stages

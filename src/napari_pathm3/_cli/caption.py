@@ -203,7 +203,7 @@ def _caption(args: argparse.Namespace, bar: Any) -> Any:
     if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
         from ..config import TilingConfig
 
-        model = api.load_model(args.model, device=args.device, text_side=False)
+        model = api.load_model(args.model, device=args.device, text_side=False, progress=bar)
         tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
     with api.open_slide(args.slide, mpp=args.mpp) as slide:
         return api.caption_slide(

@@ -2,8 +2,9 @@
 
 Two tqdm lines: the first counts the pipeline's stages and moves at every stage (``caption: 3/5 stages
 [00:04], features``; the old per-stage bars stayed at ``tissue: 0/5`` … ``done: 0/5``); the second shows the
-current stage's own counts with the time left (``features: 37%|███| 412/1100 patches [00:09<00:15]``), and
-training in epochs (``3.4/30 epochs [elapsed<remaining]``), never a per-step rate.
+current stage's own counts with the time left (``features: 37%|███| 412/1100 patches [00:09<00:15]``; tissue
+in read steps, model loading in bytes, the caption in decoding steps), and training in epochs
+(``3.4/30 epochs [elapsed<remaining]``), never a per-step rate.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ PIPELINE = (Stage.TISSUE, Stage.PATCHES, Stage.FEATURES, Stage.MODEL, Stage.CAPT
 STAGES_FORMAT = "{desc}: {n}/{total} stages [{elapsed}]{postfix}"
 COUNT_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}]"
 EPOCH_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} epochs [{elapsed}<{remaining}]"
-UNITS = {Stage.EXTRACT: " patches", Stage.SLIDES: " slides", Stage.REGIONS: " slides"}
+UNITS = {
+    Stage.EXTRACT: " patches",
+    Stage.SLIDES: " slides",
+    Stage.REGIONS: " slides",
+    Stage.TISSUE: " steps",  # the blocks of the low-resolution read, then the mask
+    Stage.CAPTION: " tokens",  # decoding steps of max_new_tokens (an early end stops short)
+    Stage.LOAD_MODEL: "B",  # bytes of model.safetensors read (shown as k/M/G)
+}
+#: stages counted in bytes: tqdm shows them scaled (``120M/440MB``)
+SCALED = frozenset({Stage.LOAD_MODEL})
 
 
 def second_line(wanted: bool = True) -> int | None:
@@ -52,7 +62,8 @@ class StageProgress:
         else:
             unit = UNITS.get(event.stage, "")
             fmt = COUNT_FORMAT.replace("{unit}", unit) if event.total else "{desc} [{elapsed}]"
-            self._show(f"{prefix}{event.within or event.stage}", event.total, event.done, fmt)
+            name = f"{prefix}{event.within or event.stage}"
+            self._show(name, event.total, event.done, fmt, scale=event.stage in SCALED)
 
     def _advance(self, event: Progress) -> None:
         """A pipeline stage begins (``done`` stages are behind it): move the counter, end the stage's bar."""
@@ -82,7 +93,7 @@ class StageProgress:
         self.stages.set_postfix_str("" if event.stage is Stage.DONE else str(event.stage), refresh=False)
         self.stages.refresh()
 
-    def _show(self, name: str, total: float, done: float, fmt: str) -> None:
+    def _show(self, name: str, total: float, done: float, fmt: str, *, scale: bool = False) -> None:
         from tqdm.auto import tqdm
 
         if name != self.stage:
@@ -97,6 +108,7 @@ class StageProgress:
                 file=sys.stderr,
                 bar_format=fmt,
                 smoothing=0,
+                unit_scale=scale,
                 position=second_line(self.stages is not None),
             )
         if self.bar is not None:

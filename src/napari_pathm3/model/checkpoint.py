@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._types import PathLike
+from .._types import PathLike, ProgressFn, Stage, report
 from ..config import TilingConfig
 from ..errors import CheckpointError
 
@@ -320,17 +320,44 @@ def check_shapes(
     )
 
 
-def load_tensors(directory: PathLike, *, skip: Callable[[str], bool] | None = None) -> dict[str, Tensor]:
+def tensor_bytes(path: Path) -> dict[str, int]:
+    """Bytes of each tensor of a safetensors file, from its header's data offsets (no tensor data read)."""
+    import struct
+
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size).decode("utf-8"))
+    return {
+        k: int(v["data_offsets"][1]) - int(v["data_offsets"][0])
+        for k, v in header.items()
+        if k != "__metadata__"
+    }
+
+
+def load_tensors(
+    directory: PathLike,
+    *,
+    skip: Callable[[str], bool] | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Tensor]:
     """The tensors of ``model.safetensors`` on CPU, with tied aliases restored; names for which ``skip``
-    is true are not read at all."""
+    is true are not read at all. ``progress``: ``LOAD_MODEL`` events counting the bytes read so far of the
+    tensors to read (one event per tensor), so a large checkpoint shows its time left."""
     from safetensors import safe_open
 
     path = Path(directory).expanduser() / WEIGHTS_NAME
     try:
+        sizes = tensor_bytes(path) if progress is not None else {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
             names = [k for k in f.keys() if skip is None or not skip(k)]  # noqa: SIM118 - no items()
-            tensors = {k: f.get_tensor(k) for k in names}
+            total, done = sum(sizes.get(k, 0) for k in names), 0
+            report(progress, 0, total, Stage.LOAD_MODEL)
+            tensors = {}
+            for k in names:
+                tensors[k] = f.get_tensor(k)
+                done += sizes.get(k, 0)
+                report(progress, done, total, Stage.LOAD_MODEL)
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: unreadable weights ({err}); re-save the checkpoint") from err
     try:

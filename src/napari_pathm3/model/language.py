@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._types import ProgressFn, Stage, report
 from ..config import LanguageConfig
 
 __all__ = [
@@ -299,12 +301,16 @@ def generate_captions(
     no_repeat_ngram_size: int | None = None,
     length_penalty: float | None = None,
     seed: int | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[str]:
     """Decode captions from the projected queries ``prefix`` (b, q, H): greedy (default), beam search
     (``num_beams > 1``, ``length_penalty`` > 1 favours longer beams) or sampling (``do_sample=True``; ``seed``
     makes it reproducible). ``no_repeat_ngram_size`` n forbids any n-gram twice ("tumor tumor tumor ..."),
-    ``repetition_penalty`` > 1 discourages repeated tokens (transformers ``generate`` semantics)."""
+    ``repetition_penalty`` > 1 discourages repeated tokens (transformers ``generate`` semantics).
+    ``progress``: ``CAPTION`` events, decoding steps (one new token of every beam) of ``max_new_tokens``; a
+    caption that ends early stops short of the total, so the time left is an upper bound."""
     b = prefix.shape[0]
+    report(progress, 0, max_new_tokens, Stage.CAPTION)
     device = prefix.device
     emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
     rng = (
@@ -331,7 +337,7 @@ def generate_captions(
                 no_repeat_ngram_size=int(no_repeat_ngram_size) if no_repeat_ngram_size else None,
                 length_penalty=float(length_penalty) if length_penalty is not None and num_beams > 1 else 1.0,
             )
-            out = _native_generate(lm, emb, opts)
+            out = _native_generate(lm, emb, opts, progress=progress)
         else:
             out = _hf_generate(
                 lm,
@@ -347,6 +353,7 @@ def generate_captions(
                 repetition_penalty=repetition_penalty,
                 no_repeat_ngram_size=no_repeat_ngram_size,
                 length_penalty=length_penalty,
+                progress=progress,
             )
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
     # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
@@ -354,7 +361,19 @@ def generate_captions(
     return [" ".join(t.split()) for t in texts]
 
 
-def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
+def _step_counter(progress: ProgressFn | None, total: int) -> Callable[[], None]:
+    """A callback per decoding step (one new token of every row): a ``CAPTION`` event of ``total`` steps."""
+    steps = 0
+
+    def step() -> None:
+        nonlocal steps
+        steps += 1
+        report(progress, min(steps, total), total, Stage.CAPTION)
+
+    return step
+
+
+def _native_generate(lm: nn.Module, emb: Tensor, opts: Any, *, progress: ProgressFn | None = None) -> Tensor:
     """Token ids from a plain-torch LM. T5: the prefix is encoded once and the decoder starts from its start
     id (returned first, as transformers does); GPT-2: the prefix embeddings come first and only the new
     tokens are returned."""
@@ -362,12 +381,15 @@ def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
 
     b, device = emb.shape[0], emb.device
     att = torch.ones(emb.shape[:2], dtype=torch.long, device=device)
+    step = _step_counter(progress, opts.max_new_tokens)  # decode asks for the next logits once per step
     if getattr(lm, "kind", "") == "causal":
         embed = lm.get_input_embeddings()  # type: ignore[operator]
 
         def next_logits(ids: Tensor, rows: Tensor) -> Tensor:
             seq = torch.cat([emb[rows], embed(ids).to(emb.dtype)], dim=1)
-            return lm.logits(seq)[:, -1]  # type: ignore[operator]
+            out = lm.logits(seq)[:, -1]  # type: ignore[operator]
+            step()
+            return out
 
         return decode(next_logits, torch.zeros(b, 0, dtype=torch.long, device=device), opts)
     encoded = lm.encode(emb, att)  # type: ignore[operator]
@@ -375,7 +397,9 @@ def _native_generate(lm: nn.Module, emb: Tensor, opts: Any) -> Tensor:
     start = torch.full((b, 1), start_id, dtype=torch.long, device=device)
 
     def next_t5_logits(ids: Tensor, rows: Tensor) -> Tensor:
-        return lm.decode(ids, encoded[rows], att[rows])[:, -1]  # type: ignore[operator]
+        out = lm.decode(ids, encoded[rows], att[rows])[:, -1]  # type: ignore[operator]
+        step()
+        return out
 
     return decode(next_t5_logits, start, opts)
 
@@ -404,4 +428,21 @@ def _hf_generate(lm: nn.Module, tok: Any, kind: str, emb: Tensor, **options: Any
         kwargs["length_penalty"] = float(options["length_penalty"])
     if kind == "causal" and tok.bos_token_id is not None:
         kwargs["bos_token_id"] = tok.bos_token_id
+    if options.get("progress") is not None:
+        kwargs["stopping_criteria"] = _counting_criteria(options["progress"], options["max_new_tokens"])
     return lm.generate(**kwargs)  # type: ignore[operator]
+
+
+def _counting_criteria(progress: ProgressFn, total: int) -> Any:
+    """A transformers stopping criterion that never stops: it is asked once per generated token (of every
+    beam), so it counts the decoding steps."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    step = _step_counter(progress, total)
+
+    class _Count(StoppingCriteria):
+        def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:
+            step()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Count()])

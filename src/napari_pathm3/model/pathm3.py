@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._types import PathLike
+from .._types import PathLike, ProgressFn
 from ..config import PathM3Config
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
@@ -329,6 +329,7 @@ class PathM3Model(nn.Module):
         no_repeat_ngram_size: int | None = None,
         length_penalty: float | None = None,
         seed: int | None = None,
+        progress: ProgressFn | None = None,
     ) -> list[str]:
         """Captions from the image only: greedy (default), beam (``num_beams``) or sampling (``do_sample``).
 
@@ -337,6 +338,7 @@ class PathM3Model(nn.Module):
             prompt: text after the query prefix (default ``config.language.prompt``).
             max_new_tokens: default ``config.language.max_caption_tokens``.
             seed: makes sampling reproducible.
+            progress: ``CAPTION`` events, decoding steps of ``max_new_tokens``.
 
         Returns:
             b caption strings.
@@ -362,6 +364,7 @@ class PathM3Model(nn.Module):
                 no_repeat_ngram_size=no_repeat_ngram_size,
                 length_penalty=length_penalty,
                 seed=seed,
+                progress=progress,
             )
 
     # ------------------------------------------------------------------------------------ checkpoints
@@ -405,6 +408,7 @@ class PathM3Model(nn.Module):
         expected_classes: tuple[str, ...] | list[str] | None = None,
         device: str | torch.device = "cpu",
         text_side: bool = True,
+        progress: ProgressFn | None = None,
     ) -> PathM3Model:
         """Load a checkpoint written by :meth:`save_pretrained` (offline unless the LM was stored by id).
 
@@ -416,6 +420,7 @@ class PathM3Model(nn.Module):
             text_side: False leaves out the Q-Former's text-only weights (not even read from disk): for
                 image-only classification and captioning, ~300 MB less at paper sizes; feeding such a model
                 text raises.
+            progress: ``LOAD_MODEL`` events with the bytes of ``model.safetensors`` read so far.
 
         Returns:
             The model in eval mode on ``device``.
@@ -455,7 +460,7 @@ class PathM3Model(nn.Module):
             pretrained_init=False,
             qformer_text_side=text_side,
         )
-        tensors = ckpt.load_tensors(path, skip=skip)
+        tensors = ckpt.load_tensors(path, skip=skip, progress=progress)
         stored_lm = any(k.startswith(_LM_PREFIX) for k in tensors)
         ckpt.check_state_dict(
             model.state_dict(), tensors, path=path, optional_prefix=None if stored_lm else _LM_PREFIX

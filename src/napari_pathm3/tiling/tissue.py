@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._types import ProgressFn, Stage, report
 from ..config import TissueConfig
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,20 @@ _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
 
 
-def detect_tissue(slide: object, config: TissueConfig | None = None, *, use_cache: bool = True) -> TissueMask:
+def detect_tissue(
+    slide: object,
+    config: TissueConfig | None = None,
+    *,
+    use_cache: bool = True,
+    progress: ProgressFn | None = None,
+) -> TissueMask:
     """Tissue mask of ``slide`` computed at about ``config.target_mpp`` µm/px.
 
     An empty mask is a valid result (blank slide); callers that need tissue check ``.empty`` and raise
     :class:`~napari_pathm3.errors.NoTissueError` with their own context. Masks of the last few slides are
     kept (keyed by slide content, mpp and config), so captioning several regions of one slide reads it once.
+    ``progress``: ``TISSUE`` events, the blocks of the low-resolution read and then the mask as the last step
+    (nothing when the mask comes from the cache).
     """
     config = config or TissueConfig()
     key = (getattr(slide, "fingerprint", None), getattr(slide, "mpp", None), config)
@@ -162,7 +171,7 @@ def detect_tissue(slide: object, config: TissueConfig | None = None, *, use_cach
             if key in _CACHE:
                 _CACHE.move_to_end(key)
                 return _CACHE[key]
-    result = _detect(slide, config)
+    result = _detect(slide, config, progress)
     result.mask.setflags(write=False)  # shared between callers
     if use_cache and key[0] is not None:
         with _CACHE_LOCK:
@@ -190,7 +199,7 @@ def detection_downsample(dimensions: tuple[int, int], mpp: float | None, config:
     return downsample
 
 
-def _detect(slide: object, config: TissueConfig) -> TissueMask:
+def _detect(slide: object, config: TissueConfig, progress: ProgressFn | None = None) -> TissueMask:
     from ..io.downsample import read_downsampled
 
     w0, h0 = slide.dimensions  # type: ignore[attr-defined]
@@ -203,10 +212,17 @@ def _detect(slide: object, config: TissueConfig) -> TissueMask:
         image_um2 = (w0 / downsample) * (h0 / downsample) * um_per_px**2
         if config.min_area_um2 > 0.001 * image_um2:
             config = dataclasses.replace(config, min_area_um2=0.001 * image_um2)
-    rgb = read_downsampled(slide, downsample)  # type: ignore[arg-type]
+    steps = [1]  # the read's blocks, then one step for the mask (its cost is a fraction of the read's)
+
+    def on_block(done: int, total: int) -> None:
+        steps[0] = total + 1
+        report(progress, done, total + 1, Stage.TISSUE)
+
+    rgb = read_downsampled(slide, downsample, on_block=None if progress is None else on_block)  # type: ignore[arg-type]
     # the effective downsample after rounding of the output size
     eff = w0 / rgb.shape[1]
     mask, threshold = detect_tissue_array(rgb, um_per_px=um_per_px, config=config)
+    report(progress, steps[0], steps[0], Stage.TISSUE)
     result = TissueMask(mask=mask, downsample=float(eff), threshold=threshold)
     if result.empty:
         log.info("no tissue detected in %s", getattr(slide, "path", "slide"))

@@ -105,7 +105,8 @@ class ModelRegistry:
         with self._lock:
             if key not in self._loaded:
                 source = api.resolve_demo(entry.source, device=device, progress=progress, cancel=cancel)
-                self._loaded[key] = api.load_model(source, device=device, text_side=False)  # captioning only
+                # captioning only
+                self._loaded[key] = api.load_model(source, device=device, text_side=False, progress=progress)
             return self._loaded[key]
 
     def forget_loaded(self, source: str) -> None:

@@ -469,8 +469,8 @@ class CaptionWidget(Container):
             if event.total:
                 self._progress.value = min(100.0, 100.0 * frac)
         elif stage in STAGES:
-            # feature extraction advances the bar inside its stage
-            within_stage = frac if event.within is Stage.FEATURES else 0.0
+            # a stage's own counts (tissue read, extraction, decoding) advance the bar inside it
+            within_stage = frac if event.within is not None else 0.0
             pct = 100.0 * (STAGES.index(stage) + within_stage) / len(STAGES)
             floor = 0.0 if stage is Stage.TISSUE else self._progress.value  # after demo training: start over
             self._progress.value = max(floor, min(100.0, pct))
