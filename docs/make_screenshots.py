@@ -33,6 +33,17 @@ def wait(app, predicate, timeout: float = 1800.0) -> None:
         time.sleep(0.02)
 
 
+def _leave_room_for_the_text(viewer) -> None:
+    """Zoom out and move the slide down a little so the result's text overlay (top left) is not drawn over it."""
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom = camera.zoom * 0.8
+    center = list(camera.center)
+    extent = viewer.layers.extent.world
+    height = float(extent[1][-2] - extent[0][-2])
+    center[-2] -= 0.14 * height
+    camera.center = tuple(center)
+
+
 def _close_toasts(viewer, app) -> None:
     """Close napari's notification toasts (e.g. its PyQt5 deprecation notice) so they don't cover the canvas."""
     from napari._qt.dialogs.qt_notification import NapariQtNotification
@@ -85,6 +96,7 @@ def main() -> int:
     save_heatmap_png(cap.result, OUT / "demo-heatmap.png", max_size=640, note=DISCLAIMER)
     viewer.layers.selection.active = viewer.layers["CMU-1-Small-Region attention"]
     viewer.reset_view()
+    _leave_room_for_the_text(viewer)
     wait(app, lambda: True)
     _close_toasts(viewer, app)
     viewer.screenshot(str(OUT / "caption-widget.png"), canvas_only=False, flash=False)
