@@ -148,10 +148,19 @@ def test_tissue_detection_counts_read_blocks_then_the_mask(synthetic_slide: Path
     assert [d for d, _ in counts] == sorted(d for d, _ in counts)
 
 
-def test_caption_slide_marks_each_stages_own_counts(synthetic_slide: Path, tiny_ckpt: Path) -> None:
+def test_caption_slide_marks_each_stages_own_counts(
+    synthetic_slide: Path, tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """In the pipeline the counts come as events *within* their stage (the stage counter's own events have
     ``within=None``), model loading before the first stage; labels do not repeat the stage name."""
+    from collections import OrderedDict
+
     from napari_pathm3 import api
+    from napari_pathm3.tiling import tissue
+
+    monkeypatch.setattr(
+        tissue, "_CACHE", OrderedDict()
+    )  # a mask cached by another test: no detection to count
 
     events: list[Progress] = []
     api.caption_slide(synthetic_slide, model=tiny_ckpt, device="cpu", word_maps=False, progress=events.append)
