@@ -17,9 +17,11 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -61,7 +63,8 @@ def _run(scale: int, examples: int, test: Any, **kw: Any) -> None:
 def _main(argv: list[str]) -> tuple[int, str, str]:
     """``cli.main`` in this process: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # cli.main exports --threads to the environment for the process it runs in: keep it out of later tests
+    with mock.patch.dict(os.environ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = cli.main(argv)
         except SystemExit as exc:
