@@ -155,3 +155,24 @@ def synthetic_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def blank_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("slides") / "blank.tif"
     return write_pyramid_tiff(path, blob_image(1024, 1024), mpp=0.5, levels=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny encoder built offline (tests/features and the encoder flow): a 2-layer, 32-wide ViT saved with ``save_pretrained`` plus its image processor (32 px input)."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_vit")
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
+    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path

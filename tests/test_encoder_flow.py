@@ -13,29 +13,8 @@ import pytest
 from napari_pathm3.cli import main
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide ViT (transformers) standing in for UNI: 32 px input, ImageNet statistics."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("stand-in-encoder")
-    cfg = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
 def test_extract_train_caption_keeps_the_encoder(
-    synthetic_slide: Path, tiny_vit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_slide: Path, tiny_hf_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NAPARI_PATHM3_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
@@ -43,7 +22,7 @@ def test_extract_train_caption_keeps_the_encoder(
         shutil.copy(synthetic_slide, tmp_path / "case-a.tif"),
         shutil.copy(synthetic_slide, tmp_path / "case-b.tif"),
     )
-    encoder = f"local:{tiny_vit}"
+    encoder = f"local:{tiny_hf_dir}"
     common = ["--patch-size", "64", "--target-mpp", "1.0", "--no-progress"]
     assert main(["extract", str(a), str(b), "--encoder", encoder, "--out", "feats", *common]) == 0
     Path("bags.csv").write_text('slide,label,caption\ncase-a,one,"first case."\ncase-b,two,"second case."\n')
@@ -61,7 +40,7 @@ def test_extract_train_caption_keeps_the_encoder(
     ]
     assert main(["train", *args, "--val-fraction", "0"]) == 0
     config = json.loads(Path("run/best/config.json").read_text())
-    assert config["encoder_name"] == f"local:{tiny_vit.resolve()}"
+    assert config["encoder_name"] == f"local:{tiny_hf_dir.resolve()}"
     assert main(["caption", str(a), "--model", "run/best", "--out", "r.json", "--quiet"]) == 0
     result = json.loads(Path("r.json").read_text())
     assert result["encoder"] == config["encoder_name"]  # encoded with the stand-in, not the default

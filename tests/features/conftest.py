@@ -8,27 +8,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide ViT saved with ``save_pretrained`` plus its image processor (32 px input)."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_vit")
-    cfg = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
-    ViTModel(cfg, add_pooling_layer=False).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
 def tiny_timm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny timm ViT saved with ``timm.models.save_for_hf`` (config.json + model.safetensors)."""
     timm = pytest.importorskip("timm")
