@@ -40,7 +40,18 @@ PLANTED = {
 }
 
 # The faces may import these top-level units of the package (the front door and the shared vocabulary).
-FACE_ALLOWED = {"api", "config", "errors", "_types", "threads", "device", "paths", "result", "schemas"}
+FACE_ALLOWED = {
+    "api",
+    "config",
+    "errors",
+    "_types",
+    "threads",
+    "device",
+    "paths",
+    "result",
+    "schemas",
+    "jsonfile",
+}
 FACES = {"cli", "_cli", "widgets", "_napari"}
 
 

@@ -84,10 +84,11 @@ def _norm(caption: str) -> str:
 
 
 def write_verdict(verdict: dict[str, Any], folders: list[Path]) -> None:
-    text = json.dumps(verdict, indent=2, default=float)
+    from ..jsonfile import write_json_atomic
+
     for folder in folders:
         if Path(folder).is_dir():
-            (Path(folder) / VERDICT_NAME).write_text(text)
+            write_json_atomic(Path(folder) / VERDICT_NAME, verdict)
 
 
 def read_verdict(folder: Any) -> dict[str, Any] | None:
