@@ -35,7 +35,7 @@ from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, ru
 from ._registry import DEMO_NAME, encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 from ._zero_shot import ZeroShotFields, is_clip_folder
 
 if TYPE_CHECKING:
@@ -313,7 +313,7 @@ class CaptionWidget(Container):
                 else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
             )
             return None
-        slide = unwrap_proxy(layer.metadata["pathm3_slide"])
+        slide = layer.metadata["pathm3_slide"]
         region_layer = self._region.value
         region = None
         if region_layer is not None:
