@@ -23,11 +23,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .capabilities import TILE_CACHE_BYTES
+
+if TYPE_CHECKING:
+    from tifffile import TiffPage
+
+#: ``TiffPage.decode``: (tile or ``None``, indices, shape)
+_Decode = Callable[..., tuple[np.ndarray | None, tuple[int, ...], tuple[int, ...]]]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ class _Level:
     tiles_x: int
     offsets: np.ndarray  # (tiles,) int64 file offsets of the tiles, row-major
     counts: np.ndarray  # (tiles,) int64 byte counts (0: missing tile)
-    decode: Callable[..., Any]
+    decode: _Decode
     jpegtables: bytes | None
 
 
@@ -157,7 +163,7 @@ class TiffTiles:
             os.close(fd)
 
 
-def _level(page: Any, dims: tuple[int, int]) -> _Level | None:
+def _level(page: TiffPage, dims: tuple[int, int]) -> _Level | None:
     """The tile layout of ``page`` when it holds exactly the slide level ``dims`` as plain RGB tiles."""
     ok = (
         page.is_tiled
