@@ -53,6 +53,9 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
     warnings: tuple[str, ...] = ()
+    #: the model's training verdict says it has not learned to caption: ``caption`` says so instead of text
+    #: the model would write for any slide (widgets, overlay and exports decide by this flag, not by warnings)
+    caption_withheld: bool = False
     #: distance of this slide's features to the model's training features (``OodCheck.to_dict()``), or None
     #: when the model has no training-feature summary
     out_of_distribution: dict[str, Any] | None = None
@@ -144,6 +147,7 @@ class SlideResult:
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "caption_withheld": self.caption_withheld,
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
             "caption_class_agreement": self.caption_class_agreement,

@@ -15,13 +15,13 @@ from .._types import CancelToken, PathLike, ProgressFn, report
 from ..config import DEFAULT_ENCODER, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
 from ..io.slide import Slide, as_slide
+from ..model.verdict import TrainingVerdict, write_verdict
 from .augment import mixed_bags as _mixed_bags
 from .augment import sub_bags as _sub_bags
 from .data import SlideBag
 from .loop import MetricsFn, TrainResult, train
 from .regions import Region, bags_from_regions
 from .validation import Plan, plan_validation, pooled_verdict
-from .verdict import NOT_CAPTIONING, write_verdict
 
 if TYPE_CHECKING:
     from ..features.encoders import FrozenEncoder
@@ -222,8 +222,8 @@ def _cross_validated(
     result = fit(list(bags), None, out, metrics)
     pooled = pooled_verdict(fold_verdicts, [b.label for b in bags])
     own = result.verdict  # judged on its training bags: keep its caption verdict, not its accuracy
-    caption_warnings = [w for w in own.get("warnings", []) if w.startswith(NOT_CAPTIONING)]
-    keep = ("distinct_captions", "distinct_references", "learned_to_caption")
+    caption_warnings = [own["caption_warning"]] if own.get("caption_warning") else []
+    keep = ("distinct_captions", "distinct_references", "learned_to_caption", "caption_warning")
     verdict = {
         **pooled,
         **{k: own[k] for k in keep if k in own},
@@ -237,5 +237,5 @@ def _with_verdict(result: TrainResult, verdict: dict) -> TrainResult:
     """``result`` carrying ``verdict`` (also written beside its checkpoints, and on its in-memory model)."""
     write_verdict(verdict, [result.best_dir, result.last_dir])
     if result.model is not None:
-        result.model.training_verdict = verdict
+        result.model.training_verdict = TrainingVerdict.from_dict(verdict)
     return dataclasses.replace(result, verdict=verdict, warnings=list(verdict.get("warnings", [])))

@@ -617,9 +617,7 @@ def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = 
             f"'{result.slide_name} phrase: <class>' (hidden until shown).",
             "",
         ]
-    elif (
-        warnings
-    ):  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+    elif result.caption_withheld:  # a caption the model has not learned is noise, not a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
