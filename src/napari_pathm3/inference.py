@@ -108,7 +108,11 @@ def provenance_of(model: PathM3Model) -> dict[str, Any]:
 
 
 def model_name(model: PathM3Model) -> str:
-    """Display name: the checkpoint folder (``run/best`` for a trainer's ``best``/``last``)."""
+    """Display name: the demo's one name, else the checkpoint folder (``run/best`` for ``best``/``last``)."""
+    from .result import DEMO_MODEL_NAME
+
+    if getattr(model.config, "demo", False):
+        return DEMO_MODEL_NAME
     source = getattr(model, "checkpoint_dir", None)
     if not source:
         return type(model).__name__
@@ -341,6 +345,7 @@ def caption_slide(
         grid=grid,
         tissue=tissue_mask,
         model_name=model_name(pm),
+        demo=pm.config.demo,
         provenance=provenance_of(pm),
         encoder_name=enc.name,
         device=str(pm.device),
@@ -567,6 +572,7 @@ def caption_feature_bag(
         grid=grid,
         tissue=tissue,
         model_name=model_name(pm),
+        demo=pm.config.demo,
         provenance=provenance_of(pm),
         encoder_name=bag.encoder_name,
         device=str(pm.device),

@@ -16,6 +16,11 @@ from .io.geojson import polygons_to_geojson
 from .io.jsonfile import write_json_atomic
 from .tiling import PatchGrid, TissueMask
 
+#: the model name of every demo-model result (the checkpoint says it is the demo: ``PathM3Config.demo``)
+DEMO_MODEL_NAME = "demo model (not diagnostic)"
+#: the one disclaimer demo results carry (JSON, heatmap PNG, CLI, viewer)
+DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."
+
 
 @dataclass(frozen=True, eq=False)
 class SlideResult:
@@ -56,6 +61,8 @@ class SlideResult:
     #: the model's training verdict says it has not learned to caption: ``caption`` says so instead of text
     #: the model would write for any slide (widgets, overlay and exports decide by this flag, not by warnings)
     caption_withheld: bool = False
+    #: made by the offline demo model (its checkpoint says so): shown with :data:`DISCLAIMER` everywhere
+    demo: bool = False
     #: distance of this slide's features to the model's training features (``OodCheck.to_dict()``), or None
     #: when the model has no training-feature summary
     out_of_distribution: dict[str, Any] | None = None
@@ -161,6 +168,7 @@ class SlideResult:
             },
             "phrase_maps": [p.summary() for p in self.phrase_maps],
             "provenance": self.provenance,
+            **({"disclaimer": DISCLAIMER} if self.demo else {}),
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

@@ -113,6 +113,7 @@ def train_on_regions(
     max_patches: int | None = None,
     seed: int = 0,
     validation: bool = True,
+    demo: bool = False,
     progress: ProgressFn | None = None,
     metrics: MetricsFn | None = None,
     cancel: CancelToken | None = None,
@@ -150,7 +151,7 @@ def train_on_regions(
     )
     _check_bags(bags)
     mcfg = PathM3Config.preset(model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names)
-    mcfg = dataclasses.replace(mcfg, tiling=tiling)
+    mcfg = dataclasses.replace(mcfg, tiling=tiling, demo=demo)
     if lr is not None:
         mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=lr))
     tcfg = TrainConfig(
