@@ -10,9 +10,7 @@ BLEU-1..4, ``meteor_nltk`` (exact-match METEOR), ROUGE-L (β=1.2), CIDEr-D; no S
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ._checks import BATCH, BEAMS, add_device
 
@@ -86,13 +84,12 @@ def run(args: argparse.Namespace) -> int:
         _write_cohort(args, records, metrics)
         if not args.predictions:
             metrics.pop("predictions", None)
-    from ..io.jsonfile import finite_or_null
+    from ..jsonfile import finite_or_null, json_text, write_json_atomic
 
-    text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(args.out, finite_or_null(metrics))
     else:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(json_text(finite_or_null(metrics)) + "\n")
     return 0
 
 
