@@ -20,7 +20,7 @@ from napari_pathm3.errors import Cancelled, EncoderError, NoTissueError
 from napari_pathm3.features.encoders import FrozenEncoder, get_encoder
 from napari_pathm3.features.extract import extract_features
 from napari_pathm3.io.feature_store import inspect_bag, read_bag
-from napari_pathm3.tiling import PatchReader
+from napari_pathm3.io.patch_reader import PatchReader
 
 N_SUB = 40  # patches used by the store tests (of 53)
 

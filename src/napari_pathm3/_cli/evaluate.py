@@ -97,9 +97,9 @@ def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> Non
     """The cohort table: rows from the predictions, embeddings from a second image-only pass per slide."""
     from ..inference import load_model
     from ..io.cohort import write_cohort
+    from ..model.verdict import verdict_of
     from ..training.cohort import cohort_rows, slide_embeddings
     from ..training.data import BagDataset, resolve_features
-    from ..training.verdict import read_verdict
 
     model = load_model(args.model, device=args.device, text_side=False)
     if args.mode is not None and args.mode != model.config.mode:
@@ -108,7 +108,8 @@ def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> Non
         model.config = dataclasses.replace(model.config, mode=args.mode)
     ds = BagDataset(records, model.config.class_names, args.features)
     paths = {ds[i].slide_id: str(resolve_features(r.key, args.features)) for i, r in enumerate(records)}
-    verdict = read_verdict(args.model) or {}
+    recorded = verdict_of(model)
+    verdict = recorded.to_dict() if recorded is not None else {}
     rows = cohort_rows(metrics, paths=paths, verdict=verdict)
     uns = {
         "model": str(args.model),

@@ -96,10 +96,6 @@ class Job:
         notify_error(err)
 
 
-def unwrap_proxy(obj: Any) -> Any:
-    """The object behind napari's plugin proxy (which refuses private attributes): core code in the worker
-    thread gets the plain object."""
-    return getattr(obj, "__wrapped__", obj)
 
 
 def error_text(err: BaseException) -> str:

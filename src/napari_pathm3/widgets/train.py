@@ -45,7 +45,7 @@ from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 
 if TYPE_CHECKING:
     import napari
@@ -338,8 +338,7 @@ class TrainWidget(Container):
                 owner = max(matches, key=lambda s: len(s.name))
             scale = tuple(float(v) for v in owner.scale[-2:])
             out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
-        # the plain Slide (not napari's plugin proxy around it) goes to the worker thread
-        return [(unwrap_proxy(s.metadata["pathm3_slide"]), regs) for s, regs in out.values() if regs]
+        return [(s.metadata["pathm3_slide"], regs) for s, regs in out.values() if regs]
 
     def _on_size(self, size: str) -> None:
         """A preset brings its own learning rate and alpha (scratch caption LMs need larger steps and more
