@@ -42,6 +42,7 @@ PLANTED = {
 # The faces may import these top-level units of the package (the front door and the shared vocabulary).
 FACE_ALLOWED = {
     "api",
+    "layer_kinds",
     "config",
     "errors",
     "_types",
