@@ -96,8 +96,6 @@ class Job:
         notify_error(err)
 
 
-
-
 def error_text(err: BaseException) -> str:
     """The whole message of ``err`` for a widget's result box (a toast truncates it): our errors' message
     says what to fix; anything else gets its type and a pointer to the traceback."""
