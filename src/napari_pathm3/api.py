@@ -187,7 +187,6 @@ def caption_slide(
         else:
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
-    demo = isinstance(model, str) and model == DEMO
     model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
     result = _caption(
         slide,
@@ -207,12 +206,6 @@ def caption_slide(
         phrase_method=phrase_method,
         word_method=word_method,
     )
-    if demo:  # its results say "not diagnostic" wherever they are shown (overlay, JSON, PNG)
-        import dataclasses
-
-        from .demo import DEMO_MODEL_NAME
-
-        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
     return result
 
 

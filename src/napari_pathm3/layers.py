@@ -55,7 +55,7 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
         lines += textwrap.wrap(accuracy, width)
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
-    if result.caption and not warnings:
+    if result.caption and not getattr(result, "caption_withheld", False):
         lines += textwrap.wrap(result.caption, width)
         agree = getattr(result, "caption_class_agreement", None) or {}
         if agree.get("agrees") is False:
@@ -64,8 +64,8 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
 
 
 def is_demo_result(result: SlideResult) -> bool:
-    """A result of the demo model (its names say "not diagnostic": the API's and the widgets')."""
-    return "not diagnostic" in str(getattr(result, "model_name", "")).lower()
+    """A result of the demo model (its checkpoint says so)."""
+    return bool(getattr(result, "demo", False))
 
 
 def _log2_attention(values: np.ndarray) -> np.ndarray:

@@ -246,7 +246,7 @@ def _feature_dim(records, features_dir) -> int:
 
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        from ..io.jsonfile import finite_or_null
+        from ..jsonfile import finite_or_null
 
         # valid JSON: an undefined metric (NaN) is printed as null
         json.dump(finite_or_null(obj), sys.stdout, indent=2, default=str, allow_nan=False)

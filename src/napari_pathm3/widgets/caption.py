@@ -21,6 +21,7 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from .. import api
 from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..config import TilingConfig
@@ -32,7 +33,7 @@ from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
-from ._registry import DEMO_NAME, encoder_names, registry
+from ._registry import encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
 from ._worker import Job, error_text
@@ -267,6 +268,10 @@ class CaptionWidget(Container):
         self._model.reset_choices()
         self._model.value = name
 
+    def _is_demo(self) -> bool:
+        """The chosen entry is the demo model (its source, not its display name)."""
+        return self._model.value is not None and registry.get(self._model.value).source == api.DEMO
+
     @property
     def zero_shot(self) -> bool:
         """The chosen model is a CLIP-style encoder: Run classifies zero-shot."""
@@ -274,9 +279,7 @@ class CaptionWidget(Container):
 
     def _on_model_changed(self, _value: Any = None) -> None:
         zero_shot = self.zero_shot
-        self._note.value = (
-            DEMO_NOTE if self._model.value == DEMO_NAME else ZERO_SHOT_NOTE if zero_shot else ""
-        )
+        self._note.value = DEMO_NOTE if self._is_demo() else ZERO_SHOT_NOTE if zero_shot else ""
         self._zero_shot.visible = zero_shot
         for w in (self._encoder, self._text):  # the CLIP model is its own encoder; no conditioning text
             w.visible = not zero_shot
@@ -506,7 +509,7 @@ class CaptionWidget(Container):
         self._warning.visible = bool(warnings)
         name = result.model_name
         zero_shot = name in registry.names() and registry.get(name).zero_shot
-        self._output.value = format_result(result, demo=name == DEMO_NAME, zero_shot=zero_shot)
+        self._output.value = format_result(result, demo=result.demo, zero_shot=zero_shot)
         self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
@@ -617,9 +620,7 @@ def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = 
             f"'{result.slide_name} phrase: <class>' (hidden until shown).",
             "",
         ]
-    elif (
-        warnings
-    ):  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+    elif result.caption_withheld:  # a caption the model has not learned is noise, not a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
