@@ -92,7 +92,7 @@ def test_stale_store_of_our_own_is_recomputed_and_logged(
             synthetic_slide, encoder=ENCODER, store=path, tiling=TilingConfig(patch_size=448)
         )
     assert "recomputing features in this napari-pathm3 store" in caplog.text
-    assert read_bag(path).attrs["patch_size"] == 448 == bag.patch_size
+    assert read_bag(path).meta.patch_size == 448 == bag.patch_size
 
 
 # ------------------------------------------------------------------------------------------ grid sanity

@@ -420,8 +420,8 @@ def _store_tiling(features_dir: str) -> Any:
 
     store = FeatureStore(features_dir)
     for key in store.keys():
-        grid = store.open_bag(key).attrs.get("grid")
-        tiling = grid.get("tiling") if isinstance(grid, dict) else None
+        grid = store.open_bag(key).meta.grid
+        tiling = None if grid is None else grid.tiling
         if tiling:
             source = f"{store.path_for(key)}: grid.tiling"
             fix = "re-extract this store (napari-pathm3 extract --overwrite)"

@@ -173,7 +173,7 @@ def extract_features(
         encoder_name=enc.name,
         slide_id=slide_id,
         fingerprint=fingerprint,
-        attrs=meta,
+        meta=meta,
     )
 
 

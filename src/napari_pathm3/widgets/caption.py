@@ -29,6 +29,7 @@ from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
@@ -229,7 +230,7 @@ class CaptionWidget(Container):
         shapes = [
             lay
             for lay in self._viewer.layers
-            if layer_kind(lay) == "shapes" and (lay.metadata or {}).get("kind") != "top_patches"
+            if layer_kind(lay) == "shapes" and not is_result_layer(lay, ResultLayerKind.TOP_PATCHES)
         ]
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
@@ -520,7 +521,7 @@ class CaptionWidget(Container):
         """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
         from ..word_layers import phrase_map_layers
 
-        for lay in [lay for lay in self._viewer.layers if (lay.metadata or {}).get("kind") == "phrase_map"]:
+        for lay in [lay for lay in self._viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
             if (lay.metadata or {}).get("slide_path") == result.slide_path:
                 self._viewer.layers.remove(lay)
         for data, kwargs, _ in phrase_map_layers(result):

@@ -38,6 +38,7 @@ from ..config import (
 )
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
+from ..layer_kinds import is_result_layer
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
@@ -275,7 +276,7 @@ class TrainWidget(Container):
         return [
             (lay.name, lay)
             for lay in self._viewer.layers
-            if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})
+            if layer_kind(lay) in ("shapes", "labels") and not is_result_layer(lay)
         ]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
