@@ -109,6 +109,44 @@ def run_seed(family: Family, seed: int, bags: int, work: Path, *, width: int | N
     return {"seed": seed, "model": model, "baselines": base}
 
 
+def _run_seeds(
+    fam: Family,
+    seeds: list[int],
+    bags: int,
+    work: Path,
+    *,
+    width: int | None,
+    jobs: int,
+    cache: Path | None,
+    keep: bool = False,
+) -> list[dict[str, Any]]:
+    """Every seed's result, ``jobs`` at a time; with ``cache``, results already there are reused and new
+    ones written (a long run that is stopped keeps what it finished). A seed's bags are deleted after it
+    unless ``keep``."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(seed: int) -> dict[str, Any]:
+        path = cache / f"{fam.name}_w{width or fam.width}_b{bags}_s{seed}.json" if cache else None
+        if path is not None and path.is_file():
+            return json.loads(path.read_text())
+        res = run_seed(fam, seed, bags, work, width=width)
+        for sub in () if keep else (f"{fam.name}_s{seed}", f"{fam.name}_run{seed}"):
+            shutil.rmtree(work / sub, ignore_errors=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(res))
+        print(
+            f"[families] {fam.name} seed {seed}: {json.dumps(res['model'])[:300]}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return res
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(one, seeds))
+
+
 def _stats(vals: list[float | None]) -> dict[str, float] | None:
     v = [float(x) for x in vals if x is not None]
     if not v:
@@ -155,6 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--width", type=int, default=None, help="feature width for every family (default: each own)"
     )
     ap.add_argument("--keep", type=Path, default=None, help="keep bags and runs in this folder")
+    ap.add_argument("--jobs", type=int, default=1, help="seeds run at once (each: one CLI run + baselines)")
+    ap.add_argument(
+        "--results", type=Path, default=None, help="cache each seed's result here; a re-run skips those done"
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("NAPARI_PATHM3_THREADS", "1")
     import torch
@@ -170,10 +212,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in names:
             fam = FAMILIES[name]
             tf = time.perf_counter()
-            runs = []
-            for s in seeds:
-                runs.append(run_seed(fam, s, bags, work, width=args.width))
-                print(f"[families] {name} seed {s}: {json.dumps(runs[-1]['model'])[:300]}", file=sys.stderr)
+            runs = _run_seeds(
+                fam,
+                seeds,
+                bags,
+                work,
+                width=args.width,
+                jobs=args.jobs,
+                cache=args.results,
+                keep=args.keep is not None,
+            )
             rec = {**summarise(fam, runs), "width": args.width or fam.width, "bags": bags,
                    "seconds": round(time.perf_counter() - tf, 1), "load_average": load_average()}  # fmt: skip
             print(json.dumps({"bench": "families", "family_record": rec}), flush=True)
