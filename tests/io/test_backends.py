@@ -120,3 +120,10 @@ def test_without_the_new_member_the_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(SlideReadError, match="cannot open as a whole-slide image"):
         open_slide(path)
+
+
+def test_tiffslide_pyramid_from_direct_tiles_equals_its_own_reads(cmu_slide_path: Path) -> None:
+    with open_slide(cmu_slide_path, backend=BackendKind.TIFFSLIDE) as slide:
+        (direct,), (plain,) = multiscale(slide), multiscale(slide, direct_tiff=False)
+        assert direct.name.startswith("pathm3-tiff-") and not plain.name.startswith("pathm3-tiff-")
+        np.testing.assert_array_equal(direct[200:456, 300:700].compute(), plain[200:456, 300:700].compute())

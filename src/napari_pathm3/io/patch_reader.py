@@ -80,10 +80,17 @@ class PatchLayout(Protocol):
     """The geometry the reader needs (:class:`~napari_pathm3.tiling.grid.PatchGrid` has it; I/O sits below
     tiling, so it is named here by what it offers)."""
 
-    coords: np.ndarray
-    patch_size: int
-    read_level: int
-    read_size: int
+    @property
+    def coords(self) -> np.ndarray: ...  # (n, 2) level-0 (x, y)
+
+    @property
+    def patch_size(self) -> int: ...
+
+    @property
+    def read_level(self) -> int: ...
+
+    @property
+    def read_size(self) -> int: ...
 
     @property
     def needs_resize(self) -> bool: ...
@@ -259,7 +266,7 @@ class PatchReader:
         if self._tiles is not None:
             self._tiles.close()
 
-    def read_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def read_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((len(idx), self.grid.patch_size, self.grid.patch_size, 3), np.uint8)
         for block in self._plan(idx):

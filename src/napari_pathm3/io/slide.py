@@ -117,7 +117,7 @@ class Slide:
             )
         try:  # decoding one tile catches truncated files that still have a valid header
             w, h = dims[-1]
-            if self._native is None:
+            if self.is_rgb or self._native is None:
                 self._backend.read_rgba(0, 0, len(dims) - 1, min(w, 16), min(h, 16))
             else:
                 self._native.read_level(len(dims) - 1, 0, 0, min(w, 16), min(h, 16))
@@ -301,7 +301,7 @@ class Slide:
     def read_level_native(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         """Pixels as stored, ``(x, y)`` in ``level`` pixels: ``(h, w, 3)`` uint8 for RGB slides (as
         :meth:`read_level_region`), else ``(h, w, channels)`` in :attr:`dtype`."""
-        if self._native is None:
+        if self.is_rgb or self._native is None:  # (a non-RGB slide without native reads is refused at open)
             return self.read_level_region(x, y, level, w, h)
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range (slide has {self.level_count})")
