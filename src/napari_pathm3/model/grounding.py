@@ -95,7 +95,8 @@ def token_words(text: str, offsets: list[tuple[int, int]] | None, num_tokens: in
     spans = word_spans(text)
     if offsets is None or len(offsets) != num_tokens or not spans:
         return list(range(num_tokens))
-    out, w = [], 0
+    out: list[int] = []
+    w = 0
     for start, end in offsets:
         if end <= start and out:  # a zero-width token (e.g. sentencepiece "▁"): with the next word
             out.append(min(w, len(spans) - 1))

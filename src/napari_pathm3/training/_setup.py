@@ -87,7 +87,7 @@ def _build_model(model_or_config: Any, config: TrainConfig, device: Any, train_d
         from ..model.language import WORDS, build_word_tokenizer
         from ..model.pathm3 import PathM3Model
 
-        cfg = dataclasses.replace(model_or_config, **overrides)
+        cfg = dataclasses.replace(model_or_config, **overrides)  # type: ignore[arg-type]  # mode, alpha
         lm_tok = None
         if cfg.language.tokenizer == WORDS and cfg.language.name is None:
             captions = _captions_of(train_ds)
@@ -215,7 +215,9 @@ def _prepare(
             f"= {world} x {accum}"
         )
     micro = global_batch // (world * accum)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=dist.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[SlideBag] = DistributedSampler(
+        train_ds, num_replicas=world, rank=dist.rank, shuffle=True, seed=config.seed
+    )
     loader = DataLoader(
         train_ds, batch_size=micro, sampler=sampler, collate_fn=collate_bags, num_workers=config.num_workers
     )

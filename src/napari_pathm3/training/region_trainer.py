@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .._types import CancelToken, PathLike, ProgressFn, report
 from ..config import DEFAULT_ENCODER, PathM3Config, TilingConfig, TrainConfig
@@ -107,7 +107,7 @@ def train_on_regions(
     lr: float | None = None,
     batch_size: int | None = None,
     alpha: float | None = None,
-    mode: str | None = None,
+    mode: Literal["image", "image_text", "text"] | None = None,
     sub_bags: int = 4,
     mixed_bags: int = 0,
     max_patches: int | None = None,
@@ -160,7 +160,7 @@ def train_on_regions(
         alpha=alpha,
         mode=mode,
         device=str(device),
-        seed=seed,  # type: ignore[arg-type]
+        seed=seed,
         patience=None,
         log_every=1,
         max_patches=max_patches,
