@@ -24,9 +24,9 @@ from ._types import CancelToken, PathLike, ProgressFn, as_demo
 from .config import DEFAULT_ENCODER, TilingConfig
 from .errors import PathM3Error
 from .io._atomic import path_lock
-from .io.jsonfile import write_json_atomic
 from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
 from .jobs import CaptionRequest, RegionTrainingRequest, RunContext
+from .jsonfile import write_json_atomic
 from .paths import user_cache_dir
 from .result import DEMO_MODEL_NAME, DISCLAIMER
 from .threads import apply_thread_policy

@@ -13,7 +13,7 @@ from ._types import PathLike
 from .grounding import PhraseMap, WordMaps, caption_class_agreement
 from .heatmaps import patch_boxes
 from .io.geojson import polygons_to_geojson
-from .io.jsonfile import write_json_atomic
+from .jsonfile import write_json_atomic
 from .tiling import PatchGrid, TissueMask
 
 #: the model name of every demo-model result (the checkpoint says it is the demo: ``PathM3Config.demo``)

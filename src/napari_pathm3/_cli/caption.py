@@ -221,7 +221,7 @@ def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
 def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     """The result JSON (file or stdout), and the heatmap PNG / CSV / GeoJSON asked for."""
     from ..heatmap_png import save_heatmap_png
-    from ..io.jsonfile import json_text, write_json_atomic
+    from ..jsonfile import json_text, write_json_atomic
 
     maps = _maps_path(args, result)
     if maps is not None:

@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = None) -> Slide:
-    """Open a whole-slide image (OpenSlide, then tiffslide). Use as a context manager to close it.
+    """Open a whole-slide image with the first backend that reads it. Use as a context manager to close it.
 
     Args:
         path: slide file or DICOM WSI folder.
-        backend: ``"auto"``, ``"openslide"`` or ``"tiffslide"``.
+        backend: ``"auto"`` or a :class:`~napari_pathm3.io.backends.BackendKind` value.
         mpp: µm/px at level 0 when the file lacks it.
     """
-    return _open_slide(path, backend=backend, mpp=mpp)  # type: ignore[arg-type]
+    return _open_slide(path, backend=backend, mpp=mpp)
 
 
 def load_model(

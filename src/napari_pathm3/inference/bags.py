@@ -74,7 +74,7 @@ def caption_feature_bag(
 
 def _bag_step(bag: FeatureBag, size0: float) -> float:
     """Level-0 stride of a bag's tiles: a SpatialData tile spec's ``stride_width * base_downsample``."""
-    spec = bag.attrs.get("tile_spec") or {}
+    spec = bag.meta.tile_spec or {}
     stride, down = spec.get("stride_width"), spec.get("base_downsample", 1.0)
     if isinstance(stride, (int, float)) and stride > 0 and isinstance(down, (int, float)) and down > 0:
         return float(stride) * float(down)
@@ -86,12 +86,12 @@ def bag_grid(bag: FeatureBag) -> PatchGrid:
     n = len(bag.features)
     size = int(bag.patch_size or 1)
     # TRIDENT's patch_size_level0 / a SpatialData tile spec: patches read at another magnification
-    size0 = float(bag.attrs.get("patch_size_level0") or size)
+    size0 = float(bag.meta.patch_size_level0 or size)
     coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size0, np.zeros(n)], 1)
     coords = np.asarray(coords, dtype=np.int64)
     dims = (int(coords[:, 0].max() + size0), int(coords[:, 1].max() + size0))
-    known = bag.attrs.get("slide_dimensions")
-    if isinstance(known, (list, tuple)) and len(known) == 2 and all(int(v) > 0 for v in known):
+    known = bag.meta.slide_dimensions
+    if known is not None and all(v > 0 for v in known):
         dims = (max(dims[0], int(known[0])), max(dims[1], int(known[1])))
     return PatchGrid(
         coords=coords,

@@ -76,11 +76,12 @@ class TrainingVerdict:
 
 def write_verdict(verdict: TrainingVerdict | dict[str, Any], folders: list[Path]) -> None:
     """``training_verdict.json`` into each existing folder of ``folders``."""
+    from ..jsonfile import write_json_atomic
+
     data = verdict.to_dict() if isinstance(verdict, TrainingVerdict) else verdict
-    text = json.dumps(data, indent=2, default=float)
     for folder in folders:
         if Path(folder).is_dir():
-            (Path(folder) / VERDICT_NAME).write_text(text)
+            write_json_atomic(Path(folder) / VERDICT_NAME, data)
 
 
 def read_verdict(folder: Any) -> TrainingVerdict | None:

@@ -27,6 +27,7 @@ from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ..result import SlideResult
@@ -36,7 +37,7 @@ from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 from ._zero_shot import ZeroShotFields, is_clip_folder
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ class CaptionWidget(Container):
         shapes = [
             lay
             for lay in self._viewer.layers
-            if layer_kind(lay) == "shapes" and (lay.metadata or {}).get("kind") != "top_patches"
+            if layer_kind(lay) == "shapes" and not is_result_layer(lay, ResultLayerKind.TOP_PATCHES)
         ]
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
@@ -318,7 +319,7 @@ class CaptionWidget(Container):
                 else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
             )
             return None
-        slide = unwrap_proxy(layer.metadata["pathm3_slide"])
+        slide = layer.metadata["pathm3_slide"]
         region_layer = self._region.value
         region = None
         if region_layer is not None:
@@ -471,7 +472,7 @@ class CaptionWidget(Container):
         """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
         from ..word_layers import phrase_map_layers
 
-        for lay in [lay for lay in self._viewer.layers if (lay.metadata or {}).get("kind") == "phrase_map"]:
+        for lay in [lay for lay in self._viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
             if (lay.metadata or {}).get("slide_path") == result.slide_path:
                 self._viewer.layers.remove(lay)
         for data, kwargs, _ in phrase_map_layers(result):
