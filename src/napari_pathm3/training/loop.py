@@ -395,6 +395,7 @@ def _finish(run: _Run) -> TrainResult:
         run.captioned,
         where=where,
         train_captions=_captions_of(run.train_ds) if run.val_ds is not None else None,
+        train_dataset=run.train_ds,
     )
     core.training_verdict = verdict  # inference on this in-memory model reads its warnings
     core.feature_summary = _summarize_training(run)
