@@ -120,9 +120,8 @@ def test_summary_math_and_corrupt_files(tmp_path: Path) -> None:
 def test_demo_overlay_says_not_diagnostic(trained: Path, synthetic_slide: Path) -> None:
     import dataclasses
 
-    from napari_pathm3.demo import DEMO_MODEL_NAME
-
     result = api.caption_slide(synthetic_slide, model=trained, device="cpu")
-    assert "NOT DIAGNOSTIC" not in overlay_text(result)
-    demo = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+    assert "NOT DIAGNOSTIC" not in overlay_text(result) and "disclaimer" not in result.summary()
+    demo = dataclasses.replace(result, demo=True)  # what a demo checkpoint's results carry
+    assert "NOT diagnostic" in demo.summary()["disclaimer"]
     assert overlay_text(demo).startswith("DEMO MODEL - NOT DIAGNOSTIC")

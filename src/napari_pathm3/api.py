@@ -51,14 +51,14 @@ __all__ = [
 
 
 def open_slide(path: PathLike, *, backend: str = "auto", mpp: float | None = None) -> Slide:
-    """Open a whole-slide image (OpenSlide, then tiffslide). Use as a context manager to close it.
+    """Open a whole-slide image with the first backend that reads it. Use as a context manager to close it.
 
     Args:
         path: slide file or DICOM WSI folder.
-        backend: ``"auto"``, ``"openslide"`` or ``"tiffslide"``.
+        backend: ``"auto"`` or a :class:`~napari_pathm3.io.backends.BackendKind` value.
         mpp: µm/px at level 0 when the file lacks it.
     """
-    return _open_slide(path, backend=backend, mpp=mpp)  # type: ignore[arg-type]
+    return _open_slide(path, backend=backend, mpp=mpp)
 
 
 def load_model(
@@ -187,7 +187,6 @@ def caption_slide(
         else:
             scale = _scale_of(slide)
         region = shapes_layer_polygons(region, slide_scale=scale)
-    demo = isinstance(model, str) and model == DEMO
     model = resolve_demo(model, device=device, progress=progress, cancel=cancel)
     result = _caption(
         slide,
@@ -207,12 +206,6 @@ def caption_slide(
         phrase_method=phrase_method,
         word_method=word_method,
     )
-    if demo:  # its results say "not diagnostic" wherever they are shown (overlay, JSON, PNG)
-        import dataclasses
-
-        from .demo import DEMO_MODEL_NAME
-
-        result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
     return result
 
 

@@ -369,6 +369,9 @@ class PathM3Config(_JsonMixin):
     # The patch grid the training features were cut with: captioning cuts new slides the same way. None when
     # unknown (features from other toolkits, or a checkpoint saved before the grid was recorded here).
     tiling: TilingConfig | None = None
+    # True only for the offline demo model (napari_pathm3.demo): a fact of the checkpoint, so every result of
+    # it carries the demo's name and its "not diagnostic" disclaimer, whoever loads it
+    demo: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.tiling, dict):  # from config.json (a None default hides the nested type)

@@ -108,7 +108,11 @@ def provenance_of(model: PathM3Model) -> dict[str, Any]:
 
 
 def model_name(model: PathM3Model) -> str:
-    """Display name: the checkpoint folder (``run/best`` for a trainer's ``best``/``last``)."""
+    """Display name: the demo's one name, else the checkpoint folder (``run/best`` for ``best``/``last``)."""
+    from .result import DEMO_MODEL_NAME
+
+    if getattr(model.config, "demo", False):
+        return DEMO_MODEL_NAME
     source = getattr(model, "checkpoint_dir", None)
     if not source:
         return type(model).__name__
@@ -117,12 +121,12 @@ def model_name(model: PathM3Model) -> str:
 
 
 def model_warnings(model: PathM3Model) -> tuple[str, ...]:
-    """Warnings of the training verdict recorded with the model (``training_verdict.json`` beside its
-    checkpoint, or the verdict of a model trained in this process)."""
-    from .training.verdict import read_verdict
+    """Warnings of the training verdict recorded with the model (loaded with it from its checkpoint, or the
+    verdict of a model trained in this process)."""
+    from .model.verdict import verdict_of
 
-    verdict = getattr(model, "training_verdict", None) or read_verdict(getattr(model, "checkpoint_dir", None))
-    return tuple(str(w) for w in (verdict or {}).get("warnings", ()))
+    verdict = verdict_of(model)
+    return () if verdict is None else verdict.warnings
 
 
 def _honesty(model: PathM3Model, features: np.ndarray, result: SlideResult) -> SlideResult:
@@ -130,7 +134,7 @@ def _honesty(model: PathM3Model, features: np.ndarray, result: SlideResult) -> S
     model's recorded accuracy."""
     import dataclasses
 
-    from .training.confidence import model_accuracy, ood_check
+    from .model.confidence import model_accuracy, ood_check
 
     check = ood_check(model, features)
     warnings = tuple(result.warnings)
@@ -228,6 +232,7 @@ class _Outputs:
     probabilities: dict[str, float]
     caption: str
     warnings: tuple[str, ...]
+    caption_withheld: bool
     attention: np.ndarray
     query_attention: np.ndarray
     top_indices: np.ndarray
@@ -246,6 +251,7 @@ class _Outputs:
             top_indices=self.top_indices,
             top_scores=self.top_scores,
             warnings=self.warnings,
+            caption_withheld=self.caption_withheld,
             word_maps=self.word_maps,
             phrase_maps=self.phrase_maps,
             **slide_fields,
@@ -339,6 +345,7 @@ def caption_slide(
         grid=grid,
         tissue=tissue_mask,
         model_name=model_name(pm),
+        demo=pm.config.demo,
         provenance=provenance_of(pm),
         encoder_name=enc.name,
         device=str(pm.device),
@@ -440,7 +447,7 @@ def _model_stages(
     with _timed(timings, Stage.CAPTION):
         caption = generate_caption(pm, features, max_new_tokens=max_new_tokens, progress=progress)
     report(progress, total, total, Stage.DONE)
-    caption, warnings = _checked(pm, caption)
+    caption, warnings, withheld = _checked(pm, caption)
     names = tuple(pm.config.class_names)
     probabilities = {n: float(p) for n, p in zip(names, np.asarray(probs, dtype=float), strict=True)}
     if not probabilities:
@@ -449,9 +456,11 @@ def _model_stages(
     attention = query_attention.mean(axis=0)
     idx, scores = _top_k(attention, top_k)
     words, phrases = _grounding_stage(
-        pm, features, caption, warnings, word_maps, queries, (word_method, phrase_method), timings
+        pm, features, caption, withheld, word_maps, queries, (word_method, phrase_method), timings
     )
-    return _Outputs(probabilities, caption, warnings, attention, query_attention, idx, scores, words, phrases)
+    return _Outputs(
+        probabilities, caption, warnings, withheld, attention, query_attention, idx, scores, words, phrases
+    )
 
 
 def _needs_text_side(queries: Sequence[str], method: str) -> bool:
@@ -462,7 +471,7 @@ def _grounding_stage(
     pm: PathM3Model,
     features: np.ndarray,
     caption: str,
-    warnings: tuple[str, ...],
+    withheld: bool,
     word_maps: bool,
     queries: tuple[str, ...],
     methods: tuple[str, str],
@@ -474,7 +483,7 @@ def _grounding_stage(
 
     t0 = time.perf_counter()
     words = None
-    if word_maps and caption and not warnings:
+    if word_maps and caption and not withheld:
         words = grounding.word_maps(pm, features, caption, method=methods[0])
     phrases = tuple(grounding.phrase_map(pm, features, q, method=methods[1]) for q in queries if q.strip())
     if words is not None or phrases:  # part of the caption stage (the maps' own seconds are in the result)
@@ -483,15 +492,14 @@ def _grounding_stage(
     return words, phrases
 
 
-def _checked(pm: PathM3Model, caption: str) -> tuple[str, tuple[str, ...]]:
-    """The training verdict's warnings; a model that has not learned to caption shows that instead of its
-    (junk) caption."""
-    from .training.verdict import NOT_CAPTIONING
+def _checked(pm: PathM3Model, caption: str) -> tuple[str, tuple[str, ...], bool]:
+    """The training verdict's warnings and whether the caption is withheld: a model that has not learned to
+    caption shows that instead of its (junk) caption."""
+    from .model.verdict import NOT_CAPTIONING, verdict_of
 
-    warnings = model_warnings(pm)
-    if any(w.startswith(NOT_CAPTIONING) for w in warnings):
-        caption = NOT_CAPTIONING
-    return caption, warnings
+    verdict = verdict_of(pm)
+    withheld = verdict is not None and verdict.caption_withheld
+    return (NOT_CAPTIONING if withheld else caption), model_warnings(pm), withheld
 
 
 FEATURE_SUFFIXES = (".h5", ".hdf5", ".npy", ".pt", ".pth", ".safetensors", ".zarr")
@@ -564,6 +572,7 @@ def caption_feature_bag(
         grid=grid,
         tissue=tissue,
         model_name=model_name(pm),
+        demo=pm.config.demo,
         provenance=provenance_of(pm),
         encoder_name=bag.encoder_name,
         device=str(pm.device),
@@ -575,7 +584,7 @@ def caption_feature_bag(
 
 def _bag_step(bag: FeatureBag, size0: float) -> float:
     """Level-0 stride of a bag's tiles: a SpatialData tile spec's ``stride_width * base_downsample``."""
-    spec = bag.attrs.get("tile_spec") or {}
+    spec = bag.meta.tile_spec or {}
     stride, down = spec.get("stride_width"), spec.get("base_downsample", 1.0)
     if isinstance(stride, (int, float)) and stride > 0 and isinstance(down, (int, float)) and down > 0:
         return float(stride) * float(down)
@@ -586,12 +595,12 @@ def _bag_grid(bag: FeatureBag) -> PatchGrid:
     n = len(bag.features)
     size = int(bag.patch_size or 1)
     # TRIDENT's patch_size_level0 / a SpatialData tile spec: patches read at another magnification
-    size0 = float(bag.attrs.get("patch_size_level0") or size)
+    size0 = float(bag.meta.patch_size_level0 or size)
     coords = bag.coords if bag.coords is not None else np.stack([np.arange(n) * size0, np.zeros(n)], 1)
     coords = np.asarray(coords, dtype=np.int64)
     dims = (int(coords[:, 0].max() + size0), int(coords[:, 1].max() + size0))
-    known = bag.attrs.get("slide_dimensions")
-    if isinstance(known, (list, tuple)) and len(known) == 2 and all(int(v) > 0 for v in known):
+    known = bag.meta.slide_dimensions
+    if known is not None and all(v > 0 for v in known):
         dims = (max(dims[0], int(known[0])), max(dims[1], int(known[1])))
     return PatchGrid(
         coords=coords,

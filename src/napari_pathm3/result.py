@@ -13,8 +13,13 @@ from ._types import PathLike
 from .grounding import PhraseMap, WordMaps, caption_class_agreement
 from .heatmaps import patch_boxes
 from .io.geojson import polygons_to_geojson
-from .io.jsonfile import write_json_atomic
+from .jsonfile import write_json_atomic
 from .tiling import PatchGrid, TissueMask
+
+#: the model name of every demo-model result (the checkpoint says it is the demo: ``PathM3Config.demo``)
+DEMO_MODEL_NAME = "demo model (not diagnostic)"
+#: the one disclaimer demo results carry (JSON, heatmap PNG, CLI, viewer)
+DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +58,11 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
     warnings: tuple[str, ...] = ()
+    #: the model's training verdict says it has not learned to caption: ``caption`` says so instead of text
+    #: the model would write for any slide (widgets, overlay and exports decide by this flag, not by warnings)
+    caption_withheld: bool = False
+    #: made by the offline demo model (its checkpoint says so): shown with :data:`DISCLAIMER` everywhere
+    demo: bool = False
     #: distance of this slide's features to the model's training features (``OodCheck.to_dict()``), or None
     #: when the model has no training-feature summary
     out_of_distribution: dict[str, Any] | None = None
@@ -144,6 +154,7 @@ class SlideResult:
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "caption_withheld": self.caption_withheld,
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
             "caption_class_agreement": self.caption_class_agreement,
@@ -157,6 +168,7 @@ class SlideResult:
             },
             "phrase_maps": [p.summary() for p in self.phrase_maps],
             "provenance": self.provenance,
+            **({"disclaimer": DISCLAIMER} if self.demo else {}),
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

@@ -145,7 +145,6 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
     ``(result, features)``, else the result."""
     import tempfile
 
-    from .. import api
     from ..inference import is_feature_bag
 
     _check_outputs(args)
@@ -160,10 +159,6 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
             result = _caption(args, bar)
         finally:
             bar.close()
-        if args.model == api.DEMO:
-            from ..demo import DEMO_MODEL_NAME
-
-            result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
         _write_outputs(args, result)
         _write_exports(args, result)
         if keep_features:
@@ -244,19 +239,14 @@ def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
 
 def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     """The result JSON (file or stdout), and the heatmap PNG / CSV / GeoJSON asked for."""
-    from .. import api
     from ..heatmap_png import save_heatmap_png
-    from ..io.jsonfile import json_text, write_json_atomic
+    from ..jsonfile import json_text, write_json_atomic
 
     maps = _maps_path(args, result)
     if maps is not None:
         result = dataclasses.replace(result, maps_file=str(maps))
         result.save_maps(maps)
-    data = result.to_dict(per_patch=args.per_patch)
-    if args.model == api.DEMO:
-        from ..demo import DISCLAIMER
-
-        data["disclaimer"] = DISCLAIMER
+    data = result.to_dict(per_patch=args.per_patch)  # a demo result carries its disclaimer
     if args.out is not None:
         write_json_atomic(args.out, data)
     elif getattr(args, "cohort", None) is None:  # batch captioning: the cohort table is the output

@@ -10,9 +10,7 @@ BLEU-1..4, ``meteor_nltk`` (exact-match METEOR), ROUGE-L (β=1.2), CIDEr-D; no S
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ._checks import BATCH, BEAMS, add_device
 
@@ -60,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import canonical_split, read_manifest
     from ..training.evaluate import evaluate_model
 
-    records = read_manifest(args.manifest)
+    everything = read_manifest(args.manifest)
+    records = everything
     if args.split:
         split = canonical_split(args.split, where="--split")
         records = [r for r in records if (r.split or "train") == split]
@@ -78,31 +77,63 @@ def run(args: argparse.Namespace) -> int:
         generate=not args.no_generate,
         batch_size=args.batch_size,
         device=args.device,
-        return_predictions=args.predictions or bool(args.cohort),
+        return_predictions=True,  # the baselines are scored bag by bag
         generate_kwargs={"num_beams": args.num_beams},
         tokenizer=args.tokenizer,
     )
+    _add_baselines(args, everything, records, metrics)
     if args.cohort:
         _write_cohort(args, records, metrics)
-        if not args.predictions:
-            metrics.pop("predictions", None)
-    from ..io.jsonfile import finite_or_null
+    if not args.predictions:
+        metrics.pop("predictions", None)
+    from ..jsonfile import finite_or_null, json_text, write_json_atomic
 
-    text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(args.out, finite_or_null(metrics))
     else:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(json_text(finite_or_null(metrics)) + "\n")
     return 0
+
+
+def _add_baselines(args: argparse.Namespace, everything: list, records: list, metrics: dict) -> None:
+    """The ``baselines`` block (from the manifest's training rows) into ``metrics``; its table to stderr."""
+    from ..training.evaluate_baselines import caption_baselines, format_table
+
+    if "predictions" not in metrics or metrics.get("bleu_4") is None:
+        block = {"skipped": "no generated captions to compare (--no-generate or no references)"}
+    else:
+        evaluated = {r.key for r in records}
+        train = [r for r in everything if (r.split or "train") == "train" and r.key not in evaluated]
+        block = (
+            caption_baselines(
+                metrics["predictions"],
+                train,
+                metrics.get("class_names") or [],
+                eval_keys=[r.key for r in records],
+                features_dir=args.features,
+                tokenizer=args.tokenizer,
+            )
+            if train
+            else {"skipped": "the manifest has no training rows (other than the evaluated ones)"}
+        )
+    # beside the model's plain figures: before the text-conditioned keys and the per-bag rows, which stay last
+    keys = list(metrics)
+    at = next(
+        (i for i, k in enumerate(keys) if k.startswith("text_conditioned_") or k == "predictions"), len(keys)
+    )
+    items = list(metrics.items())
+    metrics.clear()
+    metrics.update([*items[:at], ("baselines", block), *items[at:]])
+    print(format_table(metrics), file=sys.stderr)
 
 
 def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> None:
     """The cohort table: rows from the predictions, embeddings from a second image-only pass per slide."""
     from ..inference import load_model
     from ..io.cohort import write_cohort
+    from ..model.verdict import verdict_of
     from ..training.cohort import cohort_rows, slide_embeddings
     from ..training.data import BagDataset, resolve_features
-    from ..training.verdict import read_verdict
 
     model = load_model(args.model, device=args.device, text_side=False)
     if args.mode is not None and args.mode != model.config.mode:
@@ -111,7 +142,8 @@ def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> Non
         model.config = dataclasses.replace(model.config, mode=args.mode)
     ds = BagDataset(records, model.config.class_names, args.features)
     paths = {ds[i].slide_id: str(resolve_features(r.key, args.features)) for i, r in enumerate(records)}
-    verdict = read_verdict(args.model) or {}
+    recorded = verdict_of(model)
+    verdict = recorded.to_dict() if recorded is not None else {}
     rows = cohort_rows(metrics, paths=paths, verdict=verdict)
     uns = {
         "model": str(args.model),

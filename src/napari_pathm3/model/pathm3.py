@@ -24,6 +24,7 @@ from .heads import CONTRAST_DIM, TEMP_INIT, QueryClassifier, classification_loss
 from .language import build_language_model, generate_captions, load_tokenizer
 from .objectives import caption_objective, classification_text, contrastive_objective, present, total_loss
 from .qformer import QFormer, QFormerOutput, is_text_side_key, load_bert_text_weights
+from .verdict import TrainingVerdict, read_verdict
 
 __all__ = ["Classification", "PathM3Model", "PathM3Output"]
 
@@ -87,7 +88,7 @@ class PathM3Model(nn.Module):
         #: the folder :meth:`from_pretrained` loaded this model from (None for a model built in memory)
         self.checkpoint_dir: Path | None = None
         #: the training verdict of a model trained in this process (else read from beside the checkpoint)
-        self.training_verdict: dict[str, Any] | None = None
+        self.training_verdict: TrainingVerdict | None = None
         self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
         self.correlation = CorrelationModule(
             config.feature_dim, config.correlation, use_attention=config.use_correlation
@@ -472,6 +473,9 @@ class PathM3Model(nn.Module):
         model.load_state_dict(tensors, strict=stored_lm)
         model.checkpoint_dir = path.resolve()  # display name and the training verdict beside the weights
         model.provenance = ckpt.read_provenance(path)
+        model.training_verdict = read_verdict(
+            path
+        )  # loaded with the weights: inference reads no training code
         return model.to(resolve_device(device)).eval()
 
 

@@ -15,13 +15,13 @@ from .._types import CancelToken, PathLike, ProgressFn, report
 from ..config import DEFAULT_ENCODER, PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
 from ..io.slide import Slide, as_slide
+from ..model.verdict import TrainingVerdict, write_verdict
 from .augment import mixed_bags as _mixed_bags
 from .augment import sub_bags as _sub_bags
 from .data import SlideBag
 from .loop import MetricsFn, TrainResult, train
 from .regions import Region, bags_from_regions
 from .validation import Plan, plan_validation, pooled_verdict
-from .verdict import NOT_CAPTIONING, write_verdict
 
 if TYPE_CHECKING:
     from ..features.encoders import FrozenEncoder
@@ -113,6 +113,7 @@ def train_on_regions(
     max_patches: int | None = None,
     seed: int = 0,
     validation: bool = True,
+    demo: bool = False,
     progress: ProgressFn | None = None,
     metrics: MetricsFn | None = None,
     cancel: CancelToken | None = None,
@@ -150,7 +151,7 @@ def train_on_regions(
     )
     _check_bags(bags)
     mcfg = PathM3Config.preset(model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names)
-    mcfg = dataclasses.replace(mcfg, tiling=tiling)
+    mcfg = dataclasses.replace(mcfg, tiling=tiling, demo=demo)
     if lr is not None:
         mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=lr))
     tcfg = TrainConfig(
@@ -222,8 +223,8 @@ def _cross_validated(
     result = fit(list(bags), None, out, metrics)
     pooled = pooled_verdict(fold_verdicts, [b.label for b in bags])
     own = result.verdict  # judged on its training bags: keep its caption verdict, not its accuracy
-    caption_warnings = [w for w in own.get("warnings", []) if w.startswith(NOT_CAPTIONING)]
-    keep = ("distinct_captions", "distinct_references", "learned_to_caption")
+    caption_warnings = [own["caption_warning"]] if own.get("caption_warning") else []
+    keep = ("distinct_captions", "distinct_references", "learned_to_caption", "caption_warning")
     verdict = {
         **pooled,
         **{k: own[k] for k in keep if k in own},
@@ -237,5 +238,5 @@ def _with_verdict(result: TrainResult, verdict: dict) -> TrainResult:
     """``result`` carrying ``verdict`` (also written beside its checkpoints, and on its in-memory model)."""
     write_verdict(verdict, [result.best_dir, result.last_dir])
     if result.model is not None:
-        result.model.training_verdict = verdict
+        result.model.training_verdict = TrainingVerdict.from_dict(verdict)
     return dataclasses.replace(result, verdict=verdict, warnings=list(verdict.get("warnings", [])))

@@ -3,13 +3,12 @@
 A run "has not learned to classify" when its accuracy on the bags it was judged on is within
 :data:`CHANCE_MARGIN` of always predicting the most frequent class; it "has not learned to caption" when
 it writes one and the same caption for every one of those bags while their references differ. The verdict is
-written as ``training_verdict.json`` into ``best/`` and ``last/``; :func:`read_verdict` reads it back and
+written as ``training_verdict.json`` into ``best/`` and ``last/``; :func:`napari_pathm3.model.verdict.read_verdict` reads it back and
 inference puts its warnings into ``SlideResult.warnings``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..model.verdict import NOT_CAPTIONING, NOT_CLASSIFYING, VERDICT_NAME, write_verdict
+
 log = logging.getLogger(__name__)
 
-VERDICT_NAME = "training_verdict.json"
+__all__ = ["CHANCE_MARGIN", "NOT_CAPTIONING", "NOT_CLASSIFYING", "VERDICT_NAME", "judge", "judge_best"]
+
 CHANCE_MARGIN = 0.05  # accuracy must beat the majority-class rate by this much
-NOT_CAPTIONING = "this model has not learned to caption"
-NOT_CLASSIFYING = "this model has not learned to classify"
 
 
 def combined_score(metrics: dict[str, Any]) -> float:
@@ -71,38 +71,18 @@ def judge(pred: Any, *, where: str, captions_trained: bool, train_captions: Any 
             )
         if not learned:
             example = gen[0] if gen else ""
-            warnings.append(
+            # kept apart too: cross-validation carries the final model's caption verdict over by this key
+            out["caption_warning"] = (
                 f"{NOT_CAPTIONING}: it writes the same caption for all {len(gen)} {where} bags "
                 f"({example!r}); train longer or on more captioned bags"
             )
+            warnings.append(out["caption_warning"])
     out["warnings"] = warnings
     return out
 
 
 def _norm(caption: str) -> str:
     return " ".join(str(caption).lower().split())
-
-
-def write_verdict(verdict: dict[str, Any], folders: list[Path]) -> None:
-    text = json.dumps(verdict, indent=2, default=float)
-    for folder in folders:
-        if Path(folder).is_dir():
-            (Path(folder) / VERDICT_NAME).write_text(text)
-
-
-def read_verdict(folder: Any) -> dict[str, Any] | None:
-    """The verdict stored with a checkpoint folder, or None (older checkpoints, or not a folder)."""
-    if not folder:
-        return None
-    path = Path(folder) / VERDICT_NAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        log.warning("%s: unreadable training verdict (%s)", path, err)
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def judge_best(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..word_layers import MapRaster, map_label, map_layer, switch_map
 from ._worker import Job
 
@@ -145,7 +146,7 @@ class WordsPanel(Container):
         """Only the word map's colour bar: the aggregate heatmap's (same scale) would sit beside it unlabelled."""
         for lay in self._viewer.layers:
             bar = getattr(lay, "colorbar", None)
-            if bar is not None and lay is not self._layer and (lay.metadata or {}).get("kind") == "attention":
+            if bar is not None and lay is not self._layer and is_result_layer(lay, ResultLayerKind.ATTENTION):
                 bar.visible = False
 
     def _sync_overlay(self) -> None:

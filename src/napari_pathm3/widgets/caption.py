@@ -21,6 +21,7 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from .. import api
 from .._types import Progress, Stage, report
 from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
 from ..config import TilingConfig
@@ -28,14 +29,15 @@ from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
 from ..inference import STAGES, SlideResult, caption_slide
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
-from ._registry import DEMO_NAME, encoder_names, registry
+from ._registry import encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 from ._zero_shot import ZeroShotFields, is_clip_folder
 
 if TYPE_CHECKING:
@@ -228,7 +230,7 @@ class CaptionWidget(Container):
         shapes = [
             lay
             for lay in self._viewer.layers
-            if layer_kind(lay) == "shapes" and (lay.metadata or {}).get("kind") != "top_patches"
+            if layer_kind(lay) == "shapes" and not is_result_layer(lay, ResultLayerKind.TOP_PATCHES)
         ]
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
@@ -267,6 +269,10 @@ class CaptionWidget(Container):
         self._model.reset_choices()
         self._model.value = name
 
+    def _is_demo(self) -> bool:
+        """The chosen entry is the demo model (its source, not its display name)."""
+        return self._model.value is not None and registry.get(self._model.value).source == api.DEMO
+
     @property
     def zero_shot(self) -> bool:
         """The chosen model is a CLIP-style encoder: Run classifies zero-shot."""
@@ -274,9 +280,7 @@ class CaptionWidget(Container):
 
     def _on_model_changed(self, _value: Any = None) -> None:
         zero_shot = self.zero_shot
-        self._note.value = (
-            DEMO_NOTE if self._model.value == DEMO_NAME else ZERO_SHOT_NOTE if zero_shot else ""
-        )
+        self._note.value = DEMO_NOTE if self._is_demo() else ZERO_SHOT_NOTE if zero_shot else ""
         self._zero_shot.visible = zero_shot
         for w in (self._encoder, self._text):  # the CLIP model is its own encoder; no conditioning text
             w.visible = not zero_shot
@@ -313,7 +317,7 @@ class CaptionWidget(Container):
                 else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
             )
             return None
-        slide = unwrap_proxy(layer.metadata["pathm3_slide"])
+        slide = layer.metadata["pathm3_slide"]
         region_layer = self._region.value
         region = None
         if region_layer is not None:
@@ -506,7 +510,7 @@ class CaptionWidget(Container):
         self._warning.visible = bool(warnings)
         name = result.model_name
         zero_shot = name in registry.names() and registry.get(name).zero_shot
-        self._output.value = format_result(result, demo=name == DEMO_NAME, zero_shot=zero_shot)
+        self._output.value = format_result(result, demo=result.demo, zero_shot=zero_shot)
         self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
@@ -517,7 +521,7 @@ class CaptionWidget(Container):
         """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
         from ..word_layers import phrase_map_layers
 
-        for lay in [lay for lay in self._viewer.layers if (lay.metadata or {}).get("kind") == "phrase_map"]:
+        for lay in [lay for lay in self._viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
             if (lay.metadata or {}).get("slide_path") == result.slide_path:
                 self._viewer.layers.remove(lay)
         for data, kwargs, _ in phrase_map_layers(result):
@@ -617,9 +621,7 @@ def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = 
             f"'{result.slide_name} phrase: <class>' (hidden until shown).",
             "",
         ]
-    elif (
-        warnings
-    ):  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+    elif result.caption_withheld:  # a caption the model has not learned is noise, not a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]

@@ -38,6 +38,7 @@ from ..config import (
 )
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
+from ..layer_kinds import is_result_layer
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
 from ._eta import TimeLeft
@@ -45,7 +46,7 @@ from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 
 if TYPE_CHECKING:
     import napari
@@ -275,7 +276,7 @@ class TrainWidget(Container):
         return [
             (lay.name, lay)
             for lay in self._viewer.layers
-            if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})
+            if layer_kind(lay) in ("shapes", "labels") and not is_result_layer(lay)
         ]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
@@ -338,8 +339,7 @@ class TrainWidget(Container):
                 owner = max(matches, key=lambda s: len(s.name))
             scale = tuple(float(v) for v in owner.scale[-2:])
             out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
-        # the plain Slide (not napari's plugin proxy around it) goes to the worker thread
-        return [(unwrap_proxy(s.metadata["pathm3_slide"]), regs) for s, regs in out.values() if regs]
+        return [(s.metadata["pathm3_slide"], regs) for s, regs in out.values() if regs]
 
     def _on_size(self, size: str) -> None:
         """A preset brings its own learning rate and alpha (scratch caption LMs need larger steps and more
