@@ -60,16 +60,24 @@ def _attend(
     return out.transpose(1, 2).reshape(b, t, width)
 
 
+@dataclass(frozen=True)
+class Attending:
+    """How a cross-attention pass runs: ``heads`` h, ``dropout`` on the attention weights (0 at inference),
+    ``chunk_size`` patches per chunk."""
+
+    heads: int
+    dropout: float = 0.0
+    chunk_size: int = PATCH_CHUNK_SIZE
+
+
 def cross_attend(
     mha: nn.Module,
     hidden: Tensor,
     patches: Tensor,
     patch_mask: Tensor | None,
+    how: Attending,
     *,
-    heads: int,
-    dropout: float = 0.0,
     need_weights: bool = True,
-    chunk_size: int = PATCH_CHUNK_SIZE,
 ) -> tuple[Tensor, Tensor | None]:
     """Queries attend to patches, chunk by chunk over n with an online softmax (flash-attention style).
 
@@ -82,14 +90,14 @@ def cross_attend(
         mha: the layer's ``crossattention.attention`` (query/key/value linears).
         hidden: (b, t, H) query states.
         patches: (b, n, H_ctx) correlated patch features; patch_mask (b, n) bool, True for real patches.
-        heads: attention heads h; dropout: on the attention weights (0 at inference).
+        how: heads, dropout and chunk size (:class:`Attending`).
         need_weights: also return the head-averaged weights (b, t, n) for heatmaps. Costs the (b, h, t, n)
             logits (12 x 32 x 100k floats = 150 MB at 100k patches), kept per chunk until normalised.
-        chunk_size: patches per chunk.
 
     Returns:
         (b, t, H) attention output and, with ``need_weights``, the weights (b, t, n).
     """
+    heads, dropout, chunk_size = how.heads, how.dropout, how.chunk_size
     b, t, width = hidden.shape
     n = patches.shape[1]
     d = width // heads
@@ -329,10 +337,8 @@ class QFormer(nn.Module):
                     aq,
                     patches,  # cast chunk by chunk: a 100k-patch bag is not copied
                     patch_mask,
-                    heads=heads,
-                    dropout=p_attn,
+                    Attending(heads, p_attn, self.chunk_size),
                     need_weights=need_weights,
-                    chunk_size=self.chunk_size,
                 )
                 aq = layer.crossattention.output(c, aq)
                 if w is not None:

@@ -177,18 +177,26 @@ def _device_and_processes(config: TrainConfig) -> tuple[Any, Any]:
     return device, dist
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where a run reads its features and runs: the features folder, the device and the processes."""
+
+    features_dir: PathLike | None
+    device: Any
+    dist: Any
+
+
 def _prepare(
     model_or_config: Any,
-    train_set: Any,
-    val_set: Any,
+    sets: tuple[Any, Any],
     config: TrainConfig,
     out: Path,
-    features_dir: PathLike | None,
-    device: Any,
-    dist: Any,
+    where: _Placement,
     caption_style: str = "as given",
 ) -> _Run:
-    """Datasets, model, loader, optimiser and learning-rate schedule of a run."""
+    """Datasets (train, validation), model, loader, optimiser and learning-rate schedule of a run."""
+    train_set, val_set = sets
+    features_dir, device, dist = where.features_dir, where.device, where.dist
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 

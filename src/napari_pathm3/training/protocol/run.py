@@ -44,7 +44,7 @@ class ProtocolResult:
 
     def header(self) -> list[str]:
         """What ran (first line) and how it differs from the paper (second line)."""
-        from ..model.provenance import RunProvenance
+        from ...model.provenance import RunProvenance
 
         first = RunProvenance.from_dict(self.provenance).header() if self.provenance else "run: unrecorded"
         second = (
@@ -125,7 +125,7 @@ SHORTCUT_TITLES = {"predicted_class_caption_bleu_4": "shortcut: predicted class'
 def _provenance(
     model_config: Any, train_config: Any, captions: str, seeds: Sequence[int], variants: Sequence[str]
 ):
-    from ..model.provenance import RunProvenance, paper_deviations
+    from ...model.provenance import RunProvenance, paper_deviations
 
     prov = RunProvenance.of(
         model_config, train_config=train_config, caption_style=captions, seed=tuple(seeds)
@@ -166,9 +166,9 @@ def run_patchgastric(
     Returns:
         The per-seed metrics and their mean ± std; ``result.table()`` prints the paper's rows.
     """
-    from .evaluate import evaluate_model
-    from .loop import train
-    from .metrics import mean_std
+    from ..evaluate import evaluate_model
+    from ..loop import train
+    from ..metrics import mean_std
 
     variants = tuple(VARIANTS) if list(variants) == ["all"] else tuple(variants)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -234,7 +234,7 @@ def run_patchgastric(
     result.shortcut_summary = mean_std(result.shortcuts)
     result.summary = {name: mean_std(runs) for name, runs in result.runs.items()}
     out.mkdir(parents=True, exist_ok=True)
-    from ..jsonfile import finite_or_null, write_json_atomic
+    from ...jsonfile import finite_or_null, write_json_atomic
 
     write_json_atomic(out / "results.json", finite_or_null(result.to_dict()))
     (out / "table.txt").write_text(result.table() + "\n")
