@@ -145,7 +145,7 @@ def write_spatialdata(
     tile_id = np.arange(n, dtype=np.int64)
     x, y = coords[:, 0], coords[:, 1]
     s = float(size_level0)
-    tiles = gpd.GeoDataFrame(
+    boxes = gpd.GeoDataFrame(
         {
             "tile_id": tile_id,
             "x": x,
@@ -160,8 +160,8 @@ def write_spatialdata(
         if v.shape != (n,):
             raise FeatureStoreError(f"{path}: obs column {name!r} must be ({n},), got {v.shape}")
         columns[name] = v
-        if name not in tiles.columns:  # also on the tiles: where LazySlide keeps tile-level results
-            tiles[name] = v
+        if name not in boxes.columns:  # also on the tiles: where LazySlide keeps tile-level results
+            boxes[name] = v
     frame = pd.DataFrame(columns, index=tile_id.astype(str))
     frame[REGION_KEY] = pd.Categorical([tile_key] * n)
     table = ad.AnnData(X=features, obs=frame, uns=dict(uns or {}))
@@ -176,7 +176,7 @@ def write_spatialdata(
         },
     }
     sdata = sd.SpatialData(
-        shapes={tile_key: ShapesModel.parse(tiles)},
+        shapes={tile_key: ShapesModel.parse(boxes)},
         tables={table_key_for(encoder_name, tile_key): table},
         images={} if image is None else {"wsi": image},
         attrs=json.loads(json.dumps(attrs, default=_jsonable)),
