@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -46,7 +45,7 @@ def write_maps_ome_zarr(
     translate_yx: tuple[float, float],
     unit: str | None = "micrometer",
     name: str = "PathM3 maps",
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``maps`` (name -> ``(H, W)``, all the same shape) as one OME-NGFF multiscale image.
