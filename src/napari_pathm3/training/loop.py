@@ -396,6 +396,7 @@ def _finish(run: _Run) -> TrainResult:
         run.captioned,
         where=where,
         train_captions=_captions_of(run.train_ds) if run.val_ds is not None else None,
+        train_dataset=run.train_ds,
     )
     core.training_verdict = TrainingVerdict.from_dict(
         verdict

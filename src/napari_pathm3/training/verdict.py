@@ -98,6 +98,7 @@ def judge_best(
     *,
     where: str,
     train_captions: Any = None,
+    train_dataset: Any = None,
 ) -> dict[str, Any]:
     """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
     in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
@@ -125,8 +126,36 @@ def judge_best(
         with torch.no_grad():
             core.load_state_dict(last_state)
     verdict = judge(pred, where=where, captions_trained=captioned, train_captions=train_captions)
+    if train_dataset is not None and where == "validation" and dist.is_main:
+        verdict = _with_baselines(verdict, pred, train_dataset, dataset, core, config, captioned)
     if dist.is_main:
         write_verdict(verdict, [best, out / "last"])
     for w in verdict["warnings"]:
         log.warning("%s", w)
     return verdict
+
+
+def _with_baselines(
+    verdict: dict[str, Any], pred: Any, train: Any, val: Any, core: Any, config: Any, captioned: bool
+) -> dict[str, Any]:
+    """``verdict`` with the baseline figures and warnings of :mod:`.verdict_baselines` (validation bags); a
+    baseline that fails is logged and left out, never a reason to lose the trained model."""
+    from .verdict_baselines import judge_against_baselines
+
+    try:
+        extra = judge_against_baselines(
+            pred,
+            train,
+            val,
+            num_classes=core.config.num_classes,
+            seed=int(getattr(config, "seed", 0)),
+            captions_trained=captioned,
+        )
+    except (ValueError, RuntimeError, OSError) as err:
+        log.warning("no baselines in the training verdict: %s", err)
+        return verdict
+    if not extra:
+        return verdict
+    warnings = list(verdict.get("warnings", [])) + extra["warnings"]
+    return {**verdict, "baselines": extra["baselines"], "beats_baselines": extra["beats_baselines"],
+            "warnings": warnings}  # fmt: skip

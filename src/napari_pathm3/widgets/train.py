@@ -25,8 +25,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from .. import api
 from .._types import Progress, Stage
-from ..api import layer_kind, slide_layers
+from ..api import RegionTrainingRequest, RunContext
 from ..config import (
     DEFAULT_ENCODER,
     DEFAULT_SIZE,
@@ -41,6 +42,7 @@ from ..errors import Cancelled, PathM3Error
 from ..layer_kinds import is_result_layer
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
+from ..viewer import layer_kind, slide_layers
 from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
@@ -358,7 +360,7 @@ class TrainWidget(Container):
             self._stage.value = error_text(err)
             show_error(f"PathM3: {err}")
             return None
-        kwargs = dict(
+        request = RegionTrainingRequest(
             output_dir=Path(self._out.value),
             encoder=self._encoder.value,
             device=self._device.value,
@@ -377,11 +379,11 @@ class TrainWidget(Container):
 
         def work(progress: Any, metrics: Any, cancel: Any) -> Any:
             from ..threads import apply_thread_policy
-            from ..training.region_trainer import train_on_regions
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
+            context = RunContext(progress=progress, cancel=cancel, metrics=metrics)
             try:
-                return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
+                return api.train(regions, request, context=context)
             finally:  # the slides reopened at the entered µm/px (the layers keep their own)
                 for (s, _), (own, _) in zip(regions, layer_regions, strict=True):
                     if s is not own:
