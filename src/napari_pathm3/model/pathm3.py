@@ -1,7 +1,6 @@
 """PathM3Model: correlation module -> Q-Former -> query classifier and caption LM (paper Fig. 1).
 
-Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes.
-"""
+Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes."""
 
 from __future__ import annotations
 
