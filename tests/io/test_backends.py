@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,7 @@ def test_fast_paths_come_from_capabilities(cmu_slide_path: Path, tmp_path: Path)
 def npy_kind(monkeypatch: pytest.MonkeyPatch) -> BackendKind:
     """``BackendKind`` with one member more, ``NPY``, whose module is ``tests/io/npy_backend.py``: what adding
     ``NPY = auto()`` to the enum and ``io/backends/npy.py`` to the package does."""
-    extended = StrEnum("BackendKind", [*((k.name, k.value) for k in BackendKind), ("NPY", "npy")])
+    extended = Enum("BackendKind", [*((k.name, k.value) for k in BackendKind), ("NPY", "npy")], type=str)
     monkeypatch.setattr(backends, "BackendKind", extended)
     monkeypatch.delitem(sys.modules, "tests.io.npy_backend", raising=False)
     module = importlib.import_module("tests.io.npy_backend")  # reads the extended enum at import
