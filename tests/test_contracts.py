@@ -52,6 +52,8 @@ FACE_ALLOWED = {
     "result",
     "schemas",
     "jsonfile",
+    "jobs",  # the requests and the run context the faces build (issue 22 item 1)
+    "viewer",  # napari-side vocabulary: which slide and region a viewer holds, show() (no Qt)
 }
 FACES = {"cli", "_cli", "widgets", "_napari"}
 

@@ -114,9 +114,9 @@ def _no_tissue_detection(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # import inference first: imported while tiling.detect_tissue is patched, it would bind `fail` for good
     # (its `from .tiling import detect_tissue`), and the undo would "restore" fail
-    import napari_pathm3.inference  # noqa: F401
+    import napari_pathm3.inference.stages  # noqa: F401
 
-    for mod in ("napari_pathm3.tiling", "napari_pathm3.inference"):
+    for mod in ("napari_pathm3.tiling", "napari_pathm3.inference.stages"):
         monkeypatch.setattr(f"{mod}.detect_tissue", fail)
 
 

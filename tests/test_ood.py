@@ -32,14 +32,13 @@ def _rect(x: int, y: int, w: int, h: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained on the two pink blobs of the synthetic slide."""
-    from napari_pathm3.training.region_trainer import train_on_regions
 
     regions = [
         Region(label="big", polygon=_rect(*BLOBS[0]), caption="a big blob."),
         Region(label="small", polygon=_rect(*BLOBS[1]), caption="a small blob."),
     ]
     out = tmp_path_factory.mktemp("ood") / "run"
-    result = train_on_regions(
+    result = api.train(
         [(synthetic_slide, regions)],
         output_dir=out,
         encoder="builtin:colorstats",

@@ -25,6 +25,7 @@ from .config import DEFAULT_ENCODER, TilingConfig
 from .errors import PathM3Error
 from .io._atomic import path_lock
 from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
+from .jobs import CaptionRequest, RegionTrainingRequest, RunContext
 from .jsonfile import write_json_atomic
 from .paths import user_cache_dir
 from .result import DEMO_MODEL_NAME, DISCLAIMER
@@ -164,8 +165,7 @@ def ensure_demo_model(
         apply_thread_policy(threads)
         log.info("training the demo model in %s (one-off, under a minute on an idle laptop)", root)
         try:
-            result = train_on_regions(
-                [(sample_path(), demo_regions())],
+            request = RegionTrainingRequest(
                 output_dir=tmp,
                 class_names=DEMO_CLASSES,
                 encoder=DEMO_ENCODER,
@@ -185,9 +185,9 @@ def ensure_demo_model(
                 # cross-validation would triple its one-off training time; its results say "training accuracy"
                 validation=False,
                 demo=True,  # recorded in its config.json: its results say "not diagnostic" wherever shown
-                progress=as_demo(progress),
-                cancel=cancel,
             )
+            context = RunContext(progress=as_demo(progress), cancel=cancel)
+            result = train_on_regions([(sample_path(), demo_regions())], request, context)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(result.best_dir, final)
@@ -211,9 +211,8 @@ def run_headless(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = ensure_demo_model(device=device, progress=progress, threads=threads)
-    result = caption_slide(
-        sample_path(), model=model, device=device, cache_dir=user_cache_dir("features"), progress=progress
-    )
+    request = CaptionRequest(model=model, device=device, cache_dir=user_cache_dir("features"))
+    result = caption_slide(sample_path(), request, RunContext(progress=progress))
     data = result.to_dict(per_patch=False)  # the checkpoint says it is the demo: name and disclaimer
     return {
         "json": write_json_atomic(out / "result.json", data),

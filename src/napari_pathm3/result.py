@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,21 @@ class SlideResult:
     phrase_maps: tuple[PhraseMap, ...] = ()
     #: file the word and phrase maps were written to (set by the CLI beside its JSON)
     maps_file: str | None = None
+
+    def in_units(self, mpp_xy: tuple[float, float] | None) -> SlideResult:
+        """This result drawn in other units: ``mpp_xy`` of the slide layer it is shown over (``None``:
+        pixels), e.g. a slide opened without µm/px that was captioned with an entered value."""
+        return replace(self, mpp_xy=None if mpp_xy is None else (float(mpp_xy[0]), float(mpp_xy[1])))
+
+    def with_maps_file(self, path: PathLike) -> SlideResult:
+        """This result saying its word and phrase maps were written to ``path`` (see :meth:`save_maps`)."""
+        return replace(self, maps_file=str(path))
+
+    def spread_text(self) -> str:
+        """How peaked the attention is, in words (:func:`napari_pathm3.heatmaps.spread_text`)."""
+        from .heatmaps import attention_spread, spread_text
+
+        return spread_text(attention_spread(self.attention))
 
     def accuracy_text(self) -> str:
         """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""

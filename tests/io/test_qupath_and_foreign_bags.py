@@ -131,7 +131,7 @@ def test_our_geojson_reads_back_with_classes(tmp_path: Path) -> None:
 def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
     import h5py
 
-    from napari_pathm3.inference import _bag_grid
+    from napari_pathm3.inference import bag_grid
     from napari_pathm3.io.interop import read_feature_file
 
     path = tmp_path / "slide.h5"
@@ -143,7 +143,7 @@ def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
         )
     bag = read_feature_file(path)
     assert bag.meta.patch_size_level0 == 512.0 and bag.mpp == pytest.approx(0.5)
-    grid = _bag_grid(bag)
+    grid = bag_grid(bag)
     assert grid.size_level0 == 512.0 and grid.slide_dimensions == (1024, 1024)
     from napari_pathm3.training.regions import Region, bags_from_regions
 

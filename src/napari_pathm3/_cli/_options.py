@@ -4,8 +4,6 @@ same grid for the same model (``info --model`` reads the grid a model was traine
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 from typing import Any
 
 from ._checks import FRACTION, LEVEL, MPP
@@ -57,36 +55,7 @@ def tissue_config(args: argparse.Namespace) -> Any:
     return TissueConfig(**kw) if kw else None
 
 
-def changes_grid(args: argparse.Namespace) -> bool:
-    return args.min_tissue is not None or args.level is not None
-
-
-def with_min_tissue(tiling: Any, args: argparse.Namespace) -> Any:
-    """``tiling`` with ``--min-tissue`` and ``--level`` applied."""
-    if args.min_tissue is not None:
-        tiling = dataclasses.replace(tiling, min_tissue_fraction=args.min_tissue)
-    if args.level is not None:
-        tiling = dataclasses.replace(tiling, target_mpp=None, level=args.level)
-    return tiling
-
-
-def model_tiling_of(model: str | None) -> tuple[Any, str]:
-    """``(TilingConfig, where it came from)`` for a checkpoint folder or ``"demo"``, read from its config.json
-    (no torch, no weights); the defaults when ``model`` is ``None`` or records no grid."""
-    from ..config import TilingConfig
-    from ..errors import CheckpointError
-    from ..model.checkpoint import read_tiling
-
-    if model is None:
-        return TilingConfig(), "defaults (pass --model to count the patches that model uses)"
-    if model == "demo":
-        from ..demo import DEMO_TILING
-
-        return DEMO_TILING, "the demo model"
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a folder; pass a checkpoint folder or 'demo'")
-    tiling = read_tiling(folder)
-    if tiling is None:
-        return TilingConfig(), f"defaults (model {folder.name} records no grid)"
-    return tiling, f"model {folder.name}"
+def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The grid overrides of ``--min-tissue``, ``--level`` and ``--mpp`` as :class:`CaptionRequest` fields
+    (the request's grid rule applies them over the model's tiling)."""
+    return {"min_tissue_fraction": args.min_tissue, "level": args.level, "mpp": args.mpp}

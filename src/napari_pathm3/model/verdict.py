@@ -80,7 +80,7 @@ class TrainingVerdict:
         """``accuracy``, ``majority_rate``, ``evaluated_on``, ``n`` where known; ``None`` without accuracy."""
         if self.accuracy is None:
             return None
-        rec = {"accuracy": self.accuracy, "majority_rate": self.majority_rate}
+        rec: dict[str, object] = {"accuracy": self.accuracy, "majority_rate": self.majority_rate}
         rec.update(evaluated_on=self.evaluated_on, n=self.n)
         return {k: v for k, v in rec.items() if v is not None}
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 
 from ..layer_kinds import ResultLayerKind, is_result_layer
-from ..word_layers import MapRaster, map_label, map_layer, switch_map
+from ..viewer import MapRaster, map_label, map_layer, switch_map
 from ._worker import Job
 
 if TYPE_CHECKING:
@@ -32,15 +32,15 @@ class WordsPanel(Container):
         self,
         viewer: napari.viewer.Viewer,
         *,
-        run_context: Any = None,
+        last_run: Any = None,
     ) -> None:
         super().__init__(labels=True, label="")
         self._viewer = viewer
         self.result: SlideResult | None = None
         self._raster: MapRaster | None = None
         self._layer: Any = None
-        #: callable () -> dict of caption_slide inputs (slide, model, region, ...) for phrase maps
-        self._run_context = run_context
+        #: callable () -> (slide, CaptionRequest) of the last run, or None: phrase maps rerun it
+        self._last_run = last_run
         self._job: Job | None = None
         self._agreement = Label(value="")
         self._agreement.native.setWordWrap(True)
@@ -121,7 +121,7 @@ class WordsPanel(Container):
         # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
         import textwrap
 
-        from ..layers import OVERLAY_WIDTH, overlay_text
+        from ..viewer import OVERLAY_WIDTH, overlay_text
 
         legend = textwrap.wrap(f"Colour bar: {what}, relative to uniform 1/N", OVERLAY_WIDTH)
         self._layer.metadata = {
@@ -134,7 +134,7 @@ class WordsPanel(Container):
 
     def _label_bar(self) -> None:
         """The map's colour bar labelled 1/8x .. 8x like the attention heatmap's (its visual exists once shown)."""
-        from ..layers import label_colorbar
+        from ..viewer import label_colorbar
 
         layer = self._layer
         if layer is None or (layer.metadata or {}).get("pathm3_bar_labelled"):
@@ -150,8 +150,7 @@ class WordsPanel(Container):
                 bar.visible = False
 
     def _sync_overlay(self) -> None:
-        from ..api import text_overlay
-        from ..layers import sync_overlay
+        from ..viewer import sync_overlay, text_overlay
 
         self._viewer.layers.selection.active = self._layer
         sync_overlay(self._viewer, text_overlay(self._viewer))
@@ -164,18 +163,19 @@ class WordsPanel(Container):
         if not phrase:
             show_error("PathM3: type a phrase to map, e.g. 'solid nests'")
             return None
-        if self.result is None or self._run_context is None:
+        run = self._last_run() if self._last_run is not None else None
+        if self.result is None or run is None:
             show_error("PathM3: run the captioning first; the phrase is mapped on the same patches")
             return None
-        ctx = dict(self._run_context())
+        slide, request = run
         choice = self._phrase_model.value.strip()
         if choice and choice != PATHM3_MODEL:
-            ctx["model"] = choice
+            request = request.replace(model=choice)
 
         def work(progress: Any, cancel: Any) -> Any:
-            from ..text_query import query_heatmap
+            from .. import api
 
-            return query_heatmap(phrase=phrase, progress=progress, cancel=cancel, **ctx)
+            return api.query_heatmap(slide, phrase, request, progress=progress, cancel=cancel)
 
         self._job = Job(work, on_done=self._on_phrase_done)
         return self._job.start()
