@@ -9,9 +9,10 @@ import argparse
 import json
 import sys
 
+from .. import api
 from ..jobs import CaptionRequest
 from ._checks import MPP, PATCH_SIZE
-from ._options import add_tissue_options, grid_options, model_tiling_of, tissue_config
+from ._options import add_tissue_options, grid_options, tissue_config
 
 EXAMPLES = """examples:
   napari-pathm3 info slide.svs
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.slide import open_slide
     from ..tiling import check_grid, detect_tissue, make_grid
 
-    tiling, source = model_tiling_of(args.model)
+    tiling, source = api.model_tiling(args.model)
     if args.patch_size is not None or args.target_mpp is not None:
         changes = {k: v for k, v in (("patch_size", args.patch_size), ("target_mpp", args.target_mpp)) if v}
         tiling, source = dataclasses.replace(tiling, **changes), f"{source}, changed by options"

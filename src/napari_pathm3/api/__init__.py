@@ -13,17 +13,38 @@ Importing this package loads neither Qt nor napari (nor torch): those come with 
 
 from __future__ import annotations
 
+from ..allocator import release_free_memory
+from ..inference.stages import STAGES
 from ..jobs import DEMO, CaptionRequest, RegionTrainingRequest, RunContext
 from ..result import SlideResult
+from ..text_query import zero_shot_name, zero_shot_templates
 from ..viewer import show, text_overlay
 from .captioning import caption_slide, query_heatmap, run_caption, zero_shot_classify
 from .features import extract_features
-from .interchange import export_ome_zarr, export_qupath, export_spatialdata, read_regions, save_maps
-from .models import load_model, open_slide, resolve_demo
+from .interchange import (
+    export_ome_zarr,
+    export_qupath,
+    export_result,
+    export_spatialdata,
+    read_regions,
+    save_maps,
+)
+from .models import (
+    demo_regions_layer,
+    encoder_id,
+    encoder_names,
+    load_model,
+    model_tiling,
+    open_slide,
+    resolve_demo,
+    sample_slide,
+    verdict_text,
+)
 from .training import train
 
 __all__ = [
     "DEMO",
+    "STAGES",
     "CaptionRequest",
     "RegionTrainingRequest",
     "RunContext",
@@ -31,17 +52,27 @@ __all__ = [
     "caption_slide",
     "export_ome_zarr",
     "export_qupath",
+    "export_result",
     "export_spatialdata",
     "extract_features",
+    "demo_regions_layer",
+    "encoder_id",
+    "encoder_names",
     "load_model",
+    "model_tiling",
     "open_slide",
     "query_heatmap",
     "read_regions",
+    "release_free_memory",
     "resolve_demo",
     "run_caption",
+    "sample_slide",
     "save_maps",
     "show",
     "text_overlay",
     "train",
+    "verdict_text",
     "zero_shot_classify",
+    "zero_shot_name",
+    "zero_shot_templates",
 ]

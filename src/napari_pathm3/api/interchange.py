@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,34 @@ def export_ome_zarr(result: SlideResult, path: PathLike, *, maps: dict[str, np.n
     from ..exports import export_ome_zarr as write
 
     return write(result, path, maps=maps)
+
+
+#: what :func:`export_result` writes, by ``kind``
+EXPORT_KINDS = ("json", "csv", "geojson", "spatialdata", "ome-zarr")
+
+
+def export_result(
+    result: SlideResult, path: PathLike, kind: str | None = None, *, cache_dir: PathLike | None = None
+) -> Path:
+    """Save a result as ``json`` / ``csv`` / ``geojson`` (QuPath: tiles with measurements, top patches),
+    ``spatialdata`` (a LazySlide-readable zarr with the features read back from ``cache_dir``) or
+    ``ome-zarr`` (maps); ``kind`` defaults to the path's suffix. Existing zarr outputs are replaced."""
+    from .. import exports
+
+    path = Path(path)
+    kind = kind or path.suffix.lstrip(".").lower()
+    if kind == "json":
+        return result.save_json(path)
+    if kind == "csv":
+        return result.save_csv(path)
+    if kind == "geojson":
+        return exports.save_qupath_geojson(result, path)
+    if kind == "spatialdata":
+        feats = None if cache_dir is None else exports.cached_result_features(result, cache_dir)
+        return exports.export_spatialdata(result, path, features=feats, overwrite=True)
+    if kind == "ome-zarr":
+        return exports.export_ome_zarr(result, path, overwrite=True)
+    raise ValueError(f"unknown export kind {kind!r} (one of {EXPORT_KINDS})")
 
 
 def save_maps(result: SlideResult, path: PathLike) -> SlideResult:

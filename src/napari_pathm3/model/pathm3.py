@@ -85,7 +85,7 @@ class PathM3Model(nn.Module):
             hf_config=lm_hf_config,
             load_weights=pretrained_init,
         )
-        lm_width = self.language_model.get_input_embeddings().weight.shape[1]
+        lm_width = int(self.language_model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
         if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
             self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
@@ -129,7 +129,8 @@ class PathM3Model(nn.Module):
         BLIP-2's trainer: every tensor with one dimension or named ``*.bias``), and also embeddings and query
         tokens (rule ``"norms_biases_embeddings"``)."""
         lavis = self.config.optim.weight_decay_rule == "lavis"
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -354,7 +355,7 @@ class PathM3Model(nn.Module):
             writers={
                 "qformer_tokenizer": self.qformer_tokenizer.save_pretrained,
                 "lm_tokenizer": self.lm_tokenizer.save_pretrained,
-                "language_model": self.language_model.config.save_pretrained,
+                "language_model": self.language_model.config.save_pretrained,  # type: ignore[union-attr,dict-item]  # an HF config
             },
             provenance=self.provenance,
         )

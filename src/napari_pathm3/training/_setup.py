@@ -87,7 +87,7 @@ def _build_model(model_or_config: Any, config: TrainConfig, device: Any, train_d
         from ..model.language import WORDS, build_word_tokenizer
         from ..model.pathm3 import PathM3Model
 
-        cfg = dataclasses.replace(model_or_config, **overrides)
+        cfg = dataclasses.replace(model_or_config, **overrides)  # type: ignore[arg-type]  # mode, alpha
         lm_tok = None
         if cfg.language.tokenizer == WORDS and cfg.language.name is None:
             captions = _captions_of(train_ds)
@@ -177,18 +177,26 @@ def _device_and_processes(config: TrainConfig) -> tuple[Any, Any]:
     return device, dist
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where a run reads its features and runs: the features folder, the device and the processes."""
+
+    features_dir: PathLike | None
+    device: Any
+    dist: Any
+
+
 def _prepare(
     model_or_config: Any,
-    train_set: Any,
-    val_set: Any,
+    sets: tuple[Any, Any],
     config: TrainConfig,
     out: Path,
-    features_dir: PathLike | None,
-    device: Any,
-    dist: Any,
+    where: _Placement,
     caption_style: str = "as given",
 ) -> _Run:
-    """Datasets, model, loader, optimiser and learning-rate schedule of a run."""
+    """Datasets (train, validation), model, loader, optimiser and learning-rate schedule of a run."""
+    train_set, val_set = sets
+    features_dir, device, dist = where.features_dir, where.device, where.dist
     import torch
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -215,7 +223,9 @@ def _prepare(
             f"= {world} x {accum}"
         )
     micro = global_batch // (world * accum)
-    sampler = DistributedSampler(train_ds, num_replicas=world, rank=dist.rank, shuffle=True, seed=config.seed)
+    sampler: DistributedSampler[SlideBag] = DistributedSampler(
+        train_ds, num_replicas=world, rank=dist.rank, shuffle=True, seed=config.seed
+    )
     loader = DataLoader(
         train_ds, batch_size=micro, sampler=sampler, collate_fn=collate_bags, num_workers=config.num_workers
     )

@@ -127,7 +127,8 @@ def _fit_abmil(train: Bags, val: Bags, *, num_classes: int, config: AbmilConfig 
         if acc > best:
             best, best_epoch = acc, epoch
             best_state = {k: t.clone() for k, t in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    if best_state is not None:  # None only when no epoch ran (epochs >= 1 is checked)
+        net.load_state_dict(best_state)
     return BaselineFit(
         "abmil", best, f"epoch {best_epoch} of {cfg.epochs}", time.perf_counter() - t0, predict
     )

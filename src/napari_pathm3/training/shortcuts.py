@@ -117,10 +117,7 @@ def shortcut_baselines(
             float(np.mean([c in by_caption for c in captioned])) if captioned else float("nan")
         ),
     }
-    lookup = [
-        _most_common(by_caption[c]) if c in by_caption else majority
-        for c in refs  # type: ignore[index]
-    ]
+    lookup = [_most_common(by_caption[c]) if c in by_caption else majority for c in refs]
     scored = [(p, y) for p, y in zip(lookup, labels, strict=True) if y is not None and p is not None]
     out["caption_lookup_accuracy"] = float(np.mean([p == y for p, y in scored])) if scored else float("nan")
     train_caps = [c for c in (_norm(r.caption) for r in train) if c]
