@@ -19,7 +19,8 @@ import numpy as np
 
 class BackendKind(str, Enum):
     """The slide backends, in the order ``"auto"`` tries them. Each value is its module's name here and
-    equals the member's name in lower case (a ``str``: ``BackendKind.OPENSLIDE == "openslide"``)."""
+    the member's name in lower case; members are ``str`` (equal to their value). ``str, Enum`` rather than
+    ``StrEnum``: the package supports Python 3.10."""
 
     @staticmethod
     def _generate_next_value_(name: str, start: int, count: int, last_values: list[object]) -> str:
