@@ -127,3 +127,18 @@ def test_tiffslide_pyramid_from_direct_tiles_equals_its_own_reads(cmu_slide_path
         (direct,), (plain,) = multiscale(slide), multiscale(slide, direct_tiff=False)
         assert direct.name.startswith("pathm3-tiff-") and not plain.name.startswith("pathm3-tiff-")
         np.testing.assert_array_equal(direct[200:456, 300:700].compute(), plain[200:456, 300:700].compute())
+
+
+@pytest.mark.parametrize("kind", list(BackendKind))
+def test_a_backends_name_appears_only_in_its_module(kind: BackendKind) -> None:
+    """No code outside the backend's module switches on its name (the readers ask for capabilities)."""
+    src = BACKENDS_DIR.parents[1]
+    own = BACKENDS_DIR / f"{kind.value}.py"
+    hits = [
+        f"{p.relative_to(src)}:{i}"
+        for p in sorted(src.rglob("*.py"))
+        if p != own
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if f'"{kind.value}"' in line or f"'{kind.value}'" in line
+    ]
+    assert hits == []
