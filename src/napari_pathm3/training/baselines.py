@@ -199,11 +199,12 @@ def _fit_mean_pool_linear(
             acc = float((lin(xv).argmax(1).numpy() == val_y).mean())
         if acc > best[0]:
             best = (acc, wd, lin)
-    acc, wd, lin = best
-    assert lin is not None  # weight_decays is not empty
+    acc, wd, chosen = best
+    if chosen is None:  # fit_mean_pool_linear refuses an empty weight_decays
+        raise ValueError("no weight decay was tried")
 
     def predict(bags: Sequence[np.ndarray]) -> np.ndarray:
         with torch.no_grad(), _one_thread():
-            return lin(pooled(bags)).argmax(1).numpy().astype(np.int64)
+            return chosen(pooled(bags)).argmax(1).numpy().astype(np.int64)
 
     return BaselineFit("mean_pool_linear", acc, f"weight decay {wd:g}", time.perf_counter() - t0, predict)
