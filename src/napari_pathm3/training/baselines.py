@@ -52,7 +52,7 @@ def _cap(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """One torch thread while a baseline trains: its ops are tiny, and more threads only add overhead
-    (measured 35x slower with 2 threads on a loaded 2-core machine)."""
+    (on a loaded 2-core machine, many times so)."""
     import torch
 
     before = torch.get_num_threads()
