@@ -281,6 +281,30 @@ class LanguageConfig(_JsonMixin):
         return not self.freeze if self.freeze is not None else self.name is None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CaptionPrefixConfig(_JsonMixin):
+    """Extra LM prefix tokens beside the projected queries (not in the paper; both off in every preset's
+    default and in ``paper``): docs/method.md §5a. Off adds no weights and leaves the prefix unchanged."""
+
+    # Count tokens: K gated sum-pooling heads over the correlated patches; each adds one prefix token that
+    # encodes log(1 + Σ_n σ(s_kn)), the head's soft instance count, which softmax attention averages away.
+    count_tokens: int = 0
+    count_hidden: int = 64  # width of the gate (tanh ⊙ sigmoid) and of the count encoder
+    # Class token: one prefix token embedding the class: the true class in training (teacher forcing), the
+    # classifier's predicted class at inference, so the caption is decoded for the class the head reports.
+    class_token: bool = False
+
+    def __post_init__(self) -> None:
+        _check(_in(self.count_tokens, 0, 64), "count_tokens", "must be in [0, 64]")
+        _check(_in(self.count_hidden, 1, MAX_WIDTH), "count_hidden", f"must be in [1, {MAX_WIDTH}]")
+        _check(isinstance(self.class_token, bool), "class_token", "must be True or False")
+
+    @property
+    def extra_tokens(self) -> int:
+        """Prefix tokens added after the q projected queries."""
+        return self.count_tokens + int(self.class_token)
+
+
 #: AdamWConfig.weight_decay_rule values
 WEIGHT_DECAY_RULES = ("lavis", "norms_biases_embeddings")
 
@@ -365,6 +389,7 @@ class PathM3Config(_JsonMixin):
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
+    caption_prefix: CaptionPrefixConfig = field(default_factory=CaptionPrefixConfig)  # §5a; off = paper
     optim: AdamWConfig = field(default_factory=AdamWConfig)
     # The patch grid the training features were cut with: captioning cuts new slides the same way. None when
     # unknown (features from other toolkits, or a checkpoint saved before the grid was recorded here).

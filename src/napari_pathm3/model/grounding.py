@@ -379,8 +379,8 @@ def singleton_log_probs(
     for s in range(0, n, batch):
         x = features[0, s : s + batch].to(model.device)[:, None, :]  # (b, 1, d): bags of one patch
         mask = torch.ones(x.shape[0], 1, dtype=torch.bool, device=model.device)
-        z = model.qformer(model.correlation(x, mask), mask, need_weights=False).query_output
-        out[:, s : s + batch] = (
-            _token_log_probs(model, model.language_projection(z), token_ids).T.float().cpu()
-        )
+        patches = model.correlation(x, mask)
+        z = model.qformer(patches, mask, need_weights=False).query_output
+        prefix = model.caption_prefix_embeddings(patches, mask, z)  # + caption_prefix tokens when on
+        out[:, s : s + batch] = _token_log_probs(model, prefix, token_ids).T.float().cpu()
     return ids, out

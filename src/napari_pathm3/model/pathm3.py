@@ -18,6 +18,7 @@ from .._types import PathLike, ProgressFn
 from ..config import PathM3Config
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
+from .caption_prefix import CaptionPrefix, conditioning_classes
 from .correlation import CorrelationModule
 from .device import autocast, resolve_device
 from .heads import CONTRAST_DIM, TEMP_INIT, QueryClassifier, classification_loss
@@ -112,6 +113,13 @@ class PathM3Model(nn.Module):
         )
         lm_width = self.language_model.get_input_embeddings().weight.shape[1]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
+        if config.caption_prefix.extra_tokens:  # §5a; built only when on, so "off" is the same model
+            self.caption_prefix = CaptionPrefix(
+                config.caption_prefix,
+                width=config.cross_attention_width,
+                lm_width=lm_width,
+                num_classes=config.num_classes,
+            )
         if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
             self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
@@ -254,7 +262,8 @@ class PathM3Model(nn.Module):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
-            loss_caption = caption_objective(self, image_only.query_output, captions)
+            extra = self._extra_prefix(patches, mask, image_only.query_output, labels)
+            loss_caption = caption_objective(self, image_only.query_output, captions, extra=extra)
             loss_itc = contrastive_objective(self, image_only.query_output, captions)
         return PathM3Output(
             logits=logits,
@@ -265,6 +274,25 @@ class PathM3Model(nn.Module):
             query_output=cls_out.query_output,
             loss_itc=loss_itc,
         )
+
+    def _extra_prefix(
+        self, patches: Tensor, mask: Tensor, query_output: Tensor, labels: Tensor | None
+    ) -> Tensor | None:
+        """The ``caption_prefix`` tokens (b, k, W), or None when the extension is off. The class token gets
+        ``labels`` where known (teacher forcing), else the image-only classifier's prediction."""
+        if not self.config.caption_prefix.extra_tokens:
+            return None
+        classes = None
+        if self.config.caption_prefix.class_token:
+            classes = conditioning_classes(labels, self.classifier(query_output))
+        return self.caption_prefix(patches, mask, classes)
+
+    def caption_prefix_embeddings(self, patches: Tensor, mask: Tensor, query_output: Tensor) -> Tensor:
+        """The LM prefix at inference (b, q + k, W): projected image-only queries, then the ``caption_prefix``
+        tokens with the classifier's predicted class."""
+        prefix = self.language_projection(query_output)
+        extra = self._extra_prefix(patches, mask, query_output, None)
+        return prefix if extra is None else torch.cat([prefix, extra.to(prefix.dtype)], dim=1)
 
     def _encode(
         self, features: Tensor | None, mask: Tensor | None, mode: str
@@ -347,7 +375,8 @@ class PathM3Model(nn.Module):
         lang = self.config.language
         with autocast(self.device):
             patches = self.correlation(features.to(self.device), mask)
-            prefix = self.language_projection(self.qformer(patches, mask, need_weights=False).query_output)
+            query_output = self.qformer(patches, mask, need_weights=False).query_output
+            prefix = self.caption_prefix_embeddings(patches, mask, query_output)
             return generate_captions(
                 self.language_model,
                 self.lm_tokenizer,
