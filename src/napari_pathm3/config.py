@@ -290,6 +290,9 @@ class CaptionPrefixConfig(_JsonMixin):
     # encodes log(1 + Σ_n σ(s_kn)), the head's soft instance count, which softmax attention averages away.
     count_tokens: int = 0
     count_hidden: int = 64  # width of the gate (tanh ⊙ sigmoid) and of the count encoder
+    # What the count tokens read: "gate" = their own gated sum-pooling heads over the patches; "attention" =
+    # the Q-Former queries' cross-attention log-normalisers log Σ_n exp(s_kn) (the queries' own detectors).
+    count_source: Literal["gate", "attention"] = "gate"
     # Class token: one prefix token embedding the class: the true class in training (teacher forcing), the
     # classifier's predicted class at inference, so the caption is decoded for the class the head reports.
     class_token: bool = False
@@ -298,6 +301,7 @@ class CaptionPrefixConfig(_JsonMixin):
         _check(_in(self.count_tokens, 0, 64), "count_tokens", "must be in [0, 64]")
         _check(_in(self.count_hidden, 1, MAX_WIDTH), "count_hidden", f"must be in [1, {MAX_WIDTH}]")
         _check(isinstance(self.class_token, bool), "class_token", "must be True or False")
+        _check(self.count_source in ("gate", "attention"), "count_source", "'gate' or 'attention'")
 
     @property
     def extra_tokens(self) -> int:

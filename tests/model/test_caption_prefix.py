@@ -49,14 +49,19 @@ def test_off_changes_nothing(tiny_config, make_batch) -> None:
     assert torch.equal(la, lb)
 
 
-@pytest.mark.parametrize(("count", "cls", "extra"), [(2, False, 2), (0, True, 1), (3, True, 4)])
-def test_prefix_shape_when_on(tiny_config, make_batch, count, cls, extra) -> None:
+@pytest.mark.parametrize(
+    ("count", "cls", "source", "extra"),
+    [(2, False, "gate", 2), (0, True, "gate", 1), (3, True, "gate", 4), (2, True, "attention", 3)],
+)
+def test_prefix_shape_when_on(tiny_config, make_batch, count, cls, source, extra) -> None:
     x, mask = make_batch([5, 3])
     torch.manual_seed(0)
-    model = build_model(_with_prefix(tiny_config, count_tokens=count, class_token=cls)).eval()
+    cfg = _with_prefix(tiny_config, count_tokens=count, class_token=cls, count_source=source)
+    model = build_model(cfg).eval()
     patches = model.correlation(x, mask)
-    z = model.qformer(patches, mask, need_weights=False).query_output
-    prefix = model.caption_prefix_embeddings(patches, mask, z)
+    image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
+    z = image_only.query_output
+    prefix = model.caption_prefix_embeddings(patches, mask, image_only)
     q = tiny_config.qformer.num_query_tokens
     assert prefix.shape[:2] == (2, q + extra)
     assert torch.equal(prefix[:, :q], model.language_projection(z))
@@ -105,8 +110,8 @@ def test_class_token_teacher_forced_in_training_predicted_at_inference(tiny_conf
         model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 1e4]))
     model.generate_captions(x, mask, max_new_tokens=2)
     patches = model.correlation(x, mask)
-    z = model.qformer(patches, mask, need_weights=False).query_output
-    prefix = model.caption_prefix_embeddings(patches, mask, z)
+    image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
+    prefix = model.caption_prefix_embeddings(patches, mask, image_only)
     assert torch.equal(prefix[:, -1], model.caption_prefix.class_embedding.weight[[2, 2]])
 
 
@@ -122,3 +127,51 @@ def test_checkpoint_round_trip(tiny_config, make_batch, tmp_path) -> None:
     assert model.generate_captions(x, mask, max_new_tokens=4) == back.generate_captions(
         x, mask, max_new_tokens=4
     )
+
+
+@pytest.mark.parametrize("source", ["gate", "attention"])
+def test_word_maps_with_prefix_tokens(tiny_config, make_batch, source) -> None:
+    """Word maps read the same prefix as decoding: the extra tokens are appended (held constant)."""
+    from napari_pathm3.model import grounding as g
+
+    x, mask = make_batch([6])
+    torch.manual_seed(0)
+    model = build_model(
+        _with_prefix(tiny_config, count_tokens=1, class_token=True, count_source=source)
+    ).eval()
+    pass_ = g.query_pass(model, x, mask)
+    extra = g.extra_prefix(model, pass_)
+    assert extra is not None and extra.shape[1] == 2
+    rel, maps = g.text_relevance(model, pass_, CAPTIONS[0])
+    assert maps.shape[-1] == 6 and torch.isfinite(maps).all()
+    ids, logp = g.singleton_log_probs(model, x, CAPTIONS[0])
+    assert logp.shape == (len(ids), 6)
+    plain = g.token_query_relevance(model, pass_.query_output[0], CAPTIONS[0], extra=extra)
+    assert torch.allclose(plain.log_probs, rel.log_probs, atol=1e-5)  # same prefix, same probabilities
+
+
+def test_log_normaliser_is_the_softmax_denominator(make_batch) -> None:
+    """λ = log Σ_n exp(logit) over the valid patches, whatever the chunking; it grows by log 2 when every
+    patch is doubled (softmax weights, and so the query outputs, do not change)."""
+    from napari_pathm3.model.qformer import _MultiHeadAttention, cross_attend
+
+    torch.manual_seed(0)
+    mha = _MultiHeadAttention(8, 6)
+    hidden, (patches, mask) = torch.randn(2, 3, 8), make_batch([5, 3], dim=6)
+    lse: list[torch.Tensor] = []
+    out, _ = cross_attend(mha, hidden, patches, mask, heads=2, chunk_size=2, log_normalisers=lse)
+    q = mha.query(hidden).view(2, 3, 2, 4).transpose(1, 2) / 2.0
+    k = mha.key(patches).view(2, 5, 2, 4).transpose(1, 2)
+    logits = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None], float("-inf"))
+    assert torch.allclose(lse[0], torch.logsumexp(logits, dim=-1), atol=1e-5)
+    double: list[torch.Tensor] = []
+    out2, _ = cross_attend(
+        mha,
+        hidden,
+        torch.cat([patches, patches], 1),
+        torch.cat([mask, mask], 1),
+        heads=2,
+        log_normalisers=double,
+    )
+    assert torch.allclose(double[0], lse[0] + torch.log(torch.tensor(2.0)), atol=1e-5)
+    assert torch.allclose(out, out2, atol=1e-5)

@@ -84,6 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
     p.add_argument("--alpha", type=FRACTION, help="eq. (4) weight of the classification loss, 0-1")
     p.add_argument(
+        "--count-tokens",
+        type=COUNT,
+        help="caption prefix: K count tokens (gated sum-pooling soft counts; not in the paper, "
+        "docs/method.md §5a); 0 = off",
+    )
+    p.add_argument(
+        "--class-token",
+        choices=("on", "off"),
+        help="caption prefix: a class token (true class in training, predicted class when captioning), so the "
+        "caption is decoded for the class the classifier reports (not in the paper, docs/method.md §5a)",
+    )
+    p.add_argument(
         "--epochs", type=EPOCHS, default=None, help="default: the size preset's (see docs/training.md)"
     )
     p.add_argument("--batch-size", type=BATCH, help="bags per optimiser step (default: 16, Table 6)")
@@ -165,12 +177,28 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
         cfg = dataclasses.replace(cfg, language=dataclasses.replace(cfg.language, name=name))
     if args.lr:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=args.lr))
+    cfg = _caption_prefix(cfg, args)
     init = getattr(args, "qformer_init", None)
     if init is not None:
         cfg = dataclasses.replace(
             cfg, qformer_init=None if init.strip().lower() in ("none", "random") else init
         )
     return cfg
+
+
+def _caption_prefix(cfg, args: argparse.Namespace):
+    """``--count-tokens`` / ``--class-token`` over the preset's (or --model-config's) caption prefix."""
+    import dataclasses
+
+    count, cls = getattr(args, "count_tokens", None), getattr(args, "class_token", None)
+    if count is None and cls is None:
+        return cfg
+    prefix = cfg.caption_prefix
+    if count is not None:
+        prefix = dataclasses.replace(prefix, count_tokens=count)
+    if cls is not None:
+        prefix = dataclasses.replace(prefix, class_token=cls == "on")
+    return dataclasses.replace(cfg, caption_prefix=prefix)
 
 
 def _train_config(args: argparse.Namespace):

@@ -14,6 +14,13 @@ The LM reads the q projected query outputs (BLIP-2). Two switchable additions, a
 
   (a per-head MLP of one scalar: its GELU units act as learned count thresholds). c_k is unnormalised, so it
   grows with the number of instances the head detects, independent of how many distractors surround them.
+  With ``count_source="attention"`` the tokens read the Q-Former queries' own cross-attention instead: the
+  log-normaliser of query j's softmax in cross-attention layer l, head h,
+
+      λ_jlh = log Σ_n exp(q_jlh · k_lh(e_n) / √d)         (log of the unnormalised attention mass)
+      tokens = reshape(W_2 GELU(W_1 λ + b_1) + b_2, (K, W)) + p         λ ∈ R^{q·L·h} flattened
+
+  If a query's logits are high on key instances (which classification already trains) λ ≈ s_key + log n_key.
 * **Class token** (``class_token``): ``Embedding(C, LM width)`` of a class: the true class in training
   (teacher forcing; the predicted class for a bag without a label) and the classifier's predicted class at
   inference, so the caption is decoded for the class the head reports. The reference caption is never fed
@@ -29,7 +36,7 @@ from torch import Tensor, nn
 
 from ..config import CaptionPrefixConfig
 
-__all__ = ["CaptionPrefix", "CountTokens"]
+__all__ = ["AttentionCountTokens", "CaptionPrefix", "CountTokens", "conditioning_classes"]
 
 #: initial gate bias: σ(−2) ≈ 0.12, so an untrained head does not start by counting every patch
 _GATE_BIAS = -2.0
@@ -62,22 +69,57 @@ class CountTokens(nn.Module):
         return self.out(hidden) + self.head_embedding, c
 
 
+class AttentionCountTokens(nn.Module):
+    """K prefix tokens (b, K, W) from the queries' cross-attention log-normalisers (b, q, L·h)."""
+
+    def __init__(self, features: int, lm_width: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads, self.lm_width = heads, lm_width
+        self.encode = nn.Sequential(
+            nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, heads * lm_width)
+        )
+        self.head_embedding = nn.Parameter(torch.randn(heads, lm_width) * 0.02)
+
+    def forward(self, log_normaliser: Tensor) -> Tensor:
+        b = log_normaliser.shape[0]
+        out = self.encode(log_normaliser.reshape(b, -1).float()).view(b, self.heads, self.lm_width)
+        return out + self.head_embedding
+
+
 class CaptionPrefix(nn.Module):
     """The extra prefix tokens of ``config`` (count tokens, then the class token)."""
 
-    def __init__(self, config: CaptionPrefixConfig, *, width: int, lm_width: int, num_classes: int) -> None:
+    def __init__(
+        self, config: CaptionPrefixConfig, *, width: int, lm_width: int, num_classes: int, lse_features: int
+    ) -> None:
+        """``width``: correlated patch width D; ``lse_features``: q·L·h log-normalisers per bag."""
         super().__init__()
         self.config = config
-        if config.count_tokens > 0:
+        if config.count_tokens > 0 and config.count_source == "attention":
+            self.count = AttentionCountTokens(
+                lse_features, lm_width, config.count_tokens, config.count_hidden
+            )
+        elif config.count_tokens > 0:
             self.count = CountTokens(width, lm_width, config.count_tokens, config.count_hidden)
         if config.class_token:
             self.class_embedding = nn.Embedding(num_classes, lm_width)
             nn.init.normal_(self.class_embedding.weight, std=0.02)
 
-    def forward(self, patches: Tensor, mask: Tensor, classes: Tensor | None) -> Tensor:
-        """(b, extra_tokens, W). ``classes`` (b,) class indices, required with the class token."""
+    @property
+    def needs_log_normaliser(self) -> bool:
+        return self.config.count_tokens > 0 and self.config.count_source == "attention"
+
+    def forward(
+        self, patches: Tensor, mask: Tensor, classes: Tensor | None, log_normaliser: Tensor | None = None
+    ) -> Tensor:
+        """(b, extra_tokens, W). ``classes`` (b,) class indices, required with the class token;
+        ``log_normaliser`` (b, q, L·h) the image-only pass's, required with ``count_source="attention"``."""
         parts = []
-        if self.config.count_tokens > 0:
+        if self.needs_log_normaliser:
+            if log_normaliser is None:
+                raise ValueError("caption_prefix.count_source='attention' needs the queries' log-normalisers")
+            parts.append(self.count(log_normaliser).to(patches.dtype))
+        elif self.config.count_tokens > 0:
             parts.append(self.count(patches, mask)[0])
         if self.config.class_token:
             if classes is None:

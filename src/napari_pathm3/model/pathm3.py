@@ -119,6 +119,9 @@ class PathM3Model(nn.Module):
                 width=config.cross_attention_width,
                 lm_width=lm_width,
                 num_classes=config.num_classes,
+                lse_features=config.qformer.num_query_tokens
+                * config.qformer.num_attention_heads
+                * len(range(0, config.qformer.num_hidden_layers, config.qformer.cross_attention_frequency)),
             )
         if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
             self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
@@ -217,7 +220,8 @@ class PathM3Model(nn.Module):
         if text is not None and not any(present(text)):
             text = None  # no bag has text: the image-only pass, without tokenizing
         ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
-        return self.qformer(patches, mask, ids, tmask)
+        # the image-only pass feeds the caption prefix: its log-normalisers when the count tokens read them
+        return self.qformer(patches, mask, ids, tmask, need_lse=text is None and self._needs_lse)
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
@@ -262,7 +266,7 @@ class PathM3Model(nn.Module):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
-            extra = self._extra_prefix(patches, mask, image_only.query_output, labels)
+            extra = self._extra_prefix(patches, mask, image_only, labels)
             loss_caption = caption_objective(self, image_only.query_output, captions, extra=extra)
             loss_itc = contrastive_objective(self, image_only.query_output, captions)
         return PathM3Output(
@@ -275,23 +279,28 @@ class PathM3Model(nn.Module):
             loss_itc=loss_itc,
         )
 
+    @property
+    def _needs_lse(self) -> bool:
+        prefix = getattr(self, "caption_prefix", None)
+        return prefix is not None and prefix.needs_log_normaliser
+
     def _extra_prefix(
-        self, patches: Tensor, mask: Tensor, query_output: Tensor, labels: Tensor | None
+        self, patches: Tensor, mask: Tensor, image_only: QFormerOutput, labels: Tensor | None
     ) -> Tensor | None:
-        """The ``caption_prefix`` tokens (b, k, W), or None when the extension is off. The class token gets
-        ``labels`` where known (teacher forcing), else the image-only classifier's prediction."""
+        """The ``caption_prefix`` tokens (b, k, W) from the image-only pass, or None when the extension is off.
+        The class token gets ``labels`` where known (teacher forcing), else the image-only prediction."""
         if not self.config.caption_prefix.extra_tokens:
             return None
         classes = None
         if self.config.caption_prefix.class_token:
-            classes = conditioning_classes(labels, self.classifier(query_output))
-        return self.caption_prefix(patches, mask, classes)
+            classes = conditioning_classes(labels, self.classifier(image_only.query_output))
+        return self.caption_prefix(patches, mask, classes, image_only.log_normaliser)
 
-    def caption_prefix_embeddings(self, patches: Tensor, mask: Tensor, query_output: Tensor) -> Tensor:
+    def caption_prefix_embeddings(self, patches: Tensor, mask: Tensor, image_only: QFormerOutput) -> Tensor:
         """The LM prefix at inference (b, q + k, W): projected image-only queries, then the ``caption_prefix``
         tokens with the classifier's predicted class."""
-        prefix = self.language_projection(query_output)
-        extra = self._extra_prefix(patches, mask, query_output, None)
+        prefix = self.language_projection(image_only.query_output)
+        extra = self._extra_prefix(patches, mask, image_only, None)
         return prefix if extra is None else torch.cat([prefix, extra.to(prefix.dtype)], dim=1)
 
     def _encode(
@@ -375,8 +384,8 @@ class PathM3Model(nn.Module):
         lang = self.config.language
         with autocast(self.device):
             patches = self.correlation(features.to(self.device), mask)
-            query_output = self.qformer(patches, mask, need_weights=False).query_output
-            prefix = self.caption_prefix_embeddings(patches, mask, query_output)
+            image_only = self.qformer(patches, mask, need_weights=False, need_lse=self._needs_lse)
+            prefix = self.caption_prefix_embeddings(patches, mask, image_only)
             return generate_captions(
                 self.language_model,
                 self.lm_tokenizer,
