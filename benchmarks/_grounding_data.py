@@ -11,6 +11,8 @@ holds that kind: the word itself is the image evidence a word map has to point a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from _mil_data import BACKGROUND, _pools, label_of
@@ -47,28 +49,9 @@ def make_bags(seed: int, sizes: dict[str, int]) -> dict[str, list[tuple[np.ndarr
     return out
 
 
-def write_bags(bags: dict[str, list[tuple[np.ndarray, list[int]]]], folder):  # noqa: ANN001, ANN201
-    """``.h5`` bags + manifest (as _mil_data.write_bags) with this module's captions."""
-    import csv
+def write_bags(bags: dict[str, list[tuple[np.ndarray, list[int]]]], folder: Path) -> Path:
+    """``.h5`` bags + manifest (:func:`_families.write_bags`) with this module's captions."""
+    from _families import write_bags as write
 
-    import h5py
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for split, items in bags.items():
-        for i, (feats, digits) in enumerate(items):
-            key = f"{split}_{i:04d}"
-            with h5py.File(folder / f"{key}.h5", "w") as fh:
-                fh.create_dataset("features", data=feats)
-                coords = np.stack([np.arange(len(feats)) * 8, np.zeros(len(feats))], 1).astype(np.int64)
-                fh.create_dataset("coords", data=coords)
-                fh.attrs["patch_size"] = 8
-            rows.append(
-                {"slide": key, "label": label_of(digits), "caption": caption_of(digits), "split": split}
-            )
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["slide", "label", "caption", "split"])
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    rows = [(s, f, None, label_of(d), caption_of(d)) for s, items in bags.items() for f, d in items]
+    return write(rows, folder)

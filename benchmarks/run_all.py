@@ -49,6 +49,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "export": (["--repeat", "3"], ["--quick"]),
     "tissue": (["--rounds", "3", "--repeats", "3"], ["--quick"]),
     "grounding": ([], ["--quick"]),
+    "families": ([], ["--quick", "--seeds", "0", "--bags", "60"]),
 }
 TITLES = {
     "read": "Patch reading",
@@ -62,6 +63,7 @@ TITLES = {
     "export": "Exporting 100k tiles to SpatialData, QuPath GeoJSON and OME-Zarr",
     "tissue": "Tissue detection against LazySlide",
     "grounding": "Grounding: word and phrase maps",
+    "families": "Learning: task families against ABMIL and stock captions (issue 21)",
 }
 
 

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.data import canonical_split, read_manifest
     from ..training.evaluate import evaluate_model
 
-    records = read_manifest(args.manifest)
+    everything = read_manifest(args.manifest)
+    records = everything
     if args.split:
         split = canonical_split(args.split, where="--split")
         records = [r for r in records if (r.split or "train") == split]
@@ -78,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
         generate=not args.no_generate,
         batch_size=args.batch_size,
         device=args.device,
-        return_predictions=args.predictions or bool(args.cohort),
+        return_predictions=True,  # the baselines are scored bag by bag
         generate_kwargs={"num_beams": args.num_beams},
         tokenizer=args.tokenizer,
     )
+    _add_baselines(args, everything, records, metrics)
     if args.cohort:
         _write_cohort(args, records, metrics)
-        if not args.predictions:
-            metrics.pop("predictions", None)
+    if not args.predictions:
+        metrics.pop("predictions", None)
     from ..io.jsonfile import finite_or_null
 
     text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
@@ -94,6 +96,38 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text + "\n")
     return 0
+
+
+def _add_baselines(args: argparse.Namespace, everything: list, records: list, metrics: dict) -> None:
+    """The ``baselines`` block (from the manifest's training rows) into ``metrics``; its table to stderr."""
+    from ..training.evaluate_baselines import caption_baselines, format_table
+
+    if "predictions" not in metrics or metrics.get("bleu_4") is None:
+        block = {"skipped": "no generated captions to compare (--no-generate or no references)"}
+    else:
+        evaluated = {r.key for r in records}
+        train = [r for r in everything if (r.split or "train") == "train" and r.key not in evaluated]
+        block = (
+            caption_baselines(
+                metrics["predictions"],
+                train,
+                metrics.get("class_names") or [],
+                eval_keys=[r.key for r in records],
+                features_dir=args.features,
+                tokenizer=args.tokenizer,
+            )
+            if train
+            else {"skipped": "the manifest has no training rows (other than the evaluated ones)"}
+        )
+    # beside the model's plain figures: before the text-conditioned keys and the per-bag rows, which stay last
+    keys = list(metrics)
+    at = next(
+        (i for i, k in enumerate(keys) if k.startswith("text_conditioned_") or k == "predictions"), len(keys)
+    )
+    items = list(metrics.items())
+    metrics.clear()
+    metrics.update([*items[:at], ("baselines", block), *items[at:]])
+    print(format_table(metrics), file=sys.stderr)
 
 
 def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> None:
