@@ -175,3 +175,18 @@ def test_log_normaliser_is_the_softmax_denominator(make_batch) -> None:
     )
     assert torch.allclose(double[0], lse[0] + torch.log(torch.tensor(2.0)), atol=1e-5)
     assert torch.allclose(out, out2, atol=1e-5)
+
+
+def test_cli_flags_set_the_prefix() -> None:
+    import argparse
+
+    from napari_pathm3._cli.train import _caption_prefix
+
+    cfg = PathM3Config.tiny()
+    ns = argparse.Namespace(count_tokens=3, count_source="attention", class_token="on")
+    got = _caption_prefix(cfg, ns).caption_prefix
+    assert got == CaptionPrefixConfig(count_tokens=3, count_source="attention", class_token=True)
+    unset = argparse.Namespace(count_tokens=None, count_source=None, class_token=None)
+    assert _caption_prefix(cfg, unset) is cfg
+    with pytest.raises(ValueError, match="count_tokens"):
+        _caption_prefix(cfg, argparse.Namespace(count_tokens=65, count_source=None, class_token=None))

@@ -90,6 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "docs/method.md §5a); 0 = off",
     )
     p.add_argument(
+        "--count-source",
+        choices=("gate", "attention"),
+        help="what the count tokens read: their own gated sum-pooling heads (gate) or the Q-Former queries' "
+        "cross-attention log-normalisers (attention)",
+    )
+    p.add_argument(
         "--class-token",
         choices=("on", "off"),
         help="caption prefix: a class token (true class in training, predicted class when captioning), so the "
@@ -187,15 +193,18 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
 
 
 def _caption_prefix(cfg, args: argparse.Namespace):
-    """``--count-tokens`` / ``--class-token`` over the preset's (or --model-config's) caption prefix."""
+    """``--count-tokens`` / ``--count-source`` / ``--class-token`` over the preset's (or --model-config's) caption prefix."""
     import dataclasses
 
     count, cls = getattr(args, "count_tokens", None), getattr(args, "class_token", None)
-    if count is None and cls is None:
+    source = getattr(args, "count_source", None)
+    if count is None and cls is None and source is None:
         return cfg
     prefix = cfg.caption_prefix
     if count is not None:
         prefix = dataclasses.replace(prefix, count_tokens=count)
+    if source is not None:
+        prefix = dataclasses.replace(prefix, count_source=source)
     if cls is not None:
         prefix = dataclasses.replace(prefix, class_token=cls == "on")
     return dataclasses.replace(cfg, caption_prefix=prefix)
