@@ -124,6 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="held-out share when the manifest has no split, in [0, 1)",
     )
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--restarts",
+        type=STEPS,
+        default=1,
+        help="train this many models (seeds SEED, SEED+1000, ...) and keep the best on the validation split "
+        "(docs/training.md); costs that many runs",
+    )
     p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2], help="protocol seeds")
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
     p.add_argument(
@@ -294,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol:
         return _run_protocol(args)
     from ..threads import apply_thread_policy
-    from ..training.loop import train
+    from ..training.restarts import train_with_restarts
 
     records, class_names, train_recs, val_recs = _records(args)
     model_or_cfg = _model_or_config(args, class_names, records)
@@ -302,11 +309,12 @@ def run(args: argparse.Namespace) -> int:
     tcfg = _train_config(args)
     epoch_log = _EpochLog(tcfg.epochs)
     try:
-        result = train(
+        result = train_with_restarts(
             model_or_cfg,
             train_recs,
             val_recs or None,
             tcfg,
+            restarts=args.restarts,
             out_dir=args.out,
             features_dir=args.features,
             resume=args.resume,
@@ -324,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "warnings": result.warnings,
+            "restarts": result.verdict.get("restarts"),
             "last": {k: v for k, v in last.items() if not isinstance(v, list)},
             "provenance": getattr(result.model, "provenance", None),  # what ran (also in best/config.json)
         }
