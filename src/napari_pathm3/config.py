@@ -293,6 +293,9 @@ class CaptionPrefixConfig(_JsonMixin):
     # What the count tokens read: "gate" = their own gated sum-pooling heads over the patches; "attention" =
     # the Q-Former queries' cross-attention log-normalisers log Σ_n exp(s_kn) (the queries' own detectors).
     count_source: Literal["gate", "attention"] = "gate"
+    # "gate" only: the heads' log-counts also enter the class logits (a zero-initialised Linear K -> C), so the
+    # bag labels train the gates as instance detectors (sum-pooling MIL) instead of the count words alone.
+    count_classifier: bool = True
     # Class token: one prefix token embedding the class: the true class in training (teacher forcing), the
     # classifier's predicted class at inference, so the caption is decoded for the class the head reports.
     class_token: bool = False
@@ -302,6 +305,7 @@ class CaptionPrefixConfig(_JsonMixin):
         _check(_in(self.count_hidden, 1, MAX_WIDTH), "count_hidden", f"must be in [1, {MAX_WIDTH}]")
         _check(isinstance(self.class_token, bool), "class_token", "must be True or False")
         _check(self.count_source in ("gate", "attention"), "count_source", "'gate' or 'attention'")
+        _check(isinstance(self.count_classifier, bool), "count_classifier", "must be True or False")
 
     @property
     def extra_tokens(self) -> int:

@@ -190,3 +190,21 @@ def test_cli_flags_set_the_prefix() -> None:
     assert _caption_prefix(cfg, unset) is cfg
     with pytest.raises(ValueError, match="count_tokens"):
         _caption_prefix(cfg, argparse.Namespace(count_tokens=65, count_source=None, class_token=None))
+
+
+def test_count_heads_enter_the_class_logits(tiny_config, make_batch) -> None:
+    """count_classifier: a zero-initialised K -> C term, trained by L_C (the gates become detectors)."""
+    x, mask = make_batch([5, 3])
+    torch.manual_seed(0)
+    on = build_model(_with_prefix(tiny_config, count_tokens=2)).eval()
+    torch.manual_seed(0)
+    off = build_model(_with_prefix(tiny_config, count_tokens=2, count_classifier=False)).eval()
+    assert not hasattr(off.caption_prefix, "count_logits")
+    assert torch.equal(on.classify(x, mask).logits, off.classify(x, mask).logits)  # zero at the start
+    with torch.no_grad():
+        on.caption_prefix.count_logits.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
+        on.caption_prefix.count_logits.weight.fill_(0.5)
+    assert on.classify(x, mask).probabilities.argmax(-1).tolist() == [2, 2]
+    out = on(x, mask, labels=torch.tensor([0, 1]))
+    out.loss.backward()
+    assert on.caption_prefix.count.gate_v.weight.grad.abs().sum() > 0  # L_C reaches the gates

@@ -14,6 +14,9 @@ The LM reads the q projected query outputs (BLIP-2). Two switchable additions, a
 
   (a per-head MLP of one scalar: its GELU units act as learned count thresholds). c_k is unnormalised, so it
   grows with the number of instances the head detects, independent of how many distractors surround them.
+  With ``count_classifier`` the log-counts also enter the class logits, ``logits = mean_k(W z_k + b) + W_c u
+  + b_c`` (W_c, b_c zero at the start), so the bag labels train the gates as instance detectors (sum-pooling
+  MIL); through the count words alone they did not learn within a default run (docs/method.md §5a).
   With ``count_source="attention"`` the tokens read the Q-Former queries' own cross-attention instead: the
   log-normaliser of query j's softmax in cross-attention layer l, head h,
 
@@ -55,6 +58,10 @@ class CountTokens(nn.Module):
         self.offset = nn.Parameter(torch.randn(heads, hidden))  # β_k
         self.out = nn.Linear(hidden, lm_width)
         self.head_embedding = nn.Parameter(torch.randn(heads, lm_width) * 0.02)  # p_k
+
+    def log_counts(self, patches: Tensor, mask: Tensor) -> Tensor:
+        """u = log(1 + c) (b, K)."""
+        return torch.log1p(self.counts(patches, mask))
 
     def counts(self, patches: Tensor, mask: Tensor) -> Tensor:
         """Soft counts c (b, K) of the valid patches (padding counts 0)."""
@@ -101,9 +108,19 @@ class CaptionPrefix(nn.Module):
             )
         elif config.count_tokens > 0:
             self.count = CountTokens(width, lm_width, config.count_tokens, config.count_hidden)
+        if config.count_tokens > 0 and config.count_source == "gate" and config.count_classifier:
+            self.count_logits = nn.Linear(config.count_tokens, num_classes)
+            nn.init.zeros_(self.count_logits.weight)  # the query classifier alone at the start
+            nn.init.zeros_(self.count_logits.bias)
         if config.class_token:
             self.class_embedding = nn.Embedding(num_classes, lm_width)
             nn.init.normal_(self.class_embedding.weight, std=0.02)
+
+    def class_logits(self, patches: Tensor, mask: Tensor) -> Tensor | None:
+        """The count heads' share of the class logits (b, C): ``W u + b`` (None without ``count_classifier``)."""
+        if not hasattr(self, "count_logits"):
+            return None
+        return self.count_logits(self.count.log_counts(patches, mask))
 
     @property
     def needs_log_normaliser(self) -> bool:
