@@ -338,7 +338,9 @@ class PathM3Model(nn.Module):
         loss_cls = classification_loss(logits, targets)
         if text is not None and self.config.mode == "image_text" and self.config.train_image_only_path:
             image_only = self._run_qformer(patches, mask, None)
-            loss_img = classification_loss(self._class_logits(image_only.query_output, patches, mask), targets)
+            loss_img = classification_loss(
+                self._class_logits(image_only.query_output, patches, mask), targets
+            )
             loss_cls = 0.5 * (loss_cls + loss_img)
         return loss_cls, image_only
 
