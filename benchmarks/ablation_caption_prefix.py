@@ -65,6 +65,9 @@ def run(family: str, seed: int, variant: str, bags: int, work: Path) -> dict[str
     if not manifest.exists():
         write_cohort(make_cohort(fam, seed, bags), data)
     out = work / f"{family}_s{seed}_{variant}"
+    done = out / "ablation_record.json"
+    if done.exists():  # a kept folder: a finished run is reused (a stopped ablation keeps its runs)
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
     summary = json.loads(
         _cli("train", "--manifest", str(manifest), "--features", str(data), "--out", str(out),
@@ -78,6 +81,7 @@ def run(family: str, seed: int, variant: str, bags: int, work: Path) -> dict[str
         _cli("evaluate", str(out / "best"), "--manifest", str(manifest), "--features", str(data),
              "--split", split, "--predictions", "--out", str(path))  # fmt: skip
         rec[split] = _scores(path)
+    done.write_text(json.dumps(rec))
     print(json.dumps({"bench": "ablation_caption_prefix", "run": rec}), flush=True)
     return rec
 

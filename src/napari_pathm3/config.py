@@ -293,8 +293,9 @@ class CaptionPrefixConfig(_JsonMixin):
     # What the count tokens read: "gate" = their own gated sum-pooling heads over the patches; "attention" =
     # the Q-Former queries' cross-attention log-normalisers log Σ_n exp(s_kn) (the queries' own detectors).
     count_source: Literal["gate", "attention"] = "gate"
-    # "gate" only: the heads' log-counts also enter the class logits (a zero-initialised Linear K -> C), so the
-    # bag labels train the gates as instance detectors (sum-pooling MIL) instead of the count words alone.
+    # "gate" only: the heads' log-counts also classify the bag (a Linear K -> C, its cross-entropy added to L_C;
+    # the prediction stays the queries'), so the bag labels train the gates as instance detectors (sum-pooling
+    # MIL), not the count words alone.
     count_classifier: bool = True
     # Class token: one prefix token embedding the class: the true class in training (teacher forcing), the
     # classifier's predicted class at inference, so the caption is decoded for the class the head reports.

@@ -192,19 +192,22 @@ def test_cli_flags_set_the_prefix() -> None:
         _caption_prefix(cfg, argparse.Namespace(count_tokens=65, count_source=None, class_token=None))
 
 
-def test_count_heads_enter_the_class_logits(tiny_config, make_batch) -> None:
-    """count_classifier: a zero-initialised K -> C term, trained by L_C (the gates become detectors)."""
+def test_count_heads_learn_from_the_labels(tiny_config, make_batch) -> None:
+    """count_classifier: the heads' own cross-entropy joins L_C and reaches the gates; the model's logits stay
+    the query classifier's."""
     x, mask = make_batch([5, 3])
+    labels = torch.tensor([0, 1])
     torch.manual_seed(0)
     on = build_model(_with_prefix(tiny_config, count_tokens=2)).eval()
     torch.manual_seed(0)
     off = build_model(_with_prefix(tiny_config, count_tokens=2, count_classifier=False)).eval()
     assert not hasattr(off.caption_prefix, "count_logits")
-    assert torch.equal(on.classify(x, mask).logits, off.classify(x, mask).logits)  # zero at the start
-    with torch.no_grad():
-        on.caption_prefix.count_logits.bias.copy_(torch.tensor([0.0, 0.0, 5.0]))
-        on.caption_prefix.count_logits.weight.fill_(0.5)
-    assert on.classify(x, mask).probabilities.argmax(-1).tolist() == [2, 2]
-    out = on(x, mask, labels=torch.tensor([0, 1]))
-    out.loss.backward()
+    assert torch.equal(on.classify(x, mask).logits, off.classify(x, mask).logits)
+    out_on, out_off = on(x, mask, labels=labels), off(x, mask, labels=labels)
+    from napari_pathm3.model.heads import classification_loss
+
+    patches = on.correlation(x, mask)
+    aux = classification_loss(on.caption_prefix.class_logits(patches, mask), labels)
+    assert torch.allclose(out_on.loss_cls, out_off.loss_cls + aux, atol=1e-6)
+    out_on.loss.backward()
     assert on.caption_prefix.count.gate_v.weight.grad.abs().sum() > 0  # L_C reaches the gates

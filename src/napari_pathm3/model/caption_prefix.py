@@ -14,9 +14,10 @@ The LM reads the q projected query outputs (BLIP-2). Two switchable additions, a
 
   (a per-head MLP of one scalar: its GELU units act as learned count thresholds). c_k is unnormalised, so it
   grows with the number of instances the head detects, independent of how many distractors surround them.
-  With ``count_classifier`` the log-counts also enter the class logits, ``logits = mean_k(W z_k + b) + W_c u
-  + b_c`` (W_c, b_c zero at the start), so the bag labels train the gates as instance detectors (sum-pooling
-  MIL); through the count words alone they did not learn within a default run (docs/method.md §5a).
+  With ``count_classifier`` the log-counts also classify the bag on their own, an auxiliary cross-entropy
+  ``CE(W_c u + b_c, y)`` added to L_C (the model's prediction stays eq. (3)'s), so the bag labels train the
+  gates as instance detectors (sum-pooling MIL); through the count words alone, or as a term added to the
+  query logits, they did not learn within a default run (docs/method.md §5a).
   With ``count_source="attention"`` the tokens read the Q-Former queries' own cross-attention instead: the
   log-normaliser of query j's softmax in cross-attention layer l, head h,
 
@@ -109,15 +110,13 @@ class CaptionPrefix(nn.Module):
         elif config.count_tokens > 0:
             self.count = CountTokens(width, lm_width, config.count_tokens, config.count_hidden)
         if config.count_tokens > 0 and config.count_source == "gate" and config.count_classifier:
-            self.count_logits = nn.Linear(config.count_tokens, num_classes)
-            nn.init.zeros_(self.count_logits.weight)  # the query classifier alone at the start
-            nn.init.zeros_(self.count_logits.bias)
+            self.count_logits = nn.Linear(config.count_tokens, num_classes)  # an auxiliary classifier
         if config.class_token:
             self.class_embedding = nn.Embedding(num_classes, lm_width)
             nn.init.normal_(self.class_embedding.weight, std=0.02)
 
     def class_logits(self, patches: Tensor, mask: Tensor) -> Tensor | None:
-        """The count heads' share of the class logits (b, C): ``W u + b`` (None without ``count_classifier``)."""
+        """The count heads' own class logits (b, C): ``W_c u + b_c`` (None without ``count_classifier``)."""
         if not hasattr(self, "count_logits"):
             return None
         return self.count_logits(self.count.log_counts(patches, mask))

@@ -254,13 +254,15 @@ class PathM3Model(nn.Module):
         b = patches.shape[0] if patches is not None else None
         text = classification_text(mode, text, captions, b)
         cls_out = self._run_qformer(*((None, None) if mode == "text" else (patches, mask)), text)
-        logits = self._class_logits(cls_out.query_output, patches, mask)
+        logits = self.classifier(cls_out.query_output)
         # the image-only pass (queries that never saw text): what inference runs, and the only source of the
         # LM prefix and of the ITC image side, so no caption loss can be lowered through text-read queries
         image_only = cls_out if text is None else None
         loss_cls = None
         if labels is not None:
             loss_cls, image_only = self._classification_loss(logits, labels, text, patches, mask, image_only)
+            count_loss = self._count_loss(patches, mask, labels)  # §5a: the count heads learn from the labels
+            loss_cls = loss_cls if count_loss is None else loss_cls + count_loss
         loss_caption = loss_itc = None
         if captions is not None and any(present(captions)):
             if patches is None:
@@ -279,14 +281,13 @@ class PathM3Model(nn.Module):
             loss_itc=loss_itc,
         )
 
-    def _class_logits(self, query_output: Tensor, patches: Tensor | None, mask: Tensor | None) -> Tensor:
-        """eq. (3)'s query-averaged logits, plus the count heads' term when ``caption_prefix`` adds one."""
-        logits = self.classifier(query_output)
+    def _count_loss(self, patches: Tensor | None, mask: Tensor | None, labels: Tensor) -> Tensor | None:
+        """The count heads' own cross-entropy (``caption_prefix.count_classifier``; None when off)."""
         prefix = getattr(self, "caption_prefix", None)
         if prefix is None or patches is None or mask is None:
-            return logits
-        extra = prefix.class_logits(patches, mask)
-        return logits if extra is None else logits + extra.to(logits.dtype)
+            return None
+        logits = prefix.class_logits(patches, mask)
+        return None if logits is None else classification_loss(logits, labels.to(self.device))
 
     @property
     def _needs_lse(self) -> bool:
@@ -302,7 +303,7 @@ class PathM3Model(nn.Module):
             return None
         classes = None
         if self.config.caption_prefix.class_token:
-            classes = conditioning_classes(labels, self._class_logits(image_only.query_output, patches, mask))
+            classes = conditioning_classes(labels, self.classifier(image_only.query_output))
         return self.caption_prefix(patches, mask, classes, image_only.log_normaliser)
 
     def caption_prefix_embeddings(self, patches: Tensor, mask: Tensor, image_only: QFormerOutput) -> Tensor:
@@ -338,9 +339,7 @@ class PathM3Model(nn.Module):
         loss_cls = classification_loss(logits, targets)
         if text is not None and self.config.mode == "image_text" and self.config.train_image_only_path:
             image_only = self._run_qformer(patches, mask, None)
-            loss_img = classification_loss(
-                self._class_logits(image_only.query_output, patches, mask), targets
-            )
+            loss_img = classification_loss(self.classifier(image_only.query_output), targets)
             loss_cls = 0.5 * (loss_cls + loss_img)
         return loss_cls, image_only
 
