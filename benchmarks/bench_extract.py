@@ -119,9 +119,9 @@ def measure(path: Path, grid: Any, enc: Any, args: argparse.Namespace, untuned: 
     import torch
 
     from napari_pathm3.features.extract import extract_features
+    from napari_pathm3.io.patch_reader import PatchReader
     from napari_pathm3.io.slide import open_slide
     from napari_pathm3.threads import apply_thread_policy
-    from napari_pathm3.tiling import PatchReader
 
     bs = args.batch_size
     usage: dict[str, list[tuple[float, int]]] = {"encoder": [], "pipeline": [], "read": []}
@@ -194,9 +194,9 @@ def untuned_encoder(name: str, patches: int, args: argparse.Namespace) -> dict[s
 
 def _untuned_worker(args: argparse.Namespace) -> None:
     from napari_pathm3.allocator import keep_freed_memory
+    from napari_pathm3.io.patch_reader import PatchReader
     from napari_pathm3.io.slide import open_slide
     from napari_pathm3.threads import apply_thread_policy
-    from napari_pathm3.tiling import PatchReader
 
     enc = build_encoder(args.model)
     path, grid = patch_grid(args)

@@ -7,7 +7,7 @@ Variants, interleaved in every round (``--repeat`` rounds, figures are min/media
 * ``reader_k``   ``PatchReader`` with k worker threads (``iter_batches``, batches of 64)
 * ``reader``     ``PatchReader`` with its default workers (the package thread policy)
 * ``reader_openslide``  the same, but every tile decoded by OpenSlide (``direct_tiles=False``): shows what the
-  direct TIFF tile decoding (``io/tiff_tiles.py``, identical pixels) adds on these files
+  direct TIFF tile decoding (``io/backends/tiff_tiles.py``, identical pixels) adds on these files
 
 Grids (224 px at 0.5 µm/px): ``tiled``, the non-overlapping grid extraction uses (the headline; every grid
 square on the CMU sample, tissue patches in grid order on the large slide), and ``overlap`` (stride 112,
@@ -67,7 +67,7 @@ def naive_loop(path: Path, coords: np.ndarray, size: int, threads: int = 1) -> N
 
 
 def reader_pass(slide: Any, grid: Any, workers: int | None, direct_tiles: bool = True) -> float:
-    from napari_pathm3.tiling import PatchReader
+    from napari_pathm3.io.patch_reader import PatchReader
 
     t = time.perf_counter()
     reader = PatchReader(slide, grid, num_workers=workers, direct_tiles=direct_tiles)
@@ -77,8 +77,8 @@ def reader_pass(slide: Any, grid: Any, workers: int | None, direct_tiles: bool =
 
 
 def measure_grid(path: Path, grid: Any, workers: list[int], repeat: int) -> dict[str, Any]:
+    from napari_pathm3.io.patch_reader import default_workers
     from napari_pathm3.io.slide import open_slide
-    from napari_pathm3.tiling.reader import default_workers
 
     coords, size = grid.coords, grid.read_size
     with open_slide(path) as slide:

@@ -22,6 +22,12 @@ DATA_DIR = Path(os.environ.get("NAPARI_PATHM3_DATA", REPO.parent / "shared" / "d
 os.environ.setdefault("NAPARI_PATHM3_DATA", str(DATA_DIR))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one of several pytest-xdist workers (the README's ``-n``): each keeps to one compute thread, set before
+    # torch / OpenMP load, so two workers on two cores do not oversubscribe them (a test that sets its own
+    # thread budget still wins: these are defaults)
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NAPARI_PATHM3_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp", "napari_plugin_manager"}

@@ -117,7 +117,9 @@ def test_shapes_region_with_a_slide_path_uses_the_slide_mpp(cmu_slide_path: Path
     import napari_pathm3.inference as inference
 
     seen = {}
-    monkeypatch.setattr(inference, "caption_slide", lambda slide, **kw: seen.update(kw) or "ok")
+    monkeypatch.setattr(
+        inference, "caption_slide", lambda slide, request, ctx: seen.update(region=request.region) or "ok"
+    )
     mpp = 0.499
     # a square of level-0 pixels (x 400..800, y 600..1000) drawn in world µm (napari shapes are (y, x))
     square_um = np.array([[600, 400], [600, 800], [1000, 800], [1000, 400]], float) * mpp

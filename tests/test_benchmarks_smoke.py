@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from napari_pathm3.config import TilingConfig
+from napari_pathm3.io.patch_reader import PatchReader
 from napari_pathm3.io.slide import open_slide
-from napari_pathm3.tiling import PatchReader, make_grid
+from napari_pathm3.tiling import make_grid
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -92,7 +92,7 @@ def test_stale_store_of_our_own_is_recomputed_and_logged(
             synthetic_slide, encoder=ENCODER, store=path, tiling=TilingConfig(patch_size=448)
         )
     assert "recomputing features in this napari-pathm3 store" in caplog.text
-    assert read_bag(path).attrs["patch_size"] == 448 == bag.patch_size
+    assert read_bag(path).meta.patch_size == 448 == bag.patch_size
 
 
 # ------------------------------------------------------------------------------------------ grid sanity
@@ -114,9 +114,9 @@ def _no_tissue_detection(monkeypatch: pytest.MonkeyPatch) -> None:
 
     # import inference first: imported while tiling.detect_tissue is patched, it would bind `fail` for good
     # (its `from .tiling import detect_tissue`), and the undo would "restore" fail
-    import napari_pathm3.inference  # noqa: F401
+    import napari_pathm3.inference.stages  # noqa: F401
 
-    for mod in ("napari_pathm3.tiling", "napari_pathm3.inference"):
+    for mod in ("napari_pathm3.tiling", "napari_pathm3.inference.stages"):
         monkeypatch.setattr(f"{mod}.detect_tissue", fail)
 
 
@@ -342,7 +342,7 @@ def test_non_finite_checkpoint_is_refused_on_save_and_load(tiny_ckpt: Path, tmp_
 
 
 def test_result_json_is_always_valid_json(tmp_path: Path) -> None:
-    from napari_pathm3.io.jsonfile import json_text, write_json_atomic
+    from napari_pathm3.jsonfile import json_text, write_json_atomic
 
     with pytest.raises(NonFiniteError, match=r"'probabilities'\['b'\] = nan"):
         write_json_atomic(tmp_path / "r.json", {"label": "a", "probabilities": {"a": 0.5, "b": float("nan")}})
@@ -465,7 +465,7 @@ def _one_line(capsys: pytest.CaptureFixture) -> str:
 def test_cli_disk_full_on_out(
     synthetic_slide: Path, tiny_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
-    import napari_pathm3.io.jsonfile as gj
+    import napari_pathm3.jsonfile as gj
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))

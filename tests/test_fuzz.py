@@ -319,7 +319,7 @@ def test_fuzz_extract_options_end_to_end(scale, synthetic_slide, tmp_path) -> No
             return
         bag = FeatureStore(store).open_bag("blobs")
         assert bag.features.shape[1] == DIM and np.isfinite(bag.features).all()
-        assert bag.attrs["grid"]["tiling"]["patch_size"] == int(dict(opts).get("--patch-size", 224))
+        assert bag.meta.grid.tiling["patch_size"] == int(dict(opts).get("--patch-size", 224))
 
     _run(scale, 4, prop)
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_pathm3.api import caption_slide  # the request's keywords, as users call it
 from napari_pathm3.config import TilingConfig
 from napari_pathm3.errors import Cancelled, NoTissueError
 from napari_pathm3.heatmaps import attention_raster, normalize, patch_boxes, top_k
-from napari_pathm3.inference import STAGES, SlideResult, caption_slide, save_heatmap_png
+from napari_pathm3.inference import STAGES, SlideResult, save_heatmap_png
 from napari_pathm3.io.geojson import geojson_to_polygons
 from napari_pathm3.io.slide import open_slide
 from napari_pathm3.layers import result_layers, shapes_to_level0

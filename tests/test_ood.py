@@ -32,14 +32,13 @@ def _rect(x: int, y: int, w: int, h: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def trained(synthetic_slide: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained on the two pink blobs of the synthetic slide."""
-    from napari_pathm3.training.region_trainer import train_on_regions
 
     regions = [
         Region(label="big", polygon=_rect(*BLOBS[0]), caption="a big blob."),
         Region(label="small", polygon=_rect(*BLOBS[1]), caption="a small blob."),
     ]
     out = tmp_path_factory.mktemp("ood") / "run"
-    result = train_on_regions(
+    result = api.train(
         [(synthetic_slide, regions)],
         output_dir=out,
         encoder="builtin:colorstats",
@@ -120,9 +119,8 @@ def test_summary_math_and_corrupt_files(tmp_path: Path) -> None:
 def test_demo_overlay_says_not_diagnostic(trained: Path, synthetic_slide: Path) -> None:
     import dataclasses
 
-    from napari_pathm3.demo import DEMO_MODEL_NAME
-
     result = api.caption_slide(synthetic_slide, model=trained, device="cpu")
-    assert "NOT DIAGNOSTIC" not in overlay_text(result)
-    demo = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
+    assert "NOT DIAGNOSTIC" not in overlay_text(result) and "disclaimer" not in result.summary()
+    demo = dataclasses.replace(result, demo=True)  # what a demo checkpoint's results carry
+    assert "NOT diagnostic" in demo.summary()["disclaimer"]
     assert overlay_text(demo).startswith("DEMO MODEL - NOT DIAGNOSTIC")

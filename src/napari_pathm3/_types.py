@@ -7,9 +7,14 @@ import enum
 import os
 import threading
 from collections.abc import Callable
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, TypeAlias, Union, runtime_checkable
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: a value as ``json.loads`` returns it
+JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+#: a JSON object as ``json.loads`` returns it
+JSONObject: TypeAlias = "dict[str, JSONValue]"
 
 
 class Stage(str, enum.Enum):

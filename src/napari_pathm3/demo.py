@@ -11,7 +11,6 @@ workflow (regions -> training -> captions and attention heatmaps), nothing more.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -25,9 +24,11 @@ from ._types import CancelToken, PathLike, ProgressFn, as_demo
 from .config import DEFAULT_ENCODER, TilingConfig
 from .errors import PathM3Error
 from .io._atomic import path_lock
-from .io.jsonfile import write_json_atomic
 from .io.samples import CMU1_NAME, DATA_ENV, sample_slide_path
+from .jobs import CaptionRequest, RegionTrainingRequest, RunContext
+from .jsonfile import write_json_atomic
 from .paths import user_cache_dir
+from .result import DEMO_MODEL_NAME, DISCLAIMER
 from .threads import apply_thread_policy
 
 if TYPE_CHECKING:
@@ -36,11 +37,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: bump when regions, captions, tiling or training change: the cached model is then retrained
-DEMO_VERSION = "v5"  # v5: the checkpoint carries its training-feature summary (out-of-distribution
-# checks) and the tiny preset lost its ITC term (issue 24)
-#: the model name results of the demo model carry
-DEMO_MODEL_NAME = "demo (not diagnostic)"
-DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."
+DEMO_VERSION = "v6"  # v6: its config.json says demo: true (issue 22); v5: the training-feature summary
+__all__ = [
+    "DEMO_MODEL_NAME",
+    "DISCLAIMER",
+    "demo_regions",
+    "ensure_demo_model",
+    "run_headless",
+    "sample_path",
+]
 #: 20 epochs: every demo region gets its class and caption right (30 gave the same at 1.5x the time; 12 mixed
 #: up the stroma captions); about 25 s of CPU on one thread
 DEMO_EPOCHS = 20
@@ -160,8 +165,7 @@ def ensure_demo_model(
         apply_thread_policy(threads)
         log.info("training the demo model in %s (one-off, under a minute on an idle laptop)", root)
         try:
-            result = train_on_regions(
-                [(sample_path(), demo_regions())],
+            request = RegionTrainingRequest(
                 output_dir=tmp,
                 class_names=DEMO_CLASSES,
                 encoder=DEMO_ENCODER,
@@ -180,9 +184,10 @@ def ensure_demo_model(
                 # trained on every region (as before): held-out regions would change the demo model and
                 # cross-validation would triple its one-off training time; its results say "training accuracy"
                 validation=False,
-                progress=as_demo(progress),
-                cancel=cancel,
+                demo=True,  # recorded in its config.json: its results say "not diagnostic" wherever shown
             )
+            context = RunContext(progress=as_demo(progress), cancel=cancel)
+            result = train_on_regions([(sample_path(), demo_regions())], request, context)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(result.best_dir, final)
@@ -206,12 +211,9 @@ def run_headless(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model = ensure_demo_model(device=device, progress=progress, threads=threads)
-    result = caption_slide(
-        sample_path(), model=model, device=device, cache_dir=user_cache_dir("features"), progress=progress
-    )
-    result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
-    data = result.to_dict(per_patch=False)
-    data["disclaimer"] = DISCLAIMER
+    request = CaptionRequest(model=model, device=device, cache_dir=user_cache_dir("features"))
+    result = caption_slide(sample_path(), request, RunContext(progress=progress))
+    data = result.to_dict(per_patch=False)  # the checkpoint says it is the demo: name and disclaimer
     return {
         "json": write_json_atomic(out / "result.json", data),
         "heatmap": save_heatmap_png(result, out / "heatmap.png", note=DISCLAIMER),

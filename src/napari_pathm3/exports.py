@@ -23,6 +23,7 @@ import numpy as np
 from ._types import PathLike
 from .heatmaps import attention_raster, relative_attention
 from .io import qupath
+from .io.feature_store import GridMeta
 from .result import SlideResult
 
 TOP_COLOR = (255, 200, 0)
@@ -50,20 +51,23 @@ def tile_columns(result: SlideResult) -> dict[str, np.ndarray]:
     return cols
 
 
-def tile_spec(grid: Mapping[str, Any]) -> dict[str, Any]:
-    """wsidata ``TileSpec`` fields of a grid (``PatchGrid.params()``; ``base_*``: level 0, ``ops_*``: the
-    read level)."""
-    size = int(grid["patch_size"])
-    down0 = float(grid["size_level0"]) / size  # level-0 px per delivered patch px
-    stride = round(float(grid["step_level0"]) / down0)
+def tile_spec(grid: GridMeta) -> dict[str, Any]:
+    """wsidata ``TileSpec`` fields of a grid (``base_*``: level 0, ``ops_*``: the read level)."""
+    if grid.patch_size is None or grid.size_level0 is None or grid.step_level0 is None:
+        raise ValueError(
+            "the patch grid records no patch size, level-0 size or step; re-extract the features"
+        )
+    size = grid.patch_size
+    down0 = grid.size_level0 / size  # level-0 px per delivered patch px
+    stride = round(grid.step_level0 / down0)
     return {
         "height": size,
         "width": size,
         "stride_height": stride,
         "stride_width": stride,
-        "mpp": grid.get("mpp"),
-        "ops_level": int(grid.get("read_level", 0)),
-        "ops_downsample": float(grid.get("read_size", size)) / size,
+        "mpp": grid.mpp,
+        "ops_level": grid.read_level or 0,
+        "ops_downsample": float(grid.read_size or size) / size,
         "base_level": 0,
         "base_downsample": down0,
         "tissue_name": "tissues",
@@ -149,7 +153,7 @@ def export_spatialdata(
         size_level0=float(result.grid.size_level0),
         features=features,
         encoder_name=result.encoder_name,
-        tile_spec=tile_spec(result.grid.params()),
+        tile_spec=tile_spec(GridMeta.from_json(result.grid.params())),
         slide_properties=slide_properties(result.slide_dimensions, result.mpp_xy, slide),
         obs=tile_columns(result),
         uns=slide_uns(result),
@@ -193,20 +197,21 @@ def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overw
     """A feature-store bag (tiles and features, no results) as a LazySlide-readable SpatialData zarr."""
     from .io.spatialdata import write_spatialdata
 
-    grid = bag.attrs.get("grid") or {}
-    if not grid or bag.coords is None:
+    grid = bag.meta.grid
+    if grid is None or bag.coords is None:
         raise ValueError(f"bag {bag.slide_id!r}: no patch grid recorded; only feature-store bags export here")
-    dims = tuple(grid.get("slide_dimensions") or ())
+    dims = tuple(grid.slide_dimensions or ())
     if slide is not None:
         dims = tuple(slide.dimensions)
     mpp_xy = None if slide is None else slide.mpp_xy
+    spec = tile_spec(grid)  # raises when the grid records no sizes
     return write_spatialdata(
         path,
         coords=bag.coords,
-        size_level0=float(grid["size_level0"]),
+        size_level0=float(grid.size_level0 or 0),
         features=bag.features,
         encoder_name=bag.encoder_name,
-        tile_spec=tile_spec(grid),
+        tile_spec=spec,
         slide_properties=slide_properties(dims, mpp_xy, slide),  # type: ignore[arg-type]
         slide_path=None if slide is None else str(slide.path),
         overwrite=overwrite,

@@ -24,6 +24,7 @@ from .heatmaps import (
     spread_text,
     tissue_raster,
 )
+from .layer_kinds import KIND_KEY, ResultLayerKind, result_layer_kind
 
 if TYPE_CHECKING:
     from napari.types import LayerDataTuple
@@ -55,7 +56,7 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
         lines += textwrap.wrap(accuracy, width)
     warnings = tuple(getattr(result, "warnings", ()) or ())
     lines += [ln for w in warnings for ln in textwrap.wrap(f"Warning: {w}", width)]
-    if result.caption and not warnings:
+    if result.caption and not getattr(result, "caption_withheld", False):
         lines += textwrap.wrap(result.caption, width)
         agree = getattr(result, "caption_class_agreement", None) or {}
         if agree.get("agrees") is False:
@@ -64,8 +65,8 @@ def overlay_text(result: SlideResult, *, width: int = OVERLAY_WIDTH) -> str:
 
 
 def is_demo_result(result: SlideResult) -> bool:
-    """A result of the demo model (its names say "not diagnostic": the API's and the widgets')."""
-    return "not diagnostic" in str(getattr(result, "model_name", "")).lower()
+    """A result of the demo model (its checkpoint says so)."""
+    return bool(getattr(result, "demo", False))
 
 
 def _log2_attention(values: np.ndarray) -> np.ndarray:
@@ -116,7 +117,7 @@ def _tissue_layer(result: SlideResult, prefix: str, meta: dict, units: tuple | N
         "opacity": 0.25,
         "colormap": colormap,
         "visible": False,
-        "metadata": {**meta, "kind": "tissue"},
+        "metadata": {**meta, KIND_KEY: ResultLayerKind.TISSUE.value},
         **_units(units, 2),
     }
     return tissue.data, kwargs, "labels"
@@ -131,7 +132,7 @@ def _attention_layer(result: SlideResult, prefix: str, meta: dict, units: tuple 
         "translate": translate,
         "contrast_limits": RELATIVE_LOG2_RANGE,
         "interpolation2d": "nearest",
-        "metadata": {**meta, "kind": "attention"},
+        "metadata": {**meta, KIND_KEY: ResultLayerKind.ATTENTION.value},
         **HEATMAP_STYLE,
         **_units(units, 2),
     }
@@ -152,7 +153,7 @@ def _query_attention_layer(
         "interpolation2d": "nearest",
         "axis_labels": ("query", "y", "x"),
         "visible": False,
-        "metadata": {**meta, "kind": "query_attention"},
+        "metadata": {**meta, KIND_KEY: ResultLayerKind.QUERY_ATTENTION.value},
         **HEATMAP_STYLE,
         **_units(units, 3),
     }
@@ -178,7 +179,7 @@ def _top_patches_layer(result: SlideResult, prefix: str, meta: dict, units: tupl
         # overflowed the demo's small boxes into the next one), 12 pt, fully opaque.
         "text": {"string": "{rank}", "color": TOP_K_TEXT_COLOR, "size": 12, "anchor": "center"},
         "opacity": 1.0,
-        "metadata": {**meta, "kind": "top_patches"},
+        "metadata": {**meta, KIND_KEY: ResultLayerKind.TOP_PATCHES.value},
         **_units(units, 2),
     }
     return list(patch_boxes(result.grid, result.top_indices)), kwargs, "shapes"
@@ -188,15 +189,16 @@ def style_added_layer(layer: Any, viewer: Any | None = None) -> None:
     """Finish a layer added from :func:`result_layers`: the aggregate heatmap shows its colour bar (napari
     >= 0.5.5), labelled ``1/8x .. 8x`` and titled when ``viewer`` is given (:func:`label_colorbar`); the
     per-query stack shows its query slider only while it is visible."""
-    kind = (layer.metadata or {}).get("kind")
+    kind = result_layer_kind(layer)
+    heatmaps = (ResultLayerKind.ATTENTION, ResultLayerKind.QUERY_ATTENTION)
     colorbar = getattr(layer, "colorbar", None)
-    if colorbar is not None and kind in ("attention", "query_attention"):
+    if colorbar is not None and kind in heatmaps:
         _bar_out_of_the_overlay(colorbar)
-    if colorbar is not None and kind == "attention":
+    if colorbar is not None and kind is ResultLayerKind.ATTENTION:
         colorbar.visible = True
-    if kind == "query_attention":
+    if kind is ResultLayerKind.QUERY_ATTENTION:
         _follow_query_visibility(layer)
-    if viewer is not None and kind in ("attention", "query_attention") and colorbar is not None:
+    if viewer is not None and kind in heatmaps and colorbar is not None:
         # napari makes a bar's visual when it is first shown (the per-query stack's is hidden at first)
         if not label_colorbar(viewer, layer):
             colorbar.events.visible.connect(lambda _e=None: label_colorbar(viewer, layer))

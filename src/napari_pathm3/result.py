@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,13 @@ from ._types import PathLike
 from .grounding import PhraseMap, WordMaps, caption_class_agreement
 from .heatmaps import patch_boxes
 from .io.geojson import polygons_to_geojson
-from .io.jsonfile import write_json_atomic
+from .jsonfile import write_json_atomic
 from .tiling import PatchGrid, TissueMask
+
+#: the model name of every demo-model result (the checkpoint says it is the demo: ``PathM3Config.demo``)
+DEMO_MODEL_NAME = "demo model (not diagnostic)"
+#: the one disclaimer demo results carry (JSON, heatmap PNG, CLI, viewer)
+DISCLAIMER = "Demo model: trained in under a minute on one sample slide; NOT diagnostic."
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +58,11 @@ class SlideResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: human-readable problems with this result (e.g. "this model has not learned to caption"): show them
     warnings: tuple[str, ...] = ()
+    #: the model's training verdict says it has not learned to caption: ``caption`` says so instead of text
+    #: the model would write for any slide (widgets, overlay and exports decide by this flag, not by warnings)
+    caption_withheld: bool = False
+    #: made by the offline demo model (its checkpoint says so): shown with :data:`DISCLAIMER` everywhere
+    demo: bool = False
     #: distance of this slide's features to the model's training features (``OodCheck.to_dict()``), or None
     #: when the model has no training-feature summary
     out_of_distribution: dict[str, Any] | None = None
@@ -65,6 +75,15 @@ class SlideResult:
     phrase_maps: tuple[PhraseMap, ...] = ()
     #: file the word and phrase maps were written to (set by the CLI beside its JSON)
     maps_file: str | None = None
+
+    def in_units(self, mpp_xy: tuple[float, float] | None) -> SlideResult:
+        """This result drawn in other units: ``mpp_xy`` of the slide layer it is shown over (``None``:
+        pixels), e.g. a slide opened without µm/px that was captioned with an entered value."""
+        return replace(self, mpp_xy=None if mpp_xy is None else (float(mpp_xy[0]), float(mpp_xy[1])))
+
+    def with_maps_file(self, path: PathLike) -> SlideResult:
+        """This result saying its word and phrase maps were written to ``path`` (see :meth:`save_maps`)."""
+        return replace(self, maps_file=str(path))
 
     def accuracy_text(self) -> str:
         """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""
@@ -144,6 +163,7 @@ class SlideResult:
             "region": None if self.region is None else [np.asarray(p).tolist() for p in self.region],
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "warnings": list(self.warnings),
+            "caption_withheld": self.caption_withheld,
             "out_of_distribution": self.out_of_distribution,
             "model_accuracy": self.model_accuracy,
             "caption_class_agreement": self.caption_class_agreement,
@@ -157,6 +177,7 @@ class SlideResult:
             },
             "phrase_maps": [p.summary() for p in self.phrase_maps],
             "provenance": self.provenance,
+            **({"disclaimer": DISCLAIMER} if self.demo else {}),
         }
 
     def to_dict(self, *, per_patch: bool = True) -> dict[str, Any]:

@@ -8,27 +8,29 @@ The slide goes through the same tissue -> patches -> features stages as :func:`~
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._types import CancelToken, PathLike, ProgressFn
-from .config import TilingConfig, TissueConfig
+from ._types import PathLike
+from .config import TilingConfig
 from .grounding import PhraseMap
-from .inference import (
-    _feature_stage,
-    _grid_stages,
-    is_feature_bag,
-    load_encoder,
-    load_model,
-)
-from .io.slide import Slide, as_slide
-from .tiling import PatchGrid
+from .inference import is_feature_bag, load_encoder, load_model, slide_with_mpp
+from .inference.stages import feature_stage, grid_stages, region_polygons
+from .io.slide import Slide
+from .jobs import CaptionRequest, RunContext
+from .tiling import PatchGrid, TissueMask
 
 __all__ = ["QueryResult", "encoder_tiling", "query_heatmap", "zero_shot_slide"]
+
+
+def zero_shot_name(source: str) -> str:
+    """The model name of a zero-shot result: ``zero-shot: <folder or repo name> (clip:<spec>)``."""
+    spec = source.removeprefix("clip:")
+    return f"zero-shot: {Path(spec).name or spec} ({source})"
 
 
 def encoder_tiling(encoder: Any) -> TilingConfig:
@@ -61,113 +63,80 @@ class QueryResult:
         }
 
 
-def _features(
-    slide_or_path: Slide | PathLike,
+@dataclass(frozen=True, eq=False)
+class _SlideFeatures:
+    features: np.ndarray
+    grid: PatchGrid
+    tissue: TissueMask
+    where: dict[str, Any]  # slide_path, slide_dimensions, mpp_xy
+    region: list[np.ndarray] | None
+
+
+def _slide_features(
+    target: Slide | PathLike,
     encoder: Any,
-    *,
-    device: str,
-    region: Sequence[np.ndarray] | None,
-    tiling: TilingConfig,
-    tissue: TissueConfig | None,
-    cache_dir: PathLike | None,
-    timings: dict[str, float],
-    progress: ProgressFn | None,
-    cancel: CancelToken | None,
-) -> tuple[np.ndarray, PatchGrid, str, tuple[float, float] | None]:
-    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
-    with as_slide(slide_or_path) as slide:
-        grid, _ = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
-        feats = _feature_stage(slide, grid, encoder, cache_dir, device, timings, progress, cancel)
-        return feats, grid, str(slide.path), slide.mpp_xy
+    model_tiling: TilingConfig | None,
+    request: CaptionRequest,
+    ctx: RunContext,
+) -> _SlideFeatures:
+    """Tissue -> patches (the request's grid rule over ``model_tiling``) -> features of the slide."""
+    with slide_with_mpp(target, request.mpp) as slide:
+        polygons = None if request.region is None else region_polygons(request.region, slide)
+        tiling = request.tiling_for(model_tiling, slide.mpp)
+        grid, tissue = grid_stages(slide, tiling, request.tissue, polygons, ctx)
+        feats = feature_stage(slide, grid, encoder, request, ctx)
+        where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
+    return _SlideFeatures(feats, grid, tissue, where, polygons)
 
 
 def query_heatmap(
-    slide_or_path: Slide | PathLike,
-    phrase: str,
-    *,
-    model: Any,
-    encoder: Any = None,
-    device: str = "auto",
-    region: Sequence[np.ndarray] | None = None,
-    tiling: TilingConfig | None = None,
-    tissue: TissueConfig | None = None,
-    cache_dir: PathLike | None = None,
-    method: str = "auto",
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
+    target: Slide | PathLike, phrase: str, request: CaptionRequest, context: RunContext | None = None
 ) -> QueryResult:
-    """The phrase map of ``phrase`` on a slide (see :func:`napari_pathm3.api.query_heatmap`)."""
+    """The phrase map of ``phrase`` on a slide (see :func:`napari_pathm3.api.query_heatmap`); the method is
+    ``request.phrase_method``."""
     from .inference import model_name
     from .threads import apply_thread_policy
 
     apply_thread_policy()
     if not str(phrase).strip():
         raise ValueError("phrase: empty; type a few words, e.g. 'solid nests'")
-    timings: dict[str, float] = {}
-    if isinstance(model, str) and model.startswith("clip:"):
+    ctx = context or RunContext()
+    if request.is_clip:
         from .features.clip import phrase_values
         from .features.encoders import cached_encoder, canonical_name
 
-        enc = cached_encoder(canonical_name(model), device)
-        feats, grid, path, mpp = _features(
-            slide_or_path,
-            enc,
-            device=device,
-            region=region,
-            tiling=tiling or encoder_tiling(enc),
-            tissue=tissue,
-            cache_dir=cache_dir,
-            timings=timings,
-            progress=progress,
-            cancel=cancel,
-        )
-        t0 = time.perf_counter()
-        values, prompts = phrase_values(enc, feats, phrase)
+        enc = cached_encoder(canonical_name(request.model), request.device)
+        got = _slide_features(target, enc, encoder_tiling(enc), request, ctx)
+        with ctx.timed("phrase"):
+            values, prompts = phrase_values(enc, got.features, phrase)
         pm = PhraseMap(phrase, values, f"CLIP patch-text similarity ({enc.name})", info={"prompts": prompts})
-        timings["phrase"] = time.perf_counter() - t0
-        return QueryResult(path, mpp, grid, pm, enc.name, timings)
-    if is_feature_bag(slide_or_path):
+        return QueryResult(got.where["slide_path"], got.where["mpp_xy"], got.grid, pm, enc.name, ctx.timings)
+    if is_feature_bag(target):
         raise ValueError(
             "query_heatmap needs a slide; for a feature bag use caption_slide(..., queries=[...])"
         )
     from .grounding import phrase_map
 
-    pm3 = load_model(model, device=device, text_side=method in ("itc", "joint"))
-    enc = load_encoder(encoder, model=pm3, device=device)
-    feats, grid, path, mpp = _features(
-        slide_or_path,
-        enc,
-        device=device,
-        region=region,
-        tiling=tiling or pm3.config.tiling or TilingConfig(),
-        tissue=tissue,
-        cache_dir=cache_dir,
-        timings=timings,
-        progress=progress,
-        cancel=cancel,
+    method = request.phrase_method
+    pm3 = load_model(request.model, device=request.device, text_side=method in ("itc", "joint"))
+    enc = load_encoder(request.encoder, model=pm3, device=request.device)
+    got = _slide_features(target, enc, pm3.config.tiling, request, ctx)
+    with ctx.timed("phrase"):
+        result = phrase_map(pm3, got.features, phrase, method=method)
+    return QueryResult(
+        got.where["slide_path"], got.where["mpp_xy"], got.grid, result, model_name(pm3), ctx.timings
     )
-    t0 = time.perf_counter()
-    result = phrase_map(pm3, feats, phrase, method=method)
-    timings["phrase"] = time.perf_counter() - t0
-    return QueryResult(path, mpp, grid, result, model_name(pm3), timings)
 
 
 def zero_shot_slide(
-    slide_or_path: Slide | PathLike,
-    *,
-    model: str,
+    target: Slide | PathLike,
     class_names: Sequence[str],
+    request: CaptionRequest,
+    *,
     templates: Sequence[str] | None = None,
-    device: str = "auto",
-    region: Sequence[np.ndarray] | None = None,
-    tiling: TilingConfig | None = None,
-    tissue: TissueConfig | None = None,
-    cache_dir: PathLike | None = None,
-    top_k: int = 8,
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
+    context: RunContext | None = None,
 ) -> Any:
-    """Zero-shot slide classification with a CLIP-style encoder ``model`` (``"clip:<id or folder>"``):
+    """Zero-shot slide classification with a CLIP-style encoder ``request.model`` (``"clip:<id or folder>"``):
     a :class:`~napari_pathm3.result.SlideResult` whose ``attention`` is the predicted class's patch map and
     whose ``phrase_maps`` hold every class's map (no caption, no learned queries)."""
     from .features.clip import DEFAULT_TEMPLATES, zero_shot
@@ -177,45 +146,39 @@ def zero_shot_slide(
     from .threads import apply_thread_policy
 
     apply_thread_policy()
-    if not (isinstance(model, str) and model.startswith("clip:")):
+    if not request.is_clip:
         raise ValueError(
-            f"zero-shot classification needs a CLIP-style encoder 'clip:<id or folder>', not {model!r}"
+            f"zero-shot classification needs a CLIP-style encoder 'clip:<id or folder>', not {request.model!r}"
         )
+    ctx = context or RunContext()
     templates = tuple(t for t in (templates or DEFAULT_TEMPLATES) if t.strip()) or DEFAULT_TEMPLATES
-    timings: dict[str, float] = {}
-    enc = cached_encoder(canonical_name(model), device)
-    polygons = None if region is None else [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in region]
-    tiling = tiling or encoder_tiling(enc)
-    with as_slide(slide_or_path) as slide:
-        grid, tissue_mask = _grid_stages(slide, tiling, tissue, polygons, timings, progress, cancel)
-        feats = _feature_stage(slide, grid, enc, cache_dir, device, timings, progress, cancel)
-        where = {"slide_path": str(slide.path), "slide_dimensions": slide.dimensions, "mpp_xy": slide.mpp_xy}
-    t0 = time.perf_counter()
-    probs, per_class = zero_shot(enc, feats, class_names, templates=templates)
-    timings["zero_shot"] = time.perf_counter() - t0
+    enc = cached_encoder(canonical_name(request.model), request.device)
+    got = _slide_features(target, enc, encoder_tiling(enc), request, ctx)
+    with ctx.timed("zero_shot"):
+        probs, per_class = zero_shot(enc, got.features, class_names, templates=templates)
     names = list(probs)
     label = max(probs, key=probs.__getitem__)
     attention = per_class[names.index(label)]
-    idx, scores = _top_k(attention, top_k)
+    idx, scores = _top_k(attention, request.top_k)
     maps = tuple(
         PhraseMap(c, per_class[i], f"zero-shot class map ({enc.name})", info={"prompts": list(templates)})
         for i, c in enumerate(names)
     )
     return SlideResult(
-        **where,
+        **got.where,
         label=label,
         probabilities=probs,
         caption="",
         attention=attention,
-        query_attention=np.zeros((0, len(grid)), np.float32),
-        grid=grid,
-        tissue=tissue_mask,
+        query_attention=np.zeros((0, len(got.grid)), np.float32),
+        grid=got.grid,
+        tissue=got.tissue,
         top_indices=idx,
         top_scores=scores,
-        model_name=f"zero-shot {enc.name}",
+        model_name=zero_shot_name(enc.name),
         encoder_name=enc.name,
         device=str(enc.device),
-        region=polygons,
-        timings=timings,
+        region=got.region,
+        timings=dict(ctx.timings),
         phrase_maps=maps,
     )

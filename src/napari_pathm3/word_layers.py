@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .heatmaps import RELATIVE_LOG2_RANGE, attention_log2, grid_cells, grid_shape
+from .layer_kinds import KIND_KEY, ResultLayerKind
 from .layers import HEATMAP_STYLE, _bar_out_of_the_overlay, _units
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def map_layer(
         "contrast_limits": RELATIVE_LOG2_RANGE,
         "interpolation2d": "nearest",
         "multiscale": len(levels) > 1,
-        "metadata": {**(metadata or {}), "kind": "word_map", "scale": map_label(what)},
+        "metadata": {**(metadata or {}), KIND_KEY: ResultLayerKind.WORD_MAP.value, "scale": map_label(what)},
         **HEATMAP_STYLE,
         **_units(units, 2),
     }
@@ -143,7 +144,7 @@ def phrase_map_layers(result: Any) -> list[tuple[Any, dict[str, Any], str]]:
             metadata={"slide_path": result.slide_path, "method": pm.method},
             raster=raster,
         )
-        kwargs["metadata"]["kind"] = "phrase_map"
+        kwargs["metadata"][KIND_KEY] = ResultLayerKind.PHRASE_MAP.value
         kwargs["visible"] = False
         layers.append((data, kwargs, kind))
     return layers

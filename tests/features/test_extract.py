@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from napari_pathm3.errors import Cancelled, EncoderError, NoTissueError
 from napari_pathm3.features.encoders import FrozenEncoder, get_encoder
 from napari_pathm3.features.extract import extract_features
 from napari_pathm3.io.feature_store import inspect_bag, read_bag
-from napari_pathm3.tiling import PatchReader
+from napari_pathm3.io.patch_reader import PatchReader
 
 N_SUB = 40  # patches used by the store tests (of 53)
 
@@ -102,7 +103,7 @@ def test_store_equals_memory_and_is_reused(cmu_slide, sub_grid, tmp_path: Path) 
     bag = extract_features(cmu_slide, sub_grid, enc, store=store, device="cpu", batch_size=8, chunk_rows=16)
     np.testing.assert_array_equal(bag.features, mem.features)
     np.testing.assert_array_equal(bag.coords, mem.coords)
-    assert bag.attrs["complete"] and bag.attrs["encoder"]["weights_hash"] == enc.weights_hash
+    assert bag.meta.complete and bag.meta.encoder.weights_hash == enc.weights_hash
     enc.model.batches.clear()
     again = extract_features(cmu_slide, sub_grid, enc, store=store, device="cpu", batch_size=8, chunk_rows=16)
     assert enc.model.batches == []  # complete store reused, nothing encoded
@@ -151,7 +152,7 @@ def test_cancel_then_resume_is_identical(
             progress=stop_after_two_chunks,
             cancel=flag,
         )
-    state, _ = inspect_bag(store, full.attrs | {"done": 0, "complete": False})
+    state, _ = inspect_bag(store, dataclasses.replace(full.meta, done=0, complete=False))
     assert state == "partial"
     assert read_bag(store, allow_partial=True).features.shape[0] == 16
     seen: list[int] = []
@@ -220,7 +221,7 @@ def test_sigkill_mid_run_then_resume_is_identical(
         if proc.poll() is None:
             proc.kill()
     partial = read_bag(store, allow_partial=True)
-    assert not partial.attrs["complete"] and 16 <= partial.attrs["done"] < N_SUB
+    assert not partial.meta.complete and 16 <= partial.meta.done < N_SUB
     enc = tiny_enc
     resumed = extract_features(
         cmu_slide, sub_grid, enc, store=store, batch_size=8, chunk_rows=8, device="cpu"
@@ -272,7 +273,7 @@ def test_stale_stores_are_recomputed(
     with torch.no_grad():
         other.model.scale.mul_(2)
     bag = recomputed(encoder=other)
-    assert bag.attrs["encoder"]["weights_hash"] == other.weights_hash != enc.weights_hash
+    assert bag.meta.encoder.weights_hash == other.weights_hash != enc.weights_hash
     # other grid
     assert len(recomputed(encoder=enc, grid=cmu_grid)) == len(cmu_grid)
     # changed slide file

@@ -7,7 +7,7 @@ import pytest
 
 from napari_pathm3 import threads
 from napari_pathm3.features.extract import extract_features
-from napari_pathm3.tiling import reader as reader_mod
+from napari_pathm3.io import patch_reader as reader_mod
 
 torch = pytest.importorskip("torch")
 

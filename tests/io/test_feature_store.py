@@ -8,9 +8,11 @@ import pytest
 from napari_pathm3.errors import FeatureStoreError
 from napari_pathm3.io.feature_store import (
     FORMAT_VERSION,
+    BagMeta,
     BagWriter,
     FeatureBag,
     FeatureStore,
+    GridMeta,
     bag_meta,
     inspect_bag,
     read_bag,
@@ -23,12 +25,12 @@ ENC = {"name": "test:enc", "dim": D, "input_size": None, "mpp": 0.5, "weights_ha
 GRID = {"patch_size": 224, "mpp": 0.5, "tiling": {"patch_size": 224}}
 
 
-def meta(**kw) -> dict:
+def meta(**kw) -> BagMeta:
     args = dict(slide_id="s1", fingerprint="fp", encoder=ENC, grid=GRID, coords=COORDS, dtype="float32") | kw
     return bag_meta(**args)
 
 
-def fill(path: Path, *, upto: int = N, m: dict | None = None, chunk_rows: int = 4) -> BagWriter:
+def fill(path: Path, *, upto: int = N, m: BagMeta | None = None, chunk_rows: int = 4) -> BagWriter:
     w = BagWriter.open(path, meta=m or meta(), coords=COORDS, dim=D, chunk_rows=chunk_rows)
     while w.done < upto:
         stop = min(w.done + w.chunk_rows, N)
@@ -64,8 +66,8 @@ def test_write_read_roundtrip(tmp_path: Path) -> None:
         "s1",
         "fp",
     )
-    assert bag.attrs["format_version"] == FORMAT_VERSION and bag.attrs["grid"] == GRID
-    assert bag.attrs["encoder"]["weights_hash"] == "abc" and len(bag) == N and bag.dim == D
+    assert bag.meta.format_version == FORMAT_VERSION and bag.meta.grid == GridMeta.from_json(GRID)
+    assert bag.meta.encoder.weights_hash == "abc" and len(bag) == N and bag.dim == D
     assert inspect_bag(tmp_path / "a.zarr", meta())[0] == "complete"
 
 
@@ -196,7 +198,7 @@ def test_format1_store_is_ours_and_recomputed(tmp_path: Path) -> None:
     g.attrs.update({"format_version": 1, "slide_id": "s1", "n": N, "done": N, "complete": True})
     assert inspect_bag(path, meta())[0] == "stale"
     w = BagWriter.open(path, meta=meta(), coords=COORDS, dim=D)
-    assert w.done == 0 and read_bag(path, allow_partial=True).attrs["format_version"] == FORMAT_VERSION
+    assert w.done == 0 and read_bag(path, allow_partial=True).meta.format_version == FORMAT_VERSION
 
 
 def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
@@ -208,3 +210,63 @@ def test_leftovers_of_killed_runs_are_removed(tmp_path: Path) -> None:
     kept.mkdir()
     fill(path)
     assert not orphan.exists() and kept.exists()
+
+
+def test_meta_round_trips_the_stored_attributes(tmp_path: Path) -> None:
+    """The typed metadata writes exactly the attributes it reads: the on-disk format is unchanged."""
+    import json
+
+    fill(tmp_path / "a.zarr")
+    on_disk = json.loads((tmp_path / "a.zarr" / "zarr.json").read_text())["attributes"]
+    parsed = BagMeta.from_attrs(on_disk)
+    assert parsed.to_attrs() == on_disk
+    assert parsed.owned and parsed.complete and parsed.n == N and parsed.encoder.name == "test:enc"
+    assert parsed.grid.patch_size == 224 and parsed.grid.tiling == {"patch_size": 224}
+
+
+def test_reads_and_reuses_a_store_written_before_the_typed_metadata(tmp_path: Path) -> None:
+    """A store whose attributes were written by the dict-based code (PatchGrid.params() with all its keys)
+    is read, and reused by a request for the same bag instead of being recomputed."""
+    import zarr
+
+    grid = {
+        "patch_size": 224,
+        "mpp": None,
+        "size_level0": 448.0,
+        "read_level": 0,
+        "read_size": 448,
+        "step_level0": 448.0,
+        "slide_dimensions": [1000, 800],
+        "tiling": {"patch_size": 224, "mpp": 0.5},
+    }
+    path = tmp_path / "old.zarr"
+    group = zarr.open_group(str(path), mode="w")
+    feats = group.create_array("features", shape=(N, D), chunks=(N, D), dtype="float32")
+    feats.attrs["napari_pathm3"] = "feature-bag"
+    group.create_array("coords", shape=(N, 2), chunks=(N, 2), dtype="int64")[:] = COORDS
+    feats[:] = FEATS
+    from napari_pathm3.io.feature_store._files import _digest, coords_sha256
+
+    group.attrs.update(
+        {
+            "napari_pathm3": "feature-bag",
+            "format_version": 2,
+            "slide_id": "s1",
+            "slide_fingerprint": "fp",
+            "encoder": ENC,
+            "grid": grid,
+            "patch_size": 224,
+            "mpp": None,
+            "n": N,
+            "coords_sha256": coords_sha256(COORDS),
+            "dtype": "float32",
+            "chunk_rows": N,
+            "chunk_digests": [_digest(FEATS)],
+            "done": N,
+            "complete": True,
+        }
+    )
+    bag = read_bag(path)
+    assert bag.meta.grid.slide_dimensions == (1000, 800) and bag.meta.size_level0 == 448.0
+    assert bag.encoder_name == "test:enc" and bag.fingerprint == "fp"
+    assert inspect_bag(path, meta(grid=grid)) == ("complete", "complete")

@@ -35,7 +35,9 @@ def test_trident_h5(tmp_path: Path) -> None:
     assert bag.coords.dtype == np.int64 and bag.features.dtype == np.float32
     assert (bag.patch_size, bag.slide_id, bag.mpp) == (256, "slide-7", None)
     assert (
-        bag.attrs["level"] == 0 and bag.attrs["patch_size_level0"] == 512 and bag.attrs["name"] == "slide-7"
+        bag.meta.extra["level"] == 0
+        and bag.meta.patch_size_level0 == 512
+        and bag.meta.extra["name"] == "slide-7"
     )
 
 

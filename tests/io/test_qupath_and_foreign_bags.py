@@ -131,7 +131,7 @@ def test_our_geojson_reads_back_with_classes(tmp_path: Path) -> None:
 def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
     import h5py
 
-    from napari_pathm3.inference import _bag_grid
+    from napari_pathm3.inference import bag_grid
     from napari_pathm3.io.interop import read_feature_file
 
     path = tmp_path / "slide.h5"
@@ -142,8 +142,8 @@ def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
             patch_size=256, patch_size_level0=512, target_magnification=20, level0_magnification=40
         )
     bag = read_feature_file(path)
-    assert bag.attrs["patch_size_level0"] == 512.0 and bag.mpp == pytest.approx(0.5)
-    grid = _bag_grid(bag)
+    assert bag.meta.patch_size_level0 == 512.0 and bag.mpp == pytest.approx(0.5)
+    grid = bag_grid(bag)
     assert grid.size_level0 == 512.0 and grid.slide_dimensions == (1024, 1024)
     from napari_pathm3.training.regions import Region, bags_from_regions
 
@@ -157,7 +157,7 @@ def test_trident_attributes_set_the_level0_patch_size(tmp_path: Path) -> None:
         fh["features"] = np.ones((2, 4), np.float32)
         c = fh.create_dataset("coords", data=np.array([[0, 0], [1024, 0]]))
         c.attrs.update(patch_size=256, patch_level=1, downsample=[4.0, 4.0])
-    assert read_feature_file(clam).attrs["patch_size_level0"] == 1024.0
+    assert read_feature_file(clam).meta.patch_size_level0 == 1024.0
 
 
 def test_missing_extra_is_one_line_naming_it(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import pytest
 
 from napari_pathm3.config import TilingConfig, TissueConfig
 from napari_pathm3.errors import MissingMppError
+from napari_pathm3.io.patch_reader import PatchReader
 from napari_pathm3.io.slide import open_slide
-from napari_pathm3.tiling import PatchReader, detect_tissue, make_grid
+from napari_pathm3.tiling import detect_tissue, make_grid
 from napari_pathm3.tiling.tissue import detect_tissue_array
 
 from ..conftest import BLOBS

@@ -108,9 +108,10 @@ def test_caption_feature_bag_shows_the_verdict(tmp_path, bag_factory, capsys):
     assert res.num_patches == len(h5py.File(bag)["features"]) and res.warnings == ()
     assert set(res.probabilities) == {"a", "b"} and res.attention.shape == (res.num_patches,)
     warning = f"{NOT_CAPTIONING}: it writes the same caption for all 4 validation bags ('x')"
-    (ckpt / VERDICT_NAME).write_text(json.dumps({"warnings": [warning]}))
+    # the typed field decides; the warning is only the sentence shown beside it
+    (ckpt / VERDICT_NAME).write_text(json.dumps({"learned_to_caption": False, "warnings": [warning]}))
     res = api.caption_slide(bag, model=str(ckpt), device="cpu")
-    assert res.caption == NOT_CAPTIONING and res.warnings == (warning,)
+    assert res.caption == NOT_CAPTIONING and res.warnings == (warning,) and res.caption_withheld
     out = tmp_path / "r.json"
     assert main(["caption", str(bag), "--model", str(ckpt), "--out", str(out), "--device", "cpu"]) == 0
     data = json.loads(out.read_text())

@@ -64,7 +64,7 @@ def test_empty_region_skipped_and_tuple_input(slide_features):
 
 
 def test_feature_store_bag_patch_size_from_grid_attrs(slide_features):
-    from napari_pathm3.io.feature_store import FeatureBag
+    from napari_pathm3.io.feature_store import BagMeta, FeatureBag, GridMeta
 
     bag = FeatureBag(
         features=slide_features.features,
@@ -73,7 +73,7 @@ def test_feature_store_bag_patch_size_from_grid_attrs(slide_features):
         mpp=0.5,
         encoder_name="x",
         slide_id="s",
-        attrs={"grid": {"size_level0": 100.0}},
+        meta=BagMeta(grid=GridMeta(size_level0=100.0)),
     )
     square = np.array([[0, 0], [199, 0], [199, 199], [0, 199]], float)
     out = bags_from_regions(bag, [Region(label=0, polygon=square)])

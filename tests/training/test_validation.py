@@ -76,7 +76,7 @@ def _rect(x: float, y: float, w: float, h: float) -> np.ndarray:
 
 
 def test_two_regions_per_class_are_cross_validated(synthetic_slide: Path, tmp_path: Path) -> None:
-    from napari_pathm3.training.region_trainer import train_on_regions
+    from napari_pathm3 import api
 
     (x0, y0, w0, h0), (x1, y1, w1, h1) = BLOBS
     regions = [  # each blob cut in two: two regions per class
@@ -85,7 +85,7 @@ def test_two_regions_per_class_are_cross_validated(synthetic_slide: Path, tmp_pa
         Region(label="small", polygon=_rect(x1, y1, w1, h1 / 2), caption="small blob."),
         Region(label="small", polygon=_rect(x1, y1 + h1 / 2, w1, h1 / 2), caption="small blob."),
     ]
-    result = train_on_regions(
+    result = api.train(
         [(synthetic_slide, regions)],
         output_dir=tmp_path / "run",
         encoder="builtin:colorstats",

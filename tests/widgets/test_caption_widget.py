@@ -246,7 +246,7 @@ def test_long_caption_wraps_and_warnings_replace_it(
     _wait(qtbot, widget)
     res = dataclasses.replace(widget.result, caption="word " * 60)  # results are immutable
     assert max(len(line) for line in overlay_text(res).splitlines()) <= OVERLAY_WIDTH + 20
-    res = dataclasses.replace(res, warnings=("this model has not learned to caption",))
+    res = dataclasses.replace(res, warnings=("this model has not learned to caption",), caption_withheld=True)
     widget._on_result(res)
     assert not widget._warning.native.isHidden() and "not learned to caption" in widget._warning.value
     assert "withheld" in widget._output.value and "word word" not in widget._output.value

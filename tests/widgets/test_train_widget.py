@@ -147,7 +147,7 @@ def test_thread_setting_reaches_training(
 
     seen: list = []
     monkeypatch.setattr(threads, "apply_thread_policy", lambda n=None: seen.append(n))
-    monkeypatch.setattr(region_trainer, "train_on_regions", lambda regions, **kw: "done")
+    monkeypatch.setattr(region_trainer, "train_on_regions", lambda regions, *a, **kw: "done")
     viewer = make_napari_viewer()
     layer = add_slide(viewer, synthetic_slide)
     box = np.array([[100, 100], [100, 300], [300, 300], [300, 100]], float) * layer.scale[0]

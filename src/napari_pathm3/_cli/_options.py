@@ -4,7 +4,6 @@ same grid for the same model (``info --model`` reads the grid a model was traine
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +56,10 @@ def tissue_config(args: argparse.Namespace) -> Any:
     return TissueConfig(**kw) if kw else None
 
 
-def changes_grid(args: argparse.Namespace) -> bool:
-    return args.min_tissue is not None or args.level is not None
-
-
-def with_min_tissue(tiling: Any, args: argparse.Namespace) -> Any:
-    """``tiling`` with ``--min-tissue`` and ``--level`` applied."""
-    if args.min_tissue is not None:
-        tiling = dataclasses.replace(tiling, min_tissue_fraction=args.min_tissue)
-    if args.level is not None:
-        tiling = dataclasses.replace(tiling, target_mpp=None, level=args.level)
-    return tiling
+def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The grid overrides of ``--min-tissue``, ``--level`` and ``--mpp`` as :class:`CaptionRequest` fields
+    (the request's grid rule applies them over the model's tiling)."""
+    return {"min_tissue_fraction": args.min_tissue, "level": args.level, "mpp": args.mpp}
 
 
 def model_tiling_of(model: str | None) -> tuple[Any, str]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
+from .. import api
 from ._checks import IMAGE_SIDE, MPP, TOP_K, add_device
-from ._options import add_tissue_options, changes_grid, tissue_config, with_min_tissue
+from ._options import add_tissue_options, grid_options, tissue_config
 from .progress import StageProgress
 
 EXAMPLES = """examples:
@@ -145,7 +145,6 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
     ``(result, features)``, else the result."""
     import tempfile
 
-    from .. import api
     from ..inference import is_feature_bag
 
     _check_outputs(args)
@@ -160,10 +159,6 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
             result = _caption(args, bar)
         finally:
             bar.close()
-        if args.model == api.DEMO:
-            from ..demo import DEMO_MODEL_NAME
-
-            result = dataclasses.replace(result, model_name=DEMO_MODEL_NAME)
         _write_outputs(args, result)
         _write_exports(args, result)
         if keep_features:
@@ -178,9 +173,7 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
 
 def _caption(args: argparse.Namespace, bar: Any) -> Any:
     """Caption the slide (or the precomputed feature bag) named on the command line."""
-    from .. import api
     from ..inference import is_feature_bag
-    from ..paths import user_cache_dir
 
     if is_feature_bag(args.slide):  # precomputed features (.h5 / .zarr / ...): no slide to open
         if args.heatmap is not None:
@@ -189,45 +182,28 @@ def _caption(args: argparse.Namespace, bar: Any) -> Any:
             raise PathM3Error(
                 f"{args.slide}: a heatmap needs the slide; caption the slide file for --heatmap"
             )
-        return api.caption_slide(
-            args.slide,
-            model=args.model,
-            device=args.device,
-            text=args.text,
-            top_k=args.top_k,
-            progress=bar,
-            **_grounding_args(args),
-        )
-    model: Any = args.model
-    tiling = None
-    if changes_grid(args):  # the model's own grid with the user's tissue fraction / level
-        from ..config import TilingConfig
-
-        model = api.load_model(args.model, device=args.device, text_side=False, progress=bar)
-        tiling = with_min_tissue(model.config.tiling or TilingConfig(), args)
-    with api.open_slide(args.slide, mpp=args.mpp) as slide:
-        return api.caption_slide(
-            slide,
-            model=model,
-            encoder=args.encoder,
-            device=args.device,
-            text=args.text,
-            tiling=tiling,
-            tissue=tissue_config(args),
-            cache_dir=None if args.no_cache else (args.cache_dir or user_cache_dir("features")),
-            top_k=args.top_k,
-            progress=bar,
-            **_grounding_args(args),
-        )
+    return api.caption_slide(args.slide, caption_request(args), progress=bar)
 
 
-def _grounding_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "word_maps": not args.no_word_maps,
-        "queries": tuple(q for q in args.query if q.strip()),
-        "phrase_method": args.phrase_method,
-        "word_method": args.word_method,
-    }
+def caption_request(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_pathm3.jobs.CaptionRequest` of the command line (the grid: the model's, with
+    ``--min-tissue`` / ``--level`` / ``--mpp``, by the request's rule)."""
+    from ..paths import user_cache_dir
+
+    return api.CaptionRequest(
+        model=args.model,
+        encoder=args.encoder,
+        device=args.device,
+        text=args.text,
+        tissue=tissue_config(args),
+        cache_dir=None if args.no_cache else (args.cache_dir or user_cache_dir("features")),
+        top_k=args.top_k,
+        word_maps=not args.no_word_maps,
+        queries=tuple(args.query),
+        phrase_method=args.phrase_method,
+        word_method=args.word_method,
+        **grid_options(args),
+    )
 
 
 def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
@@ -244,19 +220,13 @@ def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
 
 def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     """The result JSON (file or stdout), and the heatmap PNG / CSV / GeoJSON asked for."""
-    from .. import api
     from ..heatmap_png import save_heatmap_png
-    from ..io.jsonfile import json_text, write_json_atomic
+    from ..jsonfile import json_text, write_json_atomic
 
     maps = _maps_path(args, result)
     if maps is not None:
-        result = dataclasses.replace(result, maps_file=str(maps))
-        result.save_maps(maps)
-    data = result.to_dict(per_patch=args.per_patch)
-    if args.model == api.DEMO:
-        from ..demo import DISCLAIMER
-
-        data["disclaimer"] = DISCLAIMER
+        result = api.save_maps(result, maps)
+    data = result.to_dict(per_patch=args.per_patch)  # a demo result carries its disclaimer
     if args.out is not None:
         write_json_atomic(args.out, data)
     elif getattr(args, "cohort", None) is None:  # batch captioning: the cohort table is the output

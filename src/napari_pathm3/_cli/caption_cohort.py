@@ -23,8 +23,8 @@ def run_cohort(args: argparse.Namespace, caption_one: Callable[..., Any]) -> int
     from ..errors import PathM3Error
     from ..io.cohort import write_cohort
     from ..io.extras import require
+    from ..model.verdict import verdict_of
     from ..training.cohort import slide_embeddings
-    from ..training.verdict import read_verdict
 
     if args.cohort is None:
         raise PathM3Error("several slides: pass --cohort OUT.h5ad (one row per slide)")
@@ -37,7 +37,8 @@ def run_cohort(args: argparse.Namespace, caption_one: Callable[..., Any]) -> int
         raise PathM3Error(f"slide ids (file names) repeat: {repeated[:3]}; a cohort row needs a unique id")
     require("anndata", purpose="--cohort")  # before captioning, not after it
     model = api.load_model(args.model, device=args.device, text_side=False)
-    verdict = read_verdict(args.model) or {}
+    recorded = verdict_of(model)
+    verdict = recorded.to_dict() if recorded is not None else {}
     rows: list[dict[str, Any]] = []
     embeddings: list[np.ndarray | None] = []
     failed = 0

@@ -10,9 +10,7 @@ BLEU-1..4, ``meteor_nltk`` (exact-match METEOR), ROUGE-L (β=1.2), CIDEr-D; no S
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from ._checks import BATCH, BEAMS, add_device
 
@@ -88,13 +86,12 @@ def run(args: argparse.Namespace) -> int:
         _write_cohort(args, records, metrics)
     if not args.predictions:
         metrics.pop("predictions", None)
-    from ..io.jsonfile import finite_or_null
+    from ..jsonfile import finite_or_null, json_text, write_json_atomic
 
-    text = json.dumps(finite_or_null(metrics), indent=2, default=str, allow_nan=False)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(args.out, finite_or_null(metrics))
     else:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(json_text(finite_or_null(metrics)) + "\n")
     return 0
 
 
@@ -134,9 +131,9 @@ def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> Non
     """The cohort table: rows from the predictions, embeddings from a second image-only pass per slide."""
     from ..inference import load_model
     from ..io.cohort import write_cohort
+    from ..model.verdict import verdict_of
     from ..training.cohort import cohort_rows, slide_embeddings
     from ..training.data import BagDataset, resolve_features
-    from ..training.verdict import read_verdict
 
     model = load_model(args.model, device=args.device, text_side=False)
     if args.mode is not None and args.mode != model.config.mode:
@@ -145,7 +142,8 @@ def _write_cohort(args: argparse.Namespace, records: list, metrics: dict) -> Non
         model.config = dataclasses.replace(model.config, mode=args.mode)
     ds = BagDataset(records, model.config.class_names, args.features)
     paths = {ds[i].slide_id: str(resolve_features(r.key, args.features)) for i, r in enumerate(records)}
-    verdict = read_verdict(args.model) or {}
+    recorded = verdict_of(model)
+    verdict = recorded.to_dict() if recorded is not None else {}
     rows = cohort_rows(metrics, paths=paths, verdict=verdict)
     uns = {
         "model": str(args.model),

@@ -9,8 +9,9 @@ import argparse
 import json
 import sys
 
+from ..jobs import CaptionRequest
 from ._checks import MPP, PATCH_SIZE
-from ._options import add_tissue_options, model_tiling_of, tissue_config, with_min_tissue
+from ._options import add_tissue_options, grid_options, model_tiling_of, tissue_config
 
 EXAMPLES = """examples:
   napari-pathm3 info slide.svs
@@ -44,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if args.patch_size is not None or args.target_mpp is not None:
         changes = {k: v for k, v in (("patch_size", args.patch_size), ("target_mpp", args.target_mpp)) if v}
         tiling, source = dataclasses.replace(tiling, **changes), f"{source}, changed by options"
-    tiling = with_min_tissue(tiling, args)
     with open_slide(args.slide, mpp=args.mpp) as slide:
+        tiling = CaptionRequest(**grid_options(args)).tiling_for(tiling, slide.mpp)  # the captioning rule
         meta = slide.metadata()
         meta.pop("properties")
         if not slide.is_rgb:  # fluorescence / greyscale: metadata only (tissue detection needs RGB)

@@ -152,11 +152,10 @@ def score(
 
 def run(args: argparse.Namespace) -> int:
     metrics = score(args.references, args.predictions, tokenizer=args.tokenizer, per_example=args.per_example)
-    from ..io.jsonfile import finite_or_null
+    from ..jsonfile import finite_or_null, json_text, write_json_atomic
 
-    text = json.dumps(finite_or_null(metrics), indent=2, allow_nan=False)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        write_json_atomic(args.out, finite_or_null(metrics))
     else:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(json_text(finite_or_null(metrics)) + "\n")
     return 0

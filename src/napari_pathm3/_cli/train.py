@@ -290,7 +290,7 @@ def _feature_dim(records, features_dir) -> int:
 
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
-        from ..io.jsonfile import finite_or_null
+        from ..jsonfile import finite_or_null
 
         # valid JSON: an undefined metric (NaN) is printed as null
         json.dump(finite_or_null(obj), sys.stdout, indent=2, default=str, allow_nan=False)
@@ -466,8 +466,8 @@ def _store_tiling(features_dir: str) -> Any:
 
     store = FeatureStore(features_dir)
     for key in store.keys():
-        grid = store.open_bag(key).attrs.get("grid")
-        tiling = grid.get("tiling") if isinstance(grid, dict) else None
+        grid = store.open_bag(key).meta.grid
+        tiling = None if grid is None else grid.tiling
         if tiling:
             source = f"{store.path_for(key)}: grid.tiling"
             fix = "re-extract this store (napari-pathm3 extract --overwrite)"

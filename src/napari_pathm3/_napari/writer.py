@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..io.geojson import polygons_to_geojson
-from ..io.jsonfile import write_json_atomic
+from ..jsonfile import write_json_atomic
 
 
 def shapes_to_level0_polygons(data: list[np.ndarray], meta: dict[str, Any]) -> list[np.ndarray]:

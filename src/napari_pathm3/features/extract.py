@@ -1,6 +1,6 @@
 """``extract_features(slide, grid, encoder)``: patch reads in threads overlapped with batched encoding.
 
-Reader threads (:class:`~napari_pathm3.tiling.PatchReader`) read and decode the next ``prefetch`` batches
+Reader threads (:class:`~napari_pathm3.io.patch_reader.PatchReader`) read and decode the next ``prefetch`` batches
 while the main thread encodes the current one; torch threads and reader workers come from one thread budget
 (:func:`~napari_pathm3.threads.apply_thread_policy`), so together they never oversubscribe the free cores (with
 a budget of one thread and a CPU encoder, patches are read in the calling thread between encoder calls); on CUDA
@@ -22,8 +22,9 @@ from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..device import empty_cache, is_oom
 from ..errors import EncoderError, NoTissueError
 from ..io.feature_store import BagWriter, FeatureBag, bag_meta, slide_id_for
+from ..io.patch_reader import PatchReader
 from ..threads import apply_thread_policy
-from ..tiling import PatchGrid, PatchReader
+from ..tiling import PatchGrid
 from .encoders import FrozenEncoder, get_encoder
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def extract_features(
         encoder_name=enc.name,
         slide_id=slide_id,
         fingerprint=fingerprint,
-        attrs=meta,
+        meta=meta,
     )
 
 

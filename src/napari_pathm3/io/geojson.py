@@ -51,7 +51,7 @@ def geojson_to_polygons(data: dict[str, Any]) -> tuple[list[np.ndarray], list[di
     for feat in feats:
         geom = feat.get("geometry") or {}
         rings = {"Polygon": [geom.get("coordinates", [[]])], "MultiPolygon": geom.get("coordinates", [])}.get(
-            geom.get("type"), []
+            str(geom.get("type")), []
         )
         for poly in rings:
             ring = np.asarray(poly[0], dtype=float)

@@ -1,7 +1,7 @@
 """Feature bags written by other toolkits, and coordinate-free bags from folders of patch images.
 
 * TRIDENT / CLAM ``.h5``: datasets ``features`` ``(N, D)`` (or ``(1, N, D)``) and ``coords`` ``(N, 2)``;
-  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.attrs``; the level-0 patch
+  attributes such as ``patch_size`` / ``patch_level`` / ``level`` are kept in ``bag.meta.extra``; the level-0 patch
   side comes from TRIDENT's ``patch_size_level0`` (or CLAM's ``downsample``, or TRIDENT's magnifications).
 * SpatialData ``.zarr`` (LazySlide / wsidata / our export): see :mod:`.spatialdata`.
 * ``.npy``: a ``(N, D)`` array, no coordinates.
@@ -25,7 +25,7 @@ import numpy as np
 
 from .._types import CancelToken, PathLike, ProgressFn, check_cancel, report
 from ..errors import FeatureStoreError
-from .feature_store import FeatureBag, read_bag, require_finite
+from .feature_store import BagMeta, FeatureBag, read_bag, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def read_h5_bag(path: PathLike, *, slide_id: str | None = None) -> FeatureBag:
         mpp=float(mpp) if isinstance(mpp, (int, float)) else None,
         encoder_name=str(attrs.get("encoder", "")),
         slide_id=slide_id or path.stem,
-        attrs=attrs,
+        meta=BagMeta.from_attrs(attrs),
     )
 
 
@@ -213,7 +213,7 @@ def _foreign_bag(
         mpp=None,
         encoder_name="",
         slide_id=slide_id or path.stem,
-        attrs={"source": str(path)},
+        meta=BagMeta(source=str(path)),
     )
 
 
@@ -279,8 +279,8 @@ def _load_image(path: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as src:
+            im = src.convert("RGB")
             if size is not None and im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(im)
@@ -334,7 +334,7 @@ def bags_from_patch_folder(
                 mpp=None,
                 encoder_name=str(getattr(encoder, "name", "")),
                 slide_id=sid,
-                attrs={"source": str(folder), "files": [p.name for p in paths]},
+                meta=BagMeta(source=str(folder), extra={"files": [p.name for p in paths]}),
             )
     return out
 

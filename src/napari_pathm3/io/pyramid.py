@@ -13,8 +13,8 @@ from .downsample import read_downsampled  # noqa: F401 - moved to io/downsample.
 if TYPE_CHECKING:
     import dask.array as da
 
+    from .backends.capabilities import TileDecoder
     from .slide import Slide
-    from .tiff_tiles import TiffTiles
 
 #: Chunk edge for untiled (stripped) images, whose "native tile" would be the whole level.
 UNTILED_CHUNK = 1024
@@ -82,20 +82,21 @@ def level_array(slide: Slide, level: int) -> da.Array:
 def multiscale(slide: Slide, *, direct_tiff: bool = True) -> list[da.Array]:
     """One lazy dask array per pyramid level, largest first. Levels smaller than a pixel are dropped.
 
-    ``direct_tiff``: plain tiled RGB TIFF/SVS pyramids decode their tiles directly (same pixels, less CPU
-    per tile); ``False`` reads every chunk through ``Slide.read_region``."""
+    ``direct_tiff``: backends with a direct tile decoder (plain tiled RGB TIFF/SVS pyramids) serve chunks
+    from it (same pixels, less CPU per tile); ``False`` reads every chunk through ``Slide.read_region``."""
     levels = _tiff_levels(slide) if direct_tiff else None
     return levels or [level_array(slide, i) for i in range(slide.level_count)]
 
 
-#: Plain tiled RGB TIFF pyramids (generic TIFF, Aperio SVS) serve their chunks from tiles decoded directly
-#: (:class:`~.tiff_tiles.TiffTiles`: imagecodecs, the same pixels as OpenSlide, checked in tests): per chunk one
-#: ``pread`` and one decode, with less Python per chunk than a tifffile-zarr store (zarr's async codec
-#: pipeline) and a fraction of OpenSlide's CPU per tile (benchmarks/bench_view.py). Other files: OpenSlide.
+#: Backends with :class:`~.backends.capabilities.DirectTiles` (plain tiled RGB TIFF pyramids: generic TIFF,
+#: Aperio SVS) serve chunks from tiles decoded directly (:class:`~.backends.tiff_tiles.TiffTiles`: imagecodecs,
+#: the same pixels as OpenSlide, checked in tests): per chunk one ``pread`` and one decode, with less Python
+#: per chunk than a tifffile-zarr store (zarr's async codec pipeline) and a fraction of OpenSlide's CPU per
+#: tile (benchmarks/bench_view.py). Other files: ``Slide.read_level_native``.
 class _TileLevel:
     """Array-like view of one plain tiled TIFF level (dask calls ``__getitem__`` with one chunk's slices)."""
 
-    def __init__(self, slide: Slide, tiles: TiffTiles, level: int) -> None:
+    def __init__(self, slide: Slide, tiles: TileDecoder, level: int) -> None:
         self.slide, self.tiles, self.level = slide, tiles, level
         w, h = slide.level_dimensions[level]
         self.shape: tuple[int, ...] = (h, w, 3)
@@ -106,7 +107,7 @@ class _TileLevel:
         y0, y1, _ = key[0].indices(self.shape[0])
         x0, x1, _ = key[1].indices(self.shape[1])
         out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
-        if out.size and not self._read(x0, y0, out):  # a missing or undecodable tile: OpenSlide reads it
+        if out.size and not self._read(x0, y0, out):  # a missing or undecodable tile: the slide reads it
             out = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
         return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
 
@@ -118,12 +119,8 @@ class _TileLevel:
 
 
 def _tiff_levels(slide: Slide) -> list[da.Array] | None:
-    if slide.backend != "openslide" or not slide.is_rgb:  # non-RGB samples keep their own path
-        return None
-    from .tiff_tiles import TiffTiles
-
     # no tile cache: napari asks for each chunk once and keeps what it shows; one tile per level is kept
-    tiles = TiffTiles.for_slide(slide, cache_bytes=0)
+    tiles = slide.tile_decoder(cache_bytes=0)
     if tiles is None or not all(tiles.supports(i) for i in range(slide.level_count)):
         if tiles is not None:
             tiles.close()

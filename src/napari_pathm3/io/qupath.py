@@ -237,16 +237,9 @@ def feature_collection(features: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_geojson(path: PathLike, data: Mapping[str, Any]) -> Path:
     """Compact strict JSON (no NaN), written beside ``path`` and renamed into place."""
-    import os
+    from ..jsonfile import write_json_atomic
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, separators=(",", ":"), allow_nan=False), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_json_atomic(path, data, indent=None)
 
 
 # ------------------------------------------------------------------------------------------------ reading

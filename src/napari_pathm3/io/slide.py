@@ -1,4 +1,4 @@
-"""``open_slide(path) -> Slide``: one thread-safe API over OpenSlide and tiffslide.
+"""``open_slide(path) -> Slide``: one thread-safe API over the slide backends (:mod:`.backends`).
 
 Pixels come back as RGB uint8 with transparent areas composited on white. Coordinates are level-0 pixels
 ``(x, y)``; sizes are ``(width, height)`` at the requested level, as in OpenSlide.
@@ -15,16 +15,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .._types import PathLike
 from ..errors import MissingMppError, NotBrightfieldError, SlideReadError
+from .backends import AUTO, BackendKind, open_backend
+from .backends.base import rgba_to_rgb
+from .backends.capabilities import (
+    TILE_CACHE_BYTES,
+    DirectTiles,
+    NativeSamples,
+    PixelReader,
+    ThreadedPixels,
+    TileDecoder,
+)
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "openslide", "tiffslide"]
+#: a backend's name (a :class:`BackendKind` value) or ``"auto"``
+Backend = BackendKind | str
 
 #: File suffixes we claim in napari (other readers get everything else).
 SLIDE_SUFFIXES = (
@@ -40,13 +51,6 @@ SLIDE_SUFFIXES = (
     ".bif",
     ".dcm",
     ".qptiff",
-)
-
-_MPP_KEYS = (
-    ("openslide.mpp-x", "openslide.mpp-y"),
-    ("tiffslide.mpp-x", "tiffslide.mpp-y"),
-    ("aperio.MPP", "aperio.MPP"),
-    ("tifffile.mpp-x", "tifffile.mpp-y"),
 )
 
 
@@ -84,44 +88,14 @@ def _resolve_path(path: PathLike) -> Path:
     return p
 
 
-def _open_backend(path: Path, backend: Backend) -> Any:
-    from ._openslide import OpenSlideBackend
-    from ._tifffile import TiffFileBackend, is_non_rgb_tiff
-    from ._tiffslide import TiffSlideBackend
-
-    if backend == "auto" and is_non_rgb_tiff(path):  # OpenSlide would silently turn it into 8-bit RGB
-        try:
-            return TiffFileBackend(path)
-        except Exception as err:
-            raise SlideReadError(
-                f"{path}: cannot read this non-RGB TIFF ({type(err).__name__}: {err})"
-            ) from err
-    order = {
-        "auto": (OpenSlideBackend, TiffSlideBackend),
-        "openslide": (OpenSlideBackend,),
-        "tiffslide": (TiffSlideBackend,),
-    }[backend]
-    reasons = []
-    for cls in order:
-        try:
-            return cls(path)
-        except ImportError:
-            raise
-        except Exception as err:  # each library has its own error types; collect them for one clear message
-            reasons.append(f"{cls.name}: {type(err).__name__}: {err}".strip())
-    raise SlideReadError(
-        f"{path}: cannot open as a whole-slide image (unreadable, truncated or unsupported format) - "
-        + "; ".join(reasons)
-    )
-
-
 class Slide:
     """A whole-slide image. Use :func:`open_slide`; close it (or use ``with``) to release file handles."""
 
-    def __init__(self, path: PathLike, *, backend: Backend = "auto", mpp: float | None = None) -> None:
+    def __init__(self, path: PathLike, *, backend: Backend = AUTO, mpp: float | None = None) -> None:
         self.path = Path(path)
         self._file = _resolve_path(self.path)
-        self._backend = _open_backend(self._file, backend)
+        self._backend = open_backend(self._file, backend)
+        self._native = self._backend if isinstance(self._backend, NativeSamples) else None
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise ValueError(f"mpp must be a positive number, got {mpp!r}")
         self._mpp_override = mpp
@@ -137,19 +111,38 @@ class Slide:
         dims = self.level_dimensions
         if not dims or any(w <= 0 or h <= 0 for w, h in dims):
             raise SlideReadError(f"{self.path}: slide reports no readable pyramid levels ({dims})")
+        if not self.is_rgb and self._native is None:
+            raise SlideReadError(
+                f"{self.path}: {self.backend} reports {self.pixel_kind()} pixels but cannot read them"
+            )
         try:  # decoding one tile catches truncated files that still have a valid header
             w, h = dims[-1]
-            if self.is_rgb:
+            if self.is_rgb or self._native is None:
                 self._backend.read_rgba(0, 0, len(dims) - 1, min(w, 16), min(h, 16))
             else:
-                self._backend.read_level(len(dims) - 1, 0, 0, min(w, 16), min(h, 16))
+                self._native.read_level(len(dims) - 1, 0, 0, min(w, 16), min(h, 16))
         except Exception as err:
             raise SlideReadError(f"{self.path}: header is readable but pixel data is not ({err})") from err
 
     # -- metadata ---------------------------------------------------------------------------------------------
     @property
-    def backend(self) -> str:
-        return self._backend.name
+    def backend(self) -> BackendKind:
+        """The backend reading the file (a ``str`` enum: equal to its name)."""
+        return self._backend.kind
+
+    def tile_decoder(self, *, cache_bytes: int = TILE_CACHE_BYTES) -> TileDecoder | None:
+        """The backend's direct tile decoder (:class:`~.backends.capabilities.DirectTiles`) for this file,
+        or ``None``: the patch reader and the napari pyramid then read through :meth:`read_region`."""
+        if isinstance(self._backend, DirectTiles):
+            return self._backend.tile_decoder(cache_bytes=cache_bytes)
+        return None
+
+    def pixel_reader(self) -> PixelReader | None:
+        """The backend's per-thread pixel reader (:class:`~.backends.capabilities.ThreadedPixels`), or
+        ``None``: the patch reader's threads then read through :meth:`read_region`."""
+        if isinstance(self._backend, ThreadedPixels):
+            return self._backend.pixel_reader()
+        return None
 
     @property
     def vendor(self) -> str:
@@ -158,17 +151,17 @@ class Slide:
     @property
     def is_rgb(self) -> bool:
         """True for brightfield RGB(A) slides (8-bit colour); False for greyscale, 16-bit or multichannel."""
-        return bool(getattr(self._backend, "is_rgb", True))
+        return self._backend.pixels.rgb
 
     @property
     def dtype(self) -> np.dtype:
         """dtype of :meth:`read_level_native` (uint8 for RGB slides)."""
-        return np.dtype(getattr(self._backend, "dtype", np.uint8))
+        return self._backend.pixels.dtype
 
     @property
     def channels(self) -> int:
         """Channels of :meth:`read_level_native` (3 for RGB slides)."""
-        return int(getattr(self._backend, "channels", 3))
+        return self._backend.pixels.channels
 
     def pixel_kind(self) -> str:
         """Words for the pixels: "RGB", "16-bit greyscale", "5-channel 16-bit"..."""
@@ -207,14 +200,7 @@ class Slide:
 
     @cached_property
     def _native_mpp(self) -> tuple[float, float] | None:
-        for kx, ky in _MPP_KEYS:
-            try:
-                x, y = float(self.properties[kx]), float(self.properties[ky])
-            except (KeyError, ValueError):
-                continue
-            if x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y):
-                return x, y
-        return None
+        return self._backend.mpp_xy()
 
     @property
     def mpp_xy(self) -> tuple[float, float] | None:
@@ -236,14 +222,9 @@ class Slide:
             )
         return self.mpp
 
-    @property
+    @cached_property
     def objective_power(self) -> float | None:
-        for key in ("openslide.objective-power", "tiffslide.objective-power", "aperio.AppMag"):
-            try:
-                return float(self.properties[key])
-            except (KeyError, ValueError):
-                continue
-        return None
+        return self._backend.objective_power()
 
     def level_mpp(self, level: int) -> float | None:
         return None if self.mpp is None else self.mpp * self.level_downsamples[level]
@@ -310,7 +291,7 @@ class Slide:
             raise SlideReadError(
                 f"{self.path}: read of {size} at {location} (level {level}) failed: {err}"
             ) from err
-        return _rgba_to_rgb(rgba)
+        return rgba_to_rgb(rgba)
 
     def read_level_region(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         """Like :meth:`read_region` but with ``(x, y)`` in ``level`` pixels (what dask chunks need)."""
@@ -320,12 +301,12 @@ class Slide:
     def read_level_native(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
         """Pixels as stored, ``(x, y)`` in ``level`` pixels: ``(h, w, 3)`` uint8 for RGB slides (as
         :meth:`read_level_region`), else ``(h, w, channels)`` in :attr:`dtype`."""
-        if self.is_rgb:
+        if self.is_rgb or self._native is None:  # (a non-RGB slide without native reads is refused at open)
             return self.read_level_region(x, y, level, w, h)
         if not 0 <= level < self.level_count:
             raise ValueError(f"level {level} out of range (slide has {self.level_count})")
         try:
-            return self._backend.read_level(level, int(x), int(y), int(w), int(h))
+            return self._native.read_level(level, int(x), int(y), int(w), int(h))
         except Exception as err:
             raise SlideReadError(
                 f"{self.path}: read of {(w, h)} at {(x, y)} (level {level}) failed: {err}"
@@ -354,25 +335,13 @@ class Slide:
         )
 
 
-def _rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
-    if rgba.ndim == 2:
-        return np.repeat(rgba[..., None], 3, axis=2).astype(np.uint8)
-    if rgba.shape[2] == 3:
-        return np.ascontiguousarray(rgba, dtype=np.uint8)
-    alpha8 = rgba[..., 3:4]
-    if bool((alpha8 == 255).all()):  # the common case: no copies beyond dropping alpha
-        return np.ascontiguousarray(rgba[..., :3])
-    rgb, alpha = rgba[..., :3].astype(np.uint16), alpha8.astype(np.uint16)
-    # composite on white: rgb·a + 255·(1 − a)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-
-
-def open_slide(path: PathLike, *, backend: Backend = "auto", mpp: float | None = None) -> Slide:
+def open_slide(path: PathLike, *, backend: Backend = AUTO, mpp: float | None = None) -> Slide:
     """Open a whole-slide image.
 
     Args:
         path: slide file, or a DICOM WSI directory (any of its ``.dcm`` files works too).
-        backend: ``"auto"`` tries OpenSlide, then tiffslide.
+        backend: ``"auto"`` (non-RGB TIFFs: tifffile; else OpenSlide, then tiffslide) or a
+            :class:`~napari_pathm3.io.backends.BackendKind` (or its value).
         mpp: µm/px at level 0, overriding (or supplying missing) metadata.
 
     Raises:

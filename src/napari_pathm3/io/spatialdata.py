@@ -33,7 +33,7 @@ from .._types import PathLike
 from ..errors import FeatureStoreError
 from ._atomic import replace_dir, temp_sibling
 from .extras import require
-from .feature_store import FeatureBag, require_finite
+from .feature_store import BagMeta, FeatureBag, require_finite
 
 TILE_KEY = "tiles"
 REGION_KEY, INSTANCE_KEY = "library_id", "tile_id"  # wsidata's names
@@ -241,7 +241,7 @@ def read_spatialdata_bag(
 ) -> FeatureBag:
     """Features and tile boxes of a SpatialData store (ours or LazySlide's) as a :class:`FeatureBag`.
 
-    ``path`` may name the table: ``store.zarr/tables/<key>``. ``bag.attrs`` keeps ``patch_size_level0``,
+    ``path`` may name the table: ``store.zarr/tables/<key>``. ``bag.meta`` keeps ``patch_size_level0``,
     the tile spec, slide properties and the table key.
 
     Raises:
@@ -294,7 +294,7 @@ def read_spatialdata_bag(
         mpp=float(mpp) if mpp else None,
         encoder_name=str(own.get("encoder") or key.removesuffix(f"_{tile_key}")),
         slide_id=slide_id or store.stem,
-        attrs=attrs,
+        meta=BagMeta.from_attrs(attrs),
     )
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .._types import PathLike, ProgressFn, Stage, report
 from ..config import TilingConfig
 from ..errors import CheckpointError
+from ..jsonfile import write_json_atomic
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -84,8 +85,10 @@ def is_checkpoint_dir(path: PathLike) -> bool:
 
 def _check_replaceable(target: Path) -> None:
     """Only an empty folder or a checkpoint of ours is ever replaced: anything else stays untouched."""
-    if not target.exists() or is_checkpoint_dir(target):
-        return
+    # twice: a concurrent writer may move its checkpoint away and its new one in while we look
+    for _ in range(2):
+        if not target.exists() or is_checkpoint_dir(target):
+            return
     if target.is_dir() and not any(target.iterdir()):
         return
     raise CheckpointError(
@@ -136,7 +139,7 @@ def write_checkpoint(
         payload = {"pathm3_format": FORMAT_VERSION, **config}
         if provenance is not None:
             payload[PROVENANCE_KEY] = provenance
-        (tmp / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
+        write_json_atomic(tmp / CONFIG_NAME, payload, sort_keys=True)
         for sub, fn in (writers or {}).items():
             (tmp / sub).mkdir(parents=True, exist_ok=True)
             fn(tmp / sub)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._types import PathLike
+from ..jsonfile import write_json_atomic
 
 SUMMARY_TENSORS = "feature_summary.safetensors"
 SUMMARY_JSON = "feature_summary.json"
@@ -143,10 +144,7 @@ def save_summary(summary: FeatureSummary, folder: PathLike, *, encoder: str | No
     os.close(fd)
     save_file({"mean": summary.mean, "std": summary.std}, tmp)
     os.replace(tmp, folder / SUMMARY_TENSORS)
-    fd, tmp = tempfile.mkstemp(prefix=".summary-", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(meta, fh, indent=2)
-    os.replace(tmp, folder / SUMMARY_JSON)
+    write_json_atomic(folder / SUMMARY_JSON, meta)
 
 
 def load_summary(folder: PathLike | None) -> FeatureSummary | None:

@@ -14,11 +14,47 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import Tensor
 
-__all__ = ["DecodeOptions", "decode"]
+__all__ = ["DecodeOptions", "Decoding", "DecodingKwargs", "decode"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decoding:
+    """How captions are decoded: greedy (default), beam search (``num_beams > 1``; ``length_penalty`` > 1
+    favours longer beams) or sampling (``do_sample``; ``seed`` makes it reproducible).
+    ``no_repeat_ngram_size`` n forbids any n-gram twice, ``repetition_penalty`` > 1 discourages repeated
+    tokens (transformers ``generate`` semantics)."""
+
+    max_new_tokens: int | None = None  # None: the model's ``language.max_caption_tokens``
+    num_beams: int = 1
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    length_penalty: float | None = None
+    seed: int | None = None
+
+
+class DecodingKwargs(TypedDict, total=False):
+    """The fields of :class:`Decoding` as keyword arguments (``model.generate_captions(x, num_beams=3)``)."""
+
+    max_new_tokens: int | None
+    num_beams: int
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float | None
+    no_repeat_ngram_size: int | None
+    length_penalty: float | None
+    seed: int | None
+
 
 #: logits (n, V) of the next token given the tokens so far (n, L) and which prefix row each of the n rows uses
 NextLogits = Callable[[Tensor, Tensor], Tensor]

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .._types import ProgressFn, Stage, report
 from ..config import LanguageConfig
+from .generation import Decoding
 
 __all__ = [
     "WORDS",
@@ -291,36 +292,27 @@ def generate_captions(
     prefix: Tensor,
     *,
     prompt: str = "",
-    max_new_tokens: int = 64,
-    num_beams: int = 1,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    repetition_penalty: float | None = None,
-    no_repeat_ngram_size: int | None = None,
-    length_penalty: float | None = None,
-    seed: int | None = None,
+    decoding: Decoding | None = None,
     progress: ProgressFn | None = None,
 ) -> list[str]:
-    """Decode captions from the projected queries ``prefix`` (b, q, H): greedy (default), beam search
-    (``num_beams > 1``, ``length_penalty`` > 1 favours longer beams) or sampling (``do_sample=True``; ``seed``
-    makes it reproducible). ``no_repeat_ngram_size`` n forbids any n-gram twice ("tumor tumor tumor ..."),
-    ``repetition_penalty`` > 1 discourages repeated tokens (transformers ``generate`` semantics).
-    ``progress``: ``CAPTION`` events, decoding steps (one new token of every beam) of ``max_new_tokens``; a
-    caption that ends early stops short of the total, so the time left is an upper bound."""
+    """Decode captions from the projected queries ``prefix`` (b, q, H) as ``decoding`` says (default: greedy,
+    64 new tokens at most). ``progress``: ``CAPTION`` events, decoding steps (one new token of every beam)
+    of ``max_new_tokens``; a caption that ends early stops short of the total, so the time left is an upper
+    bound."""
+    d = decoding or Decoding()
+    max_new_tokens = d.max_new_tokens or 64
     b = prefix.shape[0]
     report(progress, 0, max_new_tokens, Stage.CAPTION)
     device = prefix.device
     emb = torch.cat([prefix, _embed(lm, _prompt_ids(tok, prompt, b, device)).to(prefix.dtype)], dim=1)
     rng = (
         torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-        if seed is not None
+        if d.seed is not None
         else nullcontext()
     )
     with rng:
-        if seed is not None:
-            torch.manual_seed(seed)
+        if d.seed is not None:
+            torch.manual_seed(d.seed)
         if getattr(lm, "is_native", False):
             from .generation import DecodeOptions
 
@@ -328,33 +320,20 @@ def generate_captions(
                 max_new_tokens=max_new_tokens,
                 eos_token_id=tok.eos_token_id,
                 pad_token_id=tok.pad_token_id,
-                num_beams=num_beams,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=int(no_repeat_ngram_size) if no_repeat_ngram_size else None,
-                length_penalty=float(length_penalty) if length_penalty is not None and num_beams > 1 else 1.0,
+                num_beams=d.num_beams,
+                do_sample=d.do_sample,
+                temperature=d.temperature,
+                top_k=d.top_k,
+                top_p=d.top_p,
+                repetition_penalty=d.repetition_penalty,
+                no_repeat_ngram_size=int(d.no_repeat_ngram_size) if d.no_repeat_ngram_size else None,
+                length_penalty=float(d.length_penalty)
+                if d.length_penalty is not None and d.num_beams > 1
+                else 1.0,
             )
             out = _native_generate(lm, emb, opts, progress=progress)
         else:
-            out = _hf_generate(
-                lm,
-                tok,
-                kind,
-                emb,
-                max_new_tokens=max_new_tokens,
-                num_beams=num_beams,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                length_penalty=length_penalty,
-                progress=progress,
-            )
+            out = _hf_generate(lm, tok, kind, emb, d, max_new_tokens=max_new_tokens, progress=progress)
     # decoder-only models given only inputs_embeds return just the new tokens; T5 returns decoder ids
     # clean_up_tokenization_spaces=False keeps the references' spacing ("ducts ." stays "ducts .")
     texts = tok.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -404,32 +383,40 @@ def _native_generate(lm: nn.Module, emb: Tensor, opts: Any, *, progress: Progres
     return decode(next_t5_logits, start, opts)
 
 
-def _hf_generate(lm: nn.Module, tok: Any, kind: str, emb: Tensor, **options: Any) -> Tensor:
+def _hf_generate(
+    lm: nn.Module,
+    tok: Any,
+    kind: str,
+    emb: Tensor,
+    d: Decoding,
+    *,
+    max_new_tokens: int,
+    progress: ProgressFn | None,
+) -> Tensor:
     """transformers' ``generate`` with our options (pretrained and non-T5 LMs)."""
-    kwargs: dict[str, Any] = dict(
+    kwargs: dict[str, object] = dict(
         inputs_embeds=emb,
         attention_mask=torch.ones(emb.shape[:2], dtype=torch.long, device=emb.device),
-        max_new_tokens=options["max_new_tokens"],
-        num_beams=options["num_beams"],
-        do_sample=options["do_sample"],
+        max_new_tokens=max_new_tokens,
+        num_beams=d.num_beams,
+        do_sample=d.do_sample,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    if options["do_sample"]:
-        top_k, top_p = options["top_k"], options["top_p"]
+    if d.do_sample:
         kwargs.update(
-            temperature=options["temperature"], top_k=top_k if top_k is not None else 0, top_p=top_p or 1.0
+            temperature=d.temperature, top_k=d.top_k if d.top_k is not None else 0, top_p=d.top_p or 1.0
         )
-    if options["repetition_penalty"] is not None:
-        kwargs["repetition_penalty"] = options["repetition_penalty"]
-    if options["no_repeat_ngram_size"]:
-        kwargs["no_repeat_ngram_size"] = int(options["no_repeat_ngram_size"])
-    if options["length_penalty"] is not None and options["num_beams"] > 1:
-        kwargs["length_penalty"] = float(options["length_penalty"])
+    if d.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = d.repetition_penalty
+    if d.no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = int(d.no_repeat_ngram_size)
+    if d.length_penalty is not None and d.num_beams > 1:
+        kwargs["length_penalty"] = float(d.length_penalty)
     if kind == "causal" and tok.bos_token_id is not None:
         kwargs["bos_token_id"] = tok.bos_token_id
-    if options.get("progress") is not None:
-        kwargs["stopping_criteria"] = _counting_criteria(options["progress"], options["max_new_tokens"])
+    if progress is not None:
+        kwargs["stopping_criteria"] = _counting_criteria(progress, max_new_tokens)
     return lm.generate(**kwargs)  # type: ignore[operator]
 
 

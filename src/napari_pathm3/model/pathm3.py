@@ -5,61 +5,36 @@ Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C cla
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from .._types import PathLike, ProgressFn
 from ..config import PathM3Config
-from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from .caption_prefix import CaptionPrefix, conditioning_classes
 from .correlation import CorrelationModule
-from .device import autocast, resolve_device
+from .device import autocast
+from .generation import Decoding, DecodingKwargs
 from .heads import CONTRAST_DIM, TEMP_INIT, QueryClassifier, classification_loss
 from .language import build_language_model, generate_captions, load_tokenizer
 from .objectives import caption_objective, classification_text, contrastive_objective, present, total_loss
-from .qformer import QFormer, QFormerOutput, is_text_side_key, load_bert_text_weights
+from .outputs import Classification, PathM3Output
+from .pretrained import LM_PREFIX
+from .qformer import QFormer, QFormerOutput, load_bert_text_weights
+from .verdict import TrainingVerdict
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["Classification", "PathM3Model", "PathM3Output"]
 
 log = logging.getLogger(__name__)
-
-_LM_PREFIX = "language_model."
-
-
-@dataclass
-class PathM3Output:
-    """Result of :meth:`PathM3Model.forward`. Losses are None when their targets were not given."""
-
-    logits: Tensor | None  # (b, C), averaged over queries
-    loss: Tensor | None  # eq. (4): alpha * loss_cls + (1 - alpha) * loss_caption; absent terms left out
-    loss_cls: Tensor | None  # eq. (3)
-    loss_caption: Tensor | None  # L_G: LM token cross-entropy over the bags that have a caption
-    query_attention: Tensor | None  # (b, q, n): cross-attention over patches (heads and layers averaged)
-    query_output: Tensor | None = None  # (b, q, H) query outputs of the classification pass
-    loss_itc: Tensor | None = (
-        None  # image-text contrastive loss (``config.itc_weight`` > 0; not in the paper)
-    )
-
-
-@dataclass
-class Classification:
-    """Result of :meth:`PathM3Model.classify`."""
-
-    probabilities: Tensor  # (b, C) softmax of the query-averaged logits
-    logits: Tensor  # (b, C)
-    query_attention: Tensor | None  # (b, q, n); None in text mode
-    class_names: tuple[str, ...]
-
-
-def _qformer_text_key(name: str) -> bool:
-    return name.startswith("qformer.") and is_text_side_key(name[len("qformer.") :])
 
 
 class PathM3Model(nn.Module):
@@ -88,7 +63,7 @@ class PathM3Model(nn.Module):
         #: the folder :meth:`from_pretrained` loaded this model from (None for a model built in memory)
         self.checkpoint_dir: Path | None = None
         #: the training verdict of a model trained in this process (else read from beside the checkpoint)
-        self.training_verdict: dict[str, Any] | None = None
+        self.training_verdict: TrainingVerdict | None = None
         self.qformer_tokenizer = qformer_tokenizer or load_tokenizer(config.qformer.tokenizer)
         self.correlation = CorrelationModule(
             config.feature_dim, config.correlation, use_attention=config.use_correlation
@@ -366,32 +341,27 @@ class PathM3Model(nn.Module):
         mask: Tensor | None = None,
         *,
         prompt: str | None = None,
-        max_new_tokens: int | None = None,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        repetition_penalty: float | None = None,
-        no_repeat_ngram_size: int | None = None,
-        length_penalty: float | None = None,
-        seed: int | None = None,
         progress: ProgressFn | None = None,
+        **decoding: Unpack[DecodingKwargs],
     ) -> list[str]:
         """Captions from the image only: greedy (default), beam (``num_beams``) or sampling (``do_sample``).
 
         Args:
             features, mask: as in :meth:`forward`.
             prompt: text after the query prefix (default ``config.language.prompt``).
-            max_new_tokens: default ``config.language.max_caption_tokens``.
-            seed: makes sampling reproducible.
             progress: ``CAPTION`` events, decoding steps of ``max_new_tokens``.
+            decoding: the fields of :class:`~napari_pathm3.model.generation.Decoding` (``max_new_tokens``,
+                default ``config.language.max_caption_tokens``; ``num_beams``, ``do_sample``, ``seed``...).
 
         Returns:
             b caption strings.
         """
-        mask = self._check_inputs(features, mask).to(self.device)
+        options = Decoding(**decoding)
         lang = self.config.language
+        options = dataclasses.replace(
+            options, max_new_tokens=options.max_new_tokens or lang.max_caption_tokens
+        )
+        mask = self._check_inputs(features, mask).to(self.device)
         with autocast(self.device):
             patches = self.correlation(features.to(self.device), mask)
             image_only = self.qformer(patches, mask, need_weights=False, need_lse=self._needs_lse)
@@ -402,16 +372,7 @@ class PathM3Model(nn.Module):
                 lang.kind,
                 prefix,
                 prompt=lang.prompt if prompt is None else prompt,
-                max_new_tokens=max_new_tokens or lang.max_caption_tokens,
-                num_beams=num_beams,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                repetition_penalty=repetition_penalty,
-                no_repeat_ngram_size=no_repeat_ngram_size,
-                length_penalty=length_penalty,
-                seed=seed,
+                decoding=options,
                 progress=progress,
             )
 
@@ -433,7 +394,7 @@ class PathM3Model(nn.Module):
             )
         state = self.state_dict()
         if not self._stores_lm():
-            state = {k: v for k, v in state.items() if not k.startswith(_LM_PREFIX)}
+            state = {k: v for k, v in state.items() if not k.startswith(LM_PREFIX)}
         return ckpt.write_checkpoint(
             directory,
             config=self.config.to_dict(),
@@ -473,85 +434,15 @@ class PathM3Model(nn.Module):
         Returns:
             The model in eval mode on ``device``.
         """
-        from .language import load_saved_lm_config
-        from .tokenizer import load_saved_tokenizer
+        from .pretrained import load_pretrained
 
-        path = Path(directory).expanduser()
-        config = ckpt.model_config(path)  # validated by schema: one CheckpointError naming the key
-        ckpt.check_compatibility(
-            config,
-            path=path,
+        return load_pretrained(
+            cls,
+            directory,
             expected_feature_dim=expected_feature_dim,
             expected_encoder=expected_encoder,
             expected_classes=expected_classes,
+            device=device,
+            text_side=text_side,
+            progress=progress,
         )
-        try:
-            # read without transformers where possible (scratch LMs): ~2 s less start-up
-            q_tok = load_saved_tokenizer(path / "qformer_tokenizer")
-            lm_tok = load_saved_tokenizer(path / "lm_tokenizer")
-            lm_cfg = load_saved_lm_config(path / "language_model", config.language)
-        except (OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path}: tokenizer or LM config missing or invalid ({err}); re-save the checkpoint"
-            ) from err
-        except Exception as err:  # tokenizers/transformers raise bare Exception on a garbage file
-            raise CheckpointError(
-                f"{path}: tokenizer or LM config unreadable ({type(err).__name__}: {err}); re-save the checkpoint"
-            ) from err
-        skip = None if text_side else _qformer_text_key
-        _check_sizes(cls, path, config, q_tok, lm_tok, lm_cfg, text_side=text_side, skip=skip)
-        model = cls(
-            config,
-            qformer_tokenizer=q_tok,
-            lm_tokenizer=lm_tok,
-            lm_hf_config=lm_cfg,
-            pretrained_init=False,
-            qformer_text_side=text_side,
-        )
-        tensors = ckpt.load_tensors(path, skip=skip, progress=progress)
-        stored_lm = any(k.startswith(_LM_PREFIX) for k in tensors)
-        ckpt.check_state_dict(
-            model.state_dict(), tensors, path=path, optional_prefix=None if stored_lm else _LM_PREFIX
-        )
-        if not stored_lm:  # frozen LM kept by id: reload its pretrained weights
-            model.language_model, _ = build_language_model(
-                config.language, fallback_tokenizer=config.qformer.tokenizer, tokenizer=lm_tok
-            )
-        model.load_state_dict(tensors, strict=stored_lm)
-        model.checkpoint_dir = path.resolve()  # display name and the training verdict beside the weights
-        model.provenance = ckpt.read_provenance(path)
-        return model.to(resolve_device(device)).eval()
-
-
-def _check_sizes(
-    cls: type[PathM3Model],
-    path: Path,
-    config: PathM3Config,
-    q_tok: Any,
-    lm_tok: Any,
-    lm_cfg: Any,
-    *,
-    text_side: bool,
-    skip: Any,
-) -> None:
-    """Build the model on the meta device (no memory) and compare its tensor shapes with the checkpoint's
-    header: a config.json edited to other sizes fails here with a :class:`CheckpointError`, before a model of
-    those sizes (gigabytes, for a typo) is allocated."""
-    try:
-        with torch.device("meta"):
-            shadow = cls(
-                config,
-                qformer_tokenizer=q_tok,
-                lm_tokenizer=lm_tok,
-                lm_hf_config=lm_cfg,
-                pretrained_init=False,
-                qformer_text_side=text_side,
-            )
-        expected = {k: tuple(v.shape) for k, v in shadow.state_dict().items()}
-    except Exception as err:  # the LM config (language_model/config.json) does not build a model
-        raise CheckpointError(
-            f"{path}: config.json and language_model/config.json do not build a model "
-            f"({type(err).__name__}: {err}); re-save the checkpoint"
-        ) from err
-    del shadow
-    ckpt.check_shapes(expected, path, optional_prefix=_LM_PREFIX, skip=skip)

@@ -13,7 +13,6 @@ Dimensions: b batch, s encoder positions, t decoder positions, h heads, d head w
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +61,9 @@ class SavedConfig:
         return dict(self._data)
 
     def save_pretrained(self, directory: str | Path) -> None:
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(
-            json.dumps(self._data, indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        from ..jsonfile import write_json_atomic
+
+        write_json_atomic(Path(directory) / "config.json", self._data, sort_keys=True)
 
 
 def supports_t5(data: dict[str, Any]) -> bool:

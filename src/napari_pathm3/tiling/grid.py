@@ -114,6 +114,7 @@ MAX_PATCHES_LIMIT = 100_000_000
 def _max_patches(max_patches: int | None) -> int:
     from ..schemas import bounded
 
+    raw: int | str
     if max_patches is not None:
         where, raw = "max_patches", max_patches
     else:

@@ -4,6 +4,7 @@ everything else (step, epoch, scheduler, history, numpy/python RNG) in ``trainer
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..jsonfile import write_json_atomic
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -95,9 +97,32 @@ def save_trainer_state(directory: Path, *, optimizer: torch.optim.Optimizer, met
     save_file({**opt_tensors, **rng_tensors}, str(tmp))
     os.replace(tmp, directory / STATE_TENSORS)
     payload = {**meta, "optimizer": opt_meta, "rng": rng_meta}
-    tmp = directory / f".{STATE_JSON}.tmp"
-    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    os.replace(tmp, directory / STATE_JSON)
+    write_json_atomic(directory / STATE_JSON, _tag_non_finite(payload), indent=1)
+
+
+#: a non-finite float in the trainer state (an undefined loss, a best metric not yet set) is written as
+#: ``{"__float__": "nan"}`` so the file stays strict JSON and resuming restores the same value
+_FLOAT_TAG = "__float__"
+
+
+def _tag_non_finite(obj: object) -> object:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {_FLOAT_TAG: repr(obj)}
+    if isinstance(obj, dict):
+        return {k: _tag_non_finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_tag_non_finite(v) for v in obj]
+    return obj
+
+
+def _untag_non_finite(obj: object) -> object:
+    if isinstance(obj, dict):
+        if set(obj) == {_FLOAT_TAG}:
+            return float(obj[_FLOAT_TAG])
+        return {k: _untag_non_finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_untag_non_finite(v) for v in obj]
+    return obj
 
 
 def load_trainer_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -110,6 +135,10 @@ def load_trainer_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[s
             f"no trainer state in {directory} ({STATE_TENSORS}, {STATE_JSON}); cannot resume"
         )
     try:
-        return load_file(str(t_path)), json.loads(j_path.read_text(encoding="utf-8"))
+        # states written before the tag held bare NaN literals: json.loads still reads those
+        meta = _untag_non_finite(json.loads(j_path.read_text(encoding="utf-8")))
+        if not isinstance(meta, dict):
+            raise ValueError(f"{STATE_JSON} holds {type(meta).__name__}, not an object")
+        return load_file(str(t_path)), meta
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{directory}: unreadable trainer state ({err}); start without resume") from err

@@ -33,6 +33,7 @@ from typing import Any
 from .._types import CancelToken, PathLike, ProgressFn, Stage, check_cancel, report
 from ..config import TrainConfig
 from ..errors import Cancelled, NonFiniteError
+from ..model.verdict import TrainingVerdict
 from . import ddp
 from ._setup import (
     _captions_of,
@@ -395,8 +396,11 @@ def _finish(run: _Run) -> TrainResult:
         run.captioned,
         where=where,
         train_captions=_captions_of(run.train_ds) if run.val_ds is not None else None,
+        train_dataset=run.train_ds,
     )
-    core.training_verdict = verdict  # inference on this in-memory model reads its warnings
+    core.training_verdict = TrainingVerdict.from_dict(
+        verdict
+    )  # inference on this in-memory model reads its warnings
     core.feature_summary = _summarize_training(run)
     return TrainResult(
         out_dir=out,

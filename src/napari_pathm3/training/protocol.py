@@ -18,7 +18,6 @@ image & text and text-only rows are ``text_conditioned_accuracy`` (the reference
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -498,10 +497,8 @@ def run_patchgastric(
     result.shortcut_summary = mean_std(result.shortcuts)
     result.summary = {name: mean_std(runs) for name, runs in result.runs.items()}
     out.mkdir(parents=True, exist_ok=True)
-    from ..io.jsonfile import finite_or_null
+    from ..jsonfile import finite_or_null, write_json_atomic
 
-    (out / "results.json").write_text(
-        json.dumps(finite_or_null(result.to_dict()), indent=2, default=str, allow_nan=False)
-    )
+    write_json_atomic(out / "results.json", finite_or_null(result.to_dict()))
     (out / "table.txt").write_text(result.table() + "\n")
     return result

@@ -11,17 +11,18 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .._types import CancelToken, PathLike, ProgressFn, report
-from ..config import DEFAULT_ENCODER, PathM3Config, TilingConfig, TrainConfig
+from .._types import PathLike
+from ..config import PathM3Config, TilingConfig, TrainConfig
 from ..errors import PathM3Error
 from ..io.slide import Slide, as_slide
+from ..jobs import RegionTrainingRequest, RunContext
+from ..model.verdict import TrainingVerdict, write_verdict
 from .augment import mixed_bags as _mixed_bags
 from .augment import sub_bags as _sub_bags
 from .data import SlideBag
 from .loop import MetricsFn, TrainResult, train
 from .regions import Region, bags_from_regions
 from .validation import Plan, plan_validation, pooled_verdict
-from .verdict import NOT_CAPTIONING, write_verdict
 
 if TYPE_CHECKING:
     from ..features.encoders import FrozenEncoder
@@ -33,13 +34,8 @@ SlideRegions = tuple["Slide | PathLike", Sequence[Region]]
 def region_bags(
     regions: Sequence[SlideRegions],
     encoder: FrozenEncoder,
-    *,
-    class_names: tuple[str, ...],
-    tiling: TilingConfig,
-    cache_dir: PathLike | None = None,
-    device: str = "auto",
-    progress: ProgressFn | None = None,
-    cancel: CancelToken | None = None,
+    request: RegionTrainingRequest,
+    ctx: RunContext,
 ) -> list[SlideBag]:
     """One bag per region that holds a tissue patch (features of each slide's whole grid, cached)."""
     from ..features.cache import cached_features
@@ -47,10 +43,12 @@ def region_bags(
     from ..schemas import check_polygon
     from ..tiling import check_grid, detect_tissue, make_grid
 
+    tiling = request.tiling or TilingConfig()
+    class_names = _class_names(regions, request.class_names)
     bags: list[SlideBag] = []
     for k, (slide_like, slide_regions) in enumerate(regions):
         with as_slide(slide_like) as slide:
-            report(progress, k, len(regions), "regions", detail=slide.path.name)
+            ctx.report(k, len(regions), "regions", detail=slide.path.name)
             for i, r in enumerate(slide_regions):  # on this slide, before any tissue detection or encoding
                 if getattr(r, "polygon", None) is not None:
                     check_polygon(
@@ -60,7 +58,9 @@ def region_bags(
                     )
             check_grid(slide, tiling)
             grid = make_grid(slide, tiling, tissue=detect_tissue(slide))
-            feats = cached_features(slide, grid, encoder, cache_dir=cache_dir, device=device, cancel=cancel)
+            feats = cached_features(
+                slide, grid, encoder, cache_dir=request.cache_dir, device=request.device, cancel=ctx.cancel
+            )
             fb = FeatureBag(feats, grid.coords, grid.patch_size, grid.mpp, encoder.name, slide.path.stem)
             bags += bags_from_regions(
                 fb,
@@ -94,82 +94,55 @@ def _check_bags(bags: list[SlideBag]) -> None:
 
 
 def train_on_regions(
-    regions: Sequence[SlideRegions],
-    *,
-    output_dir: PathLike,
-    class_names: Sequence[str] | None = None,
-    encoder: str = DEFAULT_ENCODER,
-    device: str = "auto",
-    tiling: TilingConfig | None = None,
-    cache_dir: PathLike | None = None,
-    model_size: str = "tiny",
-    epochs: int = 30,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    alpha: float | None = None,
-    mode: str | None = None,
-    sub_bags: int = 4,
-    mixed_bags: int = 0,
-    max_patches: int | None = None,
-    seed: int = 0,
-    validation: bool = True,
-    progress: ProgressFn | None = None,
-    metrics: MetricsFn | None = None,
-    cancel: CancelToken | None = None,
+    regions: Sequence[SlideRegions], request: RegionTrainingRequest, context: RunContext | None = None
 ) -> TrainResult:
     """Regions (polygons / masks with a class and optional caption) on slides -> a trained checkpoint.
 
     Args:
         regions: ``[(slide or path, [Region, ...]), ...]``.
-        output_dir: the trainer's folder (``best/`` and ``last/`` checkpoints).
-        class_names: class order (default: the sorted region labels).
-        encoder: patch encoder name; tiling: patch grid (recorded in the checkpoint's config).
-        cache_dir: feature cache folder (``None``: no cache).
-        model_size: ``tiny`` | ``small`` | ``paper`` (:meth:`PathM3Config.preset`); lr: its optimiser's peak lr.
-        sub_bags, mixed_bags: augmentation (:mod:`napari_pathm3.training.augment`).
-        epochs, batch_size, alpha, mode, max_patches, seed: :class:`~napari_pathm3.config.TrainConfig`.
-        validation: judge the model on held-out regions, or by cross-validation when there are too few
+        request: output folder, encoder, grid and hyperparameters
+            (:class:`~napari_pathm3.jobs.RegionTrainingRequest`).
+        context: progress, cancel and the per-epoch ``metrics`` callback. With ``request.validation`` the
+            model is judged on held-out regions, or by cross-validation when there are too few
             (:mod:`napari_pathm3.training.validation`); the verdict is in ``result.verdict``.
     """
     from ..device import resolve_device
     from ..features.encoders import cached_encoder, canonical_name
 
-    tiling = tiling or TilingConfig()
-    names = _class_names(regions, class_names)
+    ctx = context or RunContext()
+    tiling = request.tiling or TilingConfig()
+    names = _class_names(regions, request.class_names)
+    request = request.replace(class_names=names)
     # the cached instance captioning uses too: a model trained here is captioned without reloading weights
-    enc = cached_encoder(canonical_name(encoder), str(resolve_device(device)))
-    bags = region_bags(
-        regions,
-        enc,
-        class_names=names,
-        tiling=tiling,
-        cache_dir=cache_dir,
-        device=device,
-        progress=progress,
-        cancel=cancel,
-    )
+    enc = cached_encoder(canonical_name(request.encoder), str(resolve_device(request.device)))
+    bags = region_bags(regions, enc, request, ctx)
     _check_bags(bags)
-    mcfg = PathM3Config.preset(model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names)
-    mcfg = dataclasses.replace(mcfg, tiling=tiling)
-    if lr is not None:
-        mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=lr))
+    mcfg = PathM3Config.preset(
+        request.model_size, feature_dim=enc.dim, encoder_name=enc.name, class_names=names
+    )
+    mcfg = dataclasses.replace(mcfg, tiling=tiling, demo=request.demo)
+    if request.lr is not None:
+        mcfg = dataclasses.replace(mcfg, optim=dataclasses.replace(mcfg.optim, lr=request.lr))
     tcfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size or 1,
-        alpha=alpha,
-        mode=mode,
-        device=str(device),
-        seed=seed,  # type: ignore[arg-type]
+        epochs=request.epochs,
+        batch_size=request.batch_size or 1,
+        alpha=request.alpha,
+        mode=request.mode,  # type: ignore[arg-type]
+        device=str(request.device),
+        seed=request.seed,
         patience=None,
         log_every=1,
-        max_patches=max_patches,
+        max_patches=request.max_patches,
     )
+    seed = request.seed
 
     def fit(
         part: list[SlideBag], val: list[SlideBag] | None, out: PathLike, on_metrics: MetricsFn | None
     ) -> TrainResult:
-        train_bags = _sub_bags(part, sub_bags, 0.6, seed) + _mixed_bags(part, mixed_bags, seed)
-        bs = batch_size or min(mcfg.optim.batch_size, max(1, len(train_bags) // 4))
+        train_bags = _sub_bags(part, request.sub_bags, 0.6, seed) + _mixed_bags(
+            part, request.mixed_bags, seed
+        )
+        bs = request.batch_size or min(mcfg.optim.batch_size, max(1, len(train_bags) // 4))
         cfg = dataclasses.replace(tcfg, batch_size=bs)
         return train(
             mcfg,
@@ -177,17 +150,17 @@ def train_on_regions(
             val,
             cfg,
             out_dir=out,
-            progress=progress,
+            progress=ctx.progress,
             metrics_callback=on_metrics,
-            cancel=cancel,
+            cancel=ctx.cancel,
         )
 
-    plan = plan_validation(bags, seed=seed, class_names=names) if validation else None
+    plan = plan_validation(bags, seed=seed, class_names=names) if request.validation else None
     if plan is not None and plan.kind == "holdout":
-        return fit(plan.train, plan.val, output_dir, metrics)
+        return fit(plan.train, plan.val, request.output_dir, ctx.metrics)
     if plan is not None and plan.kind == "cv":
-        return _cross_validated(plan, bags, fit, output_dir, metrics, progress)
-    result = fit(list(bags), None, output_dir, metrics)
+        return _cross_validated(plan, bags, fit, request.output_dir, ctx)
+    result = fit(list(bags), None, request.output_dir, ctx.metrics)
     reason = plan.reason if plan is not None else "validation turned off"
     return _with_verdict(result, {**result.verdict, "not_validated": reason})
 
@@ -197,8 +170,7 @@ def _cross_validated(
     bags: list[SlideBag],
     fit: Callable[..., TrainResult],
     output_dir: PathLike,
-    metrics: MetricsFn | None,
-    progress: ProgressFn | None,
+    ctx: RunContext,
 ) -> TrainResult:
     """Train one model per fold (judged on its held-out fold), then the final model on every region; the
     final model carries the pooled cross-validated verdict (and its own caption verdict)."""
@@ -209,8 +181,7 @@ def _cross_validated(
     out.mkdir(parents=True, exist_ok=True)
     fold_verdicts = []
     for k, held in enumerate(plan.folds):
-        report(
-            progress,
+        ctx.report(
             k,
             len(plan.folds) + 1,
             "validate",
@@ -219,11 +190,11 @@ def _cross_validated(
         rest = [b for f in plan.folds if f is not held for b in f]
         with tempfile.TemporaryDirectory(prefix=".cv-", dir=out) as tmp:
             fold_verdicts.append(fit(rest, held, tmp, None).verdict)
-    result = fit(list(bags), None, out, metrics)
+    result = fit(list(bags), None, out, ctx.metrics)
     pooled = pooled_verdict(fold_verdicts, [b.label for b in bags])
     own = result.verdict  # judged on its training bags: keep its caption verdict, not its accuracy
-    caption_warnings = [w for w in own.get("warnings", []) if w.startswith(NOT_CAPTIONING)]
-    keep = ("distinct_captions", "distinct_references", "learned_to_caption")
+    caption_warnings = [own["caption_warning"]] if own.get("caption_warning") else []
+    keep = ("distinct_captions", "distinct_references", "learned_to_caption", "caption_warning")
     verdict = {
         **pooled,
         **{k: own[k] for k in keep if k in own},
@@ -237,5 +208,5 @@ def _with_verdict(result: TrainResult, verdict: dict) -> TrainResult:
     """``result`` carrying ``verdict`` (also written beside its checkpoints, and on its in-memory model)."""
     write_verdict(verdict, [result.best_dir, result.last_dir])
     if result.model is not None:
-        result.model.training_verdict = verdict
+        result.model.training_verdict = TrainingVerdict.from_dict(verdict)
     return dataclasses.replace(result, verdict=verdict, warnings=list(verdict.get("warnings", [])))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RegionError
+from ..io.feature_store import BagMeta
 from ..schemas import check_polygon
 from .data import SlideBag, label_index
 
@@ -121,15 +122,13 @@ def _patch_size_level0(slide_features: Any) -> float:
     grid = getattr(slide_features, "grid", None)
     if grid is not None and getattr(grid, "size_level0", None) is not None:
         return float(grid.size_level0)
-    # io.feature_store.FeatureBag records the grid (PatchGrid.params()) in its attrs
-    attrs = getattr(slide_features, "attrs", None) or {}
-    params = attrs.get("grid") or {}
-    if params.get("size_level0") is not None:
-        return float(params["size_level0"])
-    if attrs.get("patch_size_level0"):  # TRIDENT .h5 / SpatialData tile spec (io.interop, io.spatialdata)
-        return float(attrs["patch_size_level0"])
+    # io.feature_store.FeatureBag records the grid (PatchGrid.params()), or TRIDENT's / a SpatialData tile
+    # spec's patch_size_level0 (io.interop, io.spatialdata), in its meta
+    meta = getattr(slide_features, "meta", None)
+    if isinstance(meta, BagMeta) and meta.size_level0:
+        return float(meta.size_level0)
     raise ValueError(
-        "slide_features: no patch size in level-0 pixels (size_level0, a grid, or attrs['grid']); "
+        "slide_features: no patch size in level-0 pixels (size_level0, a grid, or meta.grid); "
         "pass patch_size_level0=grid.size_level0"
     )
 

@@ -143,4 +143,8 @@ def verdict_text(verdict: dict[str, Any] | None) -> str:
         lines.append("It has NOT learned to caption (one caption for every region).")
     if verdict.get("not_validated"):
         lines.append(f"Not validated: {verdict['not_validated']}.")
+    if verdict.get("baselines"):
+        from .verdict_baselines import baselines_text
+
+        lines.append(baselines_text(verdict))
     return " ".join(lines)

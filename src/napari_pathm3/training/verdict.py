@@ -3,13 +3,12 @@
 A run "has not learned to classify" when its accuracy on the bags it was judged on is within
 :data:`CHANCE_MARGIN` of always predicting the most frequent class; it "has not learned to caption" when
 it writes one and the same caption for every one of those bags while their references differ. The verdict is
-written as ``training_verdict.json`` into ``best/`` and ``last/``; :func:`read_verdict` reads it back and
+written as ``training_verdict.json`` into ``best/`` and ``last/``; :func:`napari_pathm3.model.verdict.read_verdict` reads it back and
 inference puts its warnings into ``SlideResult.warnings``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..model.verdict import NOT_CAPTIONING, NOT_CLASSIFYING, VERDICT_NAME, write_verdict
+
 log = logging.getLogger(__name__)
 
-VERDICT_NAME = "training_verdict.json"
+__all__ = ["CHANCE_MARGIN", "NOT_CAPTIONING", "NOT_CLASSIFYING", "VERDICT_NAME", "judge", "judge_best"]
+
 CHANCE_MARGIN = 0.05  # accuracy must beat the majority-class rate by this much
-NOT_CAPTIONING = "this model has not learned to caption"
-NOT_CLASSIFYING = "this model has not learned to classify"
 
 
 def combined_score(metrics: dict[str, Any]) -> float:
@@ -71,38 +71,18 @@ def judge(pred: Any, *, where: str, captions_trained: bool, train_captions: Any 
             )
         if not learned:
             example = gen[0] if gen else ""
-            warnings.append(
+            # kept apart too: cross-validation carries the final model's caption verdict over by this key
+            out["caption_warning"] = (
                 f"{NOT_CAPTIONING}: it writes the same caption for all {len(gen)} {where} bags "
                 f"({example!r}); train longer or on more captioned bags"
             )
+            warnings.append(out["caption_warning"])
     out["warnings"] = warnings
     return out
 
 
 def _norm(caption: str) -> str:
     return " ".join(str(caption).lower().split())
-
-
-def write_verdict(verdict: dict[str, Any], folders: list[Path]) -> None:
-    text = json.dumps(verdict, indent=2, default=float)
-    for folder in folders:
-        if Path(folder).is_dir():
-            (Path(folder) / VERDICT_NAME).write_text(text)
-
-
-def read_verdict(folder: Any) -> dict[str, Any] | None:
-    """The verdict stored with a checkpoint folder, or None (older checkpoints, or not a folder)."""
-    if not folder:
-        return None
-    path = Path(folder) / VERDICT_NAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        log.warning("%s: unreadable training verdict (%s)", path, err)
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def judge_best(
@@ -118,6 +98,7 @@ def judge_best(
     *,
     where: str,
     train_captions: Any = None,
+    train_dataset: Any = None,
 ) -> dict[str, Any]:
     """Judge the best checkpoint (``out/best``) on ``dataset`` (validation, else training bags), store the verdict
     in ``best/`` and ``last/`` and log its warnings; ``core`` keeps its own (last-epoch) weights."""
@@ -145,8 +126,36 @@ def judge_best(
         with torch.no_grad():
             core.load_state_dict(last_state)
     verdict = judge(pred, where=where, captions_trained=captioned, train_captions=train_captions)
+    if train_dataset is not None and where == "validation" and dist.is_main:
+        verdict = _with_baselines(verdict, pred, train_dataset, dataset, core, config, captioned)
     if dist.is_main:
         write_verdict(verdict, [best, out / "last"])
     for w in verdict["warnings"]:
         log.warning("%s", w)
     return verdict
+
+
+def _with_baselines(
+    verdict: dict[str, Any], pred: Any, train: Any, val: Any, core: Any, config: Any, captioned: bool
+) -> dict[str, Any]:
+    """``verdict`` with the baseline figures and warnings of :mod:`.verdict_baselines` (validation bags); a
+    baseline that fails is logged and left out, never a reason to lose the trained model."""
+    from .verdict_baselines import judge_against_baselines
+
+    try:
+        extra = judge_against_baselines(
+            pred,
+            train,
+            val,
+            num_classes=core.config.num_classes,
+            seed=int(getattr(config, "seed", 0)),
+            captions_trained=captioned,
+        )
+    except (ValueError, RuntimeError, OSError) as err:
+        log.warning("no baselines in the training verdict: %s", err)
+        return verdict
+    if not extra:
+        return verdict
+    warnings = list(verdict.get("warnings", [])) + extra["warnings"]
+    return {**verdict, "baselines": extra["baselines"], "beats_baselines": extra["beats_baselines"],
+            "warnings": warnings}  # fmt: skip

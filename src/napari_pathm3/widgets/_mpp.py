@@ -100,7 +100,7 @@ def slide_at(slide: Slide, mpp: float | None) -> Iterator[Slide]:
     if mpp is None or (slide.mpp is not None and abs(slide.mpp - mpp) <= 1e-9 * mpp):
         yield slide
         return
-    other = open_slide(slide.path, backend=slide.backend, mpp=mpp)  # type: ignore[arg-type]
+    other = open_slide(slide.path, backend=slide.backend, mpp=mpp)
     try:
         yield other
     finally:

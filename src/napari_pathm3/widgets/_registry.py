@@ -15,11 +15,12 @@ from psygnal import Signal
 from .. import api
 from .._types import CancelToken, ProgressFn
 from ..config import DEFAULT_ENCODER
+from ..result import DEMO_MODEL_NAME
 
 log = logging.getLogger(__name__)
 
-#: Display name of the offline demo model (trained on the spot; see :mod:`napari_pathm3.demo`).
-DEMO_NAME = "demo model (not diagnostic)"
+#: Display name of the offline demo model (trained on the spot; see :mod:`napari_pathm3.demo`): its one name
+DEMO_NAME = DEMO_MODEL_NAME
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..word_layers import MapRaster, map_label, map_layer, switch_map
 from ._worker import Job
 
@@ -31,15 +32,15 @@ class WordsPanel(Container):
         self,
         viewer: napari.viewer.Viewer,
         *,
-        run_context: Any = None,
+        last_run: Any = None,
     ) -> None:
         super().__init__(labels=True, label="")
         self._viewer = viewer
         self.result: SlideResult | None = None
         self._raster: MapRaster | None = None
         self._layer: Any = None
-        #: callable () -> dict of caption_slide inputs (slide, model, region, ...) for phrase maps
-        self._run_context = run_context
+        #: callable () -> (slide, CaptionRequest) of the last run, or None: phrase maps rerun it
+        self._last_run = last_run
         self._job: Job | None = None
         self._agreement = Label(value="")
         self._agreement.native.setWordWrap(True)
@@ -145,12 +146,12 @@ class WordsPanel(Container):
         """Only the word map's colour bar: the aggregate heatmap's (same scale) would sit beside it unlabelled."""
         for lay in self._viewer.layers:
             bar = getattr(lay, "colorbar", None)
-            if bar is not None and lay is not self._layer and (lay.metadata or {}).get("kind") == "attention":
+            if bar is not None and lay is not self._layer and is_result_layer(lay, ResultLayerKind.ATTENTION):
                 bar.visible = False
 
     def _sync_overlay(self) -> None:
-        from ..api import text_overlay
         from ..layers import sync_overlay
+        from ..viewer import text_overlay
 
         self._viewer.layers.selection.active = self._layer
         sync_overlay(self._viewer, text_overlay(self._viewer))
@@ -163,18 +164,19 @@ class WordsPanel(Container):
         if not phrase:
             show_error("PathM3: type a phrase to map, e.g. 'solid nests'")
             return None
-        if self.result is None or self._run_context is None:
+        run = self._last_run() if self._last_run is not None else None
+        if self.result is None or run is None:
             show_error("PathM3: run the captioning first; the phrase is mapped on the same patches")
             return None
-        ctx = dict(self._run_context())
+        slide, request = run
         choice = self._phrase_model.value.strip()
         if choice and choice != PATHM3_MODEL:
-            ctx["model"] = choice
+            request = request.replace(model=choice)
 
         def work(progress: Any, cancel: Any) -> Any:
-            from ..text_query import query_heatmap
+            from .. import api
 
-            return query_heatmap(phrase=phrase, progress=progress, cancel=cancel, **ctx)
+            return api.query_heatmap(slide, phrase, request, progress=progress, cancel=cancel)
 
         self._job = Job(work, on_done=self._on_phrase_done)
         return self._job.start()

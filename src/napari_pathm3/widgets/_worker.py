@@ -96,12 +96,6 @@ class Job:
         notify_error(err)
 
 
-def unwrap_proxy(obj: Any) -> Any:
-    """The object behind napari's plugin proxy (which refuses private attributes): core code in the worker
-    thread gets the plain object."""
-    return getattr(obj, "__wrapped__", obj)
-
-
 def error_text(err: BaseException) -> str:
     """The whole message of ``err`` for a widget's result box (a toast truncates it): our errors' message
     says what to fix; anything else gets its type and a pointer to the traceback."""

@@ -28,9 +28,10 @@ def is_clip_source(source: str) -> bool:
 
 
 def clip_display_name(source: str) -> str:
-    """``zero-shot: <folder or repo name> (clip:<spec>)``."""
-    spec = source[len(CLIP_PREFIX) :]
-    return f"zero-shot: {Path(spec).name or spec} ({source})"
+    """``zero-shot: <folder or repo name> (clip:<spec>)``: the name its results carry."""
+    from ..text_query import zero_shot_name
+
+    return zero_shot_name(source)
 
 
 def is_clip_folder(folder: str | Path) -> bool:

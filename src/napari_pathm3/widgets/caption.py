@@ -4,7 +4,6 @@ exports (JSON, CSV, GeoJSON of the top patches, screenshot)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,21 +20,24 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from .. import api
 from .._types import Progress, Stage, report
-from ..api import layer_kind, shapes_layer_polygons, show, slide_layers
-from ..config import TilingConfig
+from ..api import CaptionRequest, RunContext, show
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..heatmaps import attention_spread, spread_text
-from ..inference import STAGES, SlideResult, caption_slide
+from ..inference import STAGES
+from ..layer_kinds import ResultLayerKind, is_result_layer
 from ..layers import match_slide_units
 from ..paths import user_cache_dir
+from ..result import SlideResult
+from ..viewer import layer_kind, shapes_layer_polygons, slide_layers
 from ._eta import TimeLeft
-from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field, run_tiling, slide_at
-from ._registry import DEMO_NAME, encoder_names, registry
+from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field
+from ._registry import encoder_names, registry
 from ._threads import threads_widget
 from ._words import WordsPanel
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 from ._zero_shot import ZeroShotFields, is_clip_folder
 
 if TYPE_CHECKING:
@@ -81,8 +83,10 @@ class CaptionWidget(Container):
         self._build_inputs()
         self._build_tissue_inputs()
         self._build_outputs()
-        self._last_run: dict[str, Any] = {}  # inputs of the last run: phrase maps use the same patches
-        self.words = WordsPanel(viewer, run_context=lambda: self._last_run)
+        # (slide, request) of the last run: phrase maps use the same patches
+        self._last_run: tuple[Any, CaptionRequest] | None = None
+        self._zero_shot_run = False  # the last run was zero-shot (its result text says so)
+        self.words = WordsPanel(viewer, last_run=lambda: self._last_run)
         self.append(self.words)
         self._connect(viewer)
         self._on_model_changed()
@@ -228,7 +232,7 @@ class CaptionWidget(Container):
         shapes = [
             lay
             for lay in self._viewer.layers
-            if layer_kind(lay) == "shapes" and (lay.metadata or {}).get("kind") != "top_patches"
+            if layer_kind(lay) == "shapes" and not is_result_layer(lay, ResultLayerKind.TOP_PATCHES)
         ]
         return [(WHOLE_SLIDE, None), *[(f"shapes: {lay.name}", lay) for lay in shapes]]
 
@@ -267,6 +271,10 @@ class CaptionWidget(Container):
         self._model.reset_choices()
         self._model.value = name
 
+    def _is_demo(self) -> bool:
+        """The chosen entry is the demo model (its source, not its display name)."""
+        return self._model.value is not None and registry.get(self._model.value).source == api.DEMO
+
     @property
     def zero_shot(self) -> bool:
         """The chosen model is a CLIP-style encoder: Run classifies zero-shot."""
@@ -274,9 +282,7 @@ class CaptionWidget(Container):
 
     def _on_model_changed(self, _value: Any = None) -> None:
         zero_shot = self.zero_shot
-        self._note.value = (
-            DEMO_NOTE if self._model.value == DEMO_NAME else ZERO_SHOT_NOTE if zero_shot else ""
-        )
+        self._note.value = DEMO_NOTE if self._is_demo() else ZERO_SHOT_NOTE if zero_shot else ""
         self._zero_shot.visible = zero_shot
         for w in (self._encoder, self._text):  # the CLIP model is its own encoder; no conditioning text
             w.visible = not zero_shot
@@ -313,7 +319,7 @@ class CaptionWidget(Container):
                 else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
             )
             return None
-        slide = unwrap_proxy(layer.metadata["pathm3_slide"])
+        slide = layer.metadata["pathm3_slide"]
         region_layer = self._region.value
         region = None
         if region_layer is not None:
@@ -321,116 +327,69 @@ class CaptionWidget(Container):
             if not region:
                 self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
-        model_name = self._model.value
         if self.zero_shot and (problem := self._zero_shot.problem()):
             self.show_error(problem)
             return None
-        encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
-        device, text, top_k = self._device.value, self._text.value.strip() or None, int(self._top_k.value)
-        cache_dir, threads = self.cache_dir, self._threads.value
-        tissue = self.tissue_config()
-        min_tissue = float(self._min_tissue.value)
-        slide_mpp = field_mpp(self._slide_mpp) or slide.mpp
-
-        self._last_run = {
-            "slide_or_path": slide,
-            "model": None,  # set by the worker once loaded
-            "encoder": encoder,
-            "device": device,
-            "region": region,
-            "tissue": tissue,
-            "cache_dir": cache_dir,
-        }
-
+        request = self.request(region)
+        self._zero_shot_run = self.zero_shot
         make = self._zero_shot_work if self.zero_shot else self._caption_work
-        return self._start(make(model_name, slide, slide_mpp, min_tissue, text, top_k, threads))
+        return self._start(make(self._model.value, slide, request, self._threads.value))
 
-    def _zero_shot_work(
-        self,
-        model_name: str,
-        slide: Any,
-        slide_mpp: float | None,
-        min_tissue: float,
-        _text: str | None,
-        top_k: int,
-        threads: Any,
-    ) -> Any:
+    def request(self, region: list[Any] | None = None) -> CaptionRequest:
+        """The run the fields describe (the model is filled in by the worker once loaded). The grid comes
+        from the model's tiling with this widget's minimum tissue fraction; a slide whose µm/px is still
+        unknown is tiled at level 0 in its own pixels (the result says so) rather than refused."""
+        encoder = None if self._encoder.value == MODEL_ENCODER else self._encoder.value
+        return CaptionRequest(
+            model=registry.get(self._model.value).source if self._model.value is not None else api.DEMO,
+            encoder=encoder,
+            device=self._device.value,
+            region=region,
+            text=self._text.value.strip() or None,
+            tissue=self.tissue_config(),
+            cache_dir=self.cache_dir,
+            top_k=int(self._top_k.value),
+            min_tissue_fraction=float(self._min_tissue.value),
+            mpp=field_mpp(self._slide_mpp),
+            missing_mpp="level0",
+        )
+
+    def _zero_shot_work(self, model_name: str, slide: Any, request: CaptionRequest, threads: Any) -> Any:
         """The worker of a zero-shot run: the CLIP encoder at its own grid, the fields' classes and prompts."""
-        ctx = self._last_run
         classes, prompts = self._zero_shot.settings()
-        source = registry.get(model_name).source
-        device, region, tissue, cache_dir = ctx["device"], ctx["region"], ctx["tissue"], ctx["cache_dir"]
 
         def work(progress: Any, cancel: Any) -> SlideResult:
-            from ..features.encoders import cached_encoder, canonical_name
-            from ..text_query import encoder_tiling, zero_shot_slide
             from ..threads import apply_thread_policy
 
             apply_thread_policy(threads)
             report(progress, 0, 1, Stage.LOAD_MODEL)
-            enc = cached_encoder(canonical_name(source), device)  # zero_shot_slide reuses this copy
-            tiling = run_tiling(encoder_tiling(enc), slide_mpp, min_tissue=min_tissue)
-            with slide_at(slide, slide_mpp) as at_mpp:
-                result = zero_shot_slide(
-                    at_mpp,
-                    model=source,
-                    class_names=classes,
-                    templates=prompts,
-                    device=device,
-                    region=region,
-                    tiling=tiling,
-                    tissue=tissue,
-                    cache_dir=cache_dir,
-                    top_k=top_k,
-                    progress=progress,
-                    cancel=cancel,
-                )
-            ctx.update(model=source, tiling=tiling)  # phrase maps: the same encoder and patches
-            return dataclasses.replace(result, model_name=model_name)
+            context = RunContext(progress=progress, cancel=cancel)
+            result = api.zero_shot_classify(slide, classes, request, templates=prompts, context=context)
+            self._keep_run(slide, request, result)  # phrase maps: the same encoder and patches
+            return result
 
         return work
 
-    def _caption_work(
-        self,
-        model_name: str,
-        slide: Any,
-        slide_mpp: float | None,
-        min_tissue: float,
-        text: str | None,
-        top_k: int,
-        threads: Any,
-    ) -> Any:
-        """The worker of a PathM3 model's run (caption_slide)."""
-        ctx = self._last_run
-        encoder, device, region = ctx["encoder"], ctx["device"], ctx["region"]
-        tissue, cache_dir = ctx["tissue"], ctx["cache_dir"]
+    def _caption_work(self, model_name: str, slide: Any, request: CaptionRequest, threads: Any) -> Any:
+        """The worker of a PathM3 model's run: the registry's loaded model, then the one captioning entry."""
 
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             report(progress, 0, 1, Stage.LOAD_MODEL)
-            model = registry.load(model_name, device=device, progress=progress, cancel=cancel)
-            tiling = run_tiling(model.config.tiling or TilingConfig(), slide_mpp, min_tissue=min_tissue)
-            with slide_at(slide, slide_mpp) as at_mpp:  # the µm/px entered in the widget, if any
-                result = caption_slide(
-                    at_mpp,
-                    model=model,
-                    encoder=encoder,
-                    device=device,
-                    region=region,
-                    text=text,
-                    tiling=tiling,
-                    tissue=tissue,
-                    cache_dir=cache_dir,
-                    top_k=top_k,
-                    progress=progress,
-                    cancel=cancel,
-                )
-            ctx.update(model=model, tiling=tiling)  # phrase maps: the same patches
-            return dataclasses.replace(result, model_name=model_name)
+            model = registry.load(model_name, device=request.device, progress=progress, cancel=cancel)
+            run = request.replace(model=model)
+            result = api.caption_slide(slide, run, context=RunContext(progress=progress, cancel=cancel))
+            self._keep_run(slide, run, result)  # phrase maps: the same patches
+            return result
 
         return work
+
+    def _keep_run(self, slide: Any, request: CaptionRequest, result: SlideResult) -> None:
+        """What phrase maps rerun: this slide and request, on the grid the run laid (the same patches)."""
+        grid = request.replace(tiling=result.grid.config, min_tissue_fraction=None, level=None)
+        self._last_run = (slide, grid)
 
     def _start(self, work: Any) -> Job | None:
         self._set_running(True)
@@ -496,17 +455,13 @@ class CaptionWidget(Container):
         self.result = result
         # layers in the slide layer's units (pixels for a slide opened without µm/px), whatever µm/px was entered
         layer = self._slide.value
-        shown = result
-        if layer is not None and _layer_mpp_xy(layer) != result.mpp_xy:
-            shown = dataclasses.replace(result, mpp_xy=_layer_mpp_xy(layer))
-        show(shown, self._viewer)
-        self._show_phrase_maps(shown)
+        units = _layer_mpp_xy(layer) if layer is not None else result.mpp_xy
+        show(result, self._viewer, units=units)
+        self._show_phrase_maps(result.in_units(units))
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
-        name = result.model_name
-        zero_shot = name in registry.names() and registry.get(name).zero_shot
-        self._output.value = format_result(result, demo=name == DEMO_NAME, zero_shot=zero_shot)
+        self._output.value = format_result(result, demo=result.demo, zero_shot=self._zero_shot_run)
         self.words.set_result(result)
         self._stage.value = f"done: {result.num_patches} patches"
         self._progress.value = 100
@@ -517,7 +472,7 @@ class CaptionWidget(Container):
         """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
         from ..word_layers import phrase_map_layers
 
-        for lay in [lay for lay in self._viewer.layers if (lay.metadata or {}).get("kind") == "phrase_map"]:
+        for lay in [lay for lay in self._viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
             if (lay.metadata or {}).get("slide_path") == result.slide_path:
                 self._viewer.layers.remove(lay)
         for data, kwargs, _ in phrase_map_layers(result):
@@ -617,9 +572,7 @@ def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = 
             f"'{result.slide_name} phrase: <class>' (hidden until shown).",
             "",
         ]
-    elif (
-        warnings
-    ):  # a caption the model has not learned is noise: withhold it rather than show it as a finding
+    elif result.caption_withheld:  # a caption the model has not learned is noise, not a finding
         lines += ["", "Caption: (withheld: see the warning above)", ""]
     else:
         lines += ["", f"Caption: {result.caption or '(empty)'}", ""]

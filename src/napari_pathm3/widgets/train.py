@@ -25,8 +25,9 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from .. import api
 from .._types import Progress, Stage
-from ..api import layer_kind, slide_layers
+from ..api import RegionTrainingRequest, RunContext
 from ..config import (
     DEFAULT_ENCODER,
     DEFAULT_SIZE,
@@ -38,14 +39,16 @@ from ..config import (
 )
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
+from ..layer_kinds import is_result_layer
 from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
+from ..viewer import layer_kind, slide_layers
 from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
 from ._registry import encoder_names, registry
 from ._threads import threads_widget
-from ._worker import Job, error_text, unwrap_proxy
+from ._worker import Job, error_text
 
 if TYPE_CHECKING:
     import napari
@@ -275,7 +278,7 @@ class TrainWidget(Container):
         return [
             (lay.name, lay)
             for lay in self._viewer.layers
-            if layer_kind(lay) in ("shapes", "labels") and "kind" not in (lay.metadata or {})
+            if layer_kind(lay) in ("shapes", "labels") and not is_result_layer(lay)
         ]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
@@ -338,8 +341,7 @@ class TrainWidget(Container):
                 owner = max(matches, key=lambda s: len(s.name))
             scale = tuple(float(v) for v in owner.scale[-2:])
             out[owner.name][1].extend(regions_from_layer(layer, (scale[0], scale[1])))
-        # the plain Slide (not napari's plugin proxy around it) goes to the worker thread
-        return [(unwrap_proxy(s.metadata["pathm3_slide"]), regs) for s, regs in out.values() if regs]
+        return [(s.metadata["pathm3_slide"], regs) for s, regs in out.values() if regs]
 
     def _on_size(self, size: str) -> None:
         """A preset brings its own learning rate and alpha (scratch caption LMs need larger steps and more
@@ -358,7 +360,7 @@ class TrainWidget(Container):
             self._stage.value = error_text(err)
             show_error(f"PathM3: {err}")
             return None
-        kwargs = dict(
+        request = RegionTrainingRequest(
             output_dir=Path(self._out.value),
             encoder=self._encoder.value,
             device=self._device.value,
@@ -377,11 +379,11 @@ class TrainWidget(Container):
 
         def work(progress: Any, metrics: Any, cancel: Any) -> Any:
             from ..threads import apply_thread_policy
-            from ..training.region_trainer import train_on_regions
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
+            context = RunContext(progress=progress, cancel=cancel, metrics=metrics)
             try:
-                return train_on_regions(regions, progress=progress, metrics=metrics, cancel=cancel, **kwargs)
+                return api.train(regions, request, context=context)
             finally:  # the slides reopened at the entered µm/px (the layers keep their own)
                 for (s, _), (own, _) in zip(regions, layer_regions, strict=True):
                     if s is not own:

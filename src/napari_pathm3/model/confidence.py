@@ -11,19 +11,16 @@ import numpy as np
 def model_accuracy(model: Any) -> dict[str, Any] | None:
     """Accuracy of the model where its training verdict judged it (validation, cross-validation or, without
     either, the training bags), with the majority-class rate beside it; ``None`` when unrecorded."""
-    from .verdict import read_verdict
+    from .verdict import verdict_of
 
-    verdict = getattr(model, "training_verdict", None) or read_verdict(getattr(model, "checkpoint_dir", None))
-    if not verdict or verdict.get("accuracy") is None:
-        return None
-    keys = ("accuracy", "majority_rate", "evaluated_on", "n")
-    return {k: verdict[k] for k in keys if verdict.get(k) is not None}
+    verdict = verdict_of(model)
+    return None if verdict is None else verdict.accuracy_record()
 
 
 def ood_check(model: Any, features: np.ndarray) -> Any:
-    """The slide's distance to the model's training features (:class:`~.model.feature_summary.OodCheck`),
+    """The slide's distance to the model's training features (:class:`~.feature_summary.OodCheck`),
     or ``None`` when the model has no training-feature summary (older checkpoints)."""
-    from ..model.feature_summary import load_summary
+    from .feature_summary import load_summary
 
     summary = getattr(model, "feature_summary", None)
     if summary is None:

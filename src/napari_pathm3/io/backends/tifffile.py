@@ -12,9 +12,16 @@ from __future__ import annotations
 import functools
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+
+from ...errors import NotBrightfieldError
+from .base import BackendKind, Fit, PixelFormat
+from .capabilities import NativeSamples
+
+if TYPE_CHECKING:
+    import zarr
 
 #: TIFF photometric interpretations of colour images (RGB, palette, YCbCr)
 _RGB_PHOTOMETRIC = (2, 3, 6)
@@ -49,15 +56,16 @@ def _is_non_rgb_tiff(path: str, _mtime_ns: int, _size: int) -> bool:
     return not rgb
 
 
-class TiffFileBackend:
-    name = "tifffile"
-    thread_safe = True  # reads are serialised on one lock (tifffile shares a file handle)
-    is_rgb = False
+class TiffFileBackend(NativeSamples):
+    """Reads are serialised on one lock (tifffile shares a file handle)."""
+
+    kind: ClassVar[BackendKind] = BackendKind.TIFFFILE
 
     def __init__(self, path: Path) -> None:
         import tifffile
         import zarr
 
+        self._path = path
         self._lock = threading.Lock()
         self._tif = tifffile.TiffFile(path)
         try:
@@ -65,7 +73,7 @@ class TiffFileBackend:
             axes = series.axes.upper()
             if "Y" not in axes or "X" not in axes:
                 raise ValueError(f"image axes {axes!r} have no Y and X")
-            self._levels = [
+            self._levels: list[zarr.Array] = [
                 zarr.open_array(series.aszarr(level=i), mode="r") for i in range(len(series.levels))
             ]
             self._series = series
@@ -79,11 +87,29 @@ class TiffFileBackend:
         self._axes = axes
         self.dtype = np.dtype(series.dtype)
         self.channels = 1 if self._channel_axis is None else int(series.shape[self._channel_axis])
-        self.vendor = "tifffile"
         self._keyframe = series.keyframe
 
-    def _index(self, level: int, x: int, y: int, w: int, h: int) -> tuple[Any, ...]:
-        key: list[Any] = []
+    @classmethod
+    def fit(cls, path: Path) -> Fit:
+        # OpenSlide would silently turn such a file into 8-bit RGB: nothing else may read it under "auto"
+        return Fit.ONLY if is_non_rgb_tiff(path) else Fit.NO
+
+    @property
+    def vendor(self) -> str:
+        return "tifffile"
+
+    @property
+    def pixels(self) -> PixelFormat:
+        return PixelFormat(rgb=False, dtype=self.dtype, channels=self.channels)
+
+    def mpp_xy(self) -> tuple[float, float] | None:
+        return self._mpp()
+
+    def objective_power(self) -> float | None:
+        return None  # TIFF tags hold no magnification
+
+    def _index(self, x: int, y: int, w: int, h: int) -> tuple[slice | int, ...]:
+        key: list[slice | int] = []
         for i, a in enumerate(self._axes):
             if a == "Y":
                 key.append(slice(y, y + h))
@@ -104,7 +130,7 @@ class TiffFileBackend:
         if x1 <= x0 or y1 <= y0:
             return out
         with self._lock:
-            block = np.asarray(arr[self._index(level, x0, y0, x1 - x0, y1 - y0)])
+            block = np.asarray(arr[self._index(x0, y0, x1 - x0, y1 - y0)])
         kept = [a for i, a in enumerate(self._axes) if a in "YX" or i == self._channel_axis]
         order = [kept.index("Y"), kept.index("X")] + (
             [kept.index(self._axes[self._channel_axis])] if self._channel_axis is not None else []
@@ -114,9 +140,7 @@ class TiffFileBackend:
         return out
 
     def read_rgba(self, x: int, y: int, level: int, w: int, h: int) -> np.ndarray:
-        """Native samples (not RGBA): the slide's validation read; display reads go through :meth:`read_level`."""
-        ds = self.level_downsamples[level]
-        return self.read_level(level, round(x / ds), round(y / ds), w, h)
+        raise NotBrightfieldError(f"{self._path.name}: {self.channels}-channel {self.dtype} samples, not RGB")
 
     @property
     def properties(self) -> dict[str, str]:
@@ -161,9 +185,8 @@ class TiffFileBackend:
         page = self._series.levels[level].keyframe
         return (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else None
 
-    @property
-    def associated_images(self) -> list[str]:
-        return []
-
     def close(self) -> None:
         self._tif.close()
+
+
+BACKEND = TiffFileBackend

@@ -7,16 +7,16 @@ about ``block_size`` level pixels (aligned to a multiple of the native tile), ea
 once per patch (patches rarely align with tiles, and overlapping grids read each pixel several times) and
 cuts the per-call overhead of the slide library.
 
-Plain tiled RGB TIFF and Aperio SVS levels are decoded tile by tile straight from the file
-(:class:`~napari_pathm3.io.tiff_tiles.TiffTiles`: the same libjpeg-turbo, OpenSlide's exact pixels, about a
-third of the CPU per patch), each patch copied once from the cached tiles into the batch.
-
-On other OpenSlide slides each reader thread has its own OpenSlide handle (no handle or lock shared between
-threads) and reads into a reusable buffer of its own: OpenSlide's premultiplied ARGB words are viewed as
-bytes and copied channel by channel straight into the output batch, so a patch's pixels are copied once
-after decoding (``Slide.read_region`` makes an RGBA array, checks alpha and copies to RGB, and the reader
-then copies the patch into the batch). Blocks with any transparent pixel (outside the slide, empty regions
-of sparse formats) go through ``Slide.read_region``, which composites them on white.
+Two fast paths come from the slide's backend, as capabilities (:mod:`.backends.capabilities`), never from
+its name. A backend with :class:`~.backends.capabilities.DirectTiles` decodes tiles straight from the file
+(plain tiled RGB TIFF and Aperio SVS levels: :class:`~.backends.tiff_tiles.TiffTiles`, the same
+libjpeg-turbo, OpenSlide's exact pixels, about a third of the CPU per patch), each patch copied once from the
+cached tiles into the batch. A backend with :class:`~.backends.capabilities.ThreadedPixels` gives each reader
+thread its own state (OpenSlide: a handle and a reusable buffer, no lock shared between threads) and the
+patches are copied plane by plane straight into the output batch, so a patch's pixels are copied once after
+decoding (``Slide.read_region`` makes an RGBA array, checks alpha and copies to RGB, and the reader then
+copies the patch into the batch). Blocks with any transparent pixel (outside the slide, empty regions of
+sparse formats) go through ``Slide.read_region``, which composites them on white.
 
 The number of reader threads comes from the package thread policy (:mod:`napari_pathm3.threads`), so the
 reader never keeps more threads busy than there are free cores.
@@ -24,7 +24,6 @@ reader never keeps more threads busy than there are free cores.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
 import os
@@ -34,14 +33,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from .._types import CancelToken, check_cancel
-from ..io.tiff_tiles import TiffTiles
 from ..threads import current_policy
-from .grid import PatchGrid
+from .backends.capabilities import PixelReader, TileDecoder
+from .slide import Slide
 
 log = logging.getLogger(__name__)
 
@@ -57,59 +56,6 @@ def default_workers() -> int:
     return max(1, min(8, current_policy().threads))
 
 
-class _OpenSlidePixels:
-    """Per-thread OpenSlide handles that decode into per-thread buffers (no lock shared between threads).
-
-    :meth:`read` returns a ``(h, w, 4)`` BGRA view of the calling thread's buffer (valid until that thread's
-    next read), or ``None`` when the region has transparent pixels (the caller then composites through
-    ``Slide.read_region``) or the fast path is unavailable.
-    """
-
-    def __init__(self, path: str) -> None:
-        from openslide import OpenSlide, lowlevel
-
-        self._open, self._read_region = OpenSlide, lowlevel._read_region  # C call; ctypes releases the GIL
-        self.path = path
-        self._local = threading.local()
-        self._handles: list[Any] = []
-        self._lock = threading.Lock()  # guards only the list of handles (to close them)
-
-    @classmethod
-    def for_slide(cls, slide: Any) -> _OpenSlidePixels | None:
-        if getattr(slide, "backend", None) != "openslide" or sys.byteorder != "little":
-            return None
-        path = getattr(slide, "_file", None) or getattr(slide, "path", None)
-        try:
-            return cls(str(path)) if path is not None else None
-        except (ImportError, AttributeError):  # another openslide-python layout: use Slide.read_region
-            return None
-
-    def read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray | None:
-        local = self._local
-        handle = getattr(local, "handle", None)
-        if handle is None:
-            handle = local.handle = self._open(self.path)
-            local.buf = np.empty(0, np.uint32)
-            with self._lock:
-                self._handles.append(handle)
-        w, h = size
-        if local.buf.size < w * h:
-            local.buf = np.empty(w * h, np.uint32)
-        words = local.buf[: w * h]
-        ptr = words.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
-        self._read_region(handle._osr, ptr, int(location[0]), int(location[1]), int(level), int(w), int(h))
-        if words.min() < 0xFF000000:  # some alpha < 255: premultiplied pixels, composite elsewhere
-            return None
-        return words.view(np.uint8).reshape(h, w, 4)  # little-endian ARGB words = B, G, R, A bytes
-
-    def close(self) -> None:
-        with self._lock:
-            handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.close()
-        self._local = threading.local()
-
-
 def _lower_priority(nice: int) -> None:
     """Raise this reader thread's nice value by ``nice`` (Linux: per thread), so decoding fills the gaps
     the encoder leaves on the cores instead of pre-empting its threads mid-operation."""
@@ -122,12 +68,34 @@ def _lower_priority(nice: int) -> None:
         pass
 
 
-def _bgra_to_rgb(bgra: np.ndarray, out: np.ndarray) -> None:
-    """Copy a ``(h, w, 4)`` BGRA view into ``(h, w, 3)`` RGB ``out`` (3 plane copies: ~4x faster than one
-    copy through a reversed channel stride)."""
-    out[..., 0] = bgra[..., 2]
-    out[..., 1] = bgra[..., 1]
-    out[..., 2] = bgra[..., 0]
+def _planes_to_rgb(src: np.ndarray, planes: tuple[int, int, int], out: np.ndarray) -> None:
+    """Copy the R, G, B ``planes`` of ``src`` (``(h, w, c)``) into ``(h, w, 3)`` ``out`` (3 plane copies:
+    ~4x faster than one copy through a reversed channel stride)."""
+    out[..., 0] = src[..., planes[0]]
+    out[..., 1] = src[..., planes[1]]
+    out[..., 2] = src[..., planes[2]]
+
+
+class PatchLayout(Protocol):
+    """The geometry the reader needs (:class:`~napari_pathm3.tiling.grid.PatchGrid` has it; I/O sits below
+    tiling, so it is named here by what it offers)."""
+
+    @property
+    def coords(self) -> np.ndarray: ...  # (n, 2) level-0 (x, y)
+
+    @property
+    def patch_size(self) -> int: ...
+
+    @property
+    def read_level(self) -> int: ...
+
+    @property
+    def read_size(self) -> int: ...
+
+    @property
+    def needs_resize(self) -> bool: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -147,19 +115,19 @@ class PatchReader:
 
     Args:
         slide: an open :class:`~napari_pathm3.io.slide.Slide`.
-        grid: the patches.
+        grid: the patches (a :class:`~napari_pathm3.tiling.grid.PatchGrid`).
         num_workers: reader threads (default: the thread policy's budget, at most 8).
         block_size: edge of a block read in level pixels; ``0`` reads patch by patch.
-        fast: plain tiled RGB TIFF/SVS levels decode their tiles directly (:class:`TiffTiles`); other
-            OpenSlide slides use per-thread handles decoding into reusable buffers (``False``: every read
-            through ``Slide.read_region``; the pixels are the same).
-        direct_tiles: with ``fast``, decode plain TIFF tiles directly (``False``: the OpenSlide fast path only).
+        fast: use the backend's capabilities: a direct tile decoder where the level allows it, else a
+            thread-local pixel reader (``False``: every read through ``Slide.read_region``; the pixels are
+            the same).
+        direct_tiles: with ``fast``, use a direct tile decoder (``False``: the thread-local reader only).
     """
 
     def __init__(
         self,
-        slide: Any,
-        grid: PatchGrid,
+        slide: Slide,
+        grid: PatchLayout,
         *,
         num_workers: int | None = None,
         block_size: int = BLOCK_SIZE,
@@ -167,7 +135,7 @@ class PatchReader:
         direct_tiles: bool = True,
     ) -> None:
         self.slide, self.grid = slide, grid
-        self._pixels = _OpenSlidePixels.for_slide(slide) if fast else None
+        self._pixels: PixelReader | None = slide.pixel_reader() if fast else None
         self.nice = 0  # raised by extraction, where reading runs beside the encoder
         self.num_workers = num_workers or default_workers()
         self.block_size = int(block_size)
@@ -178,8 +146,10 @@ class PatchReader:
         self._level_xy = np.round(level_xy).astype(np.int64)
         on_pixels = bool(np.all(np.abs(level_xy - self._level_xy) < 1e-6))
         self._blockable = self.block_size > 0 and on_pixels
-        tiles = TiffTiles.for_slide(slide) if fast and direct_tiles and on_pixels else None
-        self._tiles = tiles if tiles is not None and tiles.supports(grid.read_level) else None
+        tiles = slide.tile_decoder() if fast and direct_tiles and on_pixels else None
+        self._tiles: TileDecoder | None = (
+            tiles if tiles is not None and tiles.supports(grid.read_level) else None
+        )
         if tiles is not None and self._tiles is None:
             tiles.close()
         if self._blockable:
@@ -245,8 +215,8 @@ class PatchReader:
         return _Block((x, y), (rs, rs), np.array([slot]), np.zeros((1, 2), np.int64), (lx, ly))
 
     def _read_tiles(self, block: _Block, out: np.ndarray) -> bool:
-        """Every patch of ``block`` from directly decoded TIFF tiles; ``False`` when one cannot be (the block
-        is then read through OpenSlide)."""
+        """Every patch of ``block`` from directly decoded tiles; ``False`` when one cannot be (the block is
+        then read through the slide)."""
         g, tiles = self.grid, self._tiles
         assert tiles is not None
         rs, bx, by = g.read_size, block.origin[0], block.origin[1]
@@ -265,28 +235,29 @@ class PatchReader:
             try:
                 if self._read_tiles(block, out):
                     return
-            except Exception as err:  # noqa: BLE001 - a tile the decoder rejects: OpenSlide reads it (or says why)
-                log.debug("direct tile read failed (%s); reading through OpenSlide", err)
-        bgra = None
-        if self._pixels is not None:
+            except Exception as err:  # noqa: BLE001 - a tile the decoder rejects: the slide reads it (or says why)
+                log.debug("direct tile read failed (%s); reading through the slide", err)
+        pixels, src = self._pixels, None
+        if pixels is not None:
             try:
-                bgra = self._pixels.read(block.location, g.read_level, block.size)
+                src = pixels.read(block.location, g.read_level, block.size)
             except Exception as err:  # noqa: BLE001 - Slide.read_region below raises the proper error
                 log.debug("fast read failed (%s); reading through Slide.read_region", err)
-                bgra = None
-        if bgra is None:
+                src = None
+        if pixels is None or src is None:
             px = self.slide.read_region(block.location, g.read_level, block.size)
             for slot, (ox, oy) in zip(block.slots, block.offsets, strict=True):
                 out[slot] = self._finish(px[oy : oy + rs, ox : ox + rs])
             return
+        planes = pixels.rgb_planes
         for slot, (ox, oy) in zip(block.slots, block.offsets, strict=True):
-            src = bgra[oy : oy + rs, ox : ox + rs]
+            patch = src[oy : oy + rs, ox : ox + rs]
             if g.needs_resize:
                 rgb = np.empty((rs, rs, 3), np.uint8)
-                _bgra_to_rgb(src, rgb)
+                _planes_to_rgb(patch, planes, rgb)
                 out[slot] = self._finish(rgb)
             else:
-                _bgra_to_rgb(src, out[slot])
+                _planes_to_rgb(patch, planes, out[slot])
 
     def close(self) -> None:
         """Close the per-thread slide handles and the tile cache (reads reopen them as needed)."""
@@ -295,7 +266,7 @@ class PatchReader:
         if self._tiles is not None:
             self._tiles.close()
 
-    def read_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def read_batch(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((len(idx), self.grid.patch_size, self.grid.patch_size, 3), np.uint8)
         for block in self._plan(idx):

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from napari_pathm3.config import TilingConfig
+from napari_pathm3.io import patch_reader as reader_mod
+from napari_pathm3.io.backends import openslide as openslide_backend
+from napari_pathm3.io.patch_reader import PatchReader
 from napari_pathm3.io.slide import open_slide
-from napari_pathm3.tiling import PatchGrid, PatchReader, make_grid
-from napari_pathm3.tiling import reader as reader_mod
+from napari_pathm3.tiling import PatchGrid, make_grid
 
 
 def _slow(slide, grid: PatchGrid) -> np.ndarray:  # noqa: ANN001
@@ -55,14 +57,14 @@ def test_transparent_blocks_are_composited_on_white(cmu_slide_path: Path) -> Non
 
 def test_reader_threads_have_their_own_handles(cmu_slide_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[int, set[int]] = {}
-    original = reader_mod._OpenSlidePixels.read
+    original = openslide_backend._ThreadPixels.read
 
     def spy(self, location, level, size):  # noqa: ANN001
         out = original(self, location, level, size)
         seen.setdefault(threading.get_ident(), set()).add(id(self._local.handle))
         return out
 
-    monkeypatch.setattr(reader_mod._OpenSlidePixels, "read", spy)
+    monkeypatch.setattr(openslide_backend._ThreadPixels, "read", spy)
     with open_slide(cmu_slide_path) as slide:
         grid = make_grid(slide, TilingConfig(min_tissue_fraction=0.0))
         reader = PatchReader(slide, grid, num_workers=2, block_size=0, direct_tiles=False)

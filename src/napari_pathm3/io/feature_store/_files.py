@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FeatureStoreError
+from ...errors import FeatureStoreError
 
 SUFFIX = ".zarr"
 #: ``attrs[MARKER_KEY] == MARKER`` marks a folder as a feature store this package created (and may replace)
@@ -63,7 +63,7 @@ def attrs_problem(attrs: dict[str, Any]) -> str | None:
     extraction (it is still ours: the marker says so)."""
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-    from ..schemas import _error_line
+    from ...schemas import _error_line
 
     class StoreAttrs(BaseModel):  # the attributes reading and resuming rely on; identity ones are compared
         model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)

@@ -1,4 +1,4 @@
-"""Direct TIFF tile decoding (io/tiff_tiles.py) gives exactly OpenSlide's pixels, and PatchReader uses it
+"""Direct TIFF tile decoding (io/backends/tiff_tiles.py) gives exactly OpenSlide's pixels, and PatchReader uses it
 only where it can: other patches (past the slide edge, other formats) still go through the slide."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from napari_pathm3.config import TilingConfig
+from napari_pathm3.io.backends.tiff_tiles import TiffTiles
+from napari_pathm3.io.patch_reader import PatchReader
 from napari_pathm3.io.slide import open_slide
-from napari_pathm3.io.tiff_tiles import TiffTiles
-from napari_pathm3.tiling import PatchReader, make_grid
+from napari_pathm3.tiling import make_grid
 
 from ..conftest import blob_image, write_pyramid_tiff
 
@@ -72,8 +73,8 @@ def test_patches_past_the_edge_fall_back_to_the_slide(pyramid: Path) -> None:
 
 def test_cache_is_bounded_and_close_reopens(pyramid: Path) -> None:
     with open_slide(pyramid) as slide:
-        tiles = TiffTiles.for_slide(slide)
-        assert tiles is not None
+        tiles = slide.tile_decoder()
+        assert isinstance(tiles, TiffTiles)
         tiles._cache_bytes = 3 * 128 * 128 * 3  # three tiles
         out = np.empty((300, 300, 3), np.uint8)
         assert tiles.read_into(0, 10, 10, out)  # 3 x 3 tiles
@@ -92,7 +93,7 @@ def test_other_backends_and_formats_are_not_decoded_here(cmu_slide_path: Path, t
     tifffile.imwrite(stripped, blob_image(256, 256), photometric="rgb")  # not tiled
     for path in (stripped,):
         with open_slide(path) as slide:
-            assert TiffTiles.for_slide(slide) is None
+            assert slide.tile_decoder() is None
     with open_slide(cmu_slide_path) as slide:
         assert PatchReader(slide, make_grid(slide, TilingConfig()), fast=False)._tiles is None
 

@@ -1,9 +1,10 @@
-"""Direct tile decoding for plain tiled RGB TIFF pyramids (Aperio SVS, generic tiled TIFF).
+"""Direct tile decoding for plain tiled RGB TIFF pyramids (Aperio SVS, generic tiled TIFF): the
+:class:`~.capabilities.TileDecoder` the OpenSlide and tiffslide backends offer.
 
 For these files OpenSlide reads a tile's bytes, decodes them with libjpeg into premultiplied ARGB, caches and
 composites them, and openslide-python converts the result again. imagecodecs (through tifffile's per-page
 ``decode``) decodes the same bytes with the same libjpeg-turbo straight to RGB: the pixels are identical
-(``tests/tiling/test_tiff_tiles.py`` checks it against OpenSlide) and the CPU per tile is a fraction (977 JPEG
+(``tests/io/test_tiff_tiles.py`` checks it against OpenSlide) and the CPU per tile is a fraction (977 JPEG
 tiles of the generated 60k x 40k slide: 0.25 s against 1.19 s through OpenSlide, one thread).
 
 :class:`TiffTiles` reads regions of such a level into a caller's buffer. Tile bytes come from ``os.pread`` on
@@ -22,22 +23,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .capabilities import TILE_CACHE_BYTES
+
+if TYPE_CHECKING:
+    from tifffile import TiffPage
+
+#: ``TiffPage.decode``: (tile or ``None``, indices, shape)
+_Decode = Callable[..., tuple[np.ndarray | None, tuple[int, ...], tuple[int, ...]]]
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TiffTiles"]
 
-#: OpenSlide vendors whose levels are the TIFF pages' tiles laid on a plain grid (no overlaps, no stitching)
-_PLAIN_VENDORS = ("aperio", "generic-tiff")
 #: compressions decoded here: none, LZW, JPEG, deflate (lossless ones give identical pixels by definition;
 #: JPEG is checked against OpenSlide in the tests)
 _COMPRESSIONS = (1, 5, 7, 8, 32946)
-#: decoded tiles kept per reader (a 256-px RGB tile is 192 KiB): enough for two rows of tiles across a
-#: 100k-px wide level, so the tile row shared by consecutive patch rows is decoded once.
-CACHE_BYTES = 160 << 20
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class _Level:
     tiles_x: int
     offsets: np.ndarray  # (tiles,) int64 file offsets of the tiles, row-major
     counts: np.ndarray  # (tiles,) int64 byte counts (0: missing tile)
-    decode: Callable[..., Any]
+    decode: _Decode
     jpegtables: bytes | None
 
 
@@ -57,7 +61,7 @@ class TiffTiles:
     """Region reads of the levels of a plain tiled RGB TIFF, decoded tile by tile (thread-safe)."""
 
     def __init__(
-        self, path: Path, level_dimensions: list[tuple[int, int]], *, cache_bytes: int = CACHE_BYTES
+        self, path: Path, level_dimensions: list[tuple[int, int]], *, cache_bytes: int = TILE_CACHE_BYTES
     ):
         import tifffile
 
@@ -66,8 +70,7 @@ class TiffTiles:
         try:
             series = tif.series[0]
             self._levels: list[_Level | None] = [
-                _level(page.keyframe if hasattr(page, "keyframe") else page, dims)
-                for page, dims in zip(_level_pages(series), level_dimensions, strict=False)
+                _level(lv.keyframe, dims) for lv, dims in zip(series.levels, level_dimensions, strict=False)
             ]
         finally:
             tif.close()  # offsets, counts and the decode closure are all we keep
@@ -78,21 +81,15 @@ class TiffTiles:
         self._cached = 0
 
     @classmethod
-    def for_slide(cls, slide: Any, *, cache_bytes: int = CACHE_BYTES) -> TiffTiles | None:
-        """A decoder for ``slide`` when its levels are plain tiled RGB TIFF pages, else ``None``."""
-        file = getattr(slide, "_file", None)
-        if file is None or not getattr(slide, "is_rgb", True):
-            return None
-        backend = getattr(slide, "backend", None)
-        if backend == "openslide":
-            if slide.properties.get("openslide.vendor") not in _PLAIN_VENDORS:
-                return None
-        elif backend != "tiffslide":
-            return None
+    def for_file(
+        cls, path: Path, level_dimensions: list[tuple[int, int]], *, cache_bytes: int = TILE_CACHE_BYTES
+    ) -> TiffTiles | None:
+        """A decoder for ``path`` when some of its levels are plain tiled RGB TIFF pages, else ``None``.
+        The backend decides whether its vendor lays levels out as plain pages before asking."""
         try:
-            tiles = cls(Path(file), list(slide.level_dimensions), cache_bytes=cache_bytes)
+            tiles = cls(path, level_dimensions, cache_bytes=cache_bytes)
         except Exception as err:  # noqa: BLE001 - not a TIFF tifffile maps exactly: the slide reads it
-            log.debug("%s: no direct tile decoding (%s)", file, err)
+            log.debug("%s: no direct tile decoding (%s)", path, err)
             return None
         if not any(tiles._levels):
             tiles.close()
@@ -166,11 +163,7 @@ class TiffTiles:
             os.close(fd)
 
 
-def _level_pages(series: Any) -> list[Any]:
-    return [lv.keyframe for lv in series.levels]
-
-
-def _level(page: Any, dims: tuple[int, int]) -> _Level | None:
+def _level(page: TiffPage, dims: tuple[int, int]) -> _Level | None:
     """The tile layout of ``page`` when it holds exactly the slide level ``dims`` as plain RGB tiles."""
     ok = (
         page.is_tiled
