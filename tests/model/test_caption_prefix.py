@@ -61,7 +61,7 @@ def test_prefix_shape_when_on(tiny_config, make_batch, count, cls, source, extra
     patches = model.correlation(x, mask)
     image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
     z = image_only.query_output
-    prefix = model.caption_prefix_embeddings(patches, mask, image_only)
+    prefix = model.caption_prefix_embeddings(x, mask, image_only)
     q = tiny_config.qformer.num_query_tokens
     assert prefix.shape[:2] == (2, q + extra)
     assert torch.equal(prefix[:, :q], model.language_projection(z))
@@ -111,7 +111,7 @@ def test_class_token_teacher_forced_in_training_predicted_at_inference(tiny_conf
     model.generate_captions(x, mask, max_new_tokens=2)
     patches = model.correlation(x, mask)
     image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
-    prefix = model.caption_prefix_embeddings(patches, mask, image_only)
+    prefix = model.caption_prefix_embeddings(x, mask, image_only)
     assert torch.equal(prefix[:, -1], model.caption_prefix.class_embedding.weight[[2, 2]])
 
 
@@ -206,8 +206,7 @@ def test_count_heads_learn_from_the_labels(tiny_config, make_batch) -> None:
     out_on, out_off = on(x, mask, labels=labels), off(x, mask, labels=labels)
     from napari_pathm3.model.heads import classification_loss
 
-    patches = on.correlation(x, mask)
-    aux = classification_loss(on.caption_prefix.class_logits(patches, mask), labels)
+    aux = classification_loss(on.caption_prefix.class_logits(x, mask), labels)  # each patch's own feature
     assert torch.allclose(out_on.loss_cls, out_off.loss_cls + aux, atol=1e-6)
     out_on.loss.backward()
     assert on.caption_prefix.count.gate_v.weight.grad.abs().sum() > 0  # L_C reaches the gates

@@ -7,7 +7,7 @@ The LM reads the q projected query outputs (BLIP-2). Two switchable additions, a
   instances a bag holds is lost. K gated sum-pooling heads keep it (gated attention scores, Ilse et al. 2018,
   without the softmax):
 
-      s_kn = w_kᵀ (tanh(V e_n) ⊙ σ(U e_n)) + b_k        e_n: correlated patch n (b, n, D)
+      s_kn = w_kᵀ (tanh(V x_n) ⊙ σ(U x_n)) + b_k        x_n: patch n's own feature (b, n, d)
       c_k  = Σ_n σ(s_kn)                                  soft count of the patches head k fires on
       u_k  = log(1 + c_k)
       token_k = W_out GELU(a_k u_k + β_k) + p_k           a_k, β_k ∈ R^h per head; p_k a per-head embedding
@@ -30,7 +30,7 @@ The LM reads the q projected query outputs (BLIP-2). Two switchable additions, a
   inference, so the caption is decoded for the class the head reports. The reference caption is never fed
   back: only a class index.
 
-Dimensions: b bags, n patches, D correlation width, K count heads, h hidden, W LM width, C classes.
+Dimensions: b bags, n patches, d patch feature width, K count heads, h hidden, W LM width, C classes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class CaptionPrefix(nn.Module):
     def __init__(
         self, config: CaptionPrefixConfig, *, width: int, lm_width: int, num_classes: int, lse_features: int
     ) -> None:
-        """``width``: correlated patch width D; ``lse_features``: q·L·h log-normalisers per bag."""
+        """``width``: patch feature width d; ``lse_features``: q·L·h log-normalisers per bag."""
         super().__init__()
         self.config = config
         if config.count_tokens > 0 and config.count_source == "attention":

@@ -147,7 +147,8 @@ def extra_prefix(model: Any, pass_: QueryPass) -> Tensor | None:
     mask = pass_.mask if pass_.mask is not None else torch.ones(pass_.patches.shape[:2], dtype=torch.bool)
     mask = mask.to(pass_.patches.device)
     image_only = model.qformer(pass_.patches, mask, need_weights=False, need_lse=model._needs_lse)
-    return model._extra_prefix(pass_.patches, mask, image_only, None)
+    assert pass_.features is not None  # set by query_pass
+    return model._extra_prefix(pass_.features, mask, image_only, None)
 
 
 def token_query_relevance(
@@ -193,6 +194,9 @@ class QueryPass:
     states: list[Tensor]  # per cross-attention layer: (1, q, H) query states (its attention's queries)
     contexts: list[Tensor]  # per cross-attention layer: (1, q, H) Σ_n A(k, n) V(E_n), heads concatenated
     query_output: Tensor  # (1, q, H)
+    features: Tensor | None = (
+        None  # (1, n, d) the patch features (the count gates of caption_prefix read them)
+    )
 
 
 def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: QueryPass | None) -> Tensor:
@@ -234,7 +238,14 @@ def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: 
 def query_pass(model: Any, features: Tensor, mask: Tensor | None = None) -> QueryPass:
     """Correlation module + the Q-Former's image-only query path over one bag ``features`` (1, n, d)."""
     patches, mask = model._encode(features, mask, "image")
-    out = QueryPass(patches=patches, mask=mask, states=[], contexts=[], query_output=features.new_zeros(0))
+    out = QueryPass(
+        patches=patches,
+        mask=mask,
+        states=[],
+        contexts=[],
+        query_output=features.new_zeros(0),
+        features=features.to(patches.device),
+    )
     out.query_output = _query_path(model.qformer, 1, None, out)
     return out
 
@@ -406,6 +417,6 @@ def singleton_log_probs(
         mask = torch.ones(x.shape[0], 1, dtype=torch.bool, device=model.device)
         patches = model.correlation(x, mask)
         image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
-        prefix = model.caption_prefix_embeddings(patches, mask, image_only)  # + caption_prefix tokens when on
+        prefix = model.caption_prefix_embeddings(x, mask, image_only)  # + caption_prefix tokens when on
         out[:, s : s + batch] = _token_log_probs(model, prefix, token_ids).T.float().cpu()
     return ids, out

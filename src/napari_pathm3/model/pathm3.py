@@ -91,7 +91,7 @@ class PathM3Model(nn.Module):
         if config.caption_prefix.extra_tokens:  # §5a; built only when on, so "off" is the same model
             self.caption_prefix = CaptionPrefix(
                 config.caption_prefix,
-                width=config.cross_attention_width,
+                width=config.feature_dim,  # the gates read each patch's own feature (instance level)
                 lm_width=lm_width,
                 num_classes=config.num_classes,
                 lse_features=config.qformer.num_query_tokens
@@ -236,14 +236,16 @@ class PathM3Model(nn.Module):
         loss_cls = None
         if labels is not None:
             loss_cls, image_only = self._classification_loss(logits, labels, text, patches, mask, image_only)
-            count_loss = self._count_loss(patches, mask, labels)  # §5a: the count heads learn from the labels
+            count_loss = self._count_loss(
+                features, mask, labels
+            )  # §5a: the count heads learn from the labels
             loss_cls = loss_cls if count_loss is None else loss_cls + count_loss
         loss_caption = loss_itc = None
         if captions is not None and any(present(captions)):
             if patches is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
-            extra = self._extra_prefix(patches, mask, image_only, labels)
+            extra = self._extra_prefix(features, mask, image_only, labels)
             loss_caption = caption_objective(self, image_only.query_output, captions, extra=extra)
             loss_itc = contrastive_objective(self, image_only.query_output, captions)
         return PathM3Output(
@@ -256,12 +258,12 @@ class PathM3Model(nn.Module):
             loss_itc=loss_itc,
         )
 
-    def _count_loss(self, patches: Tensor | None, mask: Tensor | None, labels: Tensor) -> Tensor | None:
+    def _count_loss(self, features: Tensor | None, mask: Tensor | None, labels: Tensor) -> Tensor | None:
         """The count heads' own cross-entropy (``caption_prefix.count_classifier``; None when off)."""
         prefix = getattr(self, "caption_prefix", None)
-        if prefix is None or patches is None or mask is None:
+        if prefix is None or features is None or mask is None:
             return None
-        logits = prefix.class_logits(patches, mask)
+        logits = prefix.class_logits(features.to(self.device), mask)
         return None if logits is None else classification_loss(logits, labels.to(self.device))
 
     @property
@@ -270,22 +272,23 @@ class PathM3Model(nn.Module):
         return prefix is not None and prefix.needs_log_normaliser
 
     def _extra_prefix(
-        self, patches: Tensor, mask: Tensor, image_only: QFormerOutput, labels: Tensor | None
+        self, features: Tensor, mask: Tensor, image_only: QFormerOutput, labels: Tensor | None
     ) -> Tensor | None:
-        """The ``caption_prefix`` tokens (b, k, W) from the image-only pass, or None when the extension is off.
+        """The ``caption_prefix`` tokens (b, k, W) from the patch ``features`` (b, n, d: the count gates read each
+        patch's own feature) and the image-only pass, or None when the extension is off.
         The class token gets ``labels`` where known (teacher forcing), else the image-only prediction."""
         if not self.config.caption_prefix.extra_tokens:
             return None
         classes = None
         if self.config.caption_prefix.class_token:
             classes = conditioning_classes(labels, self.classifier(image_only.query_output))
-        return self.caption_prefix(patches, mask, classes, image_only.log_normaliser)
+        return self.caption_prefix(features.to(self.device), mask, classes, image_only.log_normaliser)
 
-    def caption_prefix_embeddings(self, patches: Tensor, mask: Tensor, image_only: QFormerOutput) -> Tensor:
+    def caption_prefix_embeddings(self, features: Tensor, mask: Tensor, image_only: QFormerOutput) -> Tensor:
         """The LM prefix at inference (b, q + k, W): projected image-only queries, then the ``caption_prefix``
         tokens with the classifier's predicted class."""
         prefix = self.language_projection(image_only.query_output)
-        extra = self._extra_prefix(patches, mask, image_only, None)
+        extra = self._extra_prefix(features, mask, image_only, None)
         return prefix if extra is None else torch.cat([prefix, extra.to(prefix.dtype)], dim=1)
 
     def _encode(
@@ -365,7 +368,7 @@ class PathM3Model(nn.Module):
         with autocast(self.device):
             patches = self.correlation(features.to(self.device), mask)
             image_only = self.qformer(patches, mask, need_weights=False, need_lse=self._needs_lse)
-            prefix = self.caption_prefix_embeddings(patches, mask, image_only)
+            prefix = self.caption_prefix_embeddings(features, mask, image_only)
             return generate_captions(
                 self.language_model,
                 self.lm_tokenizer,
