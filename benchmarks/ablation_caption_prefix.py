@@ -91,6 +91,20 @@ def _mean(vals: list[Any]) -> float | None:
     return round(sum(vals) / len(vals), 3) if vals else None
 
 
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means per family and variant over the seeds that ran (``seeds`` lists them)."""
+    out: dict[str, Any] = {}
+    for f, v in sorted({(r["family"], r["variant"]) for r in runs}):
+        rows = [r for r in runs if r["family"] == f and r["variant"] == v]
+        means = {
+            split: {k: _mean([r[split][k] for r in rows]) for k in rows[0][split]}
+            for split in ("val", "test")
+        }
+        out[f"{f}/{v}"] = {**means, "train_seconds": _mean([r["train_seconds"] for r in rows]),
+                           "seeds": sorted(r["seed"] for r in rows)}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=["presence", "counting"])
@@ -99,7 +113,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--bags", type=int, default=600, help="bags per cohort (20/40/40)")
     ap.add_argument("--jobs", type=int, default=1, help="CLI runs at once")
     ap.add_argument("--keep", type=Path, default=None, help="keep bags and runs in this folder")
+    ap.add_argument(
+        "--summarise",
+        action="store_true",
+        help="only summarise the finished runs kept in --keep (no training)",
+    )
     args = ap.parse_args(argv)
+    if args.summarise:
+        if args.keep is None:
+            ap.error("--summarise reads the runs kept in --keep")
+        runs = [json.loads(p.read_text()) for p in sorted(args.keep.glob("*/ablation_record.json"))]
+        record = {"bench": "ablation_caption_prefix", "summary": _summary(runs), "runs": runs,
+                  "load_average": load_average(), "machine": machine()}  # fmt: skip
+        emit(record)
+        return record
     t0, load0 = time.perf_counter(), load_average()
     jobs = [(f, s, v) for f in args.families for s in args.seeds for v in args.variants]
     with tempfile.TemporaryDirectory(prefix="ablation_prefix_") as tmp:
@@ -110,19 +137,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     write_cohort(make_cohort(FAMILIES[f], s, args.bags), work / f"{f}_s{s}")
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             runs = list(pool.map(lambda j: run(*j, args.bags, work), jobs))
-    summary = {}
-    for f in args.families:
-        for v in args.variants:
-            rows = [r for r in runs if r["family"] == f and r["variant"] == v]
-            summary[f"{f}/{v}"] = {
-                split: {k: _mean([r[split][k] for r in rows]) for k in rows[0][split]}
-                for split in ("val", "test")
-            } | {"train_seconds": _mean([r["train_seconds"] for r in rows])}
     record = {
         "bench": "ablation_caption_prefix",
         "bags": args.bags,
         "seeds": args.seeds,
-        "summary": summary,
+        "summary": _summary(runs),
         "runs": runs,
         "seconds": round(time.perf_counter() - t0, 1),
         "load_average_start": load0,
