@@ -119,6 +119,7 @@ def _run_seeds(
     jobs: int,
     cache: Path | None,
     keep: bool = False,
+    only_cached: bool = False,
 ) -> list[dict[str, Any]]:
     """Every seed's result, ``jobs`` at a time; with ``cache``, results already there are reused and new
     ones written (a long run that is stopped keeps what it finished). A seed's bags are deleted after it
@@ -143,8 +144,21 @@ def _run_seeds(
         )
         return res
 
+    if only_cached and cache is not None:
+        seeds = [
+            s for s in seeds if (cache / f"{fam.name}_w{width or fam.width}_b{bags}_s{s}.json").is_file()
+        ]
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         return list(pool.map(one, seeds))
+
+
+def _cached_bags(cache: Path, fam: Family, width: int | None) -> int:
+    """The largest cohort size with a cached result for ``fam`` (0 when none)."""
+    sizes = [
+        int(p.stem.split("_b")[-1].split("_s")[0])
+        for p in cache.glob(f"{fam.name}_w{width or fam.width}_b*_s*.json")
+    ]
+    return max(sizes, default=0)
 
 
 def _stats(vals: list[float | None]) -> dict[str, float] | None:
@@ -197,7 +211,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--results", type=Path, default=None, help="cache each seed's result here; a re-run skips those done"
     )
+    ap.add_argument(
+        "--only-cached", action="store_true", help="summarise the --results seeds only; train none"
+    )
+    ap.add_argument("--note", action="append", default=[], help="a note for the record (e.g. the load seen)")
+    ap.add_argument("--splice", type=Path, default=None, help="write this record's section into this page")
     args = ap.parse_args(argv)
+    if args.only_cached and args.results is None:
+        ap.error("--only-cached needs --results")
     os.environ.setdefault("NAPARI_PATHM3_THREADS", "1")
     import torch
 
@@ -212,17 +233,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in names:
             fam = FAMILIES[name]
             tf = time.perf_counter()
+            fam_bags = (
+                _cached_bags(args.results, fam, args.width) if args.only_cached and not args.bags else bags
+            )
             runs = _run_seeds(
                 fam,
                 seeds,
-                bags,
+                fam_bags,
                 work,
                 width=args.width,
                 jobs=args.jobs,
                 cache=args.results,
                 keep=args.keep is not None,
+                only_cached=args.only_cached,
             )
-            rec = {**summarise(fam, runs), "width": args.width or fam.width, "bags": bags,
+            if not runs:
+                print(f"[families] {name}: no cached seeds, left out", file=sys.stderr)
+                continue
+            rec = {**summarise(fam, runs), "width": args.width or fam.width, "bags": fam_bags,
                    "seconds": round(time.perf_counter() - tf, 1), "load_average": load_average()}  # fmt: skip
             print(json.dumps({"bench": "families", "family_record": rec}), flush=True)
             families.append(rec)
@@ -238,9 +266,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_start": load0,
         "load_average": load_average(),
         "machine": machine(),
+        "notes": args.note,
     }
+    if args.only_cached:  # the figures were measured earlier: this run's time and load say nothing
+        record.update(
+            seconds=None, load_average_start=None, load_average=None, summarised_from=str(args.results)
+        )
     emit(record)
+    if args.splice:
+        splice(record, args.splice)
     return record
+
+
+START, END = "<!-- bench_families:start -->", "<!-- bench_families:end -->"
+
+
+def splice(record: dict[str, Any], doc: Path) -> None:
+    """Write this benchmark's section (from ``record`` only) into ``doc`` between the START/END markers,
+    or before its ``## Notes`` section the first time; the rest of the page is left as it is."""
+    rows = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in checks(record))
+    section = (
+        f"{START}\n## Learning: task families against ABMIL and stock captions (`bench_families.py`)\n\n"
+        f"{to_markdown(record).strip()}\n\nAcceptance checks of issue 21 on these figures:\n\n"
+        f"| check | measured | verdict |\n|---|---|---|\n{rows}\n{END}\n"
+    )
+    text = doc.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        at = text.find("\n## Notes")
+        at = len(text) if at < 0 else at + 1
+        text = text[:at] + section + "\n" + text[at:]
+    doc.write_text(text)
 
 
 def checks(record: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -268,6 +326,10 @@ def _pair(st: dict[str, Any], a: str, b: str) -> str:
     return f"{_fmt(st.get(a), 'mean')} vs stock {_fmt(st.get(b), 'mean')} + {BLEU_MARGIN}"
 
 
+def _split(bags: int | None) -> str:
+    return "-" if not bags else f"{bags} ({bags // 5}/{2 * bags // 5}/{2 * bags // 5})"
+
+
 def _ms(s: dict[str, float] | None) -> str:
     return "-" if not s else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
@@ -278,15 +340,15 @@ def to_markdown(record: dict[str, Any]) -> str:
     if not fams:
         return "_not measured_\n"
     head = (
-        "| family | width | PathM3 acc | ABMIL acc | mean-pool acc | PathM3 BLEU-4 | stock (pred. class) | "
+        "| family | bags (train/val/test) | width | PathM3 acc | ABMIL acc | mean-pool acc | PathM3 BLEU-4 | stock (pred. class) | "
         "stock (true class) | constant | retrieval | count words right | caption–class agreement | "
-        "train s/seed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "train s/seed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for f in fams:
         st = f["stats"]
         rows.append(
-            f"| {f['family']} | {f['width']} | {_ms(st['model_accuracy'])} | {_ms(st['abmil_accuracy'])} | "
+            f"| {f['family']} | {_split(f.get('bags'))} | {f['width']} | {_ms(st['model_accuracy'])} | {_ms(st['abmil_accuracy'])} | "
             f"{_ms(st['mean_pool_linear_accuracy'])} | {_ms(st['model_bleu_4'])} | "
             f"{_ms(st.get('stock_predicted_class_bleu_4'))} | {_ms(st.get('stock_true_class_bleu_4'))} | "
             f"{_ms(st.get('constant_bleu_4'))} | {_ms(st.get('retrieval_bleu_4'))} | "
@@ -304,13 +366,20 @@ def to_markdown(record: dict[str, Any]) -> str:
     what = ["", "Families:", ""] + [
         f"- **{f['family']}** ({', '.join(f['classes'])}): {f['what']}" for f in fams
     ]
-    notes = (
-        f"\n{record.get('bags')} bags per cohort, split {record.get('split')}; seeds {record.get('seeds')}; "
-        f"recipe `{record.get('recipe')}`; ABMIL's epoch and the linear model's weight decay chosen on the "
-        "validation split, PathM3's checkpoint by its default `val_metric` on the validation split; all figures "
-        f"on the test split. Whole run {record.get('seconds')} s, load average {record.get('load_average_start')} "
-        f"at start, {record.get('load_average')} at the end (2 cores shared with other work).\n"
+    seeds_run = sorted({r["seed"] for f in fams for r in f["runs"]})
+    timing = (
+        f"Whole run {record.get('seconds')} s, load average {record.get('load_average_start')} at start, "
+        f"{record.get('load_average')} at the end (2 cores shared with other work)."
+        if record.get("seconds") is not None
+        else "Summarised from per-seed results measured earlier (`--only-cached`); see the notes for the load."
     )
+    notes = (
+        f"\nSplit {record.get('split')}; seeds run: {seeds_run} (per family "
+        f"above); recipe `{record.get('recipe')}`; ABMIL's epoch and the linear model's weight decay chosen on "
+        "the validation split, PathM3's checkpoint by its default `val_metric` on the validation split, the "
+        f"caption baselines from the training split only; all figures on the test split. {timing}\n"
+    )
+    notes += "".join(f"\n- {n}" for n in record.get("notes") or [])
     return head + "\n".join(rows) + "\n" + "\n".join(per_seed + what) + "\n" + notes
 
 

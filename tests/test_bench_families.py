@@ -137,3 +137,44 @@ def test_acceptance_checks_follow_the_issue_bar() -> None:
     rows = bf.checks(record)
     assert ("counting: count_words", "0.250", "**not met**") in rows
     assert "| counting | " in bf.to_markdown({**record, "families": [{**bad, "width": 128}]})
+
+
+def test_cached_seeds_are_summarised_and_spliced_into_the_page(tmp_path: Path, capsys) -> None:
+    import json
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_families as bf
+    finally:
+        sys.path.remove(str(BENCH))
+    cache = tmp_path / "results"
+    cache.mkdir()
+    for seed in (0, 1):
+        res = _run(seed, 0.9, 0.8, 0.7, 0.6, 0.95, 0.6)
+        (cache / f"counting_w128_b10_s{seed}.json").write_text(json.dumps(res))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\ntext\n\n## Notes\n\n- n\n")
+    args = [
+        "--only-cached",
+        "--results",
+        str(cache),
+        "--families",
+        "counting",
+        "abundance",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+    ]
+    rec = bf.main([*args, "--splice", str(doc), "--note", "load 12"])  # each family: its cached size
+    assert [f["family"] for f in rec["families"]] == [
+        "counting"
+    ]  # abundance: nothing cached, nothing trained
+    fam = rec["families"][0]
+    assert [r["seed"] for r in fam["runs"]] == [0, 1] and fam["bags"] == 10 and rec["notes"] == ["load 12"]
+    page = doc.read_text()
+    assert page.index("## Other") < page.index(bf.START) < page.index("## Notes")
+    bf.splice(rec, doc)  # a second splice replaces the section, it does not add one
+    assert (
+        doc.read_text().count(bf.START) == 1 and "| counting: count_words | 0.600 | met |" in doc.read_text()
+    )

@@ -91,8 +91,8 @@ def _markdown(name: str, record: dict) -> str:
     return text
 
 
-def test_bench_read_quick(tmp_path: Path) -> None:
-    out = _run([str(BENCH / "bench_read.py"), "--quick"], tmp_path)
+def _check_read(out: dict) -> None:
+    """What ``bench_read.py --quick`` reports (run once, through run_all below: the same command)."""
     assert out["bench"] == "read" and {r["grid"] for r in out["rows"]} == {"tiled", "overlap"}
     for row in out["rows"]:
         assert [c["condition"] for c in row["conditions"]] == ["quiet", "busy"]
@@ -103,14 +103,45 @@ def test_bench_read_quick(tmp_path: Path) -> None:
     assert "non-overlapping" in text and "× naive" in text
 
 
-def test_bench_extract_quick(tmp_path: Path) -> None:
-    out = _run([str(BENCH / "bench_extract.py"), "--quick", "--heavy-patches", "2"], tmp_path)
+def _check_extract(out: dict) -> None:
     assert out["bench"] == "extract" and out["encoder"] == "builtin:colorstats"
     for cond in out["conditions"]:
         assert cond["variants"]["pipeline"]["ratio"]["median"] > 0
         assert cond["cpu_s"]["read"]["median"] > 0
         assert set(cond["page_faults"]) == {"encoder", "pipeline", "read"}
         assert cond["untuned_encoder"]["allocator_tuned"] is False and cond["untuned_encoder"]["per_s"]
+
+
+def test_bench_extract_quick(tmp_path: Path) -> None:
+    """The default encoder through every condition (the ViT-S ``--heavy-patches`` run repeats the same
+    ``run_encoder`` with another encoder: its build is checked below, the whole run in the slow test)."""
+    out = _run([str(BENCH / "bench_extract.py"), "--quick"], tmp_path)
+    _check_extract(out)
+    assert "heavy" not in out
+    # the page's heavy-encoder section, from this run's record under the heavy encoder's name
+    heavy = {k: out[k] for k in ("slide", "patches", "conditions")} | {"encoder": "bench:vit-s"}
+    text = _markdown("extract", {**out, "heavy": heavy})
+    assert "encoder alone" in text and "read share" in text and "not the default" in text
+
+
+def test_bench_extract_heavy_encoder_is_a_vit_s() -> None:
+    """``--heavy-patches``' encoder: a ViT-S/16 (384 wide) through the package's frozen-encoder wrapper."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from bench_extract import build_encoder
+    finally:
+        sys.path.remove(str(BENCH))
+    enc = build_encoder("vit-s")
+    assert enc.name == "bench:vit-s" and enc.dim == 384
+    patches = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    feats = np.asarray(enc.encode(patches))
+    assert feats.shape == (2, 384) and np.isfinite(feats).all()
+
+
+@pytest.mark.slow  # ~50 s on 2 cores: both encoders through both conditions (fast: the two tests above)
+def test_bench_extract_quick_with_heavy_encoder(tmp_path: Path) -> None:
+    out = _run([str(BENCH / "bench_extract.py"), "--quick", "--heavy-patches", "2"], tmp_path)
+    _check_extract(out)
     assert out["heavy"]["encoder"] == "bench:vit-s" and out["heavy"]["patches"] == 2
     text = _markdown("extract", out)
     assert "encoder alone" in text and "read share" in text and "not the default" in text
@@ -170,7 +201,8 @@ def test_run_all_collects_and_writes_the_page(tmp_path: Path) -> None:
     )
     assert set(out["results"]) == {"read", "nosuch"}
     saved = json.loads(results.read_text())
-    assert saved["results"]["read"]["bench"] == "read" and "skipped" in saved["results"]["nosuch"]
+    assert "skipped" in saved["results"]["nosuch"]
+    _check_read(saved["results"]["read"])  # run_all ran `bench_read.py --quick`: its record, checked in full
     text = doc.read_text()
     assert "Provisional" in text and "## Patch reading (`bench_read.py`)" in text
     assert "## Targets" in text and "reader ÷ naive" in text and "not on this branch" in text

@@ -251,16 +251,12 @@ def test_extract_format_spatialdata_is_found_by_slide_id(synthetic_slide: Path, 
     # a folder that is not a SpatialData store is never replaced
     (out / "other.zarr").mkdir()
     from napari_pathm3.errors import FeatureStoreError
-    from napari_pathm3.io.spatialdata import write_spatialdata
+    from napari_pathm3.io.spatialdata import TileTable, write_spatialdata
 
     with pytest.raises(FeatureStoreError, match="not ours"):
         write_spatialdata(
             out / "other.zarr",
-            coords=coords,
-            size_level0=224,
-            features=feats,
-            encoder_name="x",
-            tile_spec={},
+            TileTable(coords=coords, size_level0=224, features=feats, encoder_name="x", tile_spec={}),
             slide_properties={},
             overwrite=True,
         )

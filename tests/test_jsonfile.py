@@ -58,7 +58,7 @@ def _json_writes(tree: ast.AST) -> list[int]:
                 lines.append(node.lineno)
         if node.func.attr == "write_text":
             inner = [n for a in node.args for n in ast.walk(a)]
-            if any(isinstance(n, ast.Attribute) and n.attr == "dumps" for n in inner):
+            if any(isinstance(n, ast.Attribute) and n.attr in ("dumps", "to_json") for n in inner):
                 lines.append(node.lineno)
     return lines
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 TEST_COMMAND = (
     "pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu && "
-    'pip install -e ".[testing]" && xvfb-run -a python -m pytest -ra -n 2'
+    'pip install -e ".[testing]" && xvfb-run -a python -m pytest -ra -n 2 --dist worksteal'
 )
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 

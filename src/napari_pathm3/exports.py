@@ -145,19 +145,21 @@ def export_spatialdata(
         slide: the open slide, for its pyramid levels in ``attrs["slide_properties"]``.
         include_image: copy the slide's pixels into ``images["wsi"]`` (default: referenced by path only).
     """
-    from .io.spatialdata import write_spatialdata
+    from .io.spatialdata import TileTable, write_spatialdata
 
-    return write_spatialdata(
-        path,
+    tiles = TileTable(
         coords=result.coords,
         size_level0=float(result.grid.size_level0),
         features=features,
         encoder_name=result.encoder_name,
         tile_spec=tile_spec(GridMeta.from_json(result.grid.params())),
-        slide_properties=slide_properties(result.slide_dimensions, result.mpp_xy, slide),
         obs=tile_columns(result),
         uns=slide_uns(result),
-        tissue_ids=None,
+    )
+    return write_spatialdata(
+        path,
+        tiles,
+        slide_properties=slide_properties(result.slide_dimensions, result.mpp_xy, slide),
         slide_path=result.slide_path,
         image=_slide_image(result.slide_path) if include_image else None,
         overwrite=overwrite,
@@ -195,7 +197,7 @@ def cached_result_features(
 
 def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overwrite: bool = False) -> Path:
     """A feature-store bag (tiles and features, no results) as a LazySlide-readable SpatialData zarr."""
-    from .io.spatialdata import write_spatialdata
+    from .io.spatialdata import TileTable, write_spatialdata
 
     grid = bag.meta.grid
     if grid is None or bag.coords is None:
@@ -205,13 +207,16 @@ def export_bag_spatialdata(bag: Any, path: PathLike, *, slide: Any = None, overw
         dims = tuple(slide.dimensions)
     mpp_xy = None if slide is None else slide.mpp_xy
     spec = tile_spec(grid)  # raises when the grid records no sizes
-    return write_spatialdata(
-        path,
+    tiles = TileTable(
         coords=bag.coords,
         size_level0=float(grid.size_level0 or 0),
         features=bag.features,
         encoder_name=bag.encoder_name,
         tile_spec=spec,
+    )
+    return write_spatialdata(
+        path,
+        tiles,
         slide_properties=slide_properties(dims, mpp_xy, slide),  # type: ignore[arg-type]
         slide_path=None if slide is None else str(slide.path),
         overwrite=overwrite,
@@ -287,7 +292,7 @@ def export_ome_zarr(
 ) -> Path:
     """Attention, per-query attention (relative to uniform) and any extra per-patch ``maps`` (name -> ``(n,)``,
     e.g. per-word maps) as one OME-NGFF multiscale image aligned with the slide (µm when it has an mpp)."""
-    from .io.ome_zarr import write_maps_ome_zarr
+    from .io.ome_zarr import MapPlacement, write_maps_ome_zarr
 
     cols = {k: v for k, v in tile_columns(result).items() if not k.startswith("prob_")}
     cols.pop("attention")  # sums to 1 over the tiles: the relative map is the readable one
@@ -303,9 +308,11 @@ def export_ome_zarr(
     return write_maps_ome_zarr(
         path,
         dict(zip(names, raster.data, strict=True)),
-        scale_yx=(scale[-2], scale[-1]),
-        translate_yx=(translate[-2], translate[-1]),
-        unit=None if result.mpp_xy is None else "micrometer",
+        placement=MapPlacement(
+            scale_yx=(scale[-2], scale[-1]),
+            translate_yx=(translate[-2], translate[-1]),
+            unit=None if result.mpp_xy is None else "micrometer",
+        ),
         name=f"PathM3 maps of {result.slide_name}",
         metadata={
             "slide": result.slide_path,

@@ -85,6 +85,12 @@ class SlideResult:
         """This result saying its word and phrase maps were written to ``path`` (see :meth:`save_maps`)."""
         return replace(self, maps_file=str(path))
 
+    def spread_text(self) -> str:
+        """How peaked the attention is, in words (:func:`napari_pathm3.heatmaps.spread_text`)."""
+        from .heatmaps import attention_spread, spread_text
+
+        return spread_text(attention_spread(self.attention))
+
     def accuracy_text(self) -> str:
         """E.g. "model's validation accuracy 83% (majority class 50%, 12 bags)", or "" when unknown."""
         acc = self.model_accuracy or {}

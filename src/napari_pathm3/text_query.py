@@ -27,6 +27,13 @@ from .tiling import PatchGrid, TissueMask
 __all__ = ["QueryResult", "encoder_tiling", "query_heatmap", "zero_shot_slide"]
 
 
+def zero_shot_templates() -> tuple[str, ...]:
+    """The prompt templates zero-shot classification uses by default (CONCH/PLIP-style; loads torch)."""
+    from .features.clip import DEFAULT_TEMPLATES
+
+    return tuple(DEFAULT_TEMPLATES)
+
+
 def zero_shot_name(source: str) -> str:
     """The model name of a zero-shot result: ``zero-shot: <folder or repo name> (clip:<spec>)``."""
     spec = source.removeprefix("clip:")

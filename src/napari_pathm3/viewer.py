@@ -14,6 +14,15 @@ import numpy as np
 
 from .errors import PathM3Error, SlideReadError
 from .io.slide import Slide
+from .layers import (
+    OVERLAY_WIDTH,
+    label_colorbar,
+    match_slide_units,
+    overlay_text,
+    shapes_to_level0,
+    sync_overlay,
+)
+from .word_layers import MapRaster, map_label, map_layer, switch_map
 
 if TYPE_CHECKING:
     import napari
@@ -21,11 +30,24 @@ if TYPE_CHECKING:
     from .result import SlideResult
 
 __all__ = [
+    "OVERLAY_WIDTH",
+    "MapRaster",
+    "label_colorbar",
+    "map_label",
+    "map_layer",
+    "match_slide_units",
+    "overlay_text",
+    "switch_map",
+    "sync_overlay",
     "is_shapes_layer",
     "is_viewer",
     "layer_kind",
+    "layer_mpp_xy",
+    "layer_scale",
+    "regions_from_layer",
     "shapes_layer_polygons",
     "show",
+    "show_phrase_maps",
     "slide_from_viewer",
     "slide_layers",
     "slide_scale",
@@ -63,6 +85,18 @@ def layer_kind(layer: Any) -> str:
     return str(layer.__class__.__name__).lower()
 
 
+def layer_mpp_xy(layer: Any) -> tuple[float, float] | None:
+    """µm/px ``(x, y)`` our reader recorded with a slide layer (``None``: opened in pixels)."""
+    xy = (layer.metadata or {}).get("mpp_xy")
+    return None if not xy else (float(xy[0]), float(xy[1]))
+
+
+def layer_scale(layer: Any) -> tuple[float, float]:
+    """The ``(y, x)`` world scale of a layer's last two axes."""
+    s = tuple(float(v) for v in layer.scale[-2:])
+    return s[0], s[1]
+
+
 def slide_from_viewer(viewer: Any) -> Slide:
     """The selected slide layer's slide, else the first slide layer's."""
     active = viewer.layers.selection.active
@@ -84,13 +118,78 @@ def shapes_layer_polygons(
     layer: Any, *, slide_scale: tuple[float, float], selected_only: bool = True
 ) -> list[np.ndarray]:
     """A Shapes layer's polygons (its selected shapes, or all when none is selected) as level-0 ``(x, y)``."""
-    from .layers import shapes_to_level0
 
     idx = sorted(layer.selected_data) if selected_only and layer.selected_data else range(len(layer.data))
     data = [layer.data[i] for i in idx]
     return shapes_to_level0(
         data, scale=tuple(layer.scale), translate=tuple(layer.translate), slide_scale=slide_scale
     )
+
+
+def _caption_for(label: str, caption: Any) -> str:
+    text = (
+        "" if caption is None or (isinstance(caption, float) and np.isnan(caption)) else str(caption).strip()
+    )
+    return text or f"{label}."
+
+
+def _valid_label(value: Any) -> bool:
+    return (
+        value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
+    )
+
+
+def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any]:
+    """Training regions of one shapes or labels layer: its ``features`` column ``class`` names each shape's
+    (or label id's) class, an optional ``caption`` column its caption (default "<class>."); a labels layer's
+    row with ``index`` = label id (or row number = label id) gives that label's class."""
+    from .training.regions import Region, regions_from_labels
+
+    feats = layer.features
+    if "class" not in getattr(feats, "columns", ()):
+        raise PathM3Error(
+            f"layer {layer.name!r} has no 'class' column in its features; add one, e.g. "
+            f"viewer.layers[{layer.name!r}].features = {{'class': [...], 'caption': [...]}}"
+        )
+    captions = feats["caption"].tolist() if "caption" in feats.columns else [None] * len(feats)
+    classes = feats["class"].tolist()
+    if layer_kind(layer) == "shapes":
+        polys = shapes_to_level0(
+            list(layer.data),
+            scale=tuple(layer.scale),
+            translate=tuple(layer.translate),
+            slide_scale=slide_scale,
+        )
+        out = []
+        for i, (poly, cls, cap) in enumerate(zip(polys, classes, captions, strict=False)):
+            if _valid_label(cls) and len(poly) >= 3:
+                out.append(
+                    Region(
+                        label=str(cls),
+                        polygon=poly,
+                        caption=_caption_for(str(cls), cap),
+                        name=f"{layer.name}#{i}",
+                    )
+                )
+        return out
+    if layer_kind(layer) == "labels":
+        ids = feats["index"].tolist() if "index" in feats.columns else list(range(len(feats)))
+        spec = {
+            int(v): (str(c), _caption_for(str(c), cap))
+            for v, c, cap in zip(ids, classes, captions, strict=False)
+            if int(v) != 0 and _valid_label(c)
+        }
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        s = np.asarray(layer.scale[-2:], float)
+        t = np.asarray(layer.translate[-2:], float)
+        ss = np.asarray(slide_scale, float)
+        ds = s / ss
+        # label pixel k spans world [t + (k - 1/2) s, ...]; level-0 pixel p spans world [(p - 1/2) ss, ...]
+        origin = (t - 0.5 * s) / ss + 0.5
+        return regions_from_labels(
+            data, spec, downsample=float(ds.mean()), origin=(float(origin[1]), float(origin[0]))
+        )
+    raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
 
 
 def show(
@@ -133,6 +232,18 @@ def show(
     overlay.visible = True
     follow_active_layer(viewer, overlay)  # the text belongs to this slide: hidden/replaced for another one
     return added
+
+
+def show_phrase_maps(result: SlideResult, viewer: Any) -> list[Any]:
+    """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing this slide's
+    earlier ones."""
+    from .layer_kinds import ResultLayerKind, is_result_layer
+    from .word_layers import phrase_map_layers
+
+    for lay in [lay for lay in viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
+        if (lay.metadata or {}).get("slide_path") == result.slide_path:
+            viewer.layers.remove(lay)
+    return [viewer.add_image(data, **kwargs) for data, kwargs, _ in phrase_map_layers(result)]
 
 
 def text_overlay(viewer: Any) -> Any:

@@ -153,13 +153,13 @@ def test_word_maps_with_prefix_tokens(tiny_config, make_batch, source) -> None:
 def test_log_normaliser_is_the_softmax_denominator(make_batch) -> None:
     """λ = log Σ_n exp(logit) over the valid patches, whatever the chunking; it grows by log 2 when every
     patch is doubled (softmax weights, and so the query outputs, do not change)."""
-    from napari_pathm3.model.qformer import _MultiHeadAttention, cross_attend
+    from napari_pathm3.model.qformer import Attending, _MultiHeadAttention, cross_attend
 
     torch.manual_seed(0)
     mha = _MultiHeadAttention(8, 6)
     hidden, (patches, mask) = torch.randn(2, 3, 8), make_batch([5, 3], dim=6)
     lse: list[torch.Tensor] = []
-    out, _ = cross_attend(mha, hidden, patches, mask, heads=2, chunk_size=2, log_normalisers=lse)
+    out, _ = cross_attend(mha, hidden, patches, mask, Attending(2, chunk_size=2), log_normalisers=lse)
     q = mha.query(hidden).view(2, 3, 2, 4).transpose(1, 2) / 2.0
     k = mha.key(patches).view(2, 5, 2, 4).transpose(1, 2)
     logits = (q @ k.transpose(-1, -2)).masked_fill(~mask[:, None, None], float("-inf"))
@@ -170,7 +170,7 @@ def test_log_normaliser_is_the_softmax_denominator(make_batch) -> None:
         hidden,
         torch.cat([patches, patches], 1),
         torch.cat([mask, mask], 1),
-        heads=2,
+        Attending(2),
         log_normalisers=double,
     )
     assert torch.allclose(double[0], lse[0] + torch.log(torch.tensor(2.0)), atol=1e-5)

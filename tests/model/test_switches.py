@@ -13,7 +13,7 @@ import torch
 from napari_pathm3.config import CorrelationConfig, PathM3Config
 from napari_pathm3.model import PathM3Model, build_model
 from napari_pathm3.model.nystrom import NystromAttention
-from napari_pathm3.model.qformer import cross_attend
+from napari_pathm3.model.qformer import Attending, cross_attend
 
 CAPS = ["tubular glands in the mucosa", "poorly differentiated cells infiltrate", "atypical glands"]
 
@@ -170,8 +170,10 @@ def test_chunked_cross_attention_equals_unchunked(tiny_model, chunk):
     mask[1, 6:] = False  # bag 1: 6 patches, padded (whole chunks of padding when chunk < 7)
     with torch.no_grad():
         ref_out, ref_w = _reference_cross_attention(mha, hidden, patches, mask, heads=4)
-        out, w = cross_attend(mha, hidden, patches, mask, heads=4, chunk_size=chunk)
-        out2, none = cross_attend(mha, hidden, patches, mask, heads=4, chunk_size=chunk, need_weights=False)
+        out, w = cross_attend(mha, hidden, patches, mask, Attending(4, chunk_size=chunk))
+        out2, none = cross_attend(
+            mha, hidden, patches, mask, Attending(4, chunk_size=chunk), need_weights=False
+        )
     torch.testing.assert_close(out, ref_out, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(w, ref_w, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out2, out)

@@ -106,3 +106,17 @@ def test_one_epoch_run_triggers_the_verdict_in_api_cli_inference_and_widget_text
     assert main([*args, "--tiny", "--epochs", "1", "--device", "cpu"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert any(x.startswith(NOT_BEATING) and "ABMIL" in x for x in summary["warnings"]), summary["warnings"]
+
+
+def test_typed_verdict_carries_the_baselines() -> None:
+    from napari_pathm3.model.verdict import TrainingVerdict
+
+    v = TrainingVerdict.from_dict(
+        {"beats_baselines": False, "baselines": {"abmil_accuracy": 0.9}, "warnings": ["w"]}
+    )
+    assert v.beats_baselines is False and v.baselines == {"abmil_accuracy": 0.9}
+    assert (
+        TrainingVerdict.from_dict({}).beats_baselines is None
+        and TrainingVerdict.from_dict({}).baselines == {}
+    )
+    assert TrainingVerdict.from_dict(v.to_dict()) == v

@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import blob_image, write_pyramid_tiff
 
 from napari_pathm3.config import TilingConfig
-from napari_pathm3.widgets._mpp import expectation, model_tiling, run_tiling
+from napari_pathm3.jobs import CaptionRequest
+from napari_pathm3.widgets._mpp import expectation, model_tiling
 from napari_pathm3.widgets._registry import registry
 from napari_pathm3.widgets.caption import CaptionWidget
 from napari_pathm3.widgets.train import TrainWidget
@@ -177,10 +178,12 @@ def test_expectation_and_run_tiling() -> None:
     tiling = TilingConfig(patch_size=224, target_mpp=0.5, min_tissue_fraction=0.5)
     assert expectation(tiling, None).endswith("patches are cut in pixels at level 0")
     assert "= 224 px of this slide at 0.5 µm/px" in expectation(tiling, 0.5)
-    assert run_tiling(tiling, None, min_tissue=0.3) == TilingConfig(
+    # the widget's request: its minimum tissue fraction, level 0 for a slide whose µm/px is unknown
+    widget = CaptionRequest(min_tissue_fraction=0.3, missing_mpp="level0")
+    assert widget.tiling_for(tiling, None) == TilingConfig(
         patch_size=224, target_mpp=None, level=0, min_tissue_fraction=0.3
     )
-    assert run_tiling(tiling, 0.25, min_tissue=0.5) == tiling
+    assert widget.replace(min_tissue_fraction=0.5).tiling_for(tiling, 0.25) == tiling
     assert model_tiling(str(Path("/nonexistent"))) == TilingConfig()
 
 

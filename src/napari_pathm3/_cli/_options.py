@@ -4,7 +4,6 @@ same grid for the same model (``info --model`` reads the grid a model was traine
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ._checks import FRACTION, LEVEL, MPP
@@ -60,25 +59,3 @@ def grid_options(args: argparse.Namespace) -> dict[str, Any]:
     """The grid overrides of ``--min-tissue``, ``--level`` and ``--mpp`` as :class:`CaptionRequest` fields
     (the request's grid rule applies them over the model's tiling)."""
     return {"min_tissue_fraction": args.min_tissue, "level": args.level, "mpp": args.mpp}
-
-
-def model_tiling_of(model: str | None) -> tuple[Any, str]:
-    """``(TilingConfig, where it came from)`` for a checkpoint folder or ``"demo"``, read from its config.json
-    (no torch, no weights); the defaults when ``model`` is ``None`` or records no grid."""
-    from ..config import TilingConfig
-    from ..errors import CheckpointError
-    from ..model.checkpoint import read_tiling
-
-    if model is None:
-        return TilingConfig(), "defaults (pass --model to count the patches that model uses)"
-    if model == "demo":
-        from ..demo import DEMO_TILING
-
-        return DEMO_TILING, "the demo model"
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a folder; pass a checkpoint folder or 'demo'")
-    tiling = read_tiling(folder)
-    if tiling is None:
-        return TilingConfig(), f"defaults (model {folder.name} records no grid)"
-    return tiling, f"model {folder.name}"

@@ -193,8 +193,8 @@ def extract_many(
     Returns:
         One :class:`ExtractResult` per job, in job order.
     """
-    jobs = [j if isinstance(j, SlideJob) else jobs_from_paths([j])[0] for j in jobs]
-    _check_unique(list(jobs))
+    slide_jobs = [j if isinstance(j, SlideJob) else jobs_from_paths([j])[0] for j in jobs]
+    _check_unique(list(slide_jobs))
     opts = _Options(
         encoder=encoder,
         store=str(Path(store).expanduser()),
@@ -206,7 +206,7 @@ def extract_many(
         overwrite=overwrite,
     )
     Path(opts.store).mkdir(parents=True, exist_ok=True)
-    total = len(jobs)
+    total = len(slide_jobs)
     report(progress, 0, total, "slides")
     if scheduler is None and workers is None:
         from ..threads import apply_thread_policy
@@ -217,7 +217,7 @@ def extract_many(
 
             cached_encoder(encoder, device)
         results = []
-        for job in jobs:
+        for job in slide_jobs:
             check_cancel(cancel)
             cb = None
             if patch_progress is not None:
@@ -233,7 +233,7 @@ def extract_many(
 
     canonical_name(encoder)  # syntax check here; the workers load the weights
     return _run_on_cluster(
-        jobs,
+        slide_jobs,
         opts,
         scheduler=scheduler,
         workers=workers,
@@ -272,7 +272,7 @@ def _run_on_cluster(
             n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None, **extra
         )
         client = Client(cluster)
-    by_key: dict[str, int] = {}
+    by_key: dict[object, int] = {}  # dask future keys
     results: list[ExtractResult | None] = [None] * len(jobs)
     try:
         futures = []

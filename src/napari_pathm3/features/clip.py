@@ -40,8 +40,8 @@ class _ImageTower(nn.Module):
 
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
-        self.vision_model = clip.vision_model
-        self.visual_projection = clip.visual_projection
+        self.vision_model = clip.get_submodule("vision_model")
+        self.visual_projection = clip.get_submodule("visual_projection")
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pooled = self.vision_model(pixel_values=pixel_values).pooler_output
@@ -53,9 +53,9 @@ class ClipEncoder(FrozenEncoder):
 
     def __init__(self, clip: nn.Module, tokenizer: Any, **kwargs: Any) -> None:
         super().__init__(_ImageTower(clip), **kwargs)
-        self.text_model = clip.text_model
-        self.text_projection = clip.text_projection
-        self.logit_scale = float(clip.logit_scale.exp().clamp(max=100.0))
+        self.text_model = clip.get_submodule("text_model")
+        self.text_projection = clip.get_submodule("text_projection")
+        self.logit_scale = float(clip.get_parameter("logit_scale").exp().clamp(max=100.0))
         self.tokenizer = tokenizer
         self.text_model.requires_grad_(False)
         self.text_model.eval()
@@ -97,7 +97,7 @@ def load_clip(spec: str, *, name: str) -> ClipEncoder:
         size = int(crop["height"] if isinstance(crop, dict) else crop)
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except (OSError, ValueError, KeyError, TypeError):  # no preprocessor file: CLIP's published values
-        size, mean, std = int(clip.config.vision_config.image_size), CLIP_MEAN, CLIP_STD
+        size, mean, std = int(clip.config.vision_config.image_size), CLIP_MEAN, CLIP_STD  # type: ignore[union-attr,arg-type]
     return ClipEncoder(clip, tokenizer, name=name, input_size=size, mean=mean, std=std)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,14 +154,16 @@ def extract_features(
         enc,
         writer.done if writer is not None else 0,
         sink,
-        batch_size=batch_size,
-        prefetch=prefetch,
-        workers=num_workers or policy.threads,
-        # one thread of budget and a CPU encoder: a reader thread beside torch's would keep two threads busy on
-        # one free core and contend with it for the GIL (bench_extract, busy: 0.89x the encoder alone threaded)
-        inline=num_workers is None and policy.threads == 1 and enc.device.type == "cpu",
-        progress=progress,
-        cancel=cancel,
+        _Pipeline(
+            batch_size=batch_size,
+            prefetch=prefetch,
+            workers=num_workers or policy.threads,
+            # one thread of budget and a CPU encoder: a reader thread beside torch's would keep two threads busy on
+            # one free core and contend with it for the GIL (bench_extract, busy: 0.89x the encoder alone threaded)
+            inline=num_workers is None and policy.threads == 1 and enc.device.type == "cpu",
+            progress=progress,
+            cancel=cancel,
+        ),
     )
     if writer is not None:
         writer.finish()
@@ -196,19 +199,26 @@ def _memory_sink(feats: np.ndarray) -> Callable[[np.ndarray], None]:
     return sink
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Pipeline:
+    """How patches flow to the encoder: batches, read-ahead, reader threads, reading in the calling thread
+    (``inline``), and the run's progress and cancel."""
+
+    batch_size: int
+    prefetch: int
+    workers: int
+    inline: bool = False
+    progress: ProgressFn | None = None
+    cancel: CancelToken | None = None
+
+
 def _encode_patches(
     slide: Any,
     grid: PatchGrid,
     enc: FrozenEncoder,
     start: int,
     sink: Callable[[np.ndarray], None],
-    *,
-    batch_size: int,
-    prefetch: int,
-    workers: int,
-    inline: bool = False,
-    progress: ProgressFn | None,
-    cancel: CancelToken | None,
+    pipe: _Pipeline,
 ) -> None:
     """Encode patches ``start..n-1`` in order, handing each batch's features (host float32) to ``sink``.
 
@@ -217,6 +227,8 @@ def _encode_patches(
     encoder leaves on the cores (its single-threaded steps) instead of pre-empting it. On CUDA batch *k*'s
     features are copied to the host only after batch *k+1* is queued, so the GPU never waits for Python.
     """
+    batch_size, prefetch, workers = pipe.batch_size, pipe.prefetch, pipe.workers
+    inline, progress, cancel = pipe.inline, pipe.progress, pipe.cancel
     n = len(grid)
     done = start
     report(progress, done, n, STAGE)

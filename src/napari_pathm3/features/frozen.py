@@ -31,6 +31,9 @@ class FrozenEncoder(nn.Module):
         mean, std: per-channel normalisation of RGB in [0, 1].
     """
 
+    mean: torch.Tensor  # (1, 3, 1, 1) normalisation buffers (register_buffer: typed here for the checker)
+    std: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module,
@@ -84,7 +87,7 @@ class FrozenEncoder(nn.Module):
             self._weights_hash = state_dict_hash(state, extra=f"{self.name}|{self.revision}")
         return self._weights_hash
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """What a feature store records about the encoder."""
         return {
             "name": self.name,
@@ -99,7 +102,7 @@ class FrozenEncoder(nn.Module):
         dev = resolve_device(device)
         self.to(dev)
         if dev.type == "cuda":
-            self.to(memory_format=torch.channels_last)
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         return self
 
     def preprocess(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:

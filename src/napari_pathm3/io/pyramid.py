@@ -45,11 +45,11 @@ class _LevelReader:
         rest = key[2:]
         if y1 <= y0 or x1 <= x0:
             empty = np.zeros((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), self.dtype)
-            return empty[(slice(None), slice(None), *rest)] if rest else empty
+            return empty[(slice(None), slice(None)) + rest] if rest else empty
         px = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
         if self.ndim == 2:
             px = px[:, :, 0]
-        return px[(slice(None), slice(None), *rest)] if rest else px
+        return px[(slice(None), slice(None)) + rest] if rest else px
 
 
 def level_chunks(slide: Slide, level: int) -> tuple[int, int]:
@@ -109,7 +109,7 @@ class _TileLevel:
         out = np.empty((max(0, y1 - y0), max(0, x1 - x0), 3), np.uint8)
         if out.size and not self._read(x0, y0, out):  # a missing or undecodable tile: the slide reads it
             out = self.slide.read_level_native(x0, y0, self.level, x1 - x0, y1 - y0)
-        return out[(slice(None), slice(None), *key[2:])] if len(key) > 2 else out
+        return out[(slice(None), slice(None)) + key[2:]] if len(key) > 2 else out
 
     def _read(self, x: int, y: int, out: np.ndarray) -> bool:
         try:

@@ -24,6 +24,7 @@ import json
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +75,37 @@ def _tile_boxes(x: np.ndarray, y: np.ndarray, w: float, h: float) -> Any:
     return shapely.box(x, y, x + w, y + h)  # vectorised: 100k boxes in milliseconds
 
 
+@dataclass(frozen=True, kw_only=True)
+class TileTable:
+    """The tiles of one slide and what is known per tile.
+
+    Attributes:
+        coords: ``(n, 2)`` level-0 ``(x, y)`` top-left corners.
+        size_level0: tile side in level-0 pixels.
+        features: ``(n, d)`` array (numpy or dask: dask is written chunk by chunk), or ``None`` for ``d = 0``.
+        encoder_name: names the table ``<model>_<tile_key>``.
+        tile_spec: wsidata ``TileSpec`` fields.
+        obs: extra per-tile columns ``(n,)`` (attention, per-query weights, ...).
+        uns: slide-level results kept in the table's ``uns`` (JSON-like values).
+        tissue_ids: the tissue piece of each tile (``None``: all 0).
+    """
+
+    coords: np.ndarray
+    size_level0: float
+    features: Any
+    encoder_name: str
+    tile_spec: Mapping[str, Any]
+    obs: Mapping[str, np.ndarray] | None = None
+    uns: Mapping[str, Any] | None = None
+    tile_key: str = TILE_KEY
+    tissue_ids: np.ndarray | None = None
+
+
 def write_spatialdata(
     path: PathLike,
+    tiles: TileTable,
     *,
-    coords: np.ndarray,
-    size_level0: float,
-    features: Any,
-    encoder_name: str,
-    tile_spec: Mapping[str, Any],
     slide_properties: Mapping[str, Any],
-    obs: Mapping[str, np.ndarray] | None = None,
-    uns: Mapping[str, Any] | None = None,
-    tile_key: str = TILE_KEY,
-    tissue_ids: np.ndarray | None = None,
     slide_path: str | None = None,
     image: Any = None,
     overwrite: bool = False,
@@ -94,19 +113,17 @@ def write_spatialdata(
     """Write tiles, features and per-tile results as a SpatialData zarr (wsidata layout, see module doc).
 
     Args:
-        coords: ``(n, 2)`` level-0 ``(x, y)`` top-left corners.
-        size_level0: tile side in level-0 pixels.
-        features: ``(n, d)`` array (numpy or dask: dask is written chunk by chunk), or ``None`` for ``d = 0``.
-        encoder_name: names the table ``<model>_<tile_key>``.
-        tile_spec / slide_properties: wsidata ``TileSpec`` / ``SlideProperties`` fields.
-        obs: extra per-tile columns ``(n,)`` (attention, per-query weights, ...).
-        uns: slide-level results kept in the table's ``uns`` (JSON-like values).
+        tiles: the tiles, their features and per-tile results (:class:`TileTable`).
+        slide_properties: wsidata ``SlideProperties`` fields.
         image: optional ``(c, y, x)`` slide image (a spatialdata Image2DModel element): copied into the store.
         overwrite: replace an existing SpatialData store at ``path`` (anything else there is an error).
 
     Returns:
         ``path``. The store is built beside it and renamed into place.
     """
+    coords, size_level0, features = tiles.coords, tiles.size_level0, tiles.features
+    encoder_name, tile_spec, obs, uns = tiles.encoder_name, tiles.tile_spec, tiles.obs, tiles.uns
+    tile_key, tissue_ids = tiles.tile_key, tiles.tissue_ids
     sd = require("spatialdata", purpose=_PURPOSE)
     ad = require("anndata", purpose=_PURPOSE)
     gpd = require("geopandas", purpose=_PURPOSE)
@@ -128,7 +145,7 @@ def write_spatialdata(
     tile_id = np.arange(n, dtype=np.int64)
     x, y = coords[:, 0], coords[:, 1]
     s = float(size_level0)
-    tiles = gpd.GeoDataFrame(
+    boxes = gpd.GeoDataFrame(
         {
             "tile_id": tile_id,
             "x": x,
@@ -143,8 +160,8 @@ def write_spatialdata(
         if v.shape != (n,):
             raise FeatureStoreError(f"{path}: obs column {name!r} must be ({n},), got {v.shape}")
         columns[name] = v
-        if name not in tiles.columns:  # also on the tiles: where LazySlide keeps tile-level results
-            tiles[name] = v
+        if name not in boxes.columns:  # also on the tiles: where LazySlide keeps tile-level results
+            boxes[name] = v
     frame = pd.DataFrame(columns, index=tile_id.astype(str))
     frame[REGION_KEY] = pd.Categorical([tile_key] * n)
     table = ad.AnnData(X=features, obs=frame, uns=dict(uns or {}))
@@ -159,7 +176,7 @@ def write_spatialdata(
         },
     }
     sdata = sd.SpatialData(
-        shapes={tile_key: ShapesModel.parse(tiles)},
+        shapes={tile_key: ShapesModel.parse(boxes)},
         tables={table_key_for(encoder_name, tile_key): table},
         images={} if image is None else {"wsi": image},
         attrs=json.loads(json.dumps(attrs, default=_jsonable)),

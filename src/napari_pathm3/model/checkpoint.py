@@ -58,7 +58,7 @@ def _dedupe(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]
     aliases: dict[str, str] = {}
     for name in sorted(state):
         t = state[name]
-        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        key = (t.untyped_storage().data_ptr(), int(t.storage_offset()), tuple(t.shape), tuple(t.stride()))
         if t.numel() and key in seen:
             aliases[name] = seen[key]
             continue

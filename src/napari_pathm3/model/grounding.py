@@ -95,7 +95,8 @@ def token_words(text: str, offsets: list[tuple[int, int]] | None, num_tokens: in
     spans = word_spans(text)
     if offsets is None or len(offsets) != num_tokens or not spans:
         return list(range(num_tokens))
-    out, w = [], 0
+    out: list[int] = []
+    w = 0
     for start, end in offsets:
         if end <= start and out:  # a zero-width token (e.g. sentencepiece "▁"): with the next word
             out.append(min(w, len(spans) - 1))
@@ -203,7 +204,7 @@ def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: 
     """The Q-Former's image-only query path (QFormer.forward without text, eval mode) with each
     cross-attention context taken from ``contexts`` (attention held constant) or, when ``pass_`` is given,
     computed over ``pass_.patches`` and recorded there."""
-    from .qformer import _attend, cross_attend
+    from .qformer import Attending, _attend, cross_attend
 
     heads = qformer.config.num_attention_heads
     x = qformer.layernorm(qformer.query_tokens.expand(batch, -1, -1))
@@ -219,9 +220,8 @@ def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: 
                     a,
                     pass_.patches,
                     pass_.mask,
-                    heads=heads,
+                    Attending(heads, chunk_size=qformer.chunk_size),
                     need_weights=False,
-                    chunk_size=qformer.chunk_size,
                 )
                 pass_.states.append(a)
                 pass_.contexts.append(c)
@@ -274,23 +274,23 @@ def patch_relevance(model: Any, pass_: QueryPass, grads: list[Tensor], *, chunk_
         gh = g.view(t, -1, heads, d).float()  # (T, q, h, d)
         lse = torch.full((heads, q.shape[1], 1), -float("inf"), device=patches.device)
         for s in range(0, n, chunk_size):  # softmax normaliser over all patches
-            logits = _chunk_logits(mha, q, patches, mask, s, chunk_size, heads, d)
+            logits = _chunk_logits(mha, q, patches, mask, slice(s, s + chunk_size))
             lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=-1, keepdim=True))
         for s in range(0, n, chunk_size):
-            logits = _chunk_logits(mha, q, patches, mask, s, chunk_size, heads, d)
+            logits = _chunk_logits(mha, q, patches, mask, slice(s, s + chunk_size))
             attn = torch.exp(logits - lse)  # (h, q, c)
             v = mha.value(patches[s : s + chunk_size].to(mha.value.weight.dtype)).view(-1, heads, d).float()
             out[:, s : s + chunk_size] += torch.einsum("hqc,tqhd,chd->tc", attn, gh, v)
     return out
 
 
-def _chunk_logits(
-    mha: Any, q: Tensor, patches: Tensor, mask: Tensor | None, s: int, size: int, heads: int, d: int
-) -> Tensor:
-    k = mha.key(patches[s : s + size].to(mha.key.weight.dtype)).view(-1, heads, d).transpose(0, 1).float()
+def _chunk_logits(mha: Any, q: Tensor, patches: Tensor, mask: Tensor | None, window: slice) -> Tensor:
+    """Attention logits (h, q, c) of the queries ``q`` (h, q, d) over the patches in ``window``."""
+    heads, d = q.shape[0], q.shape[-1]
+    k = mha.key(patches[window].to(mha.key.weight.dtype)).view(-1, heads, d).transpose(0, 1).float()
     logits = q @ k.transpose(-1, -2)  # (h, q, c)
     if mask is not None:
-        logits = logits.masked_fill(~mask[s : s + size].bool()[None, None], -float("inf"))
+        logits = logits.masked_fill(~mask[window].bool()[None, None], -float("inf"))
     return logits
 
 

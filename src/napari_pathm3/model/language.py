@@ -100,7 +100,7 @@ def load_tokenizer(source: str) -> Any:
     if tok.bos_token is None and tok.cls_token is not None:
         extra["bos_token"] = tok.cls_token
     if extra:
-        tok.add_special_tokens(extra)
+        tok.add_special_tokens(extra)  # type: ignore[arg-type]  # transformers' dict is invariant
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -111,7 +111,7 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
 
     ids = dict(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     if cfg.kind == "seq2seq":
-        return T5Config(
+        t5 = T5Config(
             vocab_size=len(tok),
             d_model=cfg.scratch_hidden_size,
             d_kv=cfg.scratch_hidden_size // cfg.scratch_num_heads,
@@ -119,9 +119,10 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
             num_layers=cfg.scratch_num_layers,
             num_decoder_layers=cfg.scratch_num_layers,
             num_heads=cfg.scratch_num_heads,
-            decoder_start_token_id=tok.pad_token_id,  # T5 convention
             **ids,
         )
+        t5.decoder_start_token_id = tok.pad_token_id  # T5 convention (not a typed T5Config argument)
+        return t5
     return GPT2Config(
         vocab_size=len(tok),
         n_embd=cfg.scratch_hidden_size,
@@ -134,7 +135,7 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
     )
 
 
-def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None:
+def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, object] | None:
     """The config dict (read from a checkpoint) of a scratch LM this package runs in plain torch (T5, GPT-2),
     or None (new models, pretrained LMs and other architectures use transformers)."""
     if cfg.name is not None or not isinstance(hf_config, dict):
@@ -142,7 +143,7 @@ def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None
     return hf_config if _native_class(hf_config) is not None else None
 
 
-def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
+def _native_class(data: dict[str, object]) -> type[nn.Module] | None:
     from .gpt2 import NativeGPT2, supports_gpt2
     from .t5 import NativeT5, supports_t5
 
@@ -151,10 +152,10 @@ def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
     return NativeGPT2 if supports_gpt2(data) else None
 
 
-def _build_native(data: dict[str, Any]) -> nn.Module:
+def _build_native(data: dict[str, object]) -> nn.Module:
     cls = _native_class(data)
     assert cls is not None  # checked by _native_config
-    return cls(data)  # type: ignore[call-arg]
+    return cls(data)
 
 
 def load_saved_lm_config(folder: str | Path, cfg: LanguageConfig) -> Any:
@@ -372,7 +373,7 @@ def _native_generate(lm: nn.Module, emb: Tensor, opts: Any, *, progress: Progres
 
         return decode(next_logits, torch.zeros(b, 0, dtype=torch.long, device=device), opts)
     encoded = lm.encode(emb, att)  # type: ignore[operator]
-    start_id = int(lm.settings.decoder_start_token_id)  # type: ignore[union-attr]
+    start_id = int(lm.settings.decoder_start_token_id)  # type: ignore[union-attr,arg-type]
     start = torch.full((b, 1), start_id, dtype=torch.long, device=device)
 
     def next_t5_logits(ids: Tensor, rows: Tensor) -> Tensor:

@@ -281,11 +281,12 @@ class NystromAttention(nn.Module):
         seg = landmark_segments(mask, m)
         w_q, w_k, w_v = self.to_qkv.weight.chunk(3, dim=0)
         # pass 1: landmarks. Segment means of q = W_q · (segment means of LN(x)) since the map is linear.
-        sums = counts = None
+        sums: Tensor | None = None
+        counts: Tensor | None = None
         for s in range(0, n, c):
             xs = norm(x[:, s : s + c])
             ps, pc = _segment_sums(xs.float(), seg[:, s : s + c], m)
-            sums, counts = (ps, pc) if sums is None else (sums + ps, counts + pc)
+            sums, counts = (ps, pc) if sums is None or counts is None else (sums + ps, counts + pc)
         if sums is None or counts is None:  # n == 0: rejected by the caller; keeps type checkers happy
             raise ValueError("empty bag")
         mean_x = (sums / counts.clamp(min=1)[..., None]).to(w_q.dtype)  # (b, m, D)

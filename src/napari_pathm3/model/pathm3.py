@@ -1,7 +1,6 @@
 """PathM3Model: correlation module -> Q-Former -> query classifier and caption LM (paper Fig. 1).
 
-Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes.
-"""
+Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes."""
 
 from __future__ import annotations
 
@@ -86,7 +85,7 @@ class PathM3Model(nn.Module):
             hf_config=lm_hf_config,
             load_weights=pretrained_init,
         )
-        lm_width = self.language_model.get_input_embeddings().weight.shape[1]
+        lm_width = int(self.language_model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
         if config.caption_prefix.extra_tokens:  # §5a; built only when on, so "off" is the same model
             self.caption_prefix = CaptionPrefix(
@@ -103,7 +102,7 @@ class PathM3Model(nn.Module):
             self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
         #: what run made these weights (``RunProvenance.to_dict()``): set by the trainer, saved in config.json
-        self.provenance: dict[str, Any] | None = None
+        self.provenance: dict[str, object] | None = None
         #: what ``config.qformer_init`` loaded (None: random Q-Former, or weights read from a checkpoint)
         self.qformer_init_report: Any = None
         if pretrained_init and config.qformer_init:
@@ -135,12 +134,13 @@ class PathM3Model(nn.Module):
         """Parameters the optimiser should update (everything except a frozen LM)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+    def optimizer_param_groups(self) -> list[dict[str, object]]:
         """AdamW parameter groups: ``config.optim.weight_decay`` except on biases and norms (rule ``"lavis"``,
         BLIP-2's trainer: every tensor with one dimension or named ``*.bias``), and also embeddings and query
         tokens (rule ``"norms_biases_embeddings"``)."""
         lavis = self.config.optim.weight_decay_rule == "lavis"
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -405,7 +405,7 @@ class PathM3Model(nn.Module):
             writers={
                 "qformer_tokenizer": self.qformer_tokenizer.save_pretrained,
                 "lm_tokenizer": self.lm_tokenizer.save_pretrained,
-                "language_model": self.language_model.config.save_pretrained,
+                "language_model": self.language_model.config.save_pretrained,  # type: ignore[union-attr,dict-item]  # an HF config
             },
             provenance=self.provenance,
         )

@@ -54,12 +54,22 @@ def _attend(
     """
     b, t, width = hidden.shape
     d = width // heads
-    q = mha.query(hidden).view(b, t, heads, d).transpose(1, 2)  # (b, h, t, d)
-    k = mha.key(context).view(b, -1, heads, d).transpose(1, 2)  # (b, h, s, d)
-    v = mha.value(context).view(b, -1, heads, d).transpose(1, 2)
+    q = mha.get_submodule("query")(hidden).view(b, t, heads, d).transpose(1, 2)  # (b, h, t, d)
+    k = mha.get_submodule("key")(context).view(b, -1, heads, d).transpose(1, 2)  # (b, h, s, d)
+    v = mha.get_submodule("value")(context).view(b, -1, heads, d).transpose(1, 2)
     attn_mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
     return out.transpose(1, 2).reshape(b, t, width)
+
+
+@dataclass(frozen=True)
+class Attending:
+    """How a cross-attention pass runs: ``heads`` h, ``dropout`` on the attention weights (0 at inference),
+    ``chunk_size`` patches per chunk."""
+
+    heads: int
+    dropout: float = 0.0
+    chunk_size: int = PATCH_CHUNK_SIZE
 
 
 def cross_attend(
@@ -67,11 +77,9 @@ def cross_attend(
     hidden: Tensor,
     patches: Tensor,
     patch_mask: Tensor | None,
+    how: Attending,
     *,
-    heads: int,
-    dropout: float = 0.0,
     need_weights: bool = True,
-    chunk_size: int = PATCH_CHUNK_SIZE,
     log_normalisers: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Queries attend to patches, chunk by chunk over n with an online softmax (flash-attention style).
@@ -85,10 +93,9 @@ def cross_attend(
         mha: the layer's ``crossattention.attention`` (query/key/value linears).
         hidden: (b, t, H) query states.
         patches: (b, n, H_ctx) correlated patch features; patch_mask (b, n) bool, True for real patches.
-        heads: attention heads h; dropout: on the attention weights (0 at inference).
+        how: heads, dropout and chunk size (:class:`Attending`).
         need_weights: also return the head-averaged weights (b, t, n) for heatmaps. Costs the (b, h, t, n)
             logits (12 x 32 x 100k floats = 150 MB at 100k patches), kept per chunk until normalised.
-        chunk_size: patches per chunk.
         log_normalisers: a list to append the softmax's log-normaliser ``log Σ_n exp(q kₙᵀ/√d)`` per head and
             query to, (b, h, t): the log of the unnormalised attention mass, which (unlike the weights) grows
             with the number of patches a query attends to (docs/method.md §5a).
@@ -96,10 +103,11 @@ def cross_attend(
     Returns:
         (b, t, H) attention output and, with ``need_weights``, the weights (b, t, n).
     """
+    heads, dropout, chunk_size = how.heads, how.dropout, how.chunk_size
     b, t, width = hidden.shape
     n = patches.shape[1]
     d = width // heads
-    q = mha.query(hidden).view(b, t, heads, d).transpose(1, 2) * d**-0.5  # (b, h, t, d)
+    q = mha.get_submodule("query")(hidden).view(b, t, heads, d).transpose(1, 2) * d**-0.5  # (b, h, t, d)
     run_max = torch.full((b, heads, t, 1), torch.finfo(torch.float32).min, device=hidden.device)
     denom = torch.zeros(b, heads, t, 1, device=hidden.device)
     numer = torch.zeros(b, heads, t, d, device=hidden.device)
@@ -113,8 +121,8 @@ def cross_attend(
     kept: list[Tensor] = []
     for s in range(0, n, chunk_size):
         ctx = patches[:, s : s + chunk_size].to(hidden.dtype)
-        k = mha.key(ctx).view(b, -1, heads, d).transpose(1, 2)  # (b, h, c, d)
-        v = mha.value(ctx).view(b, -1, heads, d).transpose(1, 2)
+        k = mha.get_submodule("key")(ctx).view(b, -1, heads, d).transpose(1, 2)  # (b, h, c, d)
+        v = mha.get_submodule("value")(ctx).view(b, -1, heads, d).transpose(1, 2)
         logits = (q @ k.transpose(-1, -2)).float()  # (b, h, t, c)
         valid = None if patch_mask is None else patch_mask[:, None, None, s : s + chunk_size]
         if valid is not None:
@@ -316,7 +324,9 @@ class QFormer(nn.Module):
         if text_ids is not None:
             t = text_ids.shape[1]
             pos = torch.arange(t, device=text_ids.device)[None]
-            text = self.embeddings.word_embeddings(text_ids) + self.embeddings.position_embeddings(pos)
+            text = self.embeddings.get_submodule("word_embeddings")(text_ids) + self.embeddings.get_submodule(
+                "position_embeddings"
+            )(pos)
             x = torch.cat([x, text.to(x.dtype)], dim=1)  # (b, q + t, H)
             tm = torch.ones_like(text_ids, dtype=torch.bool) if text_mask is None else text_mask.bool()
             key_mask = torch.cat([key_mask, tm], dim=1)
@@ -328,7 +338,7 @@ class QFormer(nn.Module):
         cross: Tensor | None = None  # running sum of the layers' maps (b, q, n): one map in memory, not six
         num_maps = 0
         lse: list[Tensor] | None = [] if need_lse and patches is not None else None
-        for layer in self.encoder.layer:
+        for layer in self.encoder.layer:  # type: ignore[union-attr]  # a ModuleList of BLIP-2 layers
             a = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn)
             a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
             aq = a[:, :nq]
@@ -338,10 +348,8 @@ class QFormer(nn.Module):
                     aq,
                     patches,  # cast chunk by chunk: a 100k-patch bag is not copied
                     patch_mask,
-                    heads=heads,
-                    dropout=p_attn,
+                    Attending(heads, p_attn, self.chunk_size),
                     need_weights=need_weights,
-                    chunk_size=self.chunk_size,
                     log_normalisers=lse,
                 )
                 aq = layer.crossattention.output(c, aq)

@@ -30,6 +30,9 @@ class TrainingVerdict:
     majority_rate: float | None = None
     learned_to_classify: bool | None = None
     learned_to_caption: bool | None = None
+    #: the model beat its baselines on the validation split (ABMIL's accuracy, the predicted class's stock
+    #: caption); ``None`` when they were not computed (``training.verdict_baselines``)
+    beats_baselines: bool | None = None
     warnings: tuple[str, ...] = ()
     #: every field of the stored JSON (the typed ones above included), for reports and round trips
     data: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -58,9 +61,17 @@ class TrainingVerdict:
             majority_rate=num("majority_rate"),
             learned_to_classify=flag("learned_to_classify"),
             learned_to_caption=flag("learned_to_caption"),
+            beats_baselines=flag("beats_baselines"),
             warnings=tuple(str(w) for w in data.get("warnings") or ()),
             data=dict(data),
         )
+
+    @property
+    def baselines(self) -> dict[str, Any]:
+        """The baseline figures on the validation split (model accuracy and BLEU-4 beside ABMIL's accuracy,
+        the stock and constant captions' BLEU-4, caption–class agreement); empty when not computed."""
+        b = self.data.get("baselines")
+        return dict(b) if isinstance(b, dict) else {}
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.data, "warnings": list(self.warnings)}
@@ -69,7 +80,7 @@ class TrainingVerdict:
         """``accuracy``, ``majority_rate``, ``evaluated_on``, ``n`` where known; ``None`` without accuracy."""
         if self.accuracy is None:
             return None
-        rec = {"accuracy": self.accuracy, "majority_rate": self.majority_rate}
+        rec: dict[str, object] = {"accuracy": self.accuracy, "majority_rate": self.majority_rate}
         rec.update(evaluated_on=self.evaluated_on, n=self.n)
         return {k: v for k, v in rec.items() if v is not None}
 

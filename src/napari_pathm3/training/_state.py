@@ -62,11 +62,12 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors[f"rng.cuda.{i}"] = s
     py = random.getstate()
     # np.random.get_state(legacy=False) returns a fresh dict; only its "state" arrays need converting
-    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": np.random.get_state(legacy=False)}
-    if isinstance(meta["numpy"].get("state"), dict):
-        meta["numpy"]["state"] = {
-            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta["numpy"]["state"].items()
+    np_state = dict(np.random.get_state(legacy=False))
+    if isinstance(np_state.get("state"), dict):
+        np_state["state"] = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in np_state["state"].items()
         }
+    meta = {"python": [py[0], list(py[1]), py[2]], "numpy": np_state}
     return tensors, meta
 
 

@@ -52,7 +52,7 @@ def _cap(x: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """One torch thread while a baseline trains: its ops are tiny, and more threads only add overhead
-    (measured 35x slower with 2 threads on a loaded 2-core machine)."""
+    (on a loaded 2-core machine, many times so)."""
     import torch
 
     before = torch.get_num_threads()
@@ -127,7 +127,8 @@ def _fit_abmil(train: Bags, val: Bags, *, num_classes: int, config: AbmilConfig 
         if acc > best:
             best, best_epoch = acc, epoch
             best_state = {k: t.clone() for k, t in net.state_dict().items()}
-    net.load_state_dict(best_state)
+    if best_state is not None:  # None only when no epoch ran (epochs >= 1 is checked)
+        net.load_state_dict(best_state)
     return BaselineFit(
         "abmil", best, f"epoch {best_epoch} of {cfg.epochs}", time.perf_counter() - t0, predict
     )

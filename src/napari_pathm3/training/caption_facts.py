@@ -80,7 +80,7 @@ class CaptionClassifier:
 
     def __init__(self, captions: Sequence[str | None], labels: Sequence[int], num_classes: int) -> None:
         self.num_classes = num_classes
-        self.counts = [Counter() for _ in range(num_classes)]
+        self.counts: list[Counter[str]] = [Counter() for _ in range(num_classes)]
         prior = np.ones(num_classes)
         for cap, y in zip(captions, labels, strict=True):
             if cap and 0 <= int(y) < num_classes:

@@ -417,7 +417,7 @@ def collate_bags(bags: Sequence[SlideBag]) -> Batch:
 class _Indexed:
     """Dataset wrapper returning ``(index, bag)`` so evaluation can de-duplicate DistributedSampler padding."""
 
-    def __init__(self, dataset: Sequence[SlideBag]) -> None:
+    def __init__(self, dataset: Sequence[SlideBag] | BagDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -103,7 +103,7 @@ def _run(core: Any, kw: dict[str, Any], device: Any, bf16: bool) -> tuple[np.nda
 
 def predict(
     model: Any,
-    dataset: Sequence[SlideBag],
+    dataset: Sequence[SlideBag] | BagDataset,
     *,
     batch_size: int = 1,
     mode: str | None = None,
@@ -121,15 +121,18 @@ def predict(
     process takes a shard and the results are gathered on every process.
     """
     import torch
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
     dist = dist or DistInfo()
     core = getattr(model, "module", model)
     mode = mode or core.config.mode
-    sampler = DistributedSampler(
-        _Indexed(dataset), num_replicas=dist.world_size, rank=dist.rank, shuffle=False
+    indexed = cast("Dataset[tuple[int, SlideBag]]", _Indexed(dataset))  # map-style: __len__, __getitem__
+    sampler: DistributedSampler[tuple[int, SlideBag]] = DistributedSampler(
+        indexed, num_replicas=dist.world_size, rank=dist.rank, shuffle=False
     )
-    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate_indexed)
+    loader: DataLoader[tuple[int, SlideBag]] = DataLoader(
+        indexed, batch_size=batch_size, sampler=sampler, collate_fn=collate_indexed
+    )
     run = _BatchRun(core, mode, device or core.device, bf16, generate, generate_kwargs or {})
     was_training = core.training
     core.eval()

@@ -72,8 +72,8 @@ def caption_baselines(
     ``probabilities``, ``reference``, ``caption``), built from the ``train`` records. ``eval_keys`` (feature
     keys of the evaluated bags, in prediction order) and ``features_dir`` enable the retrieval baseline."""
     names = list(class_names)
-    train_caps = [(_norm(r.caption), names.index(r.label) if r.label in names else None) for r in train]
-    train_caps = [(c, y) for c, y in train_caps if c]
+    normed = [(_norm(r.caption), names.index(r.label) if r.label in names else None) for r in train]
+    train_caps = [(c, y) for c, y in normed if c]
     if not train_caps:
         return {"skipped": "no captioned training bags in the manifest to build caption baselines from"}
     rows = [(i, p) for i, p in enumerate(predictions) if _norm(p.get("reference"))]
@@ -81,7 +81,9 @@ def caption_baselines(
         return {"skipped": "no evaluated bag has a reference caption"}
     refs = [str(_norm(p["reference"])) for _, p in rows]
     probs = [p.get("probabilities") for _, p in rows]
-    predicted = [int(np.argmax(q)) for q in probs] if all(q is not None for q in probs) else None
+    predicted = (
+        [int(np.argmax(q)) for q in probs if q is not None] if all(q is not None for q in probs) else None
+    )
     clf = CaptionClassifier(
         [c for c, _ in train_caps], [y if y is not None else -1 for _, y in train_caps], len(names)
     )

@@ -33,11 +33,13 @@ from typing import Any
 from .._types import CancelToken, PathLike, ProgressFn, Stage, check_cancel, report
 from ..config import TrainConfig
 from ..errors import Cancelled, NonFiniteError
+from ..jsonfile import write_json_atomic
 from ..model.verdict import TrainingVerdict
 from . import ddp
 from ._setup import (
     _captions_of,
     _device_and_processes,
+    _Placement,
     _prepare,
     _remove_old_best,
     _resume,
@@ -169,13 +171,18 @@ def train(
     device, dist = _device_and_processes(config)
     try:
         run = _prepare(
-            model_or_config, train_set, val_set, config, out, features_dir, device, dist, caption_style
+            model_or_config,
+            (train_set, val_set),
+            config,
+            out,
+            _Placement(features_dir, device, dist),
+            caption_style,
         )
         if not (resume and _resume(run)) and dist.is_main:
             _remove_old_best(out)
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "train_config.json").write_text(config.to_json())
+            write_json_atomic(out / "train_config.json", config.to_dict(), sort_keys=True)
         for epoch in range(run.state.epoch, config.epochs):
             if run.state.stopped_early:
                 break
@@ -186,10 +193,7 @@ def train(
                 epoch,
                 record,
                 t0,
-                progress=progress,
-                cancel=cancel,
-                metrics_callback=metrics_callback,
-                epoch_log=epoch_log,
+                _Hooks(progress, cancel, metrics_callback, epoch_log),
             )
         return _finish(run)
     except Cancelled as err:
@@ -277,18 +281,20 @@ def _optimizer_step(run: _Run) -> None:
     run.state.step += 1
 
 
-def _validate_and_checkpoint(
-    run: _Run,
-    epoch: int,
-    record: dict[str, Any],
-    t0: float,
-    *,
-    progress: ProgressFn | None,
-    cancel: CancelToken | None,
-    metrics_callback: MetricsFn | None,
-    epoch_log: MetricsFn | None,
-) -> None:
+@dataclass(frozen=True)
+class _Hooks:
+    """The caller's callbacks of a run: progress, cancel, per-epoch metrics and the epoch log."""
+
+    progress: ProgressFn | None
+    cancel: CancelToken | None
+    metrics_callback: MetricsFn | None
+    epoch_log: MetricsFn | None
+
+
+def _validate_and_checkpoint(run: _Run, epoch: int, record: dict[str, Any], t0: float, hooks: _Hooks) -> None:
     """Validation metrics into ``record``, best/early-stopping bookkeeping, ``best/`` and ``last/`` checkpoints."""
+    progress, cancel = hooks.progress, hooks.cancel
+    metrics_callback, epoch_log = hooks.metrics_callback, hooks.epoch_log
     config, state, dist = run.config, run.state, run.dist
     value = (
         _validate(run, epoch, record, progress, cancel) if run.val_ds is not None else record["train_loss"]
@@ -332,6 +338,8 @@ def _validate(
     """Validation metrics into ``record``; returns the value of the selection metric."""
     config, mcfg = run.config, run.core.config
     report(progress, run.state.step, run.total, Stage.VALIDATE, epoch=epoch + 1, epochs=config.epochs)
+    if run.val_ds is None:  # the caller validates only runs with a validation set
+        raise ValueError("no validation set")
     pred = predict(
         run.model,
         run.val_ds,

@@ -112,7 +112,7 @@ def classification_metrics(
     ``(N, C)`` class probabilities; the prediction is the arg-max."""
     probs = np.asarray(probabilities, dtype=np.float64)
     c = num_classes or probs.shape[1]
-    pred = probs.argmax(1) if probs.size else np.zeros(0, np.int64)
+    pred: list[int] = probs.argmax(1).tolist() if probs.size else []
     return {
         "accuracy": accuracy(y_true, pred),
         "balanced_accuracy": balanced_accuracy(y_true, pred, c),
@@ -208,9 +208,7 @@ def meteor_nltk(
     scores = []
     for group, hyp in zip(refs, hypotheses, strict=True):
         h = tokenize(hyp, tokenizer)
-        scores.append(
-            max(single_meteor_score(r, h, stemmer=_NoStem(), wordnet=_NoSynonyms()) for r in group)  # type: ignore[arg-type]
-        )
+        scores.append(max(single_meteor_score(r, h, stemmer=_NoStem(), wordnet=_NoSynonyms()) for r in group))
     return float(np.mean(scores)) if scores else float("nan")
 
 

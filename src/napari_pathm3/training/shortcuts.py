@@ -44,7 +44,7 @@ def _norm(text: str | None) -> str | None:
     return out or None
 
 
-def _most_common(items: Sequence[Any]) -> Any:
+def _most_common(items: Sequence[object]) -> Any:
     """The most frequent item; ties go to the one seen first (deterministic)."""
     counts = Counter(items)
     best = max(counts.values())
@@ -117,10 +117,7 @@ def shortcut_baselines(
             float(np.mean([c in by_caption for c in captioned])) if captioned else float("nan")
         ),
     }
-    lookup = [
-        _most_common(by_caption[c]) if c in by_caption else majority
-        for c in refs  # type: ignore[index]
-    ]
+    lookup = [_most_common(by_caption[c]) if c in by_caption else majority for c in refs]
     scored = [(p, y) for p, y in zip(lookup, labels, strict=True) if y is not None and p is not None]
     out["caption_lookup_accuracy"] = float(np.mean([p == y for p, y in scored])) if scored else float("nan")
     train_caps = [c for c in (_norm(r.caption) for r in train) if c]

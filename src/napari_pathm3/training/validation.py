@@ -50,7 +50,7 @@ def plan_validation(bags: Sequence[SlideBag], *, seed: int = 0, class_names: Seq
         by_class[b.label].append(b)
     rng = np.random.default_rng(seed)
     for members in by_class.values():
-        rng.shuffle(members)  # type: ignore[arg-type]
+        rng.shuffle(members)
     smallest = min(len(m) for m in by_class.values())
     if smallest >= MIN_FOR_HOLDOUT:
         train, val = [], []

@@ -100,8 +100,8 @@ def judge_against_baselines(
                     f"{NOT_BEATING}: validation accuracy {acc:.2f}, while attention pooling (ABMIL) trained on "
                     f"the same features and bags reaches {fit.val_accuracy:.2f}"
                 )
-    train_caps = [(_norm(b.caption), b.label) for b in (train[i] for i in _spread(len(train), 10 * MAX_BAGS))]
-    train_caps = [(c, y) for c, y in train_caps if c]
+    normed = [(_norm(b.caption), b.label) for b in (train[i] for i in _spread(len(train), 10 * MAX_BAGS))]
+    train_caps = [(c, y) for c, y in normed if c]
     rows = [i for i, r in enumerate(pred.references) if _norm(r)]
     if captions_trained and pred.captions is not None and train_caps and rows:
         refs = [str(_norm(pred.references[i])) for i in rows]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from .._types import Progress, Stage
+
 #: below this many seconds into a stage the rate is noise (first batch, model warm-up): say nothing yet
 MIN_ELAPSED_S = 3.0
 
@@ -39,3 +41,29 @@ class TimeLeft:
         if elapsed < MIN_ELAPSED_S or progressed <= 0 or total <= 0 or done >= total:
             return ""
         return f", {format_left(elapsed / progressed * (total - done))} left"
+
+
+def stage_bar(event: Progress, current: float, time_left: TimeLeft) -> tuple[float, str]:
+    """``(bar percent, stage line)`` of "Caption slide" after ``event``: one fifth of the bar per captioning
+    stage, a stage's own counts (tissue read, extraction, decoding) advancing it inside; the demo model's
+    one-off training fills the bar once, then captioning starts over."""
+    from ..api import STAGES
+
+    stage = event.within or event.stage
+    frac = event.fraction or 0.0
+    pct = current
+    if event.demo:  # one-off training of the demo model
+        if event.total:
+            pct = min(100.0, 100.0 * frac)
+    elif stage in STAGES:
+        within_stage = frac if event.within is not None else 0.0
+        floor = 0.0 if stage is Stage.TISSUE else current  # after demo training: start over
+        pct = max(floor, min(100.0, 100.0 * (STAGES.index(stage) + within_stage) / len(STAGES)))
+    elif stage is Stage.DONE:
+        pct = 100.0
+    label = event.label()
+    if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
+        label = f"{label}: {event.done}/{event.total} patches"
+    if event.total:  # patches, demo-training steps: the time left once the stage has run a few seconds
+        label += time_left.text((event.demo, event.within or event.stage), event.done, event.total)
+    return pct, label

@@ -4,12 +4,7 @@ expects, and the grid a run uses. Shared by "Caption slide" and "Train model" so
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import FloatSpinBox
@@ -17,7 +12,7 @@ from magicgui.widgets import FloatSpinBox
 from ..config import TilingConfig
 
 if TYPE_CHECKING:
-    from ..io.slide import Slide
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +47,16 @@ def model_tiling(source: str) -> TilingConfig:
     """The grid a registry entry's model was trained with, without loading its weights: the demo model's
     tiling, or ``tiling`` in the checkpoint's ``config.json`` (default grid when unrecorded/unreadable)."""
     from .. import api
+    from ..errors import PathM3Error
 
-    if source == api.DEMO:
-        from ..demo import DEMO_TILING
-
-        return DEMO_TILING
     if source.startswith("clip:"):  # a zero-shot CLIP encoder: its crop size, without loading weights
         from ._zero_shot import clip_tiling
 
         return clip_tiling(source)
-    path = Path(source) / "config.json"
     try:
-        raw = json.loads(path.read_text()).get("tiling")
-        return TilingConfig.from_dict(raw) if isinstance(raw, dict) else TilingConfig()
-    except (OSError, ValueError, TypeError) as err:
-        log.info("%s: no readable tiling (%s); showing the default grid", path, err)
+        return api.model_tiling(source)[0]
+    except (OSError, PathM3Error) as err:
+        log.info("%s: no readable tiling (%s); showing the default grid", source, err)
         return TilingConfig()
 
 
@@ -80,28 +70,3 @@ def expectation(tiling: TilingConfig, slide_mpp: float | None) -> str:
         return f"{model}. Slide µm/px unknown: enter it, or patches are cut in pixels at level 0"
     side = um / slide_mpp
     return f"{model} = {side:.0f} px of this slide at {slide_mpp:g} µm/px"
-
-
-def run_tiling(tiling: TilingConfig, slide_mpp: float | None, *, min_tissue: float) -> TilingConfig:
-    """The grid of a run: the model's tiling with the widget's minimum tissue fraction; a slide whose µm/px
-    is still unknown is tiled at level 0 in its own pixels (the result says so)."""
-    tiling = dataclasses.replace(tiling, min_tissue_fraction=min_tissue)
-    if slide_mpp is None and tiling.target_mpp is not None:
-        tiling = dataclasses.replace(tiling, target_mpp=None, level=0)
-    return tiling
-
-
-@contextmanager
-def slide_at(slide: Slide, mpp: float | None) -> Iterator[Slide]:
-    """``slide`` itself when ``mpp`` is unknown or what it already has; else the same file opened again with
-    ``mpp`` (closed on exit), so the layer's own slide handle is left as it was."""
-    from ..io.slide import open_slide
-
-    if mpp is None or (slide.mpp is not None and abs(slide.mpp - mpp) <= 1e-9 * mpp):
-        yield slide
-        return
-    other = open_slide(slide.path, backend=slide.backend, mpp=mpp)
-    try:
-        yield other
-    finally:
-        other.close()

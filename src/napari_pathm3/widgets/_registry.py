@@ -74,13 +74,12 @@ class ModelRegistry:
     def register_clip(self, spec: str | Path) -> str:
         """Add a CLIP-style encoder for zero-shot classification: ``clip:<HF id or folder>`` or a folder
         (made ``clip:<absolute folder>``); returns its display name (the same source keeps its name)."""
-        from ..features.encoders import canonical_name
         from ._zero_shot import CLIP_PREFIX, clip_display_name
 
         text = str(spec)
         if not text.startswith(CLIP_PREFIX):
             text = CLIP_PREFIX + str(Path(text).expanduser().resolve())
-        source = canonical_name(text)
+        source = api.encoder_id(text)
         for entry in self._entries.values():
             if entry.source == source:
                 return entry.name
@@ -122,9 +121,7 @@ registry = ModelRegistry()
 def encoder_names() -> list[str]:
     """Encoder names for the widgets' dropdowns (the offline encoder alone when the registry fails)."""
     try:
-        from ..features.encoders import list_encoders
-
-        return list_encoders(include_cached=True)
+        return api.encoder_names(include_cached=True)
     except Exception as err:  # noqa: BLE001 - a broken encoder registry must not take the widgets down
         log.warning("encoder list unavailable: %s", err)
         return [DEFAULT_ENCODER]

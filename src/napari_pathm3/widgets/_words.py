@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 
 from ..layer_kinds import ResultLayerKind, is_result_layer
-from ..word_layers import MapRaster, map_label, map_layer, switch_map
+from ..viewer import MapRaster, map_label, map_layer, switch_map
 from ._worker import Job
 
 if TYPE_CHECKING:
@@ -106,13 +106,12 @@ class WordsPanel(Container):
             units = ("um", "um") if res.mpp_xy is not None else None
             data, kwargs, _ = map_layer(
                 values,
-                res.grid,
+                self._raster,
                 name=word_layer_name(res),
                 what=what,
                 slide_scale=res.slide_scale,
                 units=units,
                 metadata={"slide_path": res.slide_path},
-                raster=self._raster,
             )
             self._layer = self._viewer.add_image(data, **kwargs)
         switch_map(self._layer, values, self._raster, what=what)
@@ -121,7 +120,7 @@ class WordsPanel(Container):
         # the canvas text names what the colour bar shows (napari's colour bar has no title of its own)
         import textwrap
 
-        from ..layers import OVERLAY_WIDTH, overlay_text
+        from ..viewer import OVERLAY_WIDTH, overlay_text
 
         legend = textwrap.wrap(f"Colour bar: {what}, relative to uniform 1/N", OVERLAY_WIDTH)
         self._layer.metadata = {
@@ -134,7 +133,7 @@ class WordsPanel(Container):
 
     def _label_bar(self) -> None:
         """The map's colour bar labelled 1/8x .. 8x like the attention heatmap's (its visual exists once shown)."""
-        from ..layers import label_colorbar
+        from ..viewer import label_colorbar
 
         layer = self._layer
         if layer is None or (layer.metadata or {}).get("pathm3_bar_labelled"):
@@ -150,8 +149,7 @@ class WordsPanel(Container):
                 bar.visible = False
 
     def _sync_overlay(self) -> None:
-        from ..layers import sync_overlay
-        from ..viewer import text_overlay
+        from ..viewer import sync_overlay, text_overlay
 
         self._viewer.layers.selection.active = self._layer
         sync_overlay(self._viewer, text_overlay(self._viewer))

@@ -17,7 +17,7 @@ from typing import Any
 from qtpy.QtCore import QObject, Signal
 
 from .._types import CancelFlag, Progress
-from ..allocator import release_free_memory
+from ..api import release_free_memory
 from ..errors import Cancelled, PathM3Error
 
 log = logging.getLogger(__name__)

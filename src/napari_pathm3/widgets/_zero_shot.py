@@ -29,9 +29,9 @@ def is_clip_source(source: str) -> bool:
 
 def clip_display_name(source: str) -> str:
     """``zero-shot: <folder or repo name> (clip:<spec>)``: the name its results carry."""
-    from ..text_query import zero_shot_name
+    from .. import api
 
-    return zero_shot_name(source)
+    return api.zero_shot_name(source)
 
 
 def is_clip_folder(folder: str | Path) -> bool:
@@ -60,7 +60,9 @@ class ZeroShotFields(Container):
     """Class names (comma-separated) and prompt templates (``;``-separated, ``{}`` = the class name)."""
 
     def __init__(self) -> None:
-        from ..features.clip import DEFAULT_TEMPLATES
+        from ..api import zero_shot_templates
+
+        templates = zero_shot_templates()
 
         super().__init__(labels=True, label="")
         self.classes = LineEdit(
@@ -68,7 +70,7 @@ class ZeroShotFields(Container):
         )
         self.prompts = LineEdit(
             label="prompts",
-            value="; ".join(DEFAULT_TEMPLATES),
+            value="; ".join(templates),
             tooltip="prompt templates, ';'-separated, {} = the class name (averaged: a prompt ensemble)",
         )
         self.extend([self.classes, self.prompts])

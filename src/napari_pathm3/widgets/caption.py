@@ -11,7 +11,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -24,18 +23,26 @@ from .. import api
 from .._types import Progress, Stage, report
 from ..api import CaptionRequest, RunContext, show
 from ..device import DEVICES
-from ..errors import Cancelled, PathM3Error
-from ..heatmaps import attention_spread, spread_text
-from ..inference import STAGES
+from ..errors import Cancelled
 from ..layer_kinds import ResultLayerKind, is_result_layer
-from ..layers import match_slide_units
 from ..paths import user_cache_dir
 from ..result import SlideResult
-from ..viewer import layer_kind, shapes_layer_polygons, slide_layers
-from ._eta import TimeLeft
+from ..viewer import (
+    layer_kind,
+    layer_mpp_xy,
+    layer_scale,
+    match_slide_units,
+    shapes_layer_polygons,
+    show_phrase_maps,
+    slide_layers,
+)
+from ._eta import TimeLeft, stage_bar
+from ._exports import ResultExports
 from ._mpp import expectation, field_mpp, layer_mpp, model_tiling, mpp_field
 from ._registry import encoder_names, registry
+from ._result_text import DEMO_NOTE, ZERO_SHOT_NOTE, format_result, not_brightfield
 from ._threads import threads_widget
+from ._tissue import tissue_config, tissue_fields
 from ._words import WordsPanel
 from ._worker import Job, error_text
 from ._zero_shot import ZeroShotFields, is_clip_folder
@@ -46,30 +53,9 @@ if TYPE_CHECKING:
 
 WHOLE_SLIDE = "whole slide"
 MODEL_ENCODER = "(the model's encoder)"
-HEATMAP_NOTE = (
-    "Heatmap colours: attention relative to uniform 1/N on a fixed log scale, 1/8x..8x as the colour bar reads "
-    "(log2 -3..+3; 1x = every patch equal): nearly uniform attention shows as one colour."
-)
-NOT_BRIGHTFIELD = (
-    "Only brightfield (RGB) slides can be captioned: {names} {verb} not (fluorescence channels, greyscale or "
-    "16-bit images; the encoders take RGB H&E patches), so {them} {verb} not offered as the slide."
-)
-ZERO_SHOT_NOTE = (
-    "Zero-shot: a published CLIP-style model compares every patch with the prompts of each class name below "
-    "(no PathM3 training, no caption). Its weights come from the Hugging Face hub once (network), then the "
-    "local cache; or pick a saved CLIP folder as the checkpoint."
-)
-DEMO_NOTE = (
-    "The demo model is trained in under a minute on a few hand-drawn regions of one sample slide with a simple "
-    "colour/texture encoder. It shows how PathM3 works; it is NOT diagnostic."
-)
 
 
-def _encoder_choices() -> list[str]:
-    return [MODEL_ENCODER, *encoder_names()]
-
-
-class CaptionWidget(Container):
+class CaptionWidget(ResultExports, Container):
     """Classify and caption the slide shown in napari with a PathM3 model."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
@@ -105,7 +91,9 @@ class CaptionWidget(Container):
             tooltip="add a checkpoint folder to the model list (a saved CLIP model folder: zero-shot)",
         )
         self._zero_shot = ZeroShotFields()  # shown only for a zero-shot (clip:) model
-        self._encoder = ComboBox(label="encoder", choices=_encoder_choices(), value=MODEL_ENCODER)
+        self._encoder = ComboBox(
+            label="encoder", choices=[MODEL_ENCODER, *encoder_names()], value=MODEL_ENCODER
+        )
         self._device = ComboBox(label="device", choices=DEVICES, value="auto")
         self._region = ComboBox(
             label="region",
@@ -116,31 +104,7 @@ class CaptionWidget(Container):
         self._top_k = SpinBox(label="top patches", value=8, min=1, max=200)
 
     def _build_tissue_inputs(self) -> None:
-        self._tissue_threshold = FloatSpinBox(
-            label="tissue threshold",
-            value=0.0,
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            tooltip="saturation above which a pixel is tissue; 0 = automatic (Otsu, at least 0.05). "
-            "Lower it (e.g. 0.03) for faint stains when no tissue is detected",
-        )
-        self._tissue_mpp = FloatSpinBox(
-            label="tissue µm/px",
-            value=8.0,
-            min=0.5,
-            max=128.0,
-            step=0.5,
-            tooltip="resolution tissue is detected at (the pyramid level read follows from it)",
-        )
-        self._min_tissue = FloatSpinBox(
-            label="min tissue",
-            value=0.25,
-            min=0.0,
-            max=1.0,
-            step=0.05,
-            tooltip="keep a patch when at least this fraction of it is tissue",
-        )
+        self._tissue_threshold, self._tissue_mpp, self._min_tissue = tissue_fields()
 
     def _build_outputs(self) -> None:
         """Run/cancel, progress, the result text and export buttons; then every widget in display order."""
@@ -251,7 +215,7 @@ class CaptionWidget(Container):
         self._run.enabled = not self.running and self._slide.value is not None
         skipped = [lay.name for lay in slide_layers(self._viewer) if lay not in self._slide.choices]
         if skipped and self._slide.value is None:  # say why the slide list is empty
-            self.show_error(_not_brightfield(skipped), toast=False)
+            self.show_error(not_brightfield(skipped), toast=False)
 
     def show_error(self, message: str, *, toast: bool = True) -> None:
         """Put ``message`` in the result box in full (and, with ``toast``, in napari's notification too,
@@ -314,7 +278,7 @@ class CaptionWidget(Container):
         if layer is None:
             skipped = [lay.name for lay in slide_layers(self._viewer)]
             self.show_error(
-                _not_brightfield(skipped)
+                not_brightfield(skipped)
                 if skipped
                 else "no slide layer; open a slide with napari-pathm3 (File > Open, or the sample)"
             )
@@ -323,7 +287,7 @@ class CaptionWidget(Container):
         region_layer = self._region.value
         region = None
         if region_layer is not None:
-            region = shapes_layer_polygons(region_layer, slide_scale=_slide_scale(layer))
+            region = shapes_layer_polygons(region_layer, slide_scale=layer_scale(layer))
             if not region:
                 self.show_error(f"shapes layer {region_layer.name!r} has no shapes; draw a region first")
                 return None
@@ -332,8 +296,7 @@ class CaptionWidget(Container):
             return None
         request = self.request(region)
         self._zero_shot_run = self.zero_shot
-        make = self._zero_shot_work if self.zero_shot else self._caption_work
-        return self._start(make(self._model.value, slide, request, self._threads.value))
+        return self._start(self._work(self._model.value, slide, request, self._threads.value))
 
     def request(self, region: list[Any] | None = None) -> CaptionRequest:
         """The run the fields describe (the model is filled in by the worker once loaded). The grid comes
@@ -354,42 +317,30 @@ class CaptionWidget(Container):
             missing_mpp="level0",
         )
 
-    def _zero_shot_work(self, model_name: str, slide: Any, request: CaptionRequest, threads: Any) -> Any:
-        """The worker of a zero-shot run: the CLIP encoder at its own grid, the fields' classes and prompts."""
-        classes, prompts = self._zero_shot.settings()
-
-        def work(progress: Any, cancel: Any) -> SlideResult:
-            from ..threads import apply_thread_policy
-
-            apply_thread_policy(threads)
-            report(progress, 0, 1, Stage.LOAD_MODEL)
-            context = RunContext(progress=progress, cancel=cancel)
-            result = api.zero_shot_classify(slide, classes, request, templates=prompts, context=context)
-            self._keep_run(slide, request, result)  # phrase maps: the same encoder and patches
-            return result
-
-        return work
-
-    def _caption_work(self, model_name: str, slide: Any, request: CaptionRequest, threads: Any) -> Any:
-        """The worker of a PathM3 model's run: the registry's loaded model, then the one captioning entry."""
+    def _work(self, model_name: str, slide: Any, request: CaptionRequest, threads: Any) -> Any:
+        """The worker: the registry's loaded model (or, zero-shot, the CLIP encoder with the fields' classes
+        and prompts), then the one API entry point. Phrase maps later rerun its slide and grid."""
+        zero_shot = self.zero_shot
+        classes, prompts = self._zero_shot.settings() if zero_shot else ([], None)
 
         def work(progress: Any, cancel: Any) -> SlideResult:
             from ..threads import apply_thread_policy
 
             apply_thread_policy(threads)  # the widget's thread setting ("auto" = free cores)
             report(progress, 0, 1, Stage.LOAD_MODEL)
-            model = registry.load(model_name, device=request.device, progress=progress, cancel=cancel)
-            run = request.replace(model=model)
-            result = api.caption_slide(slide, run, context=RunContext(progress=progress, cancel=cancel))
-            self._keep_run(slide, run, result)  # phrase maps: the same patches
+            context = RunContext(progress=progress, cancel=cancel)
+            if zero_shot:
+                run = request
+                result = api.zero_shot_classify(slide, classes, run, templates=prompts, context=context)
+            else:
+                model = registry.load(model_name, device=request.device, progress=progress, cancel=cancel)
+                run = request.replace(model=model)
+                result = api.caption_slide(slide, run, context=context)
+            grid = run.replace(tiling=result.grid.config, min_tissue_fraction=None, level=None)
+            self._last_run = (slide, grid)  # phrase maps: the same encoder and patches
             return result
 
         return work
-
-    def _keep_run(self, slide: Any, request: CaptionRequest, result: SlideResult) -> None:
-        """What phrase maps rerun: this slide and request, on the grid the run laid (the same patches)."""
-        grid = request.replace(tiling=result.grid.config, min_tissue_fraction=None, level=None)
-        self._last_run = (slide, grid)
 
     def _start(self, work: Any) -> Job | None:
         self._set_running(True)
@@ -411,10 +362,7 @@ class CaptionWidget(Container):
 
     def tissue_config(self) -> Any:
         """The tissue detection settings of the widget."""
-        from ..config import TissueConfig
-
-        threshold = float(self._tissue_threshold.value)
-        return TissueConfig(target_mpp=float(self._tissue_mpp.value), threshold=threshold or None)
+        return tissue_config(self._tissue_threshold, self._tissue_mpp)
 
     def _on_cancel(self, _value: Any = None) -> None:
         if self._job is not None and self._job.running:
@@ -422,25 +370,7 @@ class CaptionWidget(Container):
             self._stage.value = "cancelling…"
 
     def _on_progress(self, event: Progress) -> None:
-        stage = event.within or event.stage
-        frac = event.fraction or 0.0
-        if event.demo:  # one-off training of the demo model
-            if event.total:
-                self._progress.value = min(100.0, 100.0 * frac)
-        elif stage in STAGES:
-            # a stage's own counts (tissue read, extraction, decoding) advance the bar inside it
-            within_stage = frac if event.within is not None else 0.0
-            pct = 100.0 * (STAGES.index(stage) + within_stage) / len(STAGES)
-            floor = 0.0 if stage is Stage.TISSUE else self._progress.value  # after demo training: start over
-            self._progress.value = max(floor, min(100.0, pct))
-        elif stage is Stage.DONE:
-            self._progress.value = 100
-        label = event.label()
-        if event.within is Stage.FEATURES and event.total and not event.demo:  # extraction: patches
-            label = f"{label}: {event.done}/{event.total} patches"
-        if event.total:  # patches, demo-training steps: the time left once the stage has run a few seconds
-            label += self._time_left.text((event.demo, event.within or event.stage), event.done, event.total)
-        self._stage.value = label
+        self._progress.value, self._stage.value = stage_bar(event, self._progress.value, self._time_left)
 
     def _on_finished(self) -> None:
         self._set_running(False)
@@ -455,9 +385,9 @@ class CaptionWidget(Container):
         self.result = result
         # layers in the slide layer's units (pixels for a slide opened without µm/px), whatever µm/px was entered
         layer = self._slide.value
-        units = _layer_mpp_xy(layer) if layer is not None else result.mpp_xy
+        units = layer_mpp_xy(layer) if layer is not None else result.mpp_xy
         show(result, self._viewer, units=units)
-        self._show_phrase_maps(result.in_units(units))
+        show_phrase_maps(result.in_units(units), self._viewer)
         warnings = tuple(getattr(result, "warnings", ()) or ())
         self._warning.value = "\n".join(f"Warning: {w}" for w in warnings)
         self._warning.visible = bool(warnings)
@@ -467,132 +397,3 @@ class CaptionWidget(Container):
         self._progress.value = 100
         for b in (self._save_json, self._save_csv, self._save_geojson, self._save_sdata, self._save_ome):
             b.enabled = True
-
-    def _show_phrase_maps(self, result: SlideResult) -> None:
-        """The result's phrase maps (a zero-shot run's class maps) as image layers, replacing earlier ones."""
-        from ..word_layers import phrase_map_layers
-
-        for lay in [lay for lay in self._viewer.layers if is_result_layer(lay, ResultLayerKind.PHRASE_MAP)]:
-            if (lay.metadata or {}).get("slide_path") == result.slide_path:
-                self._viewer.layers.remove(lay)
-        for data, kwargs, _ in phrase_map_layers(result):
-            self._viewer.add_image(data, **kwargs)
-
-    # ------------------------------------------------------------------------------------------ export
-    def export(self, path: str | Path, kind: str | None = None) -> Path:
-        """Save the last result as ``json`` / ``csv`` / ``geojson`` (QuPath: tiles with measurements, top
-        patches), ``spatialdata`` (a LazySlide-readable zarr), ``ome-zarr`` (maps) or a ``png`` screenshot."""
-        path = Path(path)
-        kind = kind or path.suffix.lstrip(".").lower()
-        if kind == "png":
-            self._viewer.screenshot(str(path), canvas_only=True, flash=False)
-            return path
-        if self.result is None:
-            raise RuntimeError("no result to export yet: run the captioning first")
-        if kind == "json":
-            return self.result.save_json(path)
-        if kind == "csv":
-            return self.result.save_csv(path)
-        if kind == "geojson":  # QuPath: tiles with measurements + classified top patches
-            from ..exports import save_qupath_geojson
-
-            return save_qupath_geojson(self.result, path)
-        if kind == "spatialdata":  # features read back from the cache this widget captions with
-            from ..exports import cached_result_features, export_spatialdata
-
-            feats = cached_result_features(self.result, self.cache_dir)
-            return export_spatialdata(self.result, path, features=feats, overwrite=True)
-        if kind == "ome-zarr":
-            from ..exports import export_ome_zarr
-
-            return export_ome_zarr(self.result, path, overwrite=True)
-        raise ValueError(f"unknown export kind {kind!r}")
-
-    def _ask_and_save(self, kind: str) -> None:
-        from napari.utils.notifications import show_error, show_info
-        from qtpy.QtWidgets import QFileDialog
-
-        stem = self.result.slide_name if self.result is not None else "pathm3"
-        suffix = {
-            "json": "result.json",
-            "csv": "patches.csv",
-            "geojson": "qupath.geojson",
-            "spatialdata": "spatialdata.zarr",
-            "ome-zarr": "maps.ome.zarr",
-            "png": "screenshot.png",
-        }[kind]
-        path, _ = QFileDialog.getSaveFileName(self.native, f"Save {kind.upper()}", f"{stem}-{suffix}")
-        if not path:
-            return
-        try:
-            show_info(f"PathM3: saved {self.export(path, kind)}")
-        except (OSError, RuntimeError, ValueError, PathM3Error) as err:
-            show_error(f"PathM3: could not save {path}: {err}")
-
-
-def _not_brightfield(names: list[str]) -> str:
-    many = len(names) > 1
-    return NOT_BRIGHTFIELD.format(
-        names=", ".join(repr(n) for n in names), verb="are" if many else "is", them="they" if many else "it"
-    )
-
-
-def _layer_mpp_xy(layer: Any) -> tuple[float, float] | None:
-    xy = (layer.metadata or {}).get("mpp_xy")
-    return None if not xy else (float(xy[0]), float(xy[1]))
-
-
-def _slide_scale(layer: Any) -> tuple[float, float]:
-    s = tuple(float(v) for v in layer.scale[-2:])
-    return s[0], s[1]
-
-
-def format_result(result: SlideResult, *, demo: bool = False, zero_shot: bool = False) -> str:
-    """The text shown in the widget: warnings, class, every probability, caption and run facts."""
-    lines = []
-    if demo:
-        lines += ["DEMO MODEL - NOT DIAGNOSTIC", ""]
-    if zero_shot:
-        lines += [
-            f"ZERO-SHOT ({result.encoder_name}): class prompts compared with every patch, no PathM3 model; "
-            "untested on your data, not diagnostic.",
-            "",
-        ]
-    warnings = tuple(getattr(result, "warnings", ()) or ())
-    lines += [f"WARNING: {w}" for w in warnings] + ([""] if warnings else [])
-    lines.append(f"Class: {result.label}  ({result.probabilities[result.label]:.1%})")
-    accuracy = result.accuracy_text()
-    if not zero_shot:
-        lines.append(f"  ({accuracy})" if accuracy else "  (the model's accuracy is not recorded)")
-    lines += [f"  {name}: {p:.3f}" for name, p in sorted(result.probabilities.items(), key=lambda kv: -kv[1])]
-    if zero_shot:  # no caption; the heatmap is the predicted class's map, each class has its own layer
-        lines += [
-            "",
-            f"Heatmap: where '{result.label}' applies; every class's map is a layer "
-            f"'{result.slide_name} phrase: <class>' (hidden until shown).",
-            "",
-        ]
-    elif result.caption_withheld:  # a caption the model has not learned is noise, not a finding
-        lines += ["", "Caption: (withheld: see the warning above)", ""]
-    else:
-        lines += ["", f"Caption: {result.caption or '(empty)'}", ""]
-        agree = result.caption_class_agreement
-        if agree["agrees"] is False:
-            lines += [f"WARNING: {agree['note']}.", ""]
-    if result.grid.mpp is None:
-        lines.append(
-            "The slide has no µm/px: tiled at level 0 in its own pixels, maybe not the magnification the model "
-            "was trained at; enter the slide's µm/px above for patches of the model's physical size."
-        )
-    else:
-        lines.append(
-            f"Patches: {result.grid.patch_size} px at {result.grid.mpp:.3g} µm/px "
-            f"({result.grid.patch_size * result.grid.mpp:.0f} µm)."
-        )
-    lines += [HEATMAP_NOTE, f"This run: {spread_text(attention_spread(result.attention))}.", ""]
-    where = "selected region" if result.region is not None else "whole slide"
-    lines.append(
-        f"{result.num_patches} patches ({where}), model {result.model_name}, encoder {result.encoder_name}, {result.device}"
-    )
-    lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
-    return "\n".join(lines)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import api
 from .._napari.reader import slide_layer_data
-from ..demo import DISCLAIMER, demo_regions_layer, sample_path
-from ..io.slide import open_slide
+from ..result import DISCLAIMER
 from .caption import CaptionWidget
 from .train import TrainWidget
 
@@ -21,9 +21,9 @@ def launch_viewer(*, run: bool = True, caption: bool = True) -> napari.Viewer:
     from qtpy.QtCore import QTimer
 
     viewer = napari.Viewer(title="napari-pathm3 demo (not diagnostic)")
-    data, kwargs, _ = slide_layer_data(open_slide(sample_path()), name="CMU-1-Small-Region")
+    data, kwargs, _ = slide_layer_data(api.open_slide(api.sample_slide()), name="CMU-1-Small-Region")
     slide_layer = viewer.add_image(data, **kwargs)
-    rdata, rkwargs, _ = demo_regions_layer(tuple(slide_layer.scale))
+    rdata, rkwargs, _ = api.demo_regions_layer(tuple(slide_layer.scale))
     viewer.add_shapes(rdata, **rkwargs)
     cap = CaptionWidget(viewer)
     cap_dock = viewer.window.add_dock_widget(cap, name="Caption slide", area="right")

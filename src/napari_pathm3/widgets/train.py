@@ -1,8 +1,7 @@
 """The "Train model" dock widget: slide layers + labelled shapes/labels layers -> a PathM3 checkpoint.
 
 Class names come from each annotation layer's ``features`` column ``class`` (an optional ``caption`` column
-gives each region's caption; regions without one get "<class>."). For a labels layer, the features row with
-``index`` = label id (or row number = label id) gives that label's class. The trained model is added to the
+gives each region's caption; see :func:`napari_pathm3.viewer.regions_from_layer`). The trained model is added to the
 shared model registry, so "Caption slide" can use it at once.
 """
 
@@ -12,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -40,9 +38,8 @@ from ..config import (
 from ..device import DEVICES
 from ..errors import Cancelled, PathM3Error
 from ..layer_kinds import is_result_layer
-from ..layers import match_slide_units, shapes_to_level0
 from ..paths import user_cache_dir
-from ..viewer import layer_kind, slide_layers
+from ..viewer import layer_kind, match_slide_units, regions_from_layer, slide_layers
 from ._eta import TimeLeft
 from ._mpp import expectation, field_mpp, layer_mpp, mpp_field
 from ._plot import LossPlot
@@ -56,73 +53,6 @@ if TYPE_CHECKING:
 MODES = ("image_text", "image", "text")
 
 
-def _caption_for(label: str, caption: Any) -> str:
-    text = (
-        "" if caption is None or (isinstance(caption, float) and np.isnan(caption)) else str(caption).strip()
-    )
-    return text or f"{label}."
-
-
-def _valid_label(value: Any) -> bool:
-    return (
-        value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
-    )
-
-
-def regions_from_layer(layer: Any, slide_scale: tuple[float, float]) -> list[Any]:
-    """Regions of one shapes or labels layer (see the module docstring for the columns)."""
-    from ..training.regions import Region, regions_from_labels
-
-    feats = layer.features
-    if "class" not in getattr(feats, "columns", ()):
-        raise PathM3Error(
-            f"layer {layer.name!r} has no 'class' column in its features; add one, e.g. "
-            f"viewer.layers[{layer.name!r}].features = {{'class': [...], 'caption': [...]}}"
-        )
-    captions = feats["caption"].tolist() if "caption" in feats.columns else [None] * len(feats)
-    classes = feats["class"].tolist()
-    if layer_kind(layer) == "shapes":
-        polys = shapes_to_level0(
-            list(layer.data),
-            scale=tuple(layer.scale),
-            translate=tuple(layer.translate),
-            slide_scale=slide_scale,
-        )
-        out = []
-        for i, (poly, cls, cap) in enumerate(zip(polys, classes, captions, strict=False)):
-            if _valid_label(cls) and len(poly) >= 3:
-                out.append(
-                    Region(
-                        label=str(cls),
-                        polygon=poly,
-                        caption=_caption_for(str(cls), cap),
-                        name=f"{layer.name}#{i}",
-                    )
-                )
-        return out
-    if layer_kind(layer) == "labels":
-        ids = feats["index"].tolist() if "index" in feats.columns else list(range(len(feats)))
-        spec = {
-            int(v): (str(c), _caption_for(str(c), cap))
-            for v, c, cap in zip(ids, classes, captions, strict=False)
-            if int(v) != 0 and _valid_label(c)
-        }
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-        s = np.asarray(layer.scale[-2:], float)
-        t = np.asarray(layer.translate[-2:], float)
-        ss = np.asarray(slide_scale, float)
-        ds = s / ss
-        # label pixel k spans world [t + (k - 1/2) s, ...]; level-0 pixel p spans world [(p - 1/2) ss, ...]
-        origin = (t - 0.5 * s) / ss + 0.5
-        return regions_from_labels(
-            data, spec, downsample=float(ds.mean()), origin=(float(origin[1]), float(origin[0]))
-        )
-    raise PathM3Error(f"layer {layer.name!r} is a {layer_kind(layer)} layer; use shapes or labels")
-
-
-#: The widget starts at ``tiny``, the CLI at ``small`` (config.DEFAULT_SIZE): a few regions drawn in napari make
-#: a few dozen bags, which the tiny model fits in under a minute on a CPU; a manifest of slides on the command
-#: line is what ``small`` is for. Both say so (tooltip here, ``train --help`` there; tests/test_docs_agree.py).
 WIDGET_SIZE = "tiny"
 SIZE_TOOLTIP = (
     "starts at tiny (a few drawn regions train in under a minute on a CPU); the command line's default is "
@@ -300,8 +230,6 @@ class TrainWidget(Container):
     def slides_with_mpp(self, regions: list[tuple[Any, list[Any]]]) -> list[tuple[Any, list[Any]]]:
         """``regions`` with every slide that has no µm/px of its own reopened at the field's µm/px (the
         caller closes those); a clear error naming the field when the field is empty too."""
-        from ..io.slide import open_slide
-
         mpp = field_mpp(self._slide_mpp)
         missing = [s.path.name for s, _ in regions if s.mpp is None]
         if missing and mpp is None:
@@ -310,7 +238,7 @@ class TrainWidget(Container):
                 "0.5 at 20x) so patches are cut at the physical size the model learns"
             )
         return [
-            (open_slide(s.path, backend=s.backend, mpp=mpp) if s.mpp is None else s, regs)
+            (api.open_slide(s.path, backend=s.backend, mpp=mpp) if s.mpp is None else s, regs)
             for s, regs in regions
         ]
 
@@ -432,10 +360,8 @@ class TrainWidget(Container):
     def _on_result(self, result: Any) -> None:
         from napari.utils.notifications import show_info
 
-        from ..training.validation import verdict_text
-
         self.result = result
-        self._verdict.value = verdict_text(getattr(result, "verdict", None))
+        self._verdict.value = api.verdict_text(getattr(result, "verdict", None))
         name = Path(self._out.value).name
         self.model_name = registry.register(result.best_dir, name=name)
         self._progress.value = 100

@@ -10,15 +10,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum, StrEnum, auto
+from enum import Enum, auto
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 import numpy as np
 
 
-class BackendKind(StrEnum):
-    """The slide backends, in the order ``"auto"`` tries them. Each value is its module's name here."""
+class BackendKind(str, Enum):
+    """The slide backends, in the order ``"auto"`` tries them. Each value is its module's name here and
+    the member's name in lower case; members are ``str`` (equal to their value). ``str, Enum`` rather than
+    ``StrEnum``: the package supports Python 3.10."""
+
+    @staticmethod
+    def _generate_next_value_(name: str, start: int, count: int, last_values: list[object]) -> str:
+        return name.lower()  # what StrEnum's auto() gives (Python 3.11+), here for 3.10 too
+
+    def __str__(self) -> str:
+        return str(self.value)
 
     OPENSLIDE = auto()
     TIFFSLIDE = auto()

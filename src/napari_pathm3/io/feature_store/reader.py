@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -74,7 +75,12 @@ def read_bag(path: PathLike, *, allow_partial: bool = False) -> FeatureBag:
 
 
 def cache_path(
-    cache_dir: PathLike, *, slide_stem: str, fingerprint: str, encoder_name: str, grid_key: JSONObject
+    cache_dir: PathLike,
+    *,
+    slide_stem: str,
+    fingerprint: str,
+    encoder_name: str,
+    grid_key: Mapping[str, object],
 ) -> Path:
     """The feature cache's store for one (slide, encoder, grid): the store itself checks staleness and
     commits atomically. ``grid_key``: JSON-able identity of the grid (its parameters and a digest of its

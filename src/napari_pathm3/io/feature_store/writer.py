@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -38,8 +39,8 @@ def bag_meta(
     *,
     slide_id: str,
     fingerprint: str | None,
-    encoder: EncoderMeta | JSONObject,
-    grid: GridMeta | JSONObject,
+    encoder: EncoderMeta | Mapping[str, object],
+    grid: GridMeta | Mapping[str, object],
     coords: np.ndarray,
     dtype: str = "float32",
 ) -> BagMeta:
@@ -260,7 +261,8 @@ class BagWriter:
             )
         with path_lock(self.path, what="feature store"):
             group = zarr.open_group(str(self.path), mode="r+")
-            attrs: JSONObject = dict(group.attrs)  # what is on disk now: another writer may have moved on
+            # what is on disk now: another writer may have moved on (zarr's JSON type is ours, spelled otherwise)
+            attrs = cast(JSONObject, group.attrs.asdict())
             found = BagMeta.from_attrs(attrs)
             on_disk = -1 if found.done is None else found.done
             if _stale_reason(attrs, self._meta) is not None or on_disk < start:
@@ -268,7 +270,10 @@ class BagWriter:
                     f"{self.path}: the store was reset by another process while this one filled it; run again"
                 )
             if on_disk == start:
-                group["features"][start:stop] = block  # whole chunk: no read-modify-write
+                feats = group["features"]
+                if not isinstance(feats, zarr.Array):
+                    raise FeatureStoreError(f"{self.path}: 'features' is not an array; run extraction again")
+                feats[start:stop] = block  # whole chunk: no read-modify-write
                 digests = list(found.chunk_digests[: start // self.chunk_rows])
                 group.attrs.update({"chunk_digests": [*digests, _digest(block)], "done": stop})
             # else another writer already stored these rows (same slide, grid and encoder): keep them
