@@ -103,6 +103,8 @@ class CaptionPrefix(nn.Module):
         """``width``: patch feature width d; ``lse_features``: q·L·h log-normalisers per bag."""
         super().__init__()
         self.config = config
+        self.count: nn.Module
+        self.count_logits: nn.Module
         if config.count_tokens > 0 and config.count_source == "attention":
             self.count = AttentionCountTokens(
                 lse_features, lm_width, config.count_tokens, config.count_hidden
@@ -119,7 +121,9 @@ class CaptionPrefix(nn.Module):
         """The count heads' own class logits (b, C): ``W_c u + b_c`` (None without ``count_classifier``)."""
         if not hasattr(self, "count_logits"):
             return None
-        return self.count_logits(self.count.log_counts(patches, mask))
+        count = self.count
+        assert isinstance(count, CountTokens)  # count_logits exists only with the gate source
+        return self.count_logits(count.log_counts(patches, mask))
 
     @property
     def needs_log_normaliser(self) -> bool:

@@ -242,7 +242,7 @@ class PathM3Model(nn.Module):
             loss_cls = loss_cls if count_loss is None else loss_cls + count_loss
         loss_caption = loss_itc = None
         if captions is not None and any(present(captions)):
-            if patches is None:
+            if patches is None or features is None or mask is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
             extra = self._extra_prefix(features, mask, image_only, labels)
