@@ -36,7 +36,7 @@ def run_context(
     return RunContext(progress=progress, cancel=cancel)
 
 
-def _target_and_request(target: Any, request: CaptionRequest) -> tuple[Any, CaptionRequest]:
+def _target_and_request(target: object, request: CaptionRequest) -> tuple[object, CaptionRequest]:
     """A viewer -> its slide; a Shapes layer as region -> its polygons in the slide's level-0 pixels."""
     slide = slide_from_viewer(target) if is_viewer(target) else target
     if request.region is not None and is_shapes_layer(request.region):
