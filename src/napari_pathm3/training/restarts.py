@@ -10,7 +10,6 @@ is never read. Cost: R runs (early stopping ends most sooner than ``epochs``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 from .._types import PathLike
 from ..config import TrainConfig
+from ..jsonfile import finite_or_null, write_json_atomic
 
 __all__ = ["RESTART_SEED_STEP", "choose_restart", "train_with_restarts"]
 
@@ -82,7 +82,7 @@ def train_with_restarts(
         "seeds": [config.seed + RESTART_SEED_STEP * r for r in range(restarts)],
         "best_metrics": [res.best_metric for res in results],
     }
-    (out / "restarts.json").write_text(json.dumps(record, indent=2))
+    write_json_atomic(out / "restarts.json", finite_or_null(record))  # a run that never improved: null
     if (Path(best.out_dir) / "log.csv").exists():
         shutil.copy(Path(best.out_dir) / "log.csv", out / "log.csv")
     return dataclasses.replace(
