@@ -103,7 +103,7 @@ class CaptionPrefix(nn.Module):
         """``width``: patch feature width d; ``lse_features``: q·L·h log-normalisers per bag."""
         super().__init__()
         self.config = config
-        self.count: nn.Module
+        self.count: CountTokens | AttentionCountTokens
         self.count_logits: nn.Module
         if config.count_tokens > 0 and config.count_source == "attention":
             self.count = AttentionCountTokens(
@@ -119,11 +119,9 @@ class CaptionPrefix(nn.Module):
 
     def class_logits(self, patches: Tensor, mask: Tensor) -> Tensor | None:
         """The count heads' own class logits (b, C): ``W_c u + b_c`` (None without ``count_classifier``)."""
-        if not hasattr(self, "count_logits"):
-            return None
-        count = self.count
-        assert isinstance(count, CountTokens)  # count_logits exists only with the gate source
-        return self.count_logits(count.log_counts(patches, mask))
+        if not hasattr(self, "count_logits") or not isinstance(self.count, CountTokens):
+            return None  # the auxiliary classifier exists only beside the gated count heads
+        return self.count_logits(self.count.log_counts(patches, mask))
 
     @property
     def needs_log_normaliser(self) -> bool:
