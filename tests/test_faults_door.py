@@ -346,7 +346,7 @@ def test_4_complete_store_in_a_read_only_folder_is_reused_without_a_lock(
     """CI runs as root, which ignores file permissions: chmod alone would not make the folder read-only for
     the test. So the folder is chmod'ed (effective for ordinary users) *and* every attempt to take the write
     lock fails, as it does on a read-only share; the re-run must succeed and create no lock file."""
-    import napari_pathm3.io.feature_store as fs
+    import napari_pathm3.io.feature_store.writer as fs  # the module that takes the store's lock
 
     root = tmp_path / "shared"
     _extract(synthetic_slide, root / "blobs.zarr")

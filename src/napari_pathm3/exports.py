@@ -292,7 +292,7 @@ def export_ome_zarr(
 ) -> Path:
     """Attention, per-query attention (relative to uniform) and any extra per-patch ``maps`` (name -> ``(n,)``,
     e.g. per-word maps) as one OME-NGFF multiscale image aligned with the slide (µm when it has an mpp)."""
-    from .io.ome_zarr import write_maps_ome_zarr
+    from .io.ome_zarr import MapPlacement, write_maps_ome_zarr
 
     cols = {k: v for k, v in tile_columns(result).items() if not k.startswith("prob_")}
     cols.pop("attention")  # sums to 1 over the tiles: the relative map is the readable one
@@ -308,9 +308,11 @@ def export_ome_zarr(
     return write_maps_ome_zarr(
         path,
         dict(zip(names, raster.data, strict=True)),
-        scale_yx=(scale[-2], scale[-1]),
-        translate_yx=(translate[-2], translate[-1]),
-        unit=None if result.mpp_xy is None else "micrometer",
+        placement=MapPlacement(
+            scale_yx=(scale[-2], scale[-1]),
+            translate_yx=(translate[-2], translate[-1]),
+            unit=None if result.mpp_xy is None else "micrometer",
+        ),
         name=f"PathM3 maps of {result.slide_name}",
         metadata={
             "slide": result.slide_path,

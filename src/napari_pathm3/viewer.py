@@ -55,11 +55,11 @@ __all__ = [
 ]
 
 
-def is_viewer(obj: Any) -> bool:
+def is_viewer(obj: object) -> bool:
     return hasattr(obj, "layers") and hasattr(obj, "add_image")
 
 
-def is_shapes_layer(obj: Any) -> bool:
+def is_shapes_layer(obj: object) -> bool:
     return hasattr(obj, "data") and hasattr(obj, "selected_data")
 
 

@@ -82,17 +82,17 @@ class MapRaster:
 
 def map_layer(
     values: np.ndarray,
-    grid: PatchGrid,
+    grid: PatchGrid | MapRaster,
     *,
     name: str,
     what: str,
     slide_scale: tuple[float, float],
     units: tuple[str, str] | None,
     metadata: dict[str, Any] | None = None,
-    raster: MapRaster | None = None,
 ) -> tuple[Any, dict[str, Any], str]:
-    """Layer-data tuple of a word or phrase map: a multiscale image on the slide's scale."""
-    raster = raster or MapRaster(grid)
+    """Layer-data tuple of a word or phrase map: a multiscale image on the slide's scale. ``grid``: the
+    patch grid, or a :class:`MapRaster` already built for it (reused when switching words)."""
+    raster = grid if isinstance(grid, MapRaster) else MapRaster(grid)
     levels = raster.pyramid(values)
     scale, translate = raster.transform(slide_scale)
     kwargs = {
@@ -136,13 +136,12 @@ def phrase_map_layers(result: Any) -> list[tuple[Any, dict[str, Any], str]]:
     for pm in result.phrase_maps:
         data, kwargs, kind = map_layer(
             pm.values,
-            result.grid,
+            raster,
             name=f"{result.slide_name} phrase: {pm.phrase}",
             what=f"phrase '{pm.phrase}'",
             slide_scale=result.slide_scale,
             units=units,
             metadata={"slide_path": result.slide_path, "method": pm.method},
-            raster=raster,
         )
         kwargs["metadata"][KIND_KEY] = ResultLayerKind.PHRASE_MAP.value
         kwargs["visible"] = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,7 @@ def test_fast_paths_come_from_capabilities(cmu_slide_path: Path, tmp_path: Path)
 def npy_kind(monkeypatch: pytest.MonkeyPatch) -> BackendKind:
     """``BackendKind`` with one member more, ``NPY``, whose module is ``tests/io/npy_backend.py``: what adding
     ``NPY = auto()`` to the enum and ``io/backends/npy.py`` to the package does."""
-    extended = StrEnum("BackendKind", [*((k.name, k.value) for k in BackendKind), ("NPY", "npy")])
+    extended = Enum("BackendKind", [*((k.name, k.value) for k in BackendKind), ("NPY", "npy")], type=str)
     monkeypatch.setattr(backends, "BackendKind", extended)
     monkeypatch.delitem(sys.modules, "tests.io.npy_backend", raising=False)
     module = importlib.import_module("tests.io.npy_backend")  # reads the extended enum at import
@@ -127,3 +127,18 @@ def test_tiffslide_pyramid_from_direct_tiles_equals_its_own_reads(cmu_slide_path
         (direct,), (plain,) = multiscale(slide), multiscale(slide, direct_tiff=False)
         assert direct.name.startswith("pathm3-tiff-") and not plain.name.startswith("pathm3-tiff-")
         np.testing.assert_array_equal(direct[200:456, 300:700].compute(), plain[200:456, 300:700].compute())
+
+
+@pytest.mark.parametrize("kind", list(BackendKind))
+def test_a_backends_name_appears_only_in_its_module(kind: BackendKind) -> None:
+    """No code outside the backend's module switches on its name (the readers ask for capabilities)."""
+    src = BACKENDS_DIR.parents[1]
+    own = BACKENDS_DIR / f"{kind.value}.py"
+    hits = [
+        f"{p.relative_to(src)}:{i}"
+        for p in sorted(src.rglob("*.py"))
+        if p != own
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if f'"{kind.value}"' in line or f"'{kind.value}'" in line
+    ]
+    assert hits == []

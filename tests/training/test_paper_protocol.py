@@ -176,6 +176,7 @@ def test_provenance_reaches_evaluate_and_caption(tmp_path, bag_factory):
     import numpy as np
 
     from napari_pathm3.inference import caption_feature_bag
+    from napari_pathm3.jobs import CaptionRequest
     from napari_pathm3.training.evaluate import evaluate_model
     from napari_pathm3.training.loop import train
 
@@ -194,5 +195,6 @@ def test_provenance_reaches_evaluate_and_caption(tmp_path, bag_factory):
     assert prov["image_only_path"] is True and prov["qformer_init"] == "random"
     assert prov["code_version"].startswith("napari-pathm3 ") and prov["evaluated_mode"] == "image_text"
     np.save(tmp_path / "bag.npy", bags[0].features)
-    result = caption_feature_bag(tmp_path / "bag.npy", model=res.best_dir, device="cpu")
+    request = CaptionRequest(model=res.best_dir, device="cpu")
+    result = caption_feature_bag(tmp_path / "bag.npy", request)
     assert result.summary()["provenance"]["seed"] == 7 and result.provenance["preset"] == "tiny"

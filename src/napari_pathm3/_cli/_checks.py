@@ -87,7 +87,7 @@ class ListEncoders(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
 
     def __call__(self, parser: argparse.ArgumentParser, *a: Any, **k: Any) -> None:
-        from ..features.encoders import list_encoders
+        from .. import api
 
-        print("\n".join(list_encoders()))
+        print("\n".join(api.encoder_names()))
         parser.exit()

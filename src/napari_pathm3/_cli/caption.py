@@ -145,15 +145,13 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
     ``(result, features)``, else the result."""
     import tempfile
 
-    from ..inference import is_feature_bag
-
     _check_outputs(args)
     bar = _Bar(disable=args.quiet)
     features = None
     with tempfile.TemporaryDirectory(prefix="pathm3-export-") as tmp:
         # --spatialdata needs the features again: without a cache they go through a temporary one
         wants = args.spatialdata is not None or keep_features
-        if wants and args.no_cache and not is_feature_bag(args.slide):
+        if wants and args.no_cache and not api.is_feature_bag(args.slide):
             args.no_cache, args.cache_dir = False, Path(tmp)
         try:
             result = _caption(args, bar)
@@ -173,9 +171,7 @@ def caption_one(args: argparse.Namespace, *, keep_features: bool = False) -> Any
 
 def _caption(args: argparse.Namespace, bar: Any) -> Any:
     """Caption the slide (or the precomputed feature bag) named on the command line."""
-    from ..inference import is_feature_bag
-
-    if is_feature_bag(args.slide):  # precomputed features (.h5 / .zarr / ...): no slide to open
+    if api.is_feature_bag(args.slide):  # precomputed features (.h5 / .zarr / ...): no slide to open
         if args.heatmap is not None:
             from ..errors import PathM3Error
 
@@ -220,7 +216,6 @@ def _maps_path(args: argparse.Namespace, result: Any) -> Path | None:
 
 def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     """The result JSON (file or stdout), and the heatmap PNG / CSV / GeoJSON asked for."""
-    from ..heatmap_png import save_heatmap_png
     from ..jsonfile import json_text, write_json_atomic
 
     maps = _maps_path(args, result)
@@ -232,31 +227,24 @@ def _write_outputs(args: argparse.Namespace, result: Any) -> None:
     elif getattr(args, "cohort", None) is None:  # batch captioning: the cohort table is the output
         print(json_text(data))  # strict JSON: NaN/Inf is an error, never a NaN literal
     if args.heatmap is not None:
-        save_heatmap_png(result, args.heatmap, max_size=args.thumbnail_size, note=data.get("disclaimer"))
+        api.save_heatmap(result, args.heatmap, max_size=args.thumbnail_size, note=data.get("disclaimer"))
     if args.csv is not None:
         result.save_csv(args.csv)
     if args.geojson is not None:
-        from ..exports import save_qupath_geojson
-
-        save_qupath_geojson(result, args.geojson)
+        api.export_qupath(result, args.geojson)
 
 
 def _write_exports(args: argparse.Namespace, result: Any) -> None:
     """``--spatialdata`` (with the features, from the bag or the feature cache) and ``--ome-zarr``."""
-    from .. import exports
-
     if args.ome_zarr is not None:
-        exports.export_ome_zarr(result, args.ome_zarr)
+        api.export_ome_zarr(result, args.ome_zarr)
     if args.spatialdata is None:
         return
-    from .. import api
-    from ..inference import is_feature_bag
-
-    if is_feature_bag(args.slide):
-        exports.export_spatialdata(result, args.spatialdata, features=result_features(args, result))
+    if api.is_feature_bag(args.slide):
+        api.export_spatialdata(result, args.spatialdata, features=result_features(args, result))
         return
     with api.open_slide(args.slide, mpp=args.mpp) as slide:
-        exports.export_spatialdata(
+        api.export_spatialdata(
             result,
             args.spatialdata,
             features=result_features(args, result),
@@ -267,7 +255,6 @@ def _write_exports(args: argparse.Namespace, result: Any) -> None:
 
 def result_features(args: argparse.Namespace, result: Any) -> Any:
     """The ``(n, d)`` features the result was computed from: the bag itself, or the slide's cache entry."""
-    from ..exports import cached_result_features
     from ..paths import user_cache_dir
 
-    return cached_result_features(result, args.cache_dir or user_cache_dir("features"), mpp=args.mpp)
+    return api.result_features(result, args.cache_dir or user_cache_dir("features"), mpp=args.mpp)

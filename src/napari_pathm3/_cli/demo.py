@@ -36,15 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import demo
+    from .. import api
+    from ..result import DISCLAIMER
     from .caption import _Bar
 
-    print(demo.DISCLAIMER, file=sys.stderr)
-    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    print(DISCLAIMER, file=sys.stderr)
     force = args.retrain or args.epochs is not None  # another epoch count: do not reuse the cached model
     if not args.headless:
         if force:
-            demo.ensure_demo_model(device=args.device, force=True, **epochs)
+            api.train_demo(device=args.device, force=True, epochs=args.epochs)
         from ..widgets.launcher import launch_viewer
 
         launch_viewer()
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     bar = _Bar(disable=False)
     try:
         if force:
-            demo.ensure_demo_model(device=args.device, force=True, progress=bar, **epochs)
-        paths = demo.run_headless(args.out, device=args.device, progress=bar)
+            api.train_demo(device=args.device, force=True, progress=bar, epochs=args.epochs)
+        paths = api.run_demo(args.out, device=args.device, progress=bar)
     finally:
         bar.close()
     for kind, path in paths.items():

@@ -39,14 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..io.slide import open_slide
-    from ..tiling import check_grid, detect_tissue, make_grid
-
     tiling, source = api.model_tiling(args.model)
     if args.patch_size is not None or args.target_mpp is not None:
         changes = {k: v for k, v in (("patch_size", args.patch_size), ("target_mpp", args.target_mpp)) if v}
         tiling, source = dataclasses.replace(tiling, **changes), f"{source}, changed by options"
-    with open_slide(args.slide, mpp=args.mpp) as slide:
+    with api.open_slide(args.slide, mpp=args.mpp) as slide:
         tiling = CaptionRequest(**grid_options(args)).tiling_for(tiling, slide.mpp)  # the captioning rule
         meta = slide.metadata()
         meta.pop("properties")
@@ -54,14 +51,11 @@ def run(args: argparse.Namespace) -> int:
             json.dump(meta, sys.stdout, indent=2)
             print()
             return 0
-        if slide.mpp is not None or tiling.target_mpp is None:
-            check_grid(slide, tiling)  # an absurd mpp fails at once, before tissue detection
-        tissue = detect_tissue(slide, tissue_config(args))
+        tissue, grid = api.slide_grid(slide, tiling, tissue=tissue_config(args))
         meta["tissue_fraction"] = tissue.tissue_fraction
         meta["tissue_threshold"] = tissue.threshold
         grid_info: dict = {"source": source, **tiling.to_dict()}
-        if slide.mpp is not None or tiling.target_mpp is None:
-            grid = make_grid(slide, tiling, tissue=tissue)
+        if grid is not None:
             meta["patches"] = len(grid)
             meta["patch_read_level"] = grid.read_level
         else:

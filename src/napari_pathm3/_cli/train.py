@@ -84,6 +84,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("image", "image_text", "text"), help="classification inputs")
     p.add_argument("--alpha", type=FRACTION, help="eq. (4) weight of the classification loss, 0-1")
     p.add_argument(
+        "--count-tokens",
+        type=COUNT,
+        help="caption prefix: K count tokens (gated sum-pooling soft counts; not in the paper, "
+        "docs/method.md §5a); 0 = off",
+    )
+    p.add_argument(
+        "--count-source",
+        choices=("gate", "attention"),
+        help="what the count tokens read: their own gated sum-pooling heads (gate) or the Q-Former queries' "
+        "cross-attention log-normalisers (attention)",
+    )
+    p.add_argument(
+        "--class-token",
+        choices=("on", "off"),
+        help="caption prefix: a class token (true class in training, predicted class when captioning), so the "
+        "caption is decoded for the class the classifier reports (not in the paper, docs/method.md §5a)",
+    )
+    p.add_argument(
         "--epochs", type=EPOCHS, default=None, help="default: the size preset's (see docs/training.md)"
     )
     p.add_argument("--batch-size", type=BATCH, help="bags per optimiser step (default: 16, Table 6)")
@@ -106,6 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="held-out share when the manifest has no split, in [0, 1)",
     )
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--restarts",
+        type=STEPS,
+        default=1,
+        help="train this many models (seeds SEED, SEED+1000, ...) and keep the best on the validation split "
+        "(docs/training.md); costs that many runs",
+    )
     p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2], help="protocol seeds")
     p.add_argument("--no-generate", action="store_true", help="protocol: skip caption generation on test")
     p.add_argument(
@@ -165,12 +190,31 @@ def _model_config(args: argparse.Namespace, class_names: tuple[str, ...], featur
         cfg = dataclasses.replace(cfg, language=dataclasses.replace(cfg.language, name=name))
     if args.lr:
         cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=args.lr))
+    cfg = _caption_prefix(cfg, args)
     init = getattr(args, "qformer_init", None)
     if init is not None:
         cfg = dataclasses.replace(
             cfg, qformer_init=None if init.strip().lower() in ("none", "random") else init
         )
     return cfg
+
+
+def _caption_prefix(cfg, args: argparse.Namespace):
+    """``--count-tokens`` / ``--count-source`` / ``--class-token`` over the preset's (or --model-config's) caption prefix."""
+    import dataclasses
+
+    count, cls = getattr(args, "count_tokens", None), getattr(args, "class_token", None)
+    source = getattr(args, "count_source", None)
+    if count is None and cls is None and source is None:
+        return cfg
+    prefix = cfg.caption_prefix
+    if count is not None:
+        prefix = dataclasses.replace(prefix, count_tokens=count)
+    if source is not None:
+        prefix = dataclasses.replace(prefix, count_source=source)
+    if cls is not None:
+        prefix = dataclasses.replace(prefix, class_token=cls == "on")
+    return dataclasses.replace(cfg, caption_prefix=prefix)
 
 
 def _train_config(args: argparse.Namespace):
@@ -257,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol:
         return _run_protocol(args)
     from ..threads import apply_thread_policy
-    from ..training.loop import train
+    from ..training.restarts import train_with_restarts
 
     records, class_names, train_recs, val_recs = _records(args)
     model_or_cfg = _model_or_config(args, class_names, records)
@@ -265,11 +309,12 @@ def run(args: argparse.Namespace) -> int:
     tcfg = _train_config(args)
     epoch_log = _EpochLog(tcfg.epochs)
     try:
-        result = train(
+        result = train_with_restarts(
             model_or_cfg,
             train_recs,
             val_recs or None,
             tcfg,
+            restarts=args.restarts,
             out_dir=args.out,
             features_dir=args.features,
             resume=args.resume,
@@ -287,6 +332,7 @@ def run(args: argparse.Namespace) -> int:
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "warnings": result.warnings,
+            "restarts": result.verdict.get("restarts"),
             "last": {k: v for k, v in last.items() if not isinstance(v, list)},
             "provenance": getattr(result.model, "provenance", None),  # what ran (also in best/config.json)
         }

@@ -14,19 +14,22 @@ Importing this package loads neither Qt nor napari (nor torch): those come with 
 from __future__ import annotations
 
 from ..allocator import release_free_memory
+from ..inference import is_feature_bag
 from ..inference.stages import STAGES
 from ..jobs import DEMO, CaptionRequest, RegionTrainingRequest, RunContext
 from ..result import SlideResult
 from ..text_query import zero_shot_name, zero_shot_templates
 from ..viewer import show, text_overlay
 from .captioning import caption_slide, query_heatmap, run_caption, zero_shot_classify
-from .features import extract_features
+from .features import extract_features, slide_grid
 from .interchange import (
     export_ome_zarr,
     export_qupath,
     export_result,
     export_spatialdata,
     read_regions,
+    result_features,
+    save_heatmap,
     save_maps,
 )
 from .models import (
@@ -37,9 +40,12 @@ from .models import (
     model_tiling,
     open_slide,
     resolve_demo,
+    run_demo,
     sample_slide,
+    train_demo,
     verdict_text,
 )
+from .scoring import read_captions, score
 from .training import train
 
 __all__ = [
@@ -54,6 +60,9 @@ __all__ = [
     "export_qupath",
     "export_result",
     "export_spatialdata",
+    "is_feature_bag",
+    "result_features",
+    "save_heatmap",
     "extract_features",
     "demo_regions_layer",
     "encoder_id",
@@ -66,9 +75,14 @@ __all__ = [
     "release_free_memory",
     "resolve_demo",
     "run_caption",
+    "run_demo",
+    "train_demo",
     "sample_slide",
     "save_maps",
+    "score",
+    "read_captions",
     "show",
+    "slide_grid",
     "text_overlay",
     "train",
     "verdict_text",

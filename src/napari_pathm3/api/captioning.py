@@ -36,7 +36,7 @@ def run_context(
     return RunContext(progress=progress, cancel=cancel)
 
 
-def _target_and_request(target: Any, request: CaptionRequest) -> tuple[Any, CaptionRequest]:
+def _target_and_request(target: object, request: CaptionRequest) -> tuple[object, CaptionRequest]:
     """A viewer -> its slide; a Shapes layer as region -> its polygons in the slide's level-0 pixels."""
     slide = slide_from_viewer(target) if is_viewer(target) else target
     if request.region is not None and is_shapes_layer(request.region):
@@ -133,7 +133,6 @@ def zero_shot_classify(
     class_names: Sequence[str],
     request: CaptionRequest | None = None,
     *,
-    templates: Sequence[str] | None = None,
     context: RunContext | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -146,13 +145,15 @@ def zero_shot_classify(
         class_names: two or more class names, e.g. ``["tumour", "normal tissue"]``.
         request, options: as in :func:`caption_slide`; ``model`` is ``"clip:<HF id or folder>"`` (PLIP by
             default; its weights must be in the HF cache offline).
-        templates: prompt templates with ``{}`` for the class name (default: five CONCH/PLIP-style ones).
+            ``templates``: prompt templates with ``{}`` for the class name (default: five CONCH/PLIP-style
+            ones).
 
     Returns:
         :class:`SlideResult` (``caption`` empty; ``phrase_maps`` one patch map per class).
     """
     from ..text_query import zero_shot_slide
 
+    templates: Sequence[str] | None = options.pop("templates", None)
     if request is None:
         options.setdefault("model", DEFAULT_ZERO_SHOT)
     req = build_request(request, options)

@@ -9,7 +9,23 @@ from ..config import DEFAULT_ENCODER, TilingConfig
 from ..io.slide import Slide, as_slide
 
 if TYPE_CHECKING:
+    from ..config import TissueConfig
     from ..io.feature_store import FeatureBag
+    from ..tiling import PatchGrid, TissueMask
+
+
+def slide_grid(
+    slide: Slide, tiling: TilingConfig, *, tissue: TissueConfig | None = None
+) -> tuple[TissueMask, PatchGrid | None]:
+    """The tissue mask and patch grid of an open slide; the grid is ``None`` when it needs the slide's µm/px
+    and the slide has none (an absurd grid fails first, before tissue detection)."""
+    from ..tiling import check_grid, detect_tissue, make_grid
+
+    possible = slide.mpp is not None or tiling.target_mpp is None
+    if possible:
+        check_grid(slide, tiling)
+    mask = detect_tissue(slide, tissue)
+    return mask, (make_grid(slide, tiling, tissue=mask) if possible else None)
 
 
 def extract_features(

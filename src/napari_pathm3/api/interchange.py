@@ -29,12 +29,34 @@ def read_regions(path: PathLike, *, object_types: Sequence[str] = ("annotation",
 
 
 def export_spatialdata(
-    result: SlideResult, path: PathLike, *, features: Any = None, include_image: bool = False
+    result: SlideResult,
+    path: PathLike,
+    *,
+    features: Any = None,
+    slide: Any = None,
+    include_image: bool = False,
 ) -> Any:
-    """Write a result as a SpatialData zarr in wsidata/LazySlide layout (see :mod:`napari_pathm3.exports`)."""
+    """Write a result as a SpatialData zarr in wsidata/LazySlide layout (see :mod:`napari_pathm3.exports`);
+    ``slide``: the open slide, whose pixels ``include_image`` copies in."""
     from ..exports import export_spatialdata as write
 
-    return write(result, path, features=features, include_image=include_image)
+    return write(result, path, features=features, slide=slide, include_image=include_image)
+
+
+def result_features(result: SlideResult, cache_dir: PathLike, *, mpp: float | None = None) -> np.ndarray:
+    """The ``(n, d)`` features a result was computed from: its bag, or read back from the feature cache."""
+    from ..exports import cached_result_features
+
+    return cached_result_features(result, cache_dir, mpp=mpp)
+
+
+def save_heatmap(
+    result: SlideResult, path: PathLike, *, max_size: int = 1024, note: str | None = None
+) -> Path:
+    """The heatmap figure: attention over a thumbnail, colour bar, class, probabilities, caption, ``note``."""
+    from ..heatmap_png import save_heatmap_png
+
+    return save_heatmap_png(result, path, max_size=max_size, note=note)
 
 
 def export_qupath(result: SlideResult, path: PathLike) -> Any:

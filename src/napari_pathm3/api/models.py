@@ -111,6 +111,29 @@ def verdict_text(verdict: dict[str, Any] | None) -> str:
     return text(verdict)
 
 
+def train_demo(
+    *,
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    force: bool = False,
+    epochs: int | None = None,
+) -> Path:
+    """The demo model's checkpoint folder, trained first when not cached (or ``force``); ``epochs`` other than
+    the demo's own are for smoke tests."""
+    from ..demo import DEMO_EPOCHS, ensure_demo_model
+
+    return ensure_demo_model(device=device, progress=progress, force=force, epochs=epochs or DEMO_EPOCHS)
+
+
+def run_demo(
+    out_dir: PathLike, *, device: str = "auto", progress: ProgressFn | None = None
+) -> dict[str, Path]:
+    """Caption the sample slide with the demo model; ``result.json`` and ``heatmap.png`` into ``out_dir``."""
+    from ..demo import run_headless
+
+    return run_headless(out_dir, device=device, progress=progress)
+
+
 def resolve_demo(
     model: PathLike | PathM3Model,
     *,

@@ -7,7 +7,7 @@ Defaults follow the PathM3 paper (Table 6) where it states a value; every other 
 
 from __future__ import annotations
 
-from .model import PATCH_CHUNK_SIZE, CorrelationConfig, LanguageConfig, QFormerConfig
+from .model import PATCH_CHUNK_SIZE, CaptionPrefixConfig, CorrelationConfig, LanguageConfig, QFormerConfig
 from .patches import DEFAULT_ENCODER, TilingConfig, TissueConfig
 from .pathm3 import (
     DEFAULT_SIZE,
@@ -32,6 +32,7 @@ __all__ = [
     "VAL_METRICS",
     "WEIGHT_DECAY_RULES",
     "AdamWConfig",
+    "CaptionPrefixConfig",
     "CorrelationConfig",
     "LanguageConfig",
     "PathM3Config",

@@ -146,3 +146,36 @@ class LanguageConfig(_JsonMixin):
     @property
     def trainable(self) -> bool:
         return not self.freeze if self.freeze is not None else self.name is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptionPrefixConfig(_JsonMixin):
+    """Extra LM prefix tokens beside the projected queries (not in the paper; both off in every preset's
+    default and in ``paper``): docs/method.md §5a. Off adds no weights and leaves the prefix unchanged."""
+
+    # Count tokens: K gated sum-pooling heads over the correlated patches; each adds one prefix token that
+    # encodes log(1 + Σ_n σ(s_kn)), the head's soft instance count, which softmax attention averages away.
+    count_tokens: int = 0
+    count_hidden: int = 64  # width of the gate (tanh ⊙ sigmoid) and of the count encoder
+    # What the count tokens read: "gate" = their own gated sum-pooling heads over the patches; "attention" =
+    # the Q-Former queries' cross-attention log-normalisers log Σ_n exp(s_kn) (the queries' own detectors).
+    count_source: Literal["gate", "attention"] = "gate"
+    # "gate" only: the heads' log-counts also classify the bag (a Linear K -> C, its cross-entropy added to L_C;
+    # the prediction stays the queries'), so the bag labels train the gates as instance detectors (sum-pooling
+    # MIL), not the count words alone.
+    count_classifier: bool = True
+    # Class token: one prefix token embedding the class: the true class in training (teacher forcing), the
+    # classifier's predicted class at inference, so the caption is decoded for the class the head reports.
+    class_token: bool = False
+
+    def __post_init__(self) -> None:
+        _check(_in(self.count_tokens, 0, 64), "count_tokens", "must be in [0, 64]")
+        _check(_in(self.count_hidden, 1, MAX_WIDTH), "count_hidden", f"must be in [1, {MAX_WIDTH}]")
+        _check(isinstance(self.class_token, bool), "class_token", "must be True or False")
+        _check(self.count_source in ("gate", "attention"), "count_source", "'gate' or 'attention'")
+        _check(isinstance(self.count_classifier, bool), "count_classifier", "must be True or False")
+
+    @property
+    def extra_tokens(self) -> int:
+        """Prefix tokens added after the q projected queries."""
+        return self.count_tokens + int(self.class_token)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ._base import MAX_WIDTH, _check, _in, _JsonMixin
-from .model import CorrelationConfig, LanguageConfig, QFormerConfig
+from .model import CaptionPrefixConfig, CorrelationConfig, LanguageConfig, QFormerConfig
 from .patches import TilingConfig
 from .training import AdamWConfig
 
@@ -56,6 +56,7 @@ class PathM3Config(_JsonMixin):
     correlation: CorrelationConfig = field(default_factory=CorrelationConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
+    caption_prefix: CaptionPrefixConfig = field(default_factory=CaptionPrefixConfig)  # §5a; off = paper
     optim: AdamWConfig = field(default_factory=AdamWConfig)
     # The patch grid the training features were cut with: captioning cuts new slides the same way. None when
     # unknown (features from other toolkits, or a checkpoint saved before the grid was recorded here).

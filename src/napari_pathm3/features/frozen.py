@@ -87,7 +87,7 @@ class FrozenEncoder(nn.Module):
             self._weights_hash = state_dict_hash(state, extra=f"{self.name}|{self.revision}")
         return self._weights_hash
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """What a feature store records about the encoder."""
         return {
             "name": self.name,

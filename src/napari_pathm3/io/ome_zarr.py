@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,23 +38,30 @@ def _halve(a: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
 
 
+@dataclass(frozen=True, kw_only=True)
+class MapPlacement:
+    """Where a map's pixels sit on the slide: ``scale_yx`` (level-0 map pixel size) and ``translate_yx``
+    (the centre of map pixel ``(0, 0)``) in ``unit`` (e.g. :meth:`napari_pathm3.heatmaps.Raster.transform`
+    with the slide's µm/px); ``unit`` ``"micrometer"``, or ``None`` for unit-less level-0 pixels."""
+
+    scale_yx: tuple[float, float]
+    translate_yx: tuple[float, float]
+    unit: str | None = "micrometer"
+
+
 def write_maps_ome_zarr(
     path: PathLike,
     maps: Mapping[str, np.ndarray],
     *,
-    scale_yx: tuple[float, float],
-    translate_yx: tuple[float, float],
-    unit: str | None = "micrometer",
+    placement: MapPlacement,
     name: str = "PathM3 maps",
-    metadata: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, object] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write ``maps`` (name -> ``(H, W)``, all the same shape) as one OME-NGFF multiscale image.
 
     Args:
-        scale_yx / translate_yx: level-0 map pixel size and the centre of map pixel ``(0, 0)`` in ``unit``
-            (e.g. :meth:`napari_pathm3.heatmaps.Raster.transform` with the slide's µm/px).
-        unit: ``"micrometer"``, or ``None`` for unit-less level-0 pixels.
+        placement: where the maps' pixels sit on the slide (:class:`MapPlacement`).
         metadata: extra JSON kept under ``attrs["napari_pathm3"]``.
     """
     zarr = require("zarr", purpose="OME-Zarr heatmaps")
@@ -71,8 +78,9 @@ def write_maps_ome_zarr(
     levels = [stack]
     while max(levels[-1].shape[1:]) > MIN_SIDE:
         levels.append(_halve(levels[-1]))
-    sy, sx = (float(v) for v in scale_yx)
-    ty, tx = (float(v) for v in translate_yx)
+    sy, sx = (float(v) for v in placement.scale_yx)
+    ty, tx = (float(v) for v in placement.translate_yx)
+    unit = placement.unit
     transforms = []
     for lvl in range(len(levels)):
         f = (
@@ -124,4 +132,4 @@ def write_maps_ome_zarr(
     return path
 
 
-__all__ = ["write_maps_ome_zarr"]
+__all__ = ["MapPlacement", "write_maps_ome_zarr"]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -248,7 +247,7 @@ class Slide:
                     h.update(fh.read(1 << 20))
         return h.hexdigest()[:32]
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, object]:
         """Everything napari layers and result files record about the slide (JSON-friendly)."""
         return {
             "path": str(self.path),

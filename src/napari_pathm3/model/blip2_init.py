@@ -26,7 +26,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -142,7 +141,7 @@ class QFormerInitReport:
         parts.append(f"language_projection {self.projection}")
         return "Q-Former init: " + "; ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "loaded": len(self.loaded),

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 
-def model_accuracy(model: Any) -> dict[str, Any] | None:
+def model_accuracy(model: Any) -> dict[str, object] | None:
     """Accuracy of the model where its training verdict judged it (validation, cross-validation or, without
     either, the training bags), with the majority-class rate beside it; ``None`` when unrecorded."""
     from .verdict import verdict_of

@@ -21,7 +21,6 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -77,7 +76,7 @@ class OodCheck:
     def far(self) -> bool:
         return self.distance > self.threshold
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "distance": round(self.distance, 4),
             "threshold": round(self.threshold, 4),

@@ -132,13 +132,36 @@ def _token_log_probs(model: Any, prefix: Tensor, ids: Tensor) -> Tensor:
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, rows[..., None]).squeeze(-1)
 
 
-def token_query_relevance(model: Any, query_output: Tensor, text: str) -> TokenRelevance:
+def _append_extra(prefix: Tensor, extra: Tensor | None) -> Tensor:
+    """``prefix`` (T, q, W) followed by the ``caption_prefix`` tokens ``extra`` (1, k, W), held constant (the
+    maps attribute through the queries; count and class tokens are not differentiated)."""
+    if extra is None:
+        return prefix
+    return torch.cat([prefix, extra.detach().to(prefix.dtype).expand(prefix.shape[0], -1, -1)], dim=1)
+
+
+@torch.no_grad()
+def extra_prefix(model: Any, pass_: QueryPass) -> Tensor | None:
+    """The bag's ``caption_prefix`` tokens (1, k, W) at inference, or None when the extension is off."""
+    if not model.config.caption_prefix.extra_tokens:
+        return None
+    mask = pass_.mask if pass_.mask is not None else torch.ones(pass_.patches.shape[:2], dtype=torch.bool)
+    mask = mask.to(pass_.patches.device)
+    image_only = model.qformer(pass_.patches, mask, need_weights=False, need_lse=model._needs_lse)
+    assert pass_.features is not None  # set by query_pass
+    return model._extra_prefix(pass_.features, mask, image_only, None)
+
+
+def token_query_relevance(
+    model: Any, query_output: Tensor, text: str, *, extra: Tensor | None = None
+) -> TokenRelevance:
     """Gradient x input relevance r_t(k) of every query k for every LM token t of ``text``.
 
     Args:
         model: a :class:`~napari_pathm3.model.pathm3.PathM3Model` (eval mode).
         query_output: (q, H) image-only query outputs of one bag (the caption prefix before projection).
         text: a caption (or phrase), scored as the LM's output after the query prefix and the prompt.
+        extra: the bag's ``caption_prefix`` tokens (:func:`extra_prefix`), appended held constant.
 
     Returns:
         :class:`TokenRelevance`; empty (T = 0) for a text without tokens.
@@ -153,7 +176,7 @@ def token_query_relevance(model: Any, query_output: Tensor, text: str) -> TokenR
     device = query_output.device
     with torch.enable_grad():
         z = query_output.detach().float()[None].expand(t, -1, -1).clone().requires_grad_(True)  # (T, q, H)
-        prefix = model.language_projection(z.to(model.language_projection.weight.dtype))
+        prefix = _append_extra(model.language_projection(z.to(model.language_projection.weight.dtype)), extra)
         logp = _token_log_probs(model, prefix, torch.tensor(ids, dtype=torch.long, device=device))
         own = logp[torch.arange(t, device=device), torch.arange(t, device=device)]  # row t: token t
         (grad,) = torch.autograd.grad(own.sum(), z)
@@ -172,6 +195,9 @@ class QueryPass:
     states: list[Tensor]  # per cross-attention layer: (1, q, H) query states (its attention's queries)
     contexts: list[Tensor]  # per cross-attention layer: (1, q, H) Σ_n A(k, n) V(E_n), heads concatenated
     query_output: Tensor  # (1, q, H)
+    features: Tensor | None = (
+        None  # (1, n, d) the patch features (the count gates of caption_prefix read them)
+    )
 
 
 def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: QueryPass | None) -> Tensor:
@@ -212,7 +238,14 @@ def _query_path(qformer: Any, batch: int, contexts: list[Tensor] | None, pass_: 
 def query_pass(model: Any, features: Tensor, mask: Tensor | None = None) -> QueryPass:
     """Correlation module + the Q-Former's image-only query path over one bag ``features`` (1, n, d)."""
     patches, mask = model._encode(features, mask, "image")
-    out = QueryPass(patches=patches, mask=mask, states=[], contexts=[], query_output=features.new_zeros(0))
+    out = QueryPass(
+        patches=patches,
+        mask=mask,
+        states=[],
+        contexts=[],
+        query_output=features.new_zeros(0),
+        features=features.to(patches.device),
+    )
     out.query_output = _query_path(model.qformer, 1, None, out)
     return out
 
@@ -279,6 +312,7 @@ def text_relevance(
         return TokenRelevance([], [], torch.zeros(0, q), torch.zeros(0), offsets), torch.zeros(0, n)
     t = len(ids)
     device = pass_.query_output.device
+    extra = extra_prefix(model, pass_)
     alphas = [(i + 0.5) / steps for i in range(steps)] if steps > 1 else [1.0]
     grads = [torch.zeros(t, *c.shape[1:], device=device) for c in pass_.contexts]
     query_rel = torch.zeros(t, q)
@@ -288,7 +322,8 @@ def text_relevance(
         with torch.enable_grad():
             probes = [(a * c.detach()).expand(t, -1, -1).clone().requires_grad_(True) for c in pass_.contexts]
             z = _query_path(model.qformer, t, probes, None)  # (T, q, H); at a = 1 equal to pass_.query_output
-            logp = _token_log_probs(model, model.language_projection(z), torch.tensor(ids, device=device))
+            prefix = _append_extra(model.language_projection(z), extra)
+            logp = _token_log_probs(model, prefix, torch.tensor(ids, device=device))
             own = logp[eye, eye]  # row t: token t
             *gs, gz = torch.autograd.grad(own.sum(), [*probes, z])
         for acc, gr in zip(grads, gs, strict=True):
@@ -299,7 +334,8 @@ def text_relevance(
     if steps > 1:  # the log-probabilities reported are those of the real bag
         with torch.no_grad():
             z = _query_path(model.qformer, 1, [c.detach() for c in pass_.contexts], None)
-            lp = _token_log_probs(model, model.language_projection(z), torch.tensor(ids, device=device))
+            prefix = _append_extra(model.language_projection(z), extra)
+            lp = _token_log_probs(model, prefix, torch.tensor(ids, device=device))
             own_full = lp[0].float().cpu()
     rel = TokenRelevance(ids, strings, query_rel, own_full, offsets)  # type: ignore[arg-type]
     return rel, patch_relevance(model, pass_, grads).cpu()
@@ -379,8 +415,8 @@ def singleton_log_probs(
     for s in range(0, n, batch):
         x = features[0, s : s + batch].to(model.device)[:, None, :]  # (b, 1, d): bags of one patch
         mask = torch.ones(x.shape[0], 1, dtype=torch.bool, device=model.device)
-        z = model.qformer(model.correlation(x, mask), mask, need_weights=False).query_output
-        out[:, s : s + batch] = (
-            _token_log_probs(model, model.language_projection(z), token_ids).T.float().cpu()
-        )
+        patches = model.correlation(x, mask)
+        image_only = model.qformer(patches, mask, need_weights=False, need_lse=model._needs_lse)
+        prefix = model.caption_prefix_embeddings(x, mask, image_only)  # + caption_prefix tokens when on
+        out[:, s : s + batch] = _token_log_probs(model, prefix, token_ids).T.float().cpu()
     return ids, out

@@ -135,7 +135,7 @@ def _scratch_config(cfg: LanguageConfig, tok: Any) -> Any:
     )
 
 
-def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None:
+def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, object] | None:
     """The config dict (read from a checkpoint) of a scratch LM this package runs in plain torch (T5, GPT-2),
     or None (new models, pretrained LMs and other architectures use transformers)."""
     if cfg.name is not None or not isinstance(hf_config, dict):
@@ -143,7 +143,7 @@ def _native_config(cfg: LanguageConfig, hf_config: Any) -> dict[str, Any] | None
     return hf_config if _native_class(hf_config) is not None else None
 
 
-def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
+def _native_class(data: dict[str, object]) -> type[nn.Module] | None:
     from .gpt2 import NativeGPT2, supports_gpt2
     from .t5 import NativeT5, supports_t5
 
@@ -152,7 +152,7 @@ def _native_class(data: dict[str, Any]) -> type[nn.Module] | None:
     return NativeGPT2 if supports_gpt2(data) else None
 
 
-def _build_native(data: dict[str, Any]) -> nn.Module:
+def _build_native(data: dict[str, object]) -> nn.Module:
     cls = _native_class(data)
     assert cls is not None  # checked by _native_config
     return cls(data)

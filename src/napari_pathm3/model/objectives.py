@@ -26,21 +26,28 @@ def present(items: Sequence[str | None]) -> list[bool]:
     return [s is not None and str(s).strip() != "" for s in items]
 
 
-def caption_objective(model: Any, query_output: Tensor, captions: Sequence[str | None]) -> Tensor | None:
+def caption_objective(
+    model: Any, query_output: Tensor, captions: Sequence[str | None], *, extra: Tensor | None = None
+) -> Tensor | None:
     """L_G over the bags that have a caption (None when none has): per-bag masking.
 
     ``query_output`` (b, q, H) must come from the image-only query pass: the prefix the LM gets at inference.
+    ``extra`` (b, k, W): prefix tokens appended after the projected queries (``config.caption_prefix``).
     """
     keep = [i for i, p in enumerate(present(captions)) if p]
     if not keep:
         return None
-    rows = query_output if len(keep) == len(captions) else query_output[keep]
+    whole = len(keep) == len(captions)
+    rows = query_output if whole else query_output[keep]
+    prefix = model.language_projection(rows)
+    if extra is not None:
+        prefix = torch.cat([prefix, (extra if whole else extra[keep]).to(prefix.dtype)], dim=1)
     lang = model.config.language
     return caption_loss(
         model.language_model,
         model.lm_tokenizer,
         lang.kind,
-        model.language_projection(rows),
+        prefix,
         [str(captions[i]) for i in keep],
         prompt=lang.prompt,
         max_tokens=lang.max_caption_tokens,

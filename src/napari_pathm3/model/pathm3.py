@@ -1,7 +1,6 @@
 """PathM3Model: correlation module -> Q-Former -> query classifier and caption LM (paper Fig. 1).
 
-Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes.
-"""
+Dimensions: b bags, n patches, d feature_dim, q queries, H Q-Former width, C classes."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 from .._types import PathLike, ProgressFn
 from ..config import PathM3Config
 from . import checkpoint as ckpt
+from .caption_prefix import CaptionPrefix, conditioning_classes
 from .correlation import CorrelationModule
 from .device import autocast
 from .generation import Decoding, DecodingKwargs
@@ -87,12 +87,22 @@ class PathM3Model(nn.Module):
         )
         lm_width = int(self.language_model.get_input_embeddings().weight.shape[1])  # type: ignore[operator]
         self.language_projection = nn.Linear(config.qformer.hidden_size, lm_width)
+        if config.caption_prefix.extra_tokens:  # §5a; built only when on, so "off" is the same model
+            self.caption_prefix = CaptionPrefix(
+                config.caption_prefix,
+                width=config.feature_dim,  # the gates read each patch's own feature (instance level)
+                lm_width=lm_width,
+                num_classes=config.num_classes,
+                lse_features=config.qformer.num_query_tokens
+                * config.qformer.num_attention_heads
+                * len(range(0, config.qformer.num_hidden_layers, config.qformer.cross_attention_frequency)),
+            )
         if config.itc_weight > 0:  # BLIP-2's ITC heads (names as in Blip2ForImageTextRetrieval)
             self.vision_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.text_proj = nn.Linear(config.qformer.hidden_size, CONTRAST_DIM)
             self.temp = nn.Parameter(torch.tensor(TEMP_INIT))
         #: what run made these weights (``RunProvenance.to_dict()``): set by the trainer, saved in config.json
-        self.provenance: dict[str, Any] | None = None
+        self.provenance: dict[str, object] | None = None
         #: what ``config.qformer_init`` loaded (None: random Q-Former, or weights read from a checkpoint)
         self.qformer_init_report: Any = None
         if pretrained_init and config.qformer_init:
@@ -124,7 +134,7 @@ class PathM3Model(nn.Module):
         """Parameters the optimiser should update (everything except a frozen LM)."""
         return [p for p in self.parameters() if p.requires_grad]
 
-    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+    def optimizer_param_groups(self) -> list[dict[str, object]]:
         """AdamW parameter groups: ``config.optim.weight_decay`` except on biases and norms (rule ``"lavis"``,
         BLIP-2's trainer: every tensor with one dimension or named ``*.bias``), and also embeddings and query
         tokens (rule ``"norms_biases_embeddings"``)."""
@@ -185,7 +195,8 @@ class PathM3Model(nn.Module):
         if text is not None and not any(present(text)):
             text = None  # no bag has text: the image-only pass, without tokenizing
         ids, tmask = self._tokenize_text(text) if text is not None else (None, None)
-        return self.qformer(patches, mask, ids, tmask)
+        # the image-only pass feeds the caption prefix: its log-normalisers when the count tokens read them
+        return self.qformer(patches, mask, ids, tmask, need_lse=text is None and self._needs_lse)
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
@@ -225,12 +236,17 @@ class PathM3Model(nn.Module):
         loss_cls = None
         if labels is not None:
             loss_cls, image_only = self._classification_loss(logits, labels, text, patches, mask, image_only)
+            count_loss = self._count_loss(
+                features, mask, labels
+            )  # §5a: the count heads learn from the labels
+            loss_cls = loss_cls if count_loss is None else loss_cls + count_loss
         loss_caption = loss_itc = None
         if captions is not None and any(present(captions)):
-            if patches is None:
+            if patches is None or features is None or mask is None:
                 raise ValueError("captions need features: the caption branch is image-only")
             image_only = image_only if image_only is not None else self._run_qformer(patches, mask, None)
-            loss_caption = caption_objective(self, image_only.query_output, captions)
+            extra = self._extra_prefix(features, mask, image_only, labels)
+            loss_caption = caption_objective(self, image_only.query_output, captions, extra=extra)
             loss_itc = contrastive_objective(self, image_only.query_output, captions)
         return PathM3Output(
             logits=logits,
@@ -241,6 +257,39 @@ class PathM3Model(nn.Module):
             query_output=cls_out.query_output,
             loss_itc=loss_itc,
         )
+
+    def _count_loss(self, features: Tensor | None, mask: Tensor | None, labels: Tensor) -> Tensor | None:
+        """The count heads' own cross-entropy (``caption_prefix.count_classifier``; None when off)."""
+        prefix = getattr(self, "caption_prefix", None)
+        if prefix is None or features is None or mask is None:
+            return None
+        logits = prefix.class_logits(features.to(self.device), mask)
+        return None if logits is None else classification_loss(logits, labels.to(self.device))
+
+    @property
+    def _needs_lse(self) -> bool:
+        prefix = getattr(self, "caption_prefix", None)
+        return prefix is not None and prefix.needs_log_normaliser
+
+    def _extra_prefix(
+        self, features: Tensor, mask: Tensor, image_only: QFormerOutput, labels: Tensor | None
+    ) -> Tensor | None:
+        """The ``caption_prefix`` tokens (b, k, W) from the patch ``features`` (b, n, d: the count gates read each
+        patch's own feature) and the image-only pass, or None when the extension is off.
+        The class token gets ``labels`` where known (teacher forcing), else the image-only prediction."""
+        if not self.config.caption_prefix.extra_tokens:
+            return None
+        classes = None
+        if self.config.caption_prefix.class_token:
+            classes = conditioning_classes(labels, self.classifier(image_only.query_output))
+        return self.caption_prefix(features.to(self.device), mask, classes, image_only.log_normaliser)
+
+    def caption_prefix_embeddings(self, features: Tensor, mask: Tensor, image_only: QFormerOutput) -> Tensor:
+        """The LM prefix at inference (b, q + k, W): projected image-only queries, then the ``caption_prefix``
+        tokens with the classifier's predicted class."""
+        prefix = self.language_projection(image_only.query_output)
+        extra = self._extra_prefix(features, mask, image_only, None)
+        return prefix if extra is None else torch.cat([prefix, extra.to(prefix.dtype)], dim=1)
 
     def _encode(
         self, features: Tensor | None, mask: Tensor | None, mode: str
@@ -318,7 +367,8 @@ class PathM3Model(nn.Module):
         mask = self._check_inputs(features, mask).to(self.device)
         with autocast(self.device):
             patches = self.correlation(features.to(self.device), mask)
-            prefix = self.language_projection(self.qformer(patches, mask, need_weights=False).query_output)
+            image_only = self.qformer(patches, mask, need_weights=False, need_lse=self._needs_lse)
+            prefix = self.caption_prefix_embeddings(features, mask, image_only)
             return generate_captions(
                 self.language_model,
                 self.lm_tokenizer,

@@ -35,6 +35,8 @@ class QFormerOutput:
     cross_attention: (
         Tensor | None
     )  # (b, q, n): mean over heads and cross-attention layers; None without patches
+    # (b, q, L·h): each query's attention log-normaliser per cross-attention layer and head (need_lse)
+    log_normaliser: Tensor | None = None
 
 
 def _attend(
@@ -78,6 +80,7 @@ def cross_attend(
     how: Attending,
     *,
     need_weights: bool = True,
+    log_normalisers: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Queries attend to patches, chunk by chunk over n with an online softmax (flash-attention style).
 
@@ -93,6 +96,9 @@ def cross_attend(
         how: heads, dropout and chunk size (:class:`Attending`).
         need_weights: also return the head-averaged weights (b, t, n) for heatmaps. Costs the (b, h, t, n)
             logits (12 x 32 x 100k floats = 150 MB at 100k patches), kept per chunk until normalised.
+        log_normalisers: a list to append the softmax's log-normaliser ``log Σ_n exp(q kₙᵀ/√d)`` per head and
+            query to, (b, h, t): the log of the unnormalised attention mass, which (unlike the weights) grows
+            with the number of patches a query attends to (docs/method.md §5a).
 
     Returns:
         (b, t, H) attention output and, with ``need_weights``, the weights (b, t, n).
@@ -135,6 +141,8 @@ def cross_attend(
         numer = numer * correction + p @ v.float()
         run_max = new_max
     out = (numer / denom).to(hidden.dtype).transpose(1, 2).reshape(b, t, width)
+    if log_normalisers is not None:
+        log_normalisers.append((run_max + torch.log(denom)).squeeze(-1))  # (b, h, t)
     if not need_weights:
         return out, None
     # softmax weights of every chunk from the final max and denominator, averaged over heads: (b, t, n)
@@ -285,6 +293,7 @@ class QFormer(nn.Module):
         text_mask: Tensor | None = None,
         *,
         need_weights: bool = True,
+        need_lse: bool = False,
     ) -> QFormerOutput:
         """Run the queries.
 
@@ -295,6 +304,7 @@ class QFormer(nn.Module):
             text_ids: (b, t) token ids of the Q-Former tokenizer; they self-attend jointly with the queries.
             text_mask: (b, t) attention mask of ``text_ids`` (1 = token).
             need_weights: also return the cross-attention maps (b, q, n).
+            need_lse: also return the queries' attention log-normalisers (b, q, L·h).
 
         Returns:
             :class:`QFormerOutput` with the query outputs (b, q, H).
@@ -327,6 +337,7 @@ class QFormer(nn.Module):
         heads = cfg.num_attention_heads
         cross: Tensor | None = None  # running sum of the layers' maps (b, q, n): one map in memory, not six
         num_maps = 0
+        lse: list[Tensor] | None = [] if need_lse and patches is not None else None
         for layer in self.encoder.layer:  # type: ignore[union-attr]  # a ModuleList of BLIP-2 layers
             a = _attend(layer.attention.attention, x, x, key_mask, heads=heads, dropout=p_attn)
             a = layer.attention.output(a, x)  # dense + dropout + LN(residual), BERT post-LN
@@ -339,6 +350,7 @@ class QFormer(nn.Module):
                     patch_mask,
                     Attending(heads, p_attn, self.chunk_size),
                     need_weights=need_weights,
+                    log_normalisers=lse,
                 )
                 aq = layer.crossattention.output(c, aq)
                 if w is not None:
@@ -350,7 +362,8 @@ class QFormer(nn.Module):
                 out = torch.cat([out, layer.output(layer.intermediate(at), at)], dim=1)
             x = out
         cross = cross / num_maps if cross is not None else None  # mean over the cross-attention layers
-        return QFormerOutput(query_output=x[:, :nq], cross_attention=cross)
+        log_normaliser = torch.cat(lse, dim=1).transpose(1, 2) if lse else None  # (b, q, L·h)
+        return QFormerOutput(query_output=x[:, :nq], cross_attention=cross, log_normaliser=log_normaliser)
 
 
 _BERT_RENAMES = (

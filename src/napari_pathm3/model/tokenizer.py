@@ -39,7 +39,7 @@ class FastTokenizer:
         self._tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self._tok.no_padding()  # the saved file may fix padding/truncation; each call sets its own
         self._tok.no_truncation()
-        self.init_kwargs: dict[str, Any] = json.loads(
+        self.init_kwargs: dict[str, object] = json.loads(
             (self.folder / "tokenizer_config.json").read_text(encoding="utf-8")
         )
         for name in _SPECIAL_NAMES:
@@ -66,7 +66,7 @@ class FastTokenizer:
         truncation: bool = False,
         max_length: int | None = None,
         return_tensors: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         """``input_ids`` and ``attention_mask``: lists (one text) or lists of lists, tensors with ``"pt"``."""
         single = isinstance(text, str)
         texts = [text] if single else list(text)

@@ -59,7 +59,7 @@ class PatchGrid:
     def needs_resize(self) -> bool:
         return self.read_size != self.patch_size
 
-    def params(self) -> dict[str, Any]:
+    def params(self) -> dict[str, object]:
         """Everything that defines the grid (what a feature cache must match to be reused)."""
         return {
             "patch_size": self.patch_size,

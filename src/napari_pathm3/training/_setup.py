@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -23,6 +23,13 @@ from ..errors import CheckpointError, ManifestError, PathM3Error
 from . import ddp
 from ._state import STATE_JSON, load_trainer_state, save_trainer_state, set_rng_state, unflatten_optimizer
 from .data import BagDataset, BagRecord, SlideBag, collate_bags
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from ..model.pathm3 import PathM3Model
+    from .ddp import DistInfo
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +138,31 @@ class TrainState:
                 setattr(self, f.name, meta[f.name])
 
 
+class _Schedule(TypedDict):
+    """The arguments of ``loop.lr_at`` besides the step."""
+
+    lr: float
+    warmup_lr: float
+    warmup: int
+    total: int
+    min_lr: float
+
+
 @dataclass
 class _Run:
     """Everything one training run holds between its phases (prepare -> epochs -> validate-and-checkpoint)."""
 
     config: TrainConfig
     out: Path
-    device: Any
-    dist: Any
-    core: Any  # the PathM3Model
-    model: Any  # ``core``, or its DistributedDataParallel wrapper
-    optimizer: Any
-    loader: Any
-    sampler: Any
-    train_ds: Any
-    val_ds: Any
+    device: torch.device
+    dist: DistInfo
+    core: PathM3Model
+    model: Any  # ``core``, or its DistributedDataParallel wrapper (whose ``no_sync`` the loop uses)
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader[SlideBag]
+    sampler: DistributedSampler[SlideBag]
+    train_ds: BagDataset | Sequence[SlideBag]
+    val_ds: BagDataset | Sequence[SlideBag] | None
     micro: int  # bags per micro-batch and process
     steps_per_epoch: int
     total: int  # optimiser steps of the whole run
@@ -156,14 +173,14 @@ class _Run:
     state: TrainState = field(default_factory=TrainState)
 
     @property
-    def schedule(self) -> dict[str, Any]:
+    def schedule(self) -> _Schedule:
         o = self.core.config.optim
-        return dict(
+        return _Schedule(
             lr=o.lr, warmup_lr=o.warmup_lr, warmup=self.warmup, total=self.total, min_lr=self.config.min_lr
         )
 
 
-def _device_and_processes(config: TrainConfig) -> tuple[Any, Any]:
+def _device_and_processes(config: TrainConfig) -> tuple[torch.device, DistInfo]:
     """The device and the process group (one CUDA device per process under ``torchrun``)."""
     import torch
 
@@ -182,8 +199,8 @@ class _Placement:
     """Where a run reads its features and runs: the features folder, the device and the processes."""
 
     features_dir: PathLike | None
-    device: Any
-    dist: Any
+    device: torch.device
+    dist: DistInfo
 
 
 def _prepare(
@@ -267,7 +284,7 @@ def _prepare(
     )
 
 
-def _provenance(core: Any, config: TrainConfig, caption_style: str) -> dict[str, Any]:
+def _provenance(core: PathM3Model, config: TrainConfig, caption_style: str) -> dict[str, Any]:
     """The run record saved with every checkpoint of this run (config.json ``provenance``)."""
     from ..model.provenance import RunProvenance
 
@@ -288,7 +305,7 @@ def _remove_old_best(out: Path) -> None:
         shutil.rmtree(out / "best", ignore_errors=True)
 
 
-def _distributed(core: Any, device: Any, dist: Any) -> Any:
+def _distributed(core: PathM3Model, device: torch.device, dist: DistInfo) -> torch.nn.Module:
     """``core`` wrapped for DistributedDataParallel under ``torchrun`` (else as it is)."""
     if not dist.distributed:
         return core

@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,13 @@ def all_reduce_mean(value: float, info: DistInfo, device: Any) -> float:
     return float(t.item()) / info.world_size
 
 
-def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+def gather_objects(obj: T, info: DistInfo) -> list[T]:
     """Every process's ``obj``, in rank order (a one-element list when not distributed)."""
     if not info.distributed:
         return [obj]
     import torch.distributed as dist
 
-    out: list[Any] = [None] * info.world_size
+    out: list[T] = [obj] * info.world_size  # placeholders: all_gather_object fills every slot
     dist.all_gather_object(out, obj)
     return out
 

@@ -338,6 +338,8 @@ def _validate(
     """Validation metrics into ``record``; returns the value of the selection metric."""
     config, mcfg = run.config, run.core.config
     report(progress, run.state.step, run.total, Stage.VALIDATE, epoch=epoch + 1, epochs=config.epochs)
+    if run.val_ds is None:  # the caller validates only runs with a validation set
+        raise ValueError("no validation set")
     pred = predict(
         run.model,
         run.val_ds,

@@ -44,7 +44,7 @@ def _norm(text: str | None) -> str | None:
     return out or None
 
 
-def _most_common(items: Sequence[Any]) -> Any:
+def _most_common(items: Sequence[object]) -> Any:
     """The most frequent item; ties go to the one seen first (deterministic)."""
     counts = Counter(items)
     best = max(counts.values())

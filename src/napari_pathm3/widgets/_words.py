@@ -106,13 +106,12 @@ class WordsPanel(Container):
             units = ("um", "um") if res.mpp_xy is not None else None
             data, kwargs, _ = map_layer(
                 values,
-                res.grid,
+                self._raster,
                 name=word_layer_name(res),
                 what=what,
                 slide_scale=res.slide_scale,
                 units=units,
                 metadata={"slide_path": res.slide_path},
-                raster=self._raster,
             )
             self._layer = self._viewer.add_image(data, **kwargs)
         switch_map(self._layer, values, self._raster, what=what)

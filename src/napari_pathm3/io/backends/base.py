@@ -18,12 +18,13 @@ import numpy as np
 
 
 class BackendKind(str, Enum):
-    """The slide backends, in the order ``"auto"`` tries them. Each value is its module's name here.
-    (``str, Enum`` rather than ``StrEnum``: the package supports Python 3.10.)"""
+    """The slide backends, in the order ``"auto"`` tries them. Each value is its module's name here and
+    the member's name in lower case; members are ``str`` (equal to their value). ``str, Enum`` rather than
+    ``StrEnum``: the package supports Python 3.10."""
 
     @staticmethod
     def _generate_next_value_(name: str, start: int, count: int, last_values: list[object]) -> str:
-        return name.lower()
+        return name.lower()  # what StrEnum's auto() gives (Python 3.11+), here for 3.10 too
 
     def __str__(self) -> str:
         return str(self.value)

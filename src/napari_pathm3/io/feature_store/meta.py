@@ -53,7 +53,7 @@ class EncoderMeta:
     weights_hash: str | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, JSONValue]) -> EncoderMeta:
+    def from_json(cls, data: Mapping[str, object]) -> EncoderMeta:
         return cls(
             name=_str(data.get("name")) or "",
             dim=_int(data.get("dim")),
@@ -87,7 +87,7 @@ class GridMeta:
     tiling: JSONObject | None = None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, JSONValue]) -> GridMeta:
+    def from_json(cls, data: Mapping[str, object]) -> GridMeta:
         return cls(
             patch_size=_int(data.get("patch_size")),
             mpp=_float(data.get("mpp")),

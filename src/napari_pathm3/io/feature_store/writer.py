@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, cast
 
@@ -38,8 +39,8 @@ def bag_meta(
     *,
     slide_id: str,
     fingerprint: str | None,
-    encoder: EncoderMeta | JSONObject,
-    grid: GridMeta | JSONObject,
+    encoder: EncoderMeta | Mapping[str, object],
+    grid: GridMeta | Mapping[str, object],
     coords: np.ndarray,
     dtype: str = "float32",
 ) -> BagMeta:

@@ -112,7 +112,7 @@ def variant_configs(variant: Variant, model_config: Any, train_config: Any, *, s
         raise PathM3Error(
             f"variant {variant.name!r} needs PathM3Config.use_correlation, which this version lacks"
         )
-    changes: dict[str, Any] = {"seed": seed, "mode": variant.mode}
+    changes: dict[str, object] = {"seed": seed, "mode": variant.mode}
     if variant.alpha is not None:
         changes["alpha"] = variant.alpha
     if variant.row_metric == "text_conditioned_accuracy":
