@@ -37,6 +37,7 @@ from ._checks import (
     VAL_FRACTION,
     add_device,
 )
+from .train_inputs import feature_width, manifest_records, store_encoder, store_tiling
 
 log = logging.getLogger(__name__)
 
@@ -281,13 +282,6 @@ class _EpochLog:
             self.bar.close()
 
 
-def _feature_dim(records, features_dir) -> int:
-    from ..training.data import load_features, resolve_features
-
-    feats, _ = load_features(resolve_features(records[0].key, features_dir))
-    return int(feats.shape[1])
-
-
 def _print(obj) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         from ..jsonfile import finite_or_null
@@ -303,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     from ..threads import apply_thread_policy
     from ..training.restarts import train_with_restarts
 
-    records, class_names, train_recs, val_recs = _records(args)
+    records, class_names, train_recs, val_recs = manifest_records(args)
     model_or_cfg = _model_or_config(args, class_names, records)
     apply_thread_policy()
     tcfg = _train_config(args)
@@ -352,7 +346,7 @@ def _run_protocol(args: argparse.Namespace) -> int:
     )
     if not Path(captions).is_file():
         raise PathM3Error(f"PatchGastric captions.csv not found at {captions}; pass --captions")
-    dim = _feature_dim(patchgastric_subset(captions, captions="raw"), args.features)
+    dim = feature_width(patchgastric_subset(captions, captions="raw"), args.features)
     model_config, train_config = _model_config(args, PATCHGASTRIC_CLASSES, dim), _train_config(args)
     _announce(args, model_config, train_config)
     result = run_patchgastric(
@@ -390,86 +384,18 @@ def _announce(args: argparse.Namespace, model_config: Any, train_config: Any) ->
         )
 
 
-def _records(args: argparse.Namespace) -> tuple[list[Any], tuple[str, ...], list[Any], list[Any]]:
-    """All rows, class names and the train / validation records of ``--manifest`` (a stratified validation split of
-    the training rows when the manifest has none and ``--val-fraction`` > 0)."""
-    from ..errors import PathM3Error
-    from ..training.data import check_training_split, class_names_from, read_manifest, split_records
-    from ..training.protocol import stratified_split
-
-    records = read_manifest(args.manifest)
-    if not records:
-        raise PathM3Error(f"{args.manifest}: no rows")
-    class_names = tuple(args.classes) if args.classes else class_names_from(records)
-    if len(class_names) < 2:
-        raise PathM3Error(
-            f"{args.manifest}: its labels name {len(class_names)} class(es) {list(class_names)}; "
-            "training a classifier needs at least two classes (add bags of another class, or pass --classes)"
-        )
-    parts = split_records(records)
-    train_recs, val_recs = parts["train"], parts["val"]
-    if not val_recs and args.val_fraction > 0:
-        tr, va = stratified_split(
-            [r.label for r in train_recs],
-            fractions=(1 - args.val_fraction, args.val_fraction),
-            seed=args.seed,
-        )
-        train_recs, val_recs = [train_recs[i] for i in tr], [train_recs[i] for i in va]
-        source = f"{args.manifest} with --val-fraction {args.val_fraction:g}"
-    else:
-        source = str(args.manifest)
-    check_training_split(train_recs, class_names, source=source)
-    return records, class_names, train_recs, val_recs
-
-
 def _model_or_config(args: argparse.Namespace, class_names: tuple[str, ...], records: list[Any]) -> Any:
     """The config of a new model, or the ``--init`` checkpoint to fine-tune; either carries the grid the
     features were cut with, so `caption` cuts new slides the same way."""
-    tiling = _store_tiling(args.features)
+    tiling = store_tiling(args.features)
     if args.init:
         from ..model import PathM3Model
 
         model = PathM3Model.from_pretrained(args.init, expected_classes=class_names, device=args.device)
         model.config = dataclasses.replace(model.config, tiling=tiling or model.config.tiling)
         return model
-    cfg = _model_config(args, class_names, _feature_dim(records, args.features))
+    cfg = _model_config(args, class_names, feature_width(records, args.features))
     # the encoder the features came from: `caption` then encodes new slides with it (a UNI-feature model
     # fed the default encoder's features would fail on the width, or worse, not)
-    encoder = cfg.encoder_name or _store_encoder(args.features)
+    encoder = cfg.encoder_name or store_encoder(args.features)
     return dataclasses.replace(cfg, tiling=tiling or cfg.tiling, encoder_name=encoder)
-
-
-def _store_encoder(features_dir: str) -> str:
-    """The registry name of the encoder of the zarr feature store's bags ("" when none is recorded, e.g.
-    imported TRIDENT/CLAM files); two different encoders in one folder are an error."""
-    from ..errors import PathM3Error
-    from ..io.feature_store import FeatureStore
-
-    store = FeatureStore(features_dir)
-    names = {store.open_bag(key).encoder_name for key in store.keys()}
-    names.discard("")
-    if len(names) > 1:
-        raise PathM3Error(
-            f"{features_dir}: features of several encoders ({', '.join(sorted(names))}); train on one encoder's "
-            "features (extract each into its own folder)"
-        )
-    return names.pop() if names else ""
-
-
-def _store_tiling(features_dir: str) -> Any:
-    """The patch grid of the zarr feature store's bags (a ``TilingConfig``), or ``None`` when it records
-    none (feature files of other toolkits carry no grid)."""
-    from ..config import TilingConfig
-    from ..errors import FeatureStoreError
-    from ..io.feature_store import FeatureStore
-    from ..schemas import load_config
-
-    store = FeatureStore(features_dir)
-    for key in store.keys():
-        grid = store.open_bag(key).meta.grid
-        tiling = None if grid is None else grid.tiling
-        if tiling:
-            source = f"{store.path_for(key)}: grid.tiling"
-            fix = "re-extract this store (napari-pathm3 extract --overwrite)"
-            return load_config(TilingConfig, tiling, source=source, fix=fix, error=FeatureStoreError)
-    return None

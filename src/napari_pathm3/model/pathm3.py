@@ -24,6 +24,7 @@ from .heads import CONTRAST_DIM, TEMP_INIT, QueryClassifier, classification_loss
 from .language import build_language_model, generate_captions, load_tokenizer
 from .objectives import caption_objective, classification_text, contrastive_objective, present, total_loss
 from .outputs import Classification, PathM3Output
+from .param_groups import weight_decay_groups
 from .pretrained import LM_PREFIX
 from .qformer import QFormer, QFormerOutput, load_bert_text_weights
 from .verdict import TrainingVerdict
@@ -135,29 +136,9 @@ class PathM3Model(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def optimizer_param_groups(self) -> list[dict[str, object]]:
-        """AdamW parameter groups: ``config.optim.weight_decay`` except on biases and norms (rule ``"lavis"``,
-        BLIP-2's trainer: every tensor with one dimension or named ``*.bias``), and also embeddings and query
-        tokens (rule ``"norms_biases_embeddings"``)."""
-        lavis = self.config.optim.weight_decay_rule == "lavis"
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            if lavis:  # LAVIS Blip2Base.get_optimizer_params, verbatim
-                plain = p.ndim == 1 or name.endswith(".bias")
-            else:
-                plain = (
-                    p.ndim < 2
-                    or "norm" in name.lower()
-                    or "embeddings" in name
-                    or name.endswith("query_tokens")
-                )
-            (no_decay if plain else decay).append(p)
-        return [
-            {"params": decay, "weight_decay": self.config.optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        """AdamW parameter groups (see :func:`~.param_groups.weight_decay_groups`)."""
+        optim = self.config.optim
+        return weight_decay_groups(self.named_parameters(), optim.weight_decay, rule=optim.weight_decay_rule)
 
     def _check_inputs(self, features: Tensor, mask: Tensor | None) -> Tensor:
         if features.ndim != 3 or features.shape[-1] != self.config.feature_dim:
