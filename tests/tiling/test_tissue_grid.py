@@ -118,3 +118,14 @@ def test_reader_cancel(cmu_slide_path: Path) -> None:
         flag.set()
         with pytest.raises(Cancelled):
             next(it)
+
+
+@pytest.mark.parametrize("target_mpp", [1e-55, 1e-9])
+def test_an_absurd_target_mpp_is_refused_before_positions_are_allocated(
+    synthetic_slide: Path, target_mpp: float
+) -> None:
+    # found by the slow CLI fuzz: numpy's "Maximum allowed size exceeded" instead of the grid's refusal
+    from napari_pathm3.errors import GridError
+
+    with open_slide(synthetic_slide) as slide, pytest.raises(GridError, match="the mpp is probably wrong"):
+        make_grid(slide, TilingConfig(target_mpp=target_mpp))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -159,9 +160,13 @@ def _geometry(slide: Any, config: TilingConfig, max_patches: int | None, *, warn
         read_size = config.patch_size
         out_mpp = None if slide.mpp is None else slide.mpp * downsample
     size0, step0 = config.patch_size * downsample, config.step * downsample
+    # counted before the positions are allocated: a wrong mpp (e.g. 1e-55 µm/px) must get the clear refusal,
+    # not numpy's "Maximum allowed size exceeded"
+    nx = math.ceil((w0 - size0 + 1e-6) / step0) if w0 >= size0 else 0  # = len(np.arange(...)) below
+    ny = math.ceil((h0 - size0 + 1e-6) / step0) if h0 >= size0 else 0
+    _check_sane(slide, config, size0, nx * ny, _max_patches(max_patches))
     xs = np.arange(0.0, w0 - size0 + 1e-6, step0) if w0 >= size0 else np.zeros(0)
     ys = np.arange(0.0, h0 - size0 + 1e-6, step0) if h0 >= size0 else np.zeros(0)
-    _check_sane(slide, config, size0, len(xs) * len(ys), _max_patches(max_patches))
     if warn and config.target_mpp is not None and downsample < 1.0 - config.mpp_tolerance:
         warnings.warn(
             f"target {config.target_mpp} µm/px is finer than the slide's {slide.mpp:.3f} µm/px; "
