@@ -33,6 +33,21 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 GUI_FIXTURES = {"make_napari_viewer", "make_napari_viewer_proxy", "qtbot", "qapp", "napari_plugin_manager"}
 
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` imported as a module (benchmarks/ is not a package; its scripts import their
+    ``_*`` helpers by plain name, so the folder is on sys.path while it loads)."""
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 def in_ci() -> bool:
     """``CI=true`` (GitHub Actions, GitLab, most CI services) or ``CI=1``."""
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

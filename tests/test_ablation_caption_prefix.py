@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import benchmark_module
 
 
 def _module():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import ablation_caption_prefix
-    finally:
-        sys.path.remove(str(BENCH))
-    return ablation_caption_prefix
+    return benchmark_module("ablation_caption_prefix")
 
 
 def test_variants_are_cli_flags() -> None:

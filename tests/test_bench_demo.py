@@ -9,16 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import benchmark_module
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _module():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_demo
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench_demo
+    return benchmark_module("bench_demo")
 
 
 def test_to_markdown_reports_each_condition_against_its_target() -> None:

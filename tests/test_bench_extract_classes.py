@@ -3,22 +3,14 @@ item 11). The ViTs it builds are the sizes the cards give (no timing asserted he
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench_extract():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_extract
-    finally:
-        sys.path.remove(str(BENCH))
-    return bench_extract
+    return benchmark_module("bench_extract")
 
 
 def test_classes_are_the_card_sizes(bench_extract) -> None:

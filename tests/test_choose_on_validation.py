@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from .conftest import benchmark_module
 
 
 @pytest.fixture
 def choose_mod():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import choose_on_validation
-    finally:
-        sys.path.remove(str(BENCH))
-    return choose_on_validation
+    return benchmark_module("choose_on_validation")
 
 
 def _run(variant, seed, val, acc, bleu):
